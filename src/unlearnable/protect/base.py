@@ -1,0 +1,161 @@
+"""The protection framework: a registry of methods and the fit/apply split.
+
+``fit`` draws or learns a perturbation from a key (everything random happens there); ``apply`` is pure and
+deterministic (torchio's ``RandomNoise`` -> ``Noise`` split). Same key + same data => the same bytes out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from ..data.imageset import ImageSet, check_classes_nonempty
+from ..errors import UserError
+from ..registry import Registry, did_you_mean
+from ..utils import parse_number
+from .keys import Key
+
+METHODS: Registry[type[Protection]] = Registry("method")
+
+
+class Protection:
+    """Base class of a protection method. Subclasses define ``Params``, ``fit`` and ``apply``."""
+
+    name: ClassVar[str] = "base"
+    #: True if ``fit`` never looks at labels (Unlearnable Clusters); class-wise methods set it False.
+    label_agnostic: ClassVar[bool] = False
+    #: One-line description shown by ``unlearnable datasets``/``methods`` and the docs.
+    summary: ClassVar[str] = ""
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, params: Params | None = None, device: str = "cpu", progress: bool = False, **overrides: Any):
+        self.params = params if params is not None else make_params(type(self), overrides)
+        self.device = device
+        self.progress = progress
+
+    # -- the two halves ----------------------------------------------------------------------------------------
+    def fit(self, data: ImageSet, key: Key) -> Any:
+        """Sample or learn the perturbation for ``data`` (the samples to be protected)."""
+        raise NotImplementedError
+
+    def apply(self, data: ImageSet, perturbation: Any) -> torch.Tensor:
+        """Return protected uint8 images ``(N, C, H, W)`` for ``data``; pure and deterministic."""
+        raise NotImplementedError
+
+    # -- budget ------------------------------------------------------------------------------------------------
+    def linf_budget(self) -> float | None:
+        """The L-infinity bound in [0, 1] units that ``apply`` guarantees after quantisation, if any."""
+        eps = getattr(self.params, "eps", None)
+        norm = getattr(self.params, "norm", "linf")
+        return float(eps) if eps is not None and norm == "linf" else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def make_params(cls: type[Protection], overrides: Mapping[str, Any]) -> Any:
+    """Build ``cls.Params`` from strings or numbers, with type coercion and "did you mean" for unknown names."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+    hints = typing.get_type_hints(cls.Params)
+    values: dict[str, Any] = {}
+    for k, v in overrides.items():
+        k2 = k.replace("-", "_")
+        if k2 not in fields:
+            raise UserError(f"--param {k}: method '{cls.name}' has no parameter '{k}'{did_you_mean(k2, fields)}; "
+                            f"parameters: {', '.join(fields) or 'none'}")
+        values[k2] = _coerce(v, hints[k2], f"--param {k}")
+    try:
+        params = cls.Params(**values)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"method '{cls.name}': {e}") from None
+    check = getattr(params, "validate", None)
+    if check is not None:
+        check()
+    return params
+
+
+def _coerce(value: Any, hint: Any, what: str) -> Any:
+    if isinstance(value, str):
+        base = _base_type(hint)
+        if base is bool:
+            low = value.lower()
+            if low not in ("1", "0", "true", "false", "yes", "no"):
+                raise UserError(f"{what}: '{value}' is not true/false")
+            return low in ("1", "true", "yes")
+        if base is int:
+            f = parse_number(value, what)
+            if f != int(f):
+                raise UserError(f"{what}: '{value}' is not a whole number")
+            return int(f)
+        if base is float:
+            return parse_number(value, what)
+        return value
+    return value
+
+
+def _base_type(hint: Any) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args and typing.get_origin(hint) is not None else hint
+
+
+def eps_levels(eps: float) -> int:
+    """Largest uint8 step count that stays within ``eps`` ([0, 1] units) after quantisation."""
+    return int(math.floor(eps * 255.0 + 1e-6))
+
+
+def add_within_linf(images: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Add a float perturbation (``[0, 1]`` units) to uint8 images so that ``|out - in| <= eps`` holds in uint8.
+
+    The perturbation is rounded to whole grey levels and clipped to ``floor(255 * eps)`` levels, then the image
+    is clipped to [0, 255]; clipping can only shrink the change, so the bound survives quantisation exactly.
+    """
+    k = eps_levels(eps)
+    steps = delta.mul(255.0).round().clamp_(-k, k).to(torch.int16)
+    return (images.to(torch.int16) + steps).clamp_(0, 255).to(torch.uint8)
+
+
+def require_labels(method: str, data: ImageSet) -> None:
+    if data.num_classes < 2:
+        raise UserError(f"method '{method}' needs at least 2 classes, found {data.num_classes}")
+
+
+def protect(
+    data: ImageSet,
+    method: str | Protection,
+    key: Key | bytes | int | None = None,
+    splits: str | Sequence[str] = "train",
+    device: str = "cpu",
+    progress: bool = False,
+    return_perturbation: bool = False,
+    **params: Any,
+) -> ImageSet | tuple[ImageSet, Any]:
+    """Protect the samples of ``splits`` (``"all"`` for every split) and return a new ImageSet.
+
+    ``data`` is never modified. ``key`` may be a :class:`Key`, raw bytes or an int (a public, reproducible key for
+    experiments). Extra keyword arguments are the method's parameters, e.g. ``blur=0.3``.
+    """
+    algo = method if isinstance(method, Protection) else METHODS.get(method)(device=device, progress=progress,
+                                                                             **params)
+    k = Key.coerce(key)
+    want = data.split_names() if splits == "all" or splits == ("all",) else (
+        [splits] if isinstance(splits, str) else list(splits))
+    for s in want:
+        if s not in data.split_names():
+            raise UserError(f"--splits: split '{s}' not in the data (present: {', '.join(data.split_names())})")
+    idx = data.indices(want)
+    target = data.subset(idx)
+    if not algo.label_agnostic:
+        require_labels(algo.name, target)
+        check_classes_nonempty(target, want[0]) if len(want) == 1 else None
+    pert = algo.fit(target, k)
+    out = algo.apply(target, pert)
+    if out.shape != target.images.shape or out.dtype != torch.uint8:
+        raise RuntimeError(f"method {algo.name} returned {out.dtype} {tuple(out.shape)}")
+    result = data.with_images(out, idx)
+    return (result, pert) if return_perturbation else result
