@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from test_sweep import tiny_npz  # noqa: E402  (tests/ is on sys.path under pytest)
 from unlearnable.train import distributed as D
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -36,19 +37,6 @@ def test_gather_shards_single_process_is_identity() -> None:
     assert torch.equal(D.gather_shards(t, 10), t)
 
 
-def _npz(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 24), ("test", 12)):
-        x = rng.integers(0, 60, (n, 16, 16)).astype(np.uint8)
-        y = np.arange(n) % 3
-        for i, k in enumerate(y):
-            x[i, 4 * k:4 * k + 6, 4:12] += 150
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
-    np.savez(path, **arrays)
-    return path
-
-
 def _run(args: list[str], cwd: Path, nproc: int) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"] \
@@ -59,7 +47,7 @@ def _run(args: list[str], cwd: Path, nproc: int) -> subprocess.CompletedProcess:
 @pytest.mark.distributed
 def test_torchrun_two_processes_protect_uc_matches_one_process(tmp_path: Path) -> None:
     """Same global batch on 2 ranks as on 1: the same perturbation (up to float rounding), written once."""
-    _npz(tmp_path / "d.npz")
+    tiny_npz(tmp_path / "d.npz")
     flags = ["protect", "d.npz", "--method", "uc", "--clusters", "3", "--epochs", "2", "--batch-size", "8",
              "--key", "k.key", "-p", "ssl_epochs=0", "-p", "width=8",
              "-p", "gen_width=8"]

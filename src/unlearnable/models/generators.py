@@ -12,6 +12,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class ResBlock(nn.Module):
@@ -30,15 +31,20 @@ class ResBlock(nn.Module):
 
 
 class NoiseGenerator(nn.Module):
-    """A ResNet generator over K fixed noise codes ``(K, C, H, W)`` -> perturbations ``(K, C, H, W)``.
+    """A ResNet generator over K fixed noise codes ``(K, C, h, w)`` -> perturbations ``(K, C, H, W)``.
+
+    Codes may be coarser than the image (``size``); the output is then upsampled bilinearly, which gives smooth,
+    low-frequency perturbations that survive clipping at black/white pixels and that a victim learns quickly.
 
     The output is ``eps * tanh(.)`` for an L-infinity budget, or ``tanh(.)`` rescaled to L2 norm at most ``eps``
     per perturbation for an L2 budget (UC's two threat models).
     """
 
-    def __init__(self, codes: torch.Tensor, eps: float, norm: str = "linf", width: int = 32, blocks: int = 2) -> None:
+    def __init__(self, codes: torch.Tensor, eps: float, norm: str = "linf", width: int = 32, blocks: int = 2,
+                 size: tuple[int, int] | None = None) -> None:
         super().__init__()
         c = codes.shape[1]
+        self.size = tuple(size) if size is not None else tuple(codes.shape[-2:])
         self.register_buffer("codes", codes.clone())
         self.eps = float(eps)
         self.norm = norm
@@ -54,7 +60,10 @@ class NoiseGenerator(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """All K perturbations ``(K, C, H, W)`` in [0, 1] image units, within the budget."""
-        raw = torch.tanh(self.net(self.codes))
+        out = self.net(self.codes)
+        if tuple(out.shape[-2:]) != self.size:  # codes coarser than the image: smooth, patch-like patterns
+            out = F.interpolate(out, size=self.size, mode="bilinear", align_corners=False)
+        raw = torch.tanh(out)
         if self.norm == "linf":
             return raw * self.eps
         flat = raw.flatten(1)

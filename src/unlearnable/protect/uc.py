@@ -83,6 +83,7 @@ class UnlearnableClusters(Protection):
         temperature: float = 1.0  # softmax temperature of the KL objective
         gen_width: int = 32
         gen_blocks: int = 2
+        gen_scale: int = 4  # noise codes are (H/scale, W/scale), upsampled: smooth perturbations (see docs)
         kmeans_iters: int = 100
 
         def validate(self) -> None:
@@ -95,7 +96,8 @@ class UnlearnableClusters(Protection):
                 raise UserError(f"--surrogate-weights {self.surrogate_weights}: no such file")
             if self.clusters < 2:
                 raise UserError(f"--clusters {self.clusters}: UC needs at least 2 clusters")
-            for name in ("epochs", "batch_size", "surrogate_batch_size", "gen_width", "width", "kmeans_iters"):
+            for name in ("epochs", "batch_size", "surrogate_batch_size", "gen_width", "width", "kmeans_iters",
+                         "gen_scale"):
                 if getattr(self, name) < 1:
                     raise UserError(f"--param {name}={getattr(self, name)}: must be at least 1")
             if self.ssl_epochs < 0 or self.lr <= 0 or self.surrogate_lr <= 0 or self.temperature <= 0:
@@ -189,10 +191,12 @@ class UnlearnableClusters(Protection):
         info = D.info()
         per_rank = D.per_rank_batch(p.batch_size)
         g = key.generator("uc/codes")
-        codes = torch.rand(p.clusters, images.shape[1], *images.shape[2:], generator=g) * 2 - 1  # fixed noise
+        h, w = int(images.shape[2]), int(images.shape[3])
+        coarse = (max(1, h // p.gen_scale), max(1, w // p.gen_scale))
+        codes = torch.rand(p.clusters, images.shape[1], *coarse, generator=g) * 2 - 1  # fixed noise codes
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed("uc/generator-init"))
-            gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks).to(dev)
+            gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks, size=(h, w)).to(dev)
         net = D.wrap(gen)
         sched = Recipe(model=p.surrogate, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, base_batch=p.base_batch,
                        lr_scaling=p.lr_scaling, warmup_epochs=p.warmup_epochs, schedule="constant")
