@@ -5,7 +5,7 @@
 ``epoch_s_k2`` / ``epoch_s_k10``: seconds per UC generator epoch with 2 and 10 clusters (one generator pass per
 step over K codes, one pass over the data per epoch, so they should be about equal). ``ddp_speedup``: wall time of
 the same generator training (same global batch) on 1 process over 2 processes, both started by torchrun with
-gloo (CPU) or NCCL (GPU); it measures training only, not process start-up.
+gloo (CPU) or NCCL (GPU), each process with ``--threads`` CPU threads; it measures training only, not start-up.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def torchrun_seconds(nproc: int, args: argparse.Namespace) -> float:
-    env = os.environ | {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(max(1, args.threads // nproc))}
+    env = os.environ | {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(args.threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__,
            "--worker", "--images", str(args.n), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
            "--device", args.device]
@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads shared by all ranks")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per process (1: each rank gets a core; "
+                                                           "threads oversubscribed on busy cores stall badly)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -85,7 +86,7 @@ def main() -> None:
     print(json.dumps({"epoch_s_k2": round(k2, 4), "epoch_s_k10": round(k10, 4), "k10_over_k2": round(k10 / k2, 3),
                       "ddp_speedup": round(one / two, 3), "ddp_1proc_s": round(one, 3), "ddp_2proc_s": round(two, 3),
                       "n": args.n, "epochs": args.epochs, "global_batch_size": args.batch_size,
-                      "device": args.device, "cpu_threads": args.threads}))
+                      "device": args.device, "threads_per_rank": args.threads}))
 
 
 if __name__ == "__main__":
