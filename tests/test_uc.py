@@ -180,3 +180,26 @@ def test_cli_uc_writes_clusters_and_bad_weights_exit_2(tmp_path: Path) -> None:
         assert r.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: --surrogate-weights"), r.stderr
         assert r.stderr.rstrip().endswith(errors[0]) and "Traceback" not in r.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_protect_source_interrupted_then_resumed_gives_same_files(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnable.protect.run import partial_dir, protect_source
+
+    src = write_npz(tmp_path / "tiny.npz")
+    params = {k: str(v) for k, v in (TINY | {"epochs": 3}).items()}
+
+    def stop(stage: str, epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(UnlearnableClusters, "on_epoch_end", staticmethod(stop))
+    with pytest.raises(KeyboardInterrupt):
+        protect_source(str(src), "uc", tmp_path / "out", params=params, quiet=True)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.key").exists()
+    assert (partial_dir(tmp_path / "out") / "key").is_file()  # parked, mode 0600, for --resume
+    monkeypatch.setattr(UnlearnableClusters, "on_epoch_end", None)
+    m = protect_source(str(src), "uc", tmp_path / "out", params=params, quiet=True, resume=True)
+    assert m["fit"]["generator"]["epochs"][-1]["epoch"] == 3 and not partial_dir(tmp_path / "out").exists()
+    ref = protect_source(str(src), "uc", tmp_path / "ref", key_path=tmp_path / "out.key", params=params, quiet=True)
+    assert ref["output"]["sha256"] == m["output"]["sha256"]
