@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 
 def _f(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    # float64 so that a difference of k grey levels is exactly k/255 (budgets are compared against it)
+    return x.double().div(255.0) if x.dtype == torch.uint8 else x.double()
 
 
 def linf(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
 
     The window shrinks for images smaller than 11 px so tiny test images still get a value.
     """
-    x, y = _f(a), _f(b)
+    x, y = _f(a), _f(b)  # float64: variances are small differences of large sums
     c = x.shape[1]
     win = min(window, x.shape[-1], x.shape[-2])
     win -= (win + 1) % 2  # odd
@@ -53,7 +54,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
     mx, my = filt(x), filt(y)
     sxx, syy, sxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
+    return s.flatten(1).mean(1).float()
 
 
 def perturbation_stats(clean: torch.Tensor, protected: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
