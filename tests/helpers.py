@@ -48,3 +48,17 @@ def write_folder(root: Path, split_layout: bool = True, suffix: str = ".png", cl
                 img.save(d / f"img{j}{suffix}")
         k += per_class
     return root
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the real CLI entry point in-process; returns (exit code, stdout, stderr)."""
+
+    from unlearnable.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

@@ -12,17 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import make_images, write_folder
-from unlearnable.cli import main
+from helpers import make_images, run_cli, write_folder
 from unlearnable.data import load
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return int(e.value.code or 0), cap.out, cap.err
 
 
 def listing(root: Path) -> set[str]:
