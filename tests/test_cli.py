@@ -137,3 +137,25 @@ def test_datasets_lists_everything(capsys):
     assert code == 0
     for word in ("mnist5k", "npz", "folder", "pets", "flowers102", "cuda", "random", "resnet18"):
         assert word in out
+
+
+def test_interrupted_protect_leaves_nothing_behind(npz_path, tmp_path, capsys, monkeypatch):
+    from unlearnable.protect import run
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "save", boom)
+    before = listing(tmp_path)
+    code, _, err = run_cli(["protect", str(npz_path), "-m", "cuda", "-o", str(tmp_path / "o")], capsys)
+    assert code == 130 and "interrupted" in err
+    assert listing(tmp_path) == before
+
+
+def test_force_replaces_an_existing_output(npz_path, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run_cli(["protect", str(npz_path), "-m", "cuda", "-o", str(out)], capsys)[0] == 0
+    first = (out / "manifest.json").read_text()
+    assert run_cli(["protect", str(npz_path), "-m", "random", "-o", str(out), "--force"], capsys)[0] == 0
+    assert json.loads((out / "manifest.json").read_text())["method"] == "random" != json.loads(first)["method"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
