@@ -14,6 +14,17 @@ TRAIN_ARGS = ["--model", "resnet10", "--width", "4", "--patch", "16", "--epochs"
               "--test-fraction", "0.34", "--device", "cpu"]
 
 
+def exit_code(argv: list[str]) -> int:
+    """Run the real CLI entry point; the exit code (0 when it returns normally)."""
+    from unlearnable.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 @pytest.fixture(scope="session")
 def tiny_subjects() -> SubjectSet:
     """Six synthetic 16³ subjects, one T1 channel, labels bg/CSF/GM/WM."""
@@ -23,11 +34,6 @@ def tiny_subjects() -> SubjectSet:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model folder trained for two epochs on TINY through the real CLI (4 train / 2 test subjects)."""
-    from unlearnable.cli import main
-
     out = tmp_path_factory.mktemp("seg") / "model"
-    with pytest.raises(SystemExit) as e:
-        main(["segment", "train", TINY, "--out", str(out), *TRAIN_ARGS])
-        raise SystemExit(0)
-    assert e.value.code in (0, None)
+    assert exit_code(["segment", "train", TINY, "--out", str(out), *TRAIN_ARGS]) == 0
     return out

@@ -9,18 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnable.cli import main
 from unlearnable.segment.train import load_model
 
-from .conftest import TINY, TRAIN_ARGS
-
-
-def _exit_code(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+from .conftest import TINY, TRAIN_ARGS, exit_code
 
 
 def test_segment_train_writes_a_model_folder(tiny_model_dir: Path) -> None:
@@ -41,14 +32,14 @@ def test_segment_train_writes_a_model_folder(tiny_model_dir: Path) -> None:
 ])
 def test_segment_train_bad_input(tmp_path: Path, capsys, bad: list[str], message: str) -> None:
     out = tmp_path / "m"
-    assert _exit_code(["segment", "train", TINY, "--out", str(out), *TRAIN_ARGS, *bad]) == 2
+    assert exit_code(["segment", "train", TINY, "--out", str(out), *TRAIN_ARGS, *bad]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
 def test_unknown_source_is_one_line(tmp_path: Path, capsys) -> None:
-    assert _exit_code(["segment", "train", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
+    assert exit_code(["segment", "train", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     assert "MRBrainS18" in capsys.readouterr().err
 
 

@@ -88,3 +88,36 @@ def segment_train(
         shutil.rmtree(ck, ignore_errors=True)
         print(f"wrote {out}: train Dice {scores['train']['dice']:.3f}, test Dice {scores['test']['dice']:.3f}")
     shutdown()
+
+
+@app.command("forget")
+def forget(
+    model_dir: Path = typer.Argument(..., help="model folder from 'segment train'"),
+    subjects: str = typer.Argument(..., help="the subjects the model was trained on (same source as for training)"),
+    forget_ids: str = typer.Option(..., "--forget", help="comma list of subject ids to forget"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    strategy: str = typer.Option("noisy-label", "--strategy",
+                                 help="noisy-label|max-loss|random-encoder|fix-decoder|finetune|retrain, a comma "
+                                      "list, or 'all' (every strategy + retrain)"),
+    epochs: str = typer.Option("20,50", "--epochs", help="epoch horizons, one run checkpointed at each"),
+    lr: float = typer.Option(None, "--lr", help="learning rate (default: the model's training lr)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="global batch size (default: as trained)"),
+    seed: int = typer.Option(None, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output"),
+    resume: bool = typer.Option(False, "--resume", help="reuse the checkpoints of an interrupted run"),
+) -> None:
+    """Make a trained segmenter forget subjects; writes results.json, models, an erasure record and a report."""
+    from ..forget.run import run_forget
+    from ..report.forget_figures import results_table
+    from ..train.distributed import init_from_env, is_main, per_rank_batch, shutdown
+
+    info = init_from_env(device)
+    if batch_size is not None:
+        per_rank_batch(batch_size)
+    results = run_forget(model_dir, subjects, forget_ids, strategy, epochs, out,
+                         {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume)
+    if is_main():
+        print(results_table(results), end="")
+        print(f"wrote {out}")
+    shutdown()
