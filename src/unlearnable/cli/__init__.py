@@ -6,10 +6,10 @@ user-facing failure ends as one line on stderr and exit code 2 (see :func:`main`
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
-import click
 import typer
 
 from ..errors import UserError
@@ -30,6 +30,19 @@ from . import demo_cmds  # noqa: E402,F401
 from . import forget_cmds  # noqa: E402,F401
 
 
+def _click_exceptions():
+    """Typer >= 0.20 vendors click as ``typer._click``; older releases use click itself."""
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError("neither typer._click nor click is importable")
+
+
+_CX = _click_exceptions()
+
+
 def _fail(message: str, code: int = 2) -> None:
     sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
     sys.stderr.flush()
@@ -43,14 +56,14 @@ def main(argv: list[str] | None = None) -> None:
         app(args=args, prog_name="unlearnable", standalone_mode=False)
     except UserError as e:
         _fail(str(e))
-    except click.exceptions.NoArgsIsHelpError as e:
-        click.echo(e.ctx.get_help() if e.ctx else str(e))
+    except _CX.NoArgsIsHelpError as e:
+        typer.echo(e.ctx.get_help() if e.ctx else str(e))
         raise SystemExit(0) from None
-    except click.UsageError as e:
+    except _CX.UsageError as e:
         _fail(e.format_message())
-    except click.exceptions.Exit as e:
+    except (_CX.Exit, typer.Exit) as e:
         raise SystemExit(e.exit_code) from None
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, _CX.Abort, typer.Abort):
         _fail("interrupted; nothing was written (re-run with --resume where supported)", 130)
     except FileNotFoundError as e:
         _fail(f"{e.filename}: no such file or directory")

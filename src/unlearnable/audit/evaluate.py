@@ -1,0 +1,99 @@
+"""``unlearnable evaluate``: the victim audit.
+
+The same recipe is trained on the protected and on the clean training split, and both victims are tested on the
+clean test split. Protection works when ``protected_acc`` falls far below ``clean_acc`` (towards chance).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..data import ImageSet
+from ..errors import UserError
+from ..log import log
+from ..train import distributed as D
+from ..train.loop import BatchHook, History, Recipe, train_classifier
+
+
+def check_pair(protected: ImageSet, clean: ImageSet, train_split: str, test_split: str) -> None:
+    """The protected and clean data must describe the same samples (ids, labels, classes, shape)."""
+    for name, ds in (("--protected", protected), ("--clean", clean)):
+        if train_split not in ds.split_names():
+            raise UserError(f"{name}: no '{train_split}' split (present: {', '.join(ds.split_names())})")
+    if test_split not in clean.split_names():
+        raise UserError(f"--clean: no '{test_split}' split to test on (present: {', '.join(clean.split_names())})")
+    p, c = protected.split(train_split), clean.split(train_split)
+    if p.ids != c.ids or not torch.equal(p.labels, c.labels):
+        raise UserError(f"--protected and --clean: the '{train_split}' splits hold different samples or labels "
+                        f"({len(p)} vs {len(c)} images); point --clean at the source that was protected")
+    if p.images.shape[1:] != c.images.shape[1:]:
+        raise UserError(f"--protected images are {tuple(p.images.shape[1:])}, --clean images are "
+                        f"{tuple(c.images.shape[1:])}")
+
+
+def train_and_test(train: ImageSet, test: ImageSet, recipe: Recipe, device: str, hooks: Sequence[BatchHook] = (),
+                   checkpoint: Path | None = None, progress: bool = False, desc: str = "victim"
+                   ) -> tuple[float, History]:
+    _, hist = train_classifier(train.images, train.labels, train.num_classes, recipe, device,
+                               eval_sets={"test": (test.images, test.labels)}, hooks=hooks, checkpoint=checkpoint,
+                               progress=progress, desc=desc)
+    return hist.epochs[-1]["test_acc"], hist
+
+
+def evaluate(
+    protected: ImageSet,
+    clean: ImageSet,
+    recipe: Recipe,
+    device: str = "cpu",
+    train_split: str = "train",
+    test_split: str = "test",
+    hooks: Sequence[BatchHook] = (),
+    work_dir: Path | None = None,
+    progress: bool = False,
+    clean_result: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train victims on protected and clean training data; test both on the clean test split.
+
+    Args:
+        work_dir: where per-epoch checkpoints go (an interrupted audit resumes from them).
+        clean_result: a previous clean run to reuse (``{"acc": .., "curve": [..]}``) when auditing several methods.
+    Returns:
+        The results dictionary written to ``results.json``.
+    """
+    check_pair(protected, clean, train_split, test_split)
+    test = clean.split(test_split)
+    ckpt = (lambda n: work_dir / f"{n}.ckpt") if work_dir is not None else (lambda n: None)
+    t0 = time.perf_counter()
+    log(f"victim '{recipe.model}': {recipe.epochs} epochs, global batch {recipe.batch_size} = "
+        f"{D.world_size()} rank(s) x {D.per_rank_batch(recipe.batch_size)}, lr {recipe.scaled_lr():.4g} "
+        f"({recipe.lr_scaling} scaling of {recipe.lr} @ {recipe.base_batch}), device {device}")
+    prot_acc, prot_hist = train_and_test(protected.split(train_split), test, recipe, device, hooks,
+                                         ckpt("protected"), progress, "protected victim")
+    if clean_result is None:
+        clean_acc, clean_hist = train_and_test(clean.split(train_split), test, recipe, device, hooks,
+                                               ckpt("clean"), progress, "clean victim")
+        clean_curve, clean_wall = clean_hist.epochs, clean_hist.wall_s
+    else:
+        clean_acc, clean_curve, clean_wall = clean_result["acc"], clean_result["curve"], clean_result["wall_s"]
+    return {
+        "clean_acc": clean_acc,
+        "protected_acc": prot_acc,
+        "gap": clean_acc - prot_acc,
+        "relative_drop": (clean_acc - prot_acc) / clean_acc if clean_acc > 0 else 0.0,
+        "chance_acc": 1.0 / clean.num_classes,
+        "protected_train_acc": prot_hist.epochs[-1]["train_acc"],
+        "curves": {"protected": prot_hist.epochs, "clean": clean_curve},
+        "wall_s": {"protected": prot_hist.wall_s, "clean": clean_wall, "total": time.perf_counter() - t0},
+        "recipe": asdict(recipe),
+        "setup": prot_hist.setup,
+        "data": {"train": len(protected.split(train_split)), "test": len(test), "classes": clean.num_classes,
+                 "image_shape": list(clean.images.shape[1:])},
+        "unlearnable_version": __version__,
+    }

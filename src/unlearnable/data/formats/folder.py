@@ -1,0 +1,82 @@
+"""Image folders: ``root/<split>/<class>/*.png|jpg`` or ``root/<class>/*`` with a seeded, stable split."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ...errors import UserError
+from ..imageset import SPLITS, ImageSet
+from . import FORMATS
+from .images import is_image, read_images, write_files
+
+
+def _stable_fraction(seed: int, ident: str) -> float:
+    """A number in [0, 1) from (seed, id): the split of a file never depends on listing order or other files."""
+    h = hashlib.sha256(f"{seed}:{ident}".encode()).digest()
+    return int.from_bytes(h[:8], "little") / 2**64
+
+
+@FORMATS.register("folder")
+class FolderFormat:
+    """A tree of images, one sub-folder per class (optionally under train/val/test)."""
+
+    @staticmethod
+    def detect(path: Path) -> bool:
+        return path.is_dir()
+
+    @staticmethod
+    def read(path: Path, size: int | None = None, seed: int = 0, test_fraction: float = 0.2,
+             progress: bool = False, **_: object) -> ImageSet:
+        subdirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+        split_layout = bool(subdirs) and all(d.name in SPLITS for d in subdirs)
+        entries: list[tuple[str, str, Path]] = []  # (split, class, file)
+        if split_layout:
+            for sd in subdirs:
+                for cd in sorted(d for d in sd.iterdir() if d.is_dir()):
+                    entries += [(sd.name, cd.name, f) for f in sorted(cd.iterdir()) if is_image(f)]
+            classes = sorted({c for _, c, _ in entries})
+            if "train" not in {s for s, _, _ in entries}:
+                raise UserError(f"{path}: split layout has no 'train/<class>/' images")
+        else:
+            if not subdirs:
+                raise UserError(f"{path}: no class sub-folders (expected {path}/<class>/*.png or "
+                                f"{path}/train/<class>/*.png)")
+            for cd in subdirs:
+                files = [f for f in sorted(cd.iterdir()) if is_image(f)]
+                if not files:
+                    raise UserError(f"{cd}: class folder has no images")
+                for f in files:
+                    ident = f"{cd.name}/{f.stem}"
+                    s = "test" if _stable_fraction(seed, ident) < test_fraction else "train"
+                    entries.append((s, cd.name, f))
+            classes = [d.name for d in subdirs]
+        if not entries:
+            raise UserError(f"{path}: no images found ({', '.join(s for s in ('.png', '.jpg'))} ...)")
+        images, resized = read_images([f for _, _, f in entries], size, progress)
+        cls_index = {c: i for i, c in enumerate(classes)}
+        rel = [str(f.relative_to(path)) for _, _, f in entries]
+        ids = [str(Path(r).with_suffix("")) for r in rel]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise UserError(f"{path}: two files share the name '{dup}' with different suffixes")
+        labels = torch.tensor([cls_index[c] for _, c, _ in entries], dtype=torch.long)
+        meta = {"format": "folder", "source": str(path), "relpaths": rel, "resized": resized,
+                "layout": "split" if split_layout else "class", "seed": seed, "test_fraction": test_fraction}
+        return ImageSet(images, labels, tuple(ids), tuple(s for s, _, _ in entries), tuple(classes),
+                        "NHW" if images.shape[1] == 1 else "NHWC", meta)
+
+    @staticmethod
+    def write(ds: ImageSet, out_dir: Path, source: Path | None = None, original: ImageSet | None = None,
+              **_: object) -> list[Path]:
+        """Mirror the source tree; unchanged files are copied byte for byte."""
+        rel = ds.meta.get("relpaths")
+        if source is None or rel is None:
+            rel = [f"{s}/{ds.classes[int(y)]}/{i.replace('/', '_')}.png"
+                   for s, y, i in zip(ds.splits, ds.labels, ds.ids)]
+            src = [Path(r) for r in rel]
+            return write_files(ds, None, src, [out_dir / r for r in rel], force_rewrite=True)
+        return write_files(ds, original, [source / r for r in rel], [out_dir / r for r in rel],
+                           force_rewrite=bool(ds.meta.get("resized")))

@@ -1,0 +1,48 @@
+"""Load any supported source into an :class:`ImageSet`, and save one in the source's own format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from .formats import FORMATS
+from .formats.builtin import BUILTINS
+from .imageset import ImageSet
+
+DETECT_ORDER = ("builtin", "npz", "pets", "flowers102", "folder")
+
+
+def detect_format(source: str | os.PathLike) -> str:
+    s = str(source)
+    if s in BUILTINS:
+        return "builtin"
+    path = Path(s)
+    if not path.exists():
+        raise UserError(f"{s}: no such file or directory (built-in datasets: {', '.join(BUILTINS)})")
+    for name in DETECT_ORDER[1:]:
+        if FORMATS.get(name).detect(path):
+            return name
+    raise UserError(f"{s}: unknown format (expected a .npz archive, an image folder, a Pets/Flowers102 "
+                    f"torchvision root, or a built-in name: {', '.join(BUILTINS)})")
+
+
+def load(source: str | os.PathLike, format: str | None = None, size: int | None = None, seed: int = 0,
+         test_fraction: float = 0.2, progress: bool = False) -> ImageSet:
+    """Read ``source`` (a path or a built-in name) into memory; ``format`` overrides detection."""
+    fmt = format or detect_format(source)
+    reader = FORMATS.get(fmt)
+    path = Path(str(source))
+    if fmt != "builtin" and not path.exists():
+        raise UserError(f"{source}: no such file or directory")
+    ds = reader.read(path, size=size, seed=seed, test_fraction=test_fraction, progress=progress)
+    if len(ds) == 0:
+        raise UserError(f"{source}: contains no images")
+    return ds
+
+
+def save(ds: ImageSet, out_dir: str | os.PathLike, original: ImageSet | None = None) -> list[Path]:
+    """Write ``ds`` into the existing folder ``out_dir`` in its source's format; returns the files written."""
+    fmt = ds.meta.get("format", "npz")
+    src = ds.meta.get("source")
+    return FORMATS.get(fmt).write(ds, Path(out_dir), source=Path(src) if src else None, original=original)

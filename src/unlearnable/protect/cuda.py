@@ -1,0 +1,91 @@
+"""CUDA: Convolution-based Unlearnable DAtaset (Sadasivan, Soltanolkotabi & Feizi, CVPR 2023).
+
+Every class gets a random ``k x k`` filter drawn from the key, taps uniform in ``[0, blur]`` with one tap (at a
+random position) set to ``center``; each training image is convolved depthwise with its class's filter and
+divided by its own maximum. A model latches on to the class-wise blur instead of the content, so it fails on clean
+images. The method needs no model and is cheap; it is *not* norm-bounded (the blur changes many pixels a little),
+which is why PSNR/SSIM are reported instead of an L-infinity budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.imageset import ImageSet, to_uint8
+from ..errors import UserError
+from .base import METHODS, Protection
+from .keys import Key
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Class-wise depthwise filters ``(K, C, 1, k, k)``."""
+
+    weight: torch.Tensor
+
+
+def convolve_classwise(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Convolve each image with its class's filter in one grouped convolution, then max-normalise per image.
+
+    Args:
+        x: float images ``(B, C, H, W)`` in [0, 1].
+        labels: ``(B,)`` class indices into ``weight``.
+        weight: ``(K, C, 1, k, k)`` filters.
+    Returns:
+        ``(B, C, H, W)`` in [0, 1].
+    """
+    b, c, h, w = x.shape
+    k = weight.shape[-1]
+    per_sample = weight[labels].reshape(b * c, 1, k, k)  # (B*C, 1, k, k): one group per (image, channel)
+    y = F.conv2d(x.reshape(1, b * c, h, w), per_sample, padding=k // 2, groups=b * c).reshape(b, c, h, w)
+    peak = y.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)  # per-image max normalisation (paper's code)
+    return (y / peak).clamp_(0.0, 1.0)
+
+
+@METHODS.register("cuda")
+class ClasswiseConvolution(Protection):
+    """CUDA: class-wise random convolutions from a private key (model-free)."""
+
+    summary = "class-wise random blur filters from a private key (Sadasivan et al., CVPR 2023); model-free"
+
+    @dataclass(frozen=True)
+    class Params:
+        blur: float = 0.3  # filter taps ~ U(0, blur)
+        kernel: int = 3  # filter size k (odd)
+        center: float = 1.0  # value of the one emphasised tap
+        same_channels: bool = True  # one filter for all channels, as in the paper's code
+        chunk: int = 2048  # images per grouped convolution (memory bound)
+
+        def validate(self) -> None:
+            if self.kernel < 1 or self.kernel % 2 == 0:
+                raise UserError(f"--param kernel={self.kernel}: must be a positive odd number")
+            if self.blur < 0:
+                raise UserError(f"--param blur={self.blur}: must be >= 0")
+            if self.chunk < 1:
+                raise UserError(f"--param chunk={self.chunk}: must be >= 1")
+
+    def fit(self, data: ImageSet, key: Key) -> Filters:
+        p = self.params
+        g = key.generator("cuda/filters")
+        n_cls, c, k = data.num_classes, data.channels, p.kernel
+        w = torch.rand(n_cls, c, 1, k, k, generator=g, dtype=torch.float64) * p.blur
+        pos = torch.randint(0, k * k, (n_cls,), generator=g)
+        w = w.reshape(n_cls, c, k * k)
+        w[torch.arange(n_cls), 0, pos] = p.center
+        if p.same_channels:
+            w[:, 1:] = w[:, :1]
+        return Filters(w.reshape(n_cls, c, 1, k, k).float())
+
+    def apply(self, data: ImageSet, perturbation: Filters) -> torch.Tensor:
+        weight = perturbation.weight.to(self.device)
+        if int(data.labels.max()) >= weight.shape[0]:
+            raise UserError(f"labels: class {int(data.labels.max())} has no filter ({weight.shape[0]} fitted)")
+        out = torch.empty_like(data.images)
+        for s in range(0, len(data), self.params.chunk):
+            sl = slice(s, s + self.params.chunk)
+            x = data.images[sl].to(self.device).float().div_(255.0)
+            out[sl] = to_uint8(convolve_classwise(x, data.labels[sl].to(self.device), weight)).cpu()
+        return out

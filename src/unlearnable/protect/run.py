@@ -1,0 +1,146 @@
+"""``unlearnable protect``: load a source, protect it, write it back in the same format with a manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..audit.metrics import perturbation_stats
+from ..data import ImageSet, load, save
+from ..errors import UserError
+from ..log import log, warn
+from ..utils import atomic_dir, check_output_free, sha256_file, write_json
+from .base import METHODS, make_params, protect, select
+from .keys import load_or_create_key, save_key
+
+MANIFEST = "manifest.json"
+
+
+def tree_digest(paths: Sequence[Path], root: Path) -> str:
+    """SHA-256 over (relative path, file SHA-256) pairs: one fingerprint for a whole folder of images."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(f"{p.relative_to(root)}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def source_digest(ds: ImageSet) -> str:
+    src = ds.meta.get("source")
+    if ds.meta.get("format") in ("npz",) and src:
+        return sha256_file(src)
+    if ds.meta.get("relpaths") and src:
+        root = Path(src)
+        return tree_digest([root / r for r in ds.meta["relpaths"]], root)
+    h = hashlib.sha256(ds.images.numpy().tobytes())
+    h.update(ds.labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+def default_key_path(out: Path) -> Path:
+    return out.parent / f"{out.name}.key"
+
+
+def protect_source(
+    source: str,
+    method: str,
+    out: str | os.PathLike,
+    key_path: str | os.PathLike | None = None,
+    splits: str = "train",
+    params: Mapping[str, Any] | None = None,
+    force: bool = False,
+    device: str = "cpu",
+    size: int | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    progress: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run the whole protect job; returns the manifest. Nothing is written if any step fails."""
+    out = Path(out)
+    cls = METHODS.get(method)
+    p = make_params(cls, params or {})  # fail on bad parameters before any work
+    check_output_free(out, force)
+    kpath = Path(key_path) if key_path else default_key_path(out)
+    if kpath.resolve().is_relative_to(out.resolve()):
+        raise UserError(f"--key {kpath}: the key must not be stored inside the output folder")
+    key, created = load_or_create_key(kpath)
+    t0 = time.perf_counter()
+    ds = load(source, size=size, seed=seed, test_fraction=test_fraction, progress=progress)
+    split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
+    algo = cls(params=p, device=device, progress=progress)
+    n_target = len(select(ds, algo, split_list))  # validate before announcing any work
+    say = (lambda m: None) if quiet else log
+    say(f"protecting {n_target} images ({', '.join(split_list)}) of {source} with '{method}' "
+        f"(key {key.fingerprint})")
+    protected = protect(ds, algo, key=key, splits=split_list)
+    elapsed = time.perf_counter() - t0
+    metrics = {}
+    for s in ds.split_names():
+        idx = ds.indices(s)
+        metrics[s] = perturbation_stats(ds.images[idx], protected.images[idx])
+    with atomic_dir(out, force) as tmp, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = save(protected, tmp, original=ds)
+        data_rel = _data_entry(protected, files, tmp)
+        manifest = {
+            "unlearnable_version": __version__,
+            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "method": method,
+            "params": {f: getattr(p, f) for f in p.__dataclass_fields__},
+            "key_fingerprint": key.fingerprint,
+            "splits_protected": split_list,
+            "source": {"path": str(source), "format": ds.meta.get("format"), "sha256": source_digest(ds)},
+            "load": {"data": data_rel, "format": ds.meta.get("format") if ds.meta.get("format") != "builtin"
+                     else "npz", "seed": seed, "test_fraction": test_fraction, "size": size},
+            "counts": {s: int(len(ds.indices(s))) for s in ds.split_names()},
+            "classes": list(ds.classes),
+            "image_shape": list(ds.images.shape[1:]),
+            "metrics": metrics,
+            "linf_budget": algo.linf_budget(),
+            "time_s": round(elapsed, 3),
+            "output": {"sha256": {str(f.relative_to(tmp)): sha256_file(f) for f in files}},
+        }
+        write_json(tmp / MANIFEST, manifest)
+        if created:
+            save_key(key, kpath)
+    for w in caught:
+        warn(str(w.message))
+    if created and not quiet:
+        warn(f"new key written to {kpath} (mode 0600): keep it secret and keep it safe; it regenerates this "
+             f"protection")
+    say(f"wrote {out} ({len(files)} file(s)); manifest: {out / MANIFEST}")
+    return manifest
+
+
+def _data_entry(ds: ImageSet, files: list[Path], root: Path) -> str:
+    if ds.meta.get("format") in ("npz", "builtin"):
+        return str(files[0].relative_to(root))
+    if ds.meta.get("format") == "pets":
+        return "oxford-iiit-pet"
+    if ds.meta.get("format") == "flowers102":
+        return "flowers-102"
+    return "."
+
+
+def load_output(path: str | os.PathLike, progress: bool = False) -> tuple[ImageSet, dict[str, Any] | None]:
+    """Load a protect output folder (via its manifest) or any plain source; returns (data, manifest or None)."""
+    import json
+
+    p = Path(path)
+    if p.is_dir() and (p / MANIFEST).is_file():
+        try:
+            m = json.loads((p / MANIFEST).read_text())
+            spec = m["load"]
+        except (ValueError, KeyError) as e:
+            raise UserError(f"{p / MANIFEST}: unreadable manifest ({e})") from None
+        ds = load(p / spec["data"], format=spec["format"], size=spec.get("size"), seed=spec.get("seed", 0),
+                  test_fraction=spec.get("test_fraction", 0.2), progress=progress)
+        return ds, m
+    return load(path, progress=progress), None

@@ -1,0 +1,197 @@
+"""The victim training loop: seeded SGD on in-memory uint8 images, data-parallel when launched by torchrun.
+
+``batch_size`` is the *global* batch; each rank takes ``batch_size / world`` samples per step from a
+``DistributedSampler`` (``set_epoch`` every epoch). The learning rate is given for ``base_batch`` and scaled by
+``lr_scaling`` (linear: Goyal et al. 2017; sqrt: Krizhevsky 2014), with optional linear warm-up. Evaluation is
+sharded without padding and the correct/total counts are all-reduced, so every sample counts exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..models import build_model
+from ..registry import look_up_option
+from . import distributed as D
+
+# A batch hook sees float images in [0, 1] and targets, and may return new ones (targets may become soft,
+# (B, K) probabilities, e.g. mixup). It also gets the model, for adversarial training.
+BatchHook = Callable[[torch.Tensor, torch.Tensor, nn.Module], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a victim is trained. ``batch_size`` is global; ``lr`` is for ``base_batch`` samples per step."""
+
+    model: str = "resnet18"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    base_batch: int = 128
+    lr_scaling: str = "none"  # none | linear | sqrt
+    warmup_epochs: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | constant
+    seed: int = 0
+    eval_batch_size: int = 512
+
+    def validate(self) -> None:
+        look_up_option(self.lr_scaling, ("none", "linear", "sqrt"), "--lr-scaling")
+        look_up_option(self.schedule, ("cosine", "constant"), "--schedule")
+        if self.epochs < 1:
+            raise UserError(f"--epochs {self.epochs}: must be at least 1")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.lr <= 0:
+            raise UserError(f"--lr {self.lr}: must be positive")
+
+    def scaled_lr(self) -> float:
+        ratio = self.batch_size / self.base_batch
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    setup: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up, then cosine (or constant) over the remaining steps."""
+    peak = recipe.scaled_lr()
+    total = recipe.epochs * steps_per_epoch
+    warm = int(recipe.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return peak * (step + 1) / warm
+    if recipe.schedule == "constant":
+        return peak
+    t = (step - warm) / max(1, total - warm)
+    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str,
+             batch_size: int = 512) -> float:
+    """Top-1 accuracy on uint8 ``(N, C, H, W)`` images, sharded over ranks without padding."""
+    m = D.unwrap(model)
+    was_training = m.training
+    m.eval()
+    correct = total = 0
+    for idx in D.batches(D.shard_indices(len(labels)), batch_size):
+        x = images[idx].to(device).float().div_(255.0)
+        pred = m(x).argmax(1).cpu()
+        correct += int((pred == labels[idx]).sum())
+        total += len(idx)
+    m.train(was_training)
+    counts = D.all_reduce_sum(torch.tensor([correct, total]))
+    return float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
+
+
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    recipe: Recipe,
+    device: str = "cpu",
+    eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    hooks: Sequence[BatchHook] = (),
+    model: nn.Module | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    desc: str = "training",
+) -> tuple[nn.Module, History]:
+    """Train a victim on uint8 ``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)``.
+
+    Args:
+        eval_sets: named ``(images, labels)`` evaluated after every epoch (accuracy curves).
+        hooks: batch transforms applied in order (defences such as mixup or adversarial training).
+        model: start from this model (fine-tuning) instead of a fresh ``recipe.model``.
+        checkpoint: a file updated after every epoch; if it exists, training resumes from it.
+    Returns:
+        The trained (unwrapped) model and its history.
+    """
+    recipe.validate()
+    info = D.info()
+    per_rank = D.per_rank_batch(recipe.batch_size)
+    torch.manual_seed(recipe.seed)  # same init on every rank (DDP also broadcasts it)
+    if model is None:
+        model = build_model(recipe.model, images.shape[1], num_classes, int(images.shape[-1]))
+    model = model.to(device)
+    net = D.wrap(model)
+    lr0 = recipe.scaled_lr()
+    opt = torch.optim.SGD(model.parameters(), lr=lr0, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                          nesterov=recipe.momentum > 0)
+    sampler = D.train_sampler(len(labels), seed=recipe.seed, shuffle=True, drop_last=False)
+    steps_per_epoch = math.ceil(len(sampler) / per_rank)
+    hist = History(setup={"world_size": info.world_size, "global_batch_size": recipe.batch_size,
+                          "per_rank_batch_size": per_rank, "lr_scaling": recipe.lr_scaling, "base_lr": recipe.lr,
+                          "base_batch": recipe.base_batch, "scaled_lr": lr0, "warmup_epochs": recipe.warmup_epochs,
+                          "steps_per_epoch": steps_per_epoch, "backend": info.backend, "device": device,
+                          "launcher": info.launcher, "recipe": asdict(recipe)})
+    start_epoch = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state.get("recipe") != asdict(recipe):
+            raise UserError(f"{ckpt}: checkpoint was made with a different recipe; remove it or change --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        hist.epochs, start_epoch, hist.wall_s = state["history"], state["epoch"], state["wall_s"]
+    bar = None
+    if progress and D.is_main():
+        from tqdm import tqdm
+        bar = tqdm(total=recipe.epochs, initial=start_epoch, desc=desc, unit="epoch", leave=False)
+    t0 = time.perf_counter() - hist.wall_s
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, recipe.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        order = list(sampler)
+        loss_sum = torch.zeros(3)  # loss*n, correct, n
+        for b in D.batches(order, per_rank):
+            x = images[b].to(device).float().div_(255.0)
+            y = labels[b].to(device)
+            target: torch.Tensor = y
+            for hook in hooks:
+                x, target = hook(x, target, net)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(recipe, step, steps_per_epoch)
+            out = net(x)
+            loss = F.cross_entropy(out, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += torch.tensor([float(loss.detach()) * len(b), float((out.argmax(1) == y).sum()), len(b)])
+        tot = D.all_reduce_sum(loss_sum)
+        row = {"epoch": epoch + 1, "train_loss": float(tot[0] / tot[2]), "train_acc": float(tot[1] / tot[2]),
+               "lr": opt.param_groups[0]["lr"]}
+        for name, (xi, yi) in (eval_sets or {}).items():
+            row[f"{name}_acc"] = accuracy(net, xi, yi, device, recipe.eval_batch_size)
+        row["wall_s"] = time.perf_counter() - t0
+        hist.epochs.append(row)
+        hist.wall_s = row["wall_s"]
+        if ckpt is not None and D.is_main():
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                        "history": hist.epochs, "wall_s": hist.wall_s, "recipe": asdict(recipe)}, tmp)
+            tmp.replace(ckpt)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("acc")})
+    if bar is not None:
+        bar.close()
+    D.barrier()
+    return model, hist
