@@ -102,3 +102,21 @@ def test_max_loss_ascends_on_forget_and_is_capped() -> None:
     far = torch.full((1, 4, 2, 2, 2), 0.0)
     far[:, 1] = 100.0  # confidently wrong: CE far above the cap
     assert torch.isclose(MaxLoss().loss(far, labels[:1], torch.tensor([True])), -2 * torch.log(torch.tensor(4.0)))
+
+
+def test_interrupted_run_resumes_from_the_last_horizon(tmp_path, trained, tiny_subjects: SubjectSet) -> None:
+    task = _task(tiny_subjects)
+    first: dict[int, tuple[dict, float]] = {}
+    second: dict[int, tuple[dict, float]] = {}
+
+    def fresh() -> torch.nn.Module:
+        return build_seg_model("resnet10", 1, 4, 4)
+
+    run_strategy(STRATEGIES.get("finetune")(), trained, fresh, task, [1, 2],
+                 lambda h, m, t: first.__setitem__(h, (_state(m), t)), tmp_path)
+    (tmp_path / "finetune-2.pt").unlink()  # as if interrupted after the first horizon
+    run_strategy(STRATEGIES.get("finetune")(), trained, fresh, task, [1, 2],
+                 lambda h, m, t: second.__setitem__(h, (_state(m), t)), tmp_path)
+    assert second[1][1] == first[1][1]  # horizon 1 was loaded, not trained again
+    for k, v in first[2][0].items():  # and horizon 2 continues to exactly the same weights
+        assert torch.allclose(second[2][0][k].float(), v.float(), atol=1e-6), k
