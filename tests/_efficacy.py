@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 
 from unlearnable.data import ImageSet, load
@@ -43,3 +44,13 @@ def protected_acc(method: str, **params) -> float:
     train, _ = digits()
     algo = METHODS.get(method)(**params)
     return victim_acc(algo.apply(train, algo.fit(train, Key.from_seed(7))))
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread while a test runs: on a shared 2-core box, OpenMP spinning against other jobs makes
+    multi-threaded CPU training 10-40x slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _efficacy import single_thread  # noqa: F401
 from unlearnable.cli import main
 
 
@@ -46,6 +47,9 @@ def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
     main(cmd)  # resume: every cell is done, nothing is retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/results.json")} == stamps
     assert "clean (no protection)" in capsys.readouterr().out
+    main(["audit", source, "--methods", "lsp", "--defenses", "none", "--mix", "1.0", "--param", "lsp.eps=16/255",
+          "--out", str(out), *ARGS])  # other parameters: new cells, not the stale ones
+    assert len(list(out.glob("cells/*/results.json"))) == 16
 
 
 @pytest.mark.parametrize("extra,msg", [

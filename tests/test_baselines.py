@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _efficacy import clean_acc, protected_acc
+from _efficacy import clean_acc, protected_acc, single_thread  # noqa: F401
 from unlearnable.data import ImageSet
 from unlearnable.protect import METHODS, Key
 from unlearnable.protect.ops import changed_pixels

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _efficacy import single_thread  # noqa: F401
 from unlearnable.errors import UserError
 from unlearnable.models import build_model
 from unlearnable.train.defenses import DEFENSES, cutmix, cutout, mixup, parse_defense, pgd_attack

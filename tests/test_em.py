@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _efficacy import clean_acc, protected_acc
+from _efficacy import clean_acc, protected_acc, single_thread  # noqa: F401
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
@@ -83,6 +83,7 @@ def test_bad_params(bad):
         algo.fit(_data(), Key.from_seed(0))
 
 
+@pytest.mark.slow
 def test_em_lowers_victim_accuracy():
     base = clean_acc()
     acc = protected_acc("em", mode="classwise", max_outer=3)

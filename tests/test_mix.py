@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from _efficacy import single_thread  # noqa: F401
 from unlearnable.audit.evaluate import evaluate, mix_indices, mix_protected
 from unlearnable.cli import main
 from unlearnable.data import ImageSet

@@ -100,8 +100,11 @@ def run_audit(
             f.unlink()
         return res
 
-    rows = run_cells(expand_grid({"method": list(methods), "defense": list(defenses), "mix": list(mixes)}, fixed),
-                     out / "cells", run_method, name_keys=("method", "defense", "mix"))
+    cells = expand_grid({"method": list(methods), "defense": list(defenses), "mix": list(mixes)}, fixed)
+    for c in cells:  # other method parameters are other cells (default parameters add no key)
+        if methods[c["method"]]:
+            c["params"] = json.dumps(dict(methods[c["method"]]), sort_keys=True)
+    rows = run_cells(cells, out / "cells", run_method, name_keys=("method", "defense", "mix"))
     rows = base_rows + rows
     write_summary(rows, out, defenses, recipe)
     return rows
@@ -177,7 +180,7 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[fl
     import numpy as np
 
     a = 100 * np.asarray(grid, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(cols), 0.9 + 0.45 * len(rows)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.1 * len(cols)), 1.2 + 0.45 * len(rows)))
     im = ax.imshow(a, cmap="RdYlGn_r", vmin=0, vmax=100, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
@@ -185,7 +188,7 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[fl
         for j in range(a.shape[1]):
             ax.text(j, i, "" if np.isnan(a[i, j]) else f"{a[i, j]:.0f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="clean test accuracy (%)")
-    ax.set_title("victim accuracy per method x defence (lower = stronger protection)", fontsize=9)
+    ax.set_title("victim accuracy (lower = stronger protection)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

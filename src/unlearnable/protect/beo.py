@@ -11,7 +11,8 @@ Estimator (our reading of the paper's plug-in estimate, in a learnt feature spac
   refreshed every ``refresh_every`` ascent steps by ``refresh_steps`` SGD steps on the *current perturbed* data
   (the learner an unauthorised trainer would run), instead of being retrained from scratch each step;
 * leave-one-out kernel class posteriors ``p(k | x_i) = sum_{j != i, y_j = k} K_ij / sum_{j != i} K_ij`` with an RBF
-  kernel ``K_ij = exp(-||z_i - z_j||^2 / (2 h^2))``, ``h`` = ``bandwidth`` x the median pairwise distance;
+  kernel ``K_ij = exp(-||z_i - z_j||^2 / (2 h^2))``, ``h`` = ``bandwidth`` x the median distance to the 10th
+  nearest neighbour (a local scale: the median *pairwise* distance over-smooths to the class prior);
 * ``BE_hat = mean_i (1 - max_k p(k | x_i))``, maximised by projected gradient ascent on ``delta``: sign steps
   (L-inf) or normalised steps (L2), then projection onto the ball and [0, 1].
 
@@ -38,12 +39,17 @@ from .keys import Key
 from .noise import NoiseTable
 
 
-def median_bandwidth(z: torch.Tensor, g: torch.Generator, sample: int = 512) -> float:
-    """Median pairwise distance over a key-drawn subset of the features ``(N, D)`` (the usual RBF heuristic)."""
+def knn_bandwidth(z: torch.Tensor, g: torch.Generator, k: int = 10, sample: int = 512) -> float:
+    """Median distance to the ``k``-th nearest neighbour, over a key-drawn subset of the features ``(N, D)``.
+
+    A kernel as wide as the median *pairwise* distance averages over every class and returns the class prior
+    (estimated Bayes error ~ 1 - 1/K for any data); the k-NN scale keeps the estimate local, as a plug-in
+    posterior estimate must be.
+    """
     idx = torch.randperm(len(z), generator=g)[:sample].to(z.device)
-    d = torch.cdist(z[idx], z[idx])
-    off = d[~torch.eye(len(idx), dtype=torch.bool, device=z.device)]
-    return float(off.median().clamp_min(1e-6)) if off.numel() else 1.0
+    d = torch.cdist(z[idx], z)
+    kk = min(k + 1, len(z))  # +1: the point itself (distance 0)
+    return float(d.topk(kk, dim=1, largest=False).values[:, -1].median().clamp_min(1e-6)) if len(z) > 1 else 1.0
 
 
 def loo_posteriors(anchors: torch.Tensor, anchor_idx: torch.Tensor, refs: torch.Tensor, labels: torch.Tensor,
@@ -93,7 +99,7 @@ class BayesErrorOptimisation(Protection):
         pretrain_epochs: int = 2  # extractor training on the clean data, once
         refresh_every: int = 3  # refresh the extractor every this many steps ...
         refresh_steps: int = 10  # ... with this many SGD steps on the current perturbed data
-        bandwidth: float = 1.0  # RBF bandwidth as a multiple of the median pairwise feature distance
+        bandwidth: float = 1.0  # RBF bandwidth as a multiple of the median 10-NN feature distance
         batch_size: int = 256  # anchors per gradient step
         chunk: int = 4096  # reference rows per kernel block
         lr: float = 0.05
@@ -136,7 +142,7 @@ class BayesErrorOptimisation(Protection):
     def _ascent_step(self, model, x, y, delta, alpha: float, k: int, g: torch.Generator) -> tuple[torch.Tensor, float]:
         p = self.params
         refs = self.features(model, x, delta)
-        h = p.bandwidth * median_bandwidth(refs, g)
+        h = p.bandwidth * knn_bandwidth(refs, g)
         delta = delta.clone()
         total = 0.0
         for idx in torch.randperm(len(x), generator=g).to(x.device).split(p.batch_size):
