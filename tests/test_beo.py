@@ -79,7 +79,6 @@ def test_bad_params(bad):
         METHODS.get("beo")(**bad)
 
 
-@pytest.mark.slow
 def test_beo_lowers_victim_accuracy():
     base = clean_acc()
     acc = protected_acc("beo", eps=64 / 255)  # 8/255 does not protect MNIST digits (docs/methods-gradient.md)

@@ -83,7 +83,6 @@ def test_bad_params(bad):
         algo.fit(_data(), Key.from_seed(0))
 
 
-@pytest.mark.slow
 def test_em_lowers_victim_accuracy():
     base = clean_acc()
     acc = protected_acc("em", mode="classwise", max_outer=3)
