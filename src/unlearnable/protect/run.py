@@ -17,7 +17,7 @@ from ..data import ImageSet, load, save
 from ..errors import UserError
 from ..log import log, warn
 from ..utils import atomic_dir, check_output_free, sha256_file, write_json
-from .base import METHODS, make_params, protect
+from .base import METHODS, make_params, protect, select
 from .keys import load_or_create_key, save_key
 
 MANIFEST = "manifest.json"
@@ -74,10 +74,11 @@ def protect_source(
     t0 = time.perf_counter()
     ds = load(source, size=size, seed=seed, test_fraction=test_fraction, progress=progress)
     split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
-    say = (lambda m: None) if quiet else log
-    say(f"protecting {len(ds.indices(split_list))} images ({', '.join(split_list)}) of {source} with '{method}' "
-        f"(key {key.fingerprint})")
     algo = cls(params=p, device=device, progress=progress)
+    n_target = len(select(ds, algo, split_list))  # validate before announcing any work
+    say = (lambda m: None) if quiet else log
+    say(f"protecting {n_target} images ({', '.join(split_list)}) of {source} with '{method}' "
+        f"(key {key.fingerprint})")
     protected = protect(ds, algo, key=key, splits=split_list)
     elapsed = time.perf_counter() - t0
     metrics = {}
