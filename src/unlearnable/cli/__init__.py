@@ -27,6 +27,7 @@ from . import data_cmds  # noqa: E402,F401
 from . import protect_cmds  # noqa: E402,F401
 from . import evaluate_cmds  # noqa: E402,F401
 from . import demo_cmds  # noqa: E402,F401
+from . import audit_cmds  # noqa: E402,F401
 from . import forget_cmds  # noqa: E402,F401
 
 
