@@ -18,3 +18,11 @@ def test_readme_python_example():
     assert not np.array_equal(arr, images)
     again = ul.protect(ds, "cuda", key=b"0123456789abcdef0123", blur=0.3).to_numpy()
     assert np.array_equal(arr, again)
+
+
+def test_protect_is_both_the_function_and_the_package():
+    import unlearnable.protect as package
+    import unlearnable.protect.run as run
+
+    assert package is ul.protect and callable(ul.protect)
+    assert "cuda" in package.METHODS and callable(run.protect_source)
