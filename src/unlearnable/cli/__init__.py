@@ -29,6 +29,7 @@ from . import evaluate_cmds  # noqa: E402,F401
 from . import demo_cmds  # noqa: E402,F401
 from . import audit_cmds  # noqa: E402,F401
 from . import forget_cmds  # noqa: E402,F401
+from . import sweep_cmds  # noqa: E402,F401
 
 
 def _click_exceptions():

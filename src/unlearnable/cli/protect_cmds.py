@@ -26,14 +26,32 @@ def protect_cmd(
     size: int = typer.Option(None, "--size", help="resize images to SIZE x SIZE (needed when sizes differ)"),
     seed: int = typer.Option(0, "--seed", help="seed of the train/test split for class-folder sources"),
     test_fraction: str = typer.Option("0.2", "--test-fraction", help="test share for class-folder sources"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (cuda = this rank's GPU)"),
+    surrogate: str = typer.Option(None, "--surrogate", help="UC: surrogate architecture (any registered model)"),
+    surrogate_weights: Path = typer.Option(None, "--surrogate-weights", help="UC: local surrogate weights file; "
+                                           "default: self-supervised (SimCLR) on the data itself"),
+    clusters: int = typer.Option(None, "--clusters", help="UC: number of clusters K"),
+    batch_size: int = typer.Option(None, "--batch-size", help="GLOBAL batch of the method's training (split over "
+                                                             "ranks)"),
+    epochs: int = typer.Option(None, "--epochs", help="training epochs of the method"),
+    lr_scaling: str = typer.Option(None, "--lr-scaling", help="none, linear or sqrt in batch_size/base_batch"),
+    warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="linear learning-rate warm-up"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from .OUT.partial/"),
 ) -> None:
-    """Protect the training split of SOURCE and write it to OUT in the same format, with a manifest."""
+    """Protect the training split of SOURCE and write it to OUT in the same format, with a manifest.
+
+    Runs unchanged under torchrun / srun / jsrun: every rank trains, rank 0 writes.
+    """
     from ..protect.run import protect_source
-    from ..train.distributed import resolve_device
+    from ..train import distributed as D
 
     params = parse_params(param)
-    if eps is not None:
-        params["eps"] = eps
-    protect_source(source, method, out, key, splits, params, force, resolve_device(device), size, seed,
-                   parse_number(test_fraction, "--test-fraction"), progress_enabled())
+    flags = {"eps": eps, "surrogate": surrogate, "surrogate_weights": surrogate_weights, "clusters": clusters,
+             "batch_size": batch_size, "epochs": epochs, "lr_scaling": lr_scaling, "warmup_epochs": warmup_epochs}
+    params.update({k: str(v) for k, v in flags.items() if v is not None})
+    dev = D.resolve_device(device, D.launcher_env()[3])
+    try:
+        protect_source(source, method, out, key, splits, params, force, dev, size, seed,
+                       parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume)
+    finally:
+        D.shutdown()

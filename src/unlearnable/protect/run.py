@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -16,9 +17,10 @@ from ..audit.metrics import perturbation_stats
 from ..data import ImageSet, load, save
 from ..errors import UserError
 from ..log import log, warn
+from ..train import distributed as D
 from ..utils import atomic_dir, check_output_free, sha256_file, write_json
 from .base import METHODS, make_params, protect, select
-from .keys import load_or_create_key, save_key
+from .keys import Key, load_key, load_or_create_key, save_key
 
 MANIFEST = "manifest.json"
 
@@ -61,8 +63,15 @@ def protect_source(
     test_fraction: float = 0.2,
     progress: bool = False,
     quiet: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole protect job; returns the manifest. Nothing is written if any step fails."""
+    """Run the whole protect job; returns the manifest. Nothing is written if any step fails.
+
+    DDP-aware: under torchrun/SLURM/LSF every rank loads the data and takes part in ``fit`` (methods that train,
+    such as UC, shard their batches); rank 0 alone writes, the others wait. Methods with a ``checkpoint_dir``
+    checkpoint every epoch into ``.OUT.partial/`` beside the output; ``resume`` continues from there (the key
+    of an interrupted run is kept there too, mode 0600, until the output is complete).
+    """
     out = Path(out)
     cls = METHODS.get(method)
     p = make_params(cls, params or {})  # fail on bad parameters before any work
@@ -70,17 +79,72 @@ def protect_source(
     kpath = Path(key_path) if key_path else default_key_path(out)
     if kpath.resolve().is_relative_to(out.resolve()):
         raise UserError(f"--key {kpath}: the key must not be stored inside the output folder")
-    key, created = load_or_create_key(kpath)
+    info = D.init_from_env(device)
+    device = info.device if info.distributed else device
+    work = partial_dir(out)
     t0 = time.perf_counter()
     ds = load(source, size=size, seed=seed, test_fraction=test_fraction, progress=progress)
     split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
     algo = cls(params=p, device=device, progress=progress)
-    n_target = len(select(ds, algo, split_list))  # validate before announcing any work
+    n_target = len(select(ds, algo, split_list))  # validate before any work or any file (a parked key included)
+    checkpoints = hasattr(cls, "checkpoint_dir")
+    key, created = _key_for_run(kpath, work, resume, park=checkpoints)
     say = (lambda m: None) if quiet else log
     say(f"protecting {n_target} images ({', '.join(split_list)}) of {source} with '{method}' "
-        f"(key {key.fingerprint})")
-    protected = protect(ds, algo, key=key, splits=split_list)
+        f"(key {key.fingerprint}, {info.world_size} process(es), device {device})")
+    if checkpoints:
+        algo.checkpoint_dir = work
+        if resume and work.is_dir():
+            say(f"resuming from checkpoints in {work}")
+    try:
+        protected, pert = protect(ds, algo, key=key, splits=split_list, return_perturbation=True)
+    except UserError:
+        if D.is_main():  # bad input: leave nothing behind (an interruption keeps its checkpoints for --resume)
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     elapsed = time.perf_counter() - t0
+    if not D.is_main():  # rank 0 alone writes; the others wait until the output is in place
+        D.barrier()
+        return {}
+    try:
+        manifest = _write(out, force, ds, protected, pert, algo, method, p, key, created, kpath, split_list,
+                          source, seed, test_fraction, size, elapsed, quiet)
+    finally:
+        D.barrier()
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def partial_dir(out: Path) -> Path:
+    """Where checkpoints of an unfinished protect run live: ``.OUT.partial/`` beside ``OUT``."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _key_for_run(kpath: Path, work: Path, resume: bool, park: bool) -> tuple[Key, bool]:
+    """Rank 0 loads or creates the key and shares it; a new key is parked in ``work`` so ``--resume`` finds it."""
+    parked = work / "key"
+    if D.is_main():
+        if not resume and work.exists():
+            shutil.rmtree(work)  # a fresh run never mixes with old checkpoints
+        if not kpath.exists() and resume and parked.is_file():
+            key, created = load_key(parked), True
+        else:
+            key, created = load_or_create_key(kpath)
+            if created and park:
+                work.mkdir(parents=True, exist_ok=True)
+                if not parked.exists():
+                    save_key(key, parked)
+        secret = key.secret
+    else:
+        secret, created = b"", False
+    secret, created = D.broadcast_object((secret, created))
+    return Key(secret), created
+
+
+def _write(out: Path, force: bool, ds: ImageSet, protected: ImageSet, pert: Any, algo: Any, method: str, p: Any,
+           key: Key, created: bool, kpath: Path, split_list: list[str], source: str, seed: int,
+           test_fraction: float, size: int | None, elapsed: float, quiet: bool) -> dict[str, Any]:
+    say = (lambda m: None) if quiet else log
     metrics = {}
     for s in ds.split_names():
         idx = ds.indices(s)
@@ -105,8 +169,12 @@ def protect_source(
             "metrics": metrics,
             "linf_budget": algo.linf_budget(),
             "time_s": round(elapsed, 3),
-            "output": {"sha256": {str(f.relative_to(tmp)): sha256_file(f) for f in files}},
         }
+        if hasattr(pert, "save_artifacts"):  # e.g. UC's clusters.csv
+            files = files + pert.save_artifacts(tmp)
+        if getattr(pert, "report", None):
+            manifest["fit"] = pert.report
+        manifest["output"] = {"sha256": {str(f.relative_to(tmp)): sha256_file(f) for f in files}}
         write_json(tmp / MANIFEST, manifest)
         if created:
             save_key(key, kpath)

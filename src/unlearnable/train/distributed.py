@@ -188,6 +188,25 @@ def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([o.cpu() for o in out], 0)
 
 
+def gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:
+    """Reassemble per-rank results computed on :func:`shard_indices` ``(n_r, ...)`` into ``(n, ...)`` in order.
+
+    Shards differ in length by at most one, so each is padded to ``ceil(n / world)`` rows for the all-gather.
+    """
+    w = _INFO.world_size
+    if w == 1:
+        return local
+    rows = -(-n // w)
+    padded = torch.zeros((rows, *local.shape[1:]), dtype=local.dtype)
+    padded[:len(local)] = local.cpu()
+    parts = all_gather_tensor(padded).view(w, rows, *local.shape[1:])
+    out = torch.empty((n, *local.shape[1:]), dtype=local.dtype)
+    for r in range(w):
+        k = len(range(r, n, w))
+        out[r::w] = parts[r, :k]
+    return out
+
+
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
     """DDP-wrap ``model`` (already on the right device) when running distributed; no-op otherwise."""
     if not _INFO.distributed:

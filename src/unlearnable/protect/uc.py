@@ -1,0 +1,301 @@
+"""UC: Unlearnable Clusters (Zhang et al., "Unlearnable Clusters: Towards Label-agnostic Unlearnable Examples",
+CVPR 2023), trained data-parallel as in Zhu et al., "Scale-up Unlearnable Examples Learning with High-Performance
+Computing" (2025).
+
+Label-agnostic: labels are never read. (1) A frozen surrogate (local weights, or SimCLR on the data itself) embeds
+every image; (2) seeded K-means groups the embeddings into K clusters; (3) one generator turns K fixed noise codes
+into K bounded perturbations, trained so that every cluster's perturbed features move to ANOTHER cluster's centre
+(KL between the softmax of the features and of the target centre, UC Eq. 4). The clusters' "uniformity" is kept
+and their "discrepancy" broken, so a victim learns the cluster-wise shortcut instead of the content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..data.imageset import ImageSet
+from ..errors import UserError
+from ..log import log
+from ..models import MODELS
+from ..models.classifiers import Classifier
+from ..models.generators import NoiseGenerator
+from ..registry import look_up_option
+from ..train import distributed as D
+from ..train.loop import Recipe, lr_at
+from .base import METHODS, Protection, add_within_linf
+from .keys import Key
+from .kmeans import kmeans
+from .ssl import PROJ_DIM, _bar, _save, load_surrogate_weights, train_ssl_surrogate
+
+
+@dataclass(frozen=True)
+class ClusterPerturbation:
+    """K perturbations ``(K, C, H, W)`` in [0, 1] units, one cluster id per fitted sample id, and the fit report."""
+
+    deltas: torch.Tensor
+    assign: torch.Tensor  # (N,) int64
+    ids: tuple[str, ...]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def save_artifacts(self, folder: Path) -> list[Path]:
+        """Write ``clusters.csv`` (sample id -> cluster id) into ``folder``."""
+        path = folder / "clusters.csv"
+        path.write_text("id,cluster\n" + "".join(f"{i},{int(c)}\n" for i, c in zip(self.ids, self.assign)))
+        return [path]
+
+
+@METHODS.register("uc")
+class UnlearnableClusters(Protection):
+    """UC: cluster-wise generator perturbations from a frozen surrogate and K-means (label-agnostic)."""
+
+    summary = "Unlearnable Clusters: K-means on surrogate features + one generator, K cluster-wise perturbations " \
+              "(Zhang et al., CVPR 2023); label-agnostic, DDP"
+    label_agnostic = True
+    #: Parameters that make ``fit`` take about a second on tiny inputs (for contract tests).
+    tiny_params: ClassVar[dict[str, Any]] = {"clusters": 2, "epochs": 1, "ssl_epochs": 1, "batch_size": 8,
+                                             "surrogate_batch_size": 8, "gen_width": 8, "width": 8}
+
+    @dataclass(frozen=True)
+    class Params:
+        eps: float = 16 / 255  # budget in [0, 1] units (UC uses 16/255 L-inf)
+        norm: str = "linf"  # linf | l2
+        clusters: int = 10  # K
+        surrogate: str = "smallcnn"  # any registered architecture
+        surrogate_weights: str = ""  # local file; empty => SimCLR on the data itself
+        ssl_epochs: int = 15  # SimCLR epochs when no weights are given
+        surrogate_batch_size: int = 256  # global batch of the SimCLR surrogate
+        surrogate_lr: float = 1e-3
+        width: int = 32  # width of the smallcnn surrogate (ignored by other architectures)
+        epochs: int = 10  # generator epochs (one pass over the data each, all clusters at once)
+        batch_size: int = 128  # GLOBAL batch of the generator training (the studied batch size)
+        lr: float = 1e-3  # Adam learning rate at base_batch samples per step
+        base_batch: int = 128
+        lr_scaling: str = "none"  # none | linear | sqrt
+        warmup_epochs: float = 0.0
+        temperature: float = 1.0  # softmax temperature of the KL objective
+        gen_width: int = 32
+        gen_blocks: int = 2
+        gen_scale: int = 4  # noise codes are (H/scale, W/scale), upsampled: smooth perturbations (see docs)
+        kmeans_iters: int = 100
+
+        def validate(self) -> None:
+            look_up_option(self.norm, ("linf", "l2"), "--param norm")
+            look_up_option(self.surrogate, MODELS.names(), "--surrogate")
+            look_up_option(self.lr_scaling, ("none", "linear", "sqrt"), "--lr-scaling")
+            if not 0 < self.eps <= (1 if self.norm == "linf" else 1e6):
+                raise UserError(f"--eps {self.eps}: must be positive (and at most 1 for linf), e.g. 16/255")
+            if self.surrogate_weights and not Path(self.surrogate_weights).is_file():
+                raise UserError(f"--surrogate-weights {self.surrogate_weights}: no such file")
+            if self.clusters < 2:
+                raise UserError(f"--clusters {self.clusters}: UC needs at least 2 clusters")
+            for name in ("epochs", "batch_size", "surrogate_batch_size", "gen_width", "width", "kmeans_iters",
+                         "gen_scale"):
+                if getattr(self, name) < 1:
+                    raise UserError(f"--param {name}={getattr(self, name)}: must be at least 1")
+            if self.ssl_epochs < 0 or self.lr <= 0 or self.surrogate_lr <= 0 or self.temperature <= 0:
+                raise UserError("--param ssl_epochs must be >= 0 and lr, surrogate_lr, temperature positive")
+
+    #: Folder for per-epoch checkpoints (set by ``protect_source``); ``None`` disables checkpointing.
+    checkpoint_dir: Path | None = None
+    #: Called as ``hook(stage, epoch)`` after each checkpoint (tests use it to simulate an interruption).
+    on_epoch_end: Any = None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: ImageSet, key: Key) -> ClusterPerturbation:
+        p = self.params
+        if len(data) < p.clusters:
+            raise UserError(f"--clusters {p.clusters}: more clusters than images ({len(data)})")
+        D.per_rank_batch(p.batch_size)
+        ck = self._checkpoints(data, key)
+        surrogate, sur_report = self._surrogate(data, key, ck)
+        raw = self._features(surrogate, data.images)  # (N, D), identical on every rank
+        # Standardise each feature dimension so that the softmax of UC's KL objective is neither flat nor
+        # saturated whatever the surrogate's feature scale (raw pooled ReLU features give a near-uniform softmax).
+        mu, sd = raw.mean(0), raw.std(0).clamp_min(1e-6)
+        feats = (raw - mu) / sd
+        km_path = ck / "kmeans.pt" if ck else None
+        if km_path is not None and km_path.is_file():
+            centers, assign, inertia = _load(km_path, "centers", "assign", "inertia")
+        else:
+            km = kmeans(feats.to(self.device), p.clusters, key.generator("uc/kmeans"), iters=p.kmeans_iters)
+            centers, assign, inertia = km.centers.cpu(), km.assign.cpu(), km.inertia
+            if km_path is not None and D.is_main():
+                _save(km_path, {"centers": centers, "assign": assign, "inertia": inertia})
+        sizes = torch.bincount(assign, minlength=p.clusters).tolist()
+        log(f"uc: K-means on {feats.shape[1]}-d surrogate features: {p.clusters} clusters, sizes {sizes}")
+        gen, history = self._train_generator(data.images, assign, centers, _Standardised(surrogate, mu, sd), key, ck)
+        with torch.no_grad():
+            deltas = gen().detach().cpu()
+        report = {"surrogate": sur_report, "kmeans": {"inertia": inertia, "cluster_sizes": sizes},
+                  "targets": _target_clusters(p.clusters, key).tolist(), "generator": history}
+        return ClusterPerturbation(deltas, assign, tuple(data.ids), report)
+
+    def _checkpoints(self, data: ImageSet, key: Key) -> Path | None:
+        """The checkpoint folder, tied to (params, key, data): a different run never resumes from it."""
+        if self.checkpoint_dir is None:
+            return None
+        h = hashlib.sha256(json.dumps(asdict(self.params), sort_keys=True).encode())
+        h.update(key.seed("uc/checkpoint").to_bytes(8, "little"))
+        h.update(data.images.numpy().tobytes())
+        d = Path(self.checkpoint_dir) / f"uc-{h.hexdigest()[:16]}"
+        if D.is_main():
+            d.mkdir(parents=True, exist_ok=True)
+        D.barrier()
+        return d
+
+    def _surrogate(self, data: ImageSet, key: Key, ck: Path | None) -> tuple[Classifier, dict[str, Any]]:
+        p = self.params
+        ssl = not p.surrogate_weights and p.ssl_epochs > 0
+        extra = {"width": p.width} if p.surrogate == "smallcnn" else {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key.seed("uc/surrogate-init"))
+            # The head is a SimCLR projection when self-supervised, unused otherwise.
+            model = MODELS.get(p.surrogate)(in_channels=data.channels, num_classes=PROJ_DIM if ssl else 2,
+                                            image_size=int(data.images.shape[-1]), **extra)
+        if p.surrogate_weights:
+            report = {"source": "weights", **load_surrogate_weights(model, p.surrogate_weights)}
+        elif ssl:
+            losses = train_ssl_surrogate(model, data.images, p.ssl_epochs, p.surrogate_batch_size, p.surrogate_lr,
+                                         key.seed("uc/ssl") % (1 << 62), self.device,
+                                         ck / "surrogate.pt" if ck else None, self.progress)
+            report = {"source": "simclr", "epochs": p.ssl_epochs, "loss": losses}
+        else:
+            report = {"source": "random-init"}
+        model = model.to(self.device).eval()  # frozen surrogate, eval mode (UC Sec. 3.2)
+        for q in model.parameters():
+            q.requires_grad_(False)
+        return model, report
+
+    @torch.no_grad()
+    def _features(self, model: Classifier, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+        """Surrogate features ``(N, D)`` computed on each rank's shard, then gathered in sample order."""
+        n = len(images)
+        mine = list(D.shard_indices(n))
+        out = [model.features(images[mine[i:i + batch]].to(self.device).float().div_(255.0)).cpu()
+               for i in range(0, len(mine), batch)]
+        local = torch.cat(out) if out else torch.zeros(0, model.dim)
+        return D.gather_shards(local, n)
+
+    def _train_generator(self, images: torch.Tensor, assign: torch.Tensor, centers: torch.Tensor,
+                         surrogate: _Standardised, key: Key, ck: Path | None) -> tuple[NoiseGenerator, dict[str, Any]]:
+        p = self.params
+        dev = self.device
+        info = D.info()
+        per_rank = D.per_rank_batch(p.batch_size)
+        g = key.generator("uc/codes")
+        h, w = int(images.shape[2]), int(images.shape[3])
+        coarse = (max(1, h // p.gen_scale), max(1, w // p.gen_scale))
+        codes = torch.rand(p.clusters, images.shape[1], *coarse, generator=g) * 2 - 1  # fixed noise codes
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key.seed("uc/generator-init"))
+            gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks, size=(h, w)).to(dev)
+        net = D.wrap(gen)
+        sched = Recipe(model=p.surrogate, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, base_batch=p.base_batch,
+                       lr_scaling=p.lr_scaling, warmup_epochs=p.warmup_epochs, schedule="constant")
+        opt = torch.optim.Adam(gen.parameters(), lr=sched.scaled_lr())
+        sampler = D.train_sampler(len(images), seed=key.seed("uc/sampler") % (1 << 62), shuffle=True)
+        steps = math.ceil(len(sampler) / per_rank)
+        setup = {"world_size": info.world_size, "global_batch_size": p.batch_size, "per_rank_batch_size": per_rank,
+                 "lr_scaling": p.lr_scaling, "base_lr": p.lr, "base_batch": p.base_batch,
+                 "scaled_lr": sched.scaled_lr(), "warmup_epochs": p.warmup_epochs, "steps_per_epoch": steps,
+                 "backend": info.backend, "launcher": info.launcher}
+        log(f"uc generator: {p.epochs} epochs, K={p.clusters}, global batch {p.batch_size} = {info.world_size} "
+            f"rank(s) x {per_rank}, lr {sched.scaled_lr():.4g} ({p.lr_scaling} scaling of {p.lr} @ {p.base_batch}, "
+            f"warm-up {p.warmup_epochs} epochs), device {dev}")
+        # UC: each cluster is pushed towards the centre of a different cluster (a key-drawn derangement).
+        target = _target_clusters(p.clusters, key)
+        target_prob = F.softmax(centers[target] / p.temperature, dim=1).to(dev)  # (K, D)
+        assign_dev = assign.to(dev)
+        epochs_log: list[dict[str, float]] = []
+        start = 0
+        path = ck / "generator.pt" if ck else None
+        if path is not None and path.is_file():
+            st = torch.load(path, map_location="cpu", weights_only=False)
+            gen.load_state_dict(st["generator"])
+            opt.load_state_dict(st["optimizer"])
+            start, epochs_log = st["epoch"], st["history"]
+            log(f"uc generator: resuming at epoch {start + 1}")
+        bar = _bar(self.progress, p.epochs, start, f"uc generator (K={p.clusters})")
+        step = start * steps
+        for epoch in range(start, p.epochs):
+            sampler.set_epoch(epoch)
+            net.train()
+            tot = torch.zeros(2)
+            order = list(sampler)
+            for i in range(0, len(order), per_rank):
+                idx = order[i:i + per_rank]
+                for grp in opt.param_groups:
+                    grp["lr"] = lr_at(sched, step, steps)
+                deltas = net()  # (K, C, H, W): all clusters in one generator pass
+                x = images[idx].to(dev).float().div_(255.0)
+                c = assign_dev[idx]
+                xp = (x + deltas[c]).clamp(0.0, 1.0)
+                logp = F.log_softmax(surrogate.features(xp) / p.temperature, dim=1)
+                loss = F.kl_div(logp, target_prob[c], reduction="batchmean")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                tot += torch.tensor([float(loss.detach()) * len(idx), len(idx)])
+            tot = D.all_reduce_sum(tot)
+            epochs_log.append({"epoch": epoch + 1, "kl": float(tot[0] / tot[1])})
+            if path is not None and D.is_main():
+                _save(path, {"generator": gen.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                             "history": epochs_log})
+            D.barrier()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(kl=f"{epochs_log[-1]['kl']:.4f}")
+            if self.on_epoch_end is not None:
+                self.on_epoch_end("generator", epoch + 1)
+        if bar is not None:
+            bar.close()
+        return gen.eval(), {"setup": setup, "epochs": epochs_log}
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, data: ImageSet, perturbation: ClusterPerturbation) -> torch.Tensor:
+        pos = {i: r for r, i in enumerate(perturbation.ids)}
+        missing = [i for i in data.ids if i not in pos]
+        if missing:
+            raise UserError(f"sample '{missing[0]}' was not in the data the clusters were fitted on")
+        rows = perturbation.assign[torch.tensor([pos[i] for i in data.ids], dtype=torch.long)]
+        delta = perturbation.deltas[rows]
+        if self.params.norm == "linf":
+            return add_within_linf(data.images, delta, self.params.eps)
+        return (data.images.float() + delta * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class _Standardised(torch.nn.Module):
+    """The frozen surrogate's features, standardised with the statistics of the clean data: ``(B, D)``."""
+
+    def __init__(self, model: Classifier, mu: torch.Tensor, sd: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        dev = next(model.parameters()).device
+        self.register_buffer("mu", mu.to(dev))
+        self.register_buffer("sd", sd.to(dev))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model.features(x) - self.mu) / self.sd
+
+
+def _target_clusters(k: int, key: Key) -> torch.Tensor:
+    """A random derangement of ``range(k)``: cluster i is pushed towards cluster ``target[i] != i``."""
+    shift = 1 + int(torch.randint(0, k - 1, (1,), generator=key.generator("uc/targets")))
+    perm = torch.randperm(k, generator=key.generator("uc/targets-perm"))
+    target = torch.empty(k, dtype=torch.long)
+    target[perm] = perm.roll(-shift)  # a cyclic shift of a random order: never a fixed point
+    return target
+
+
+def _load(path: Path, *names: str) -> tuple[Any, ...]:
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    return tuple(st[n] for n in names)

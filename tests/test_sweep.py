@@ -1,0 +1,115 @@
+"""``unlearnable sweep``: grid, resume, cache, merge, array-job scripts, bad input, and a 2-process cell."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+UC = {"clusters": 2, "ssl_epochs": 0, "epochs": 1, "width": 8, "gen_width": 8}
+VICTIM = {"evaluate.model": "smallcnn", "evaluate.epochs": 1, "evaluate.lr": 0.05}
+
+
+def tiny_npz(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 24), ("test", 12)):
+        x = rng.integers(0, 60, (n, 16, 16)).astype(np.uint8)
+        y = np.arange(n) % 3
+        for i, k in enumerate(y):
+            x[i, 4 * k:4 * k + 6, 4:12] += 150
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+def study(tmp: Path, grid: dict, methods: dict | None = None, **extra) -> Path:
+    tiny_npz(tmp / "tiny.npz")
+    doc = {"datasets": {"tiny": "tiny.npz"}, "methods": methods or {"uc": UC}, "grid": grid, "fixed": VICTIM} | extra
+    (tmp / "study.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return tmp / "study.yaml"
+
+
+def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "unlearnable", "sweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_sweep_runs_merges_resumes_and_shares_protection(tmp_path: Path) -> None:
+    f = study(tmp_path, {"protect.batch_size": [4, 8], "evaluate.batch_size": [8, 12]})
+    r = sweep(str(f), "--out", "partly", "--cell", "3", cwd=tmp_path)  # an "interrupted" sweep: one cell done
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (tmp_path / "partly" / "sweep.csv").exists()  # --cell never merges (array tasks run in parallel)
+    done = next((tmp_path / "partly" / "cells").iterdir()) / "results.json"
+    stamp = done.stat().st_mtime_ns
+    r = sweep(str(f), "--out", "partly", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skip finished cell" in r.stderr and done.stat().st_mtime_ns == stamp
+    got = rows(tmp_path / "partly" / "sweep.csv")
+    assert len(got) == 4 and list(got[0])[:6] == ["dataset", "method", "batch_size", "seed", "clean_acc",
+                                                  "protected_acc"]
+    assert [g["batch_size"] for g in got] == ["4", "4", "8", "8"] and "evaluate.batch_size" in got[0]
+    assert all(0 <= float(g["clean_acc"]) <= 1 for g in got)
+    assert (tmp_path / "partly" / "accuracy_vs_batch_size.png").stat().st_size > 1000
+    protected = [p for p in (tmp_path / "partly" / "cache").iterdir() if p.name.startswith("tiny-uc-")]
+    assert len([p for p in protected if p.is_dir()]) == 2  # 4 cells, 2 protect configs
+    r = sweep(str(f), "--out", "whole", cwd=tmp_path)  # the same study in one go: the same final table
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "whole" / "sweep.csv").read_text() == (tmp_path / "partly" / "sweep.csv").read_text()
+
+
+def test_sweep_dry_run_and_array_scripts(tmp_path: Path) -> None:
+    f = study(tmp_path, {"protect.batch_size": [4, 8], "seed": [0, 1, 2]})
+    r = sweep(str(f), "--out", "s", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0 and "6 cells, 0 finished" in r.stdout and r.stdout.count("todo") == 6
+    r = sweep(str(f), "--out", "s", "--emit", "slurm", "--nproc", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "s" / "sweep.sbatch").read_text()
+    assert "#SBATCH --array=0-5" in text and "--cell $SLURM_ARRAY_TASK_ID" in text and "srun " in text
+    r = sweep(str(f), "--out", "s", "--emit", "lsf", cwd=tmp_path)
+    text = (tmp_path / "s" / "sweep.lsf").read_text()
+    assert r.returncode == 0 and '"study[1-6]"' in text and "--cell $((LSB_JOBINDEX - 1))" in text
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grids": {"seed": [0]}}, "unknown key 'grids' (did you mean 'grid'?)"),
+    ({"grid": {"protect.batchsize": [4]}}, "has no parameter 'batchsize' (did you mean 'batch_size'?)"),
+    ({"grid": {"evaluate.epoch": [1]}}, "unknown key 'evaluate.epoch' (did you mean 'epochs'?)"),
+    ({"grid": {"sed": [1]}}, "unknown key 'sed' (did you mean 'seed'?)"),
+    ({"datasets": {"pets": "/no/such/pets"}}, "/no/such/pets: no such file or directory"),
+    ({"methods": {"ucc": {}}}, "unknown method 'ucc' (did you mean 'uc'?)"),
+])
+def test_sweep_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, change: dict, message: str) -> None:
+    f = study(tmp_path, {"seed": [0]})
+    doc = yaml.safe_load(f.read_text()) | change
+    f.write_text(yaml.safe_dump(doc))
+    r = sweep(str(f), "--out", "s", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.distributed
+def test_sweep_cell_as_two_process_torchrun_job(tmp_path: Path) -> None:
+    f = study(tmp_path, {"protect.batch_size": [8]}, methods={"uc": UC | {"ssl_epochs": 1,
+                                                                         "surrogate_batch_size": 8}})
+    r = sweep(str(f), "--out", "s", "--launcher", "torchrun", "--nproc", "2", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = rows(tmp_path / "s" / "sweep.csv")
+    assert len(got) == 1 and got[0]["batch_size"] == "8"
+    import json
+
+    res = json.loads(next((tmp_path / "s" / "cells").iterdir()).joinpath("results.json").read_text())
+    assert res["setup"]["world_size"] == 2 and res["protect"]["fit_setup"]["world_size"] == 2
+    assert res["protect"]["fit_setup"]["per_rank_batch_size"] == 4
