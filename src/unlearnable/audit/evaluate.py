@@ -19,6 +19,7 @@ from ..data import ImageSet
 from ..errors import UserError
 from ..log import log
 from ..train import distributed as D
+from ..train.defenses import Defense
 from ..train.loop import BatchHook, History, Recipe, train_classifier
 
 
@@ -39,12 +40,46 @@ def check_pair(protected: ImageSet, clean: ImageSet, train_split: str, test_spli
 
 
 def train_and_test(train: ImageSet, test: ImageSet, recipe: Recipe, device: str, hooks: Sequence[BatchHook] = (),
-                   checkpoint: Path | None = None, progress: bool = False, desc: str = "victim"
-                   ) -> tuple[float, History]:
-    _, hist = train_classifier(train.images, train.labels, train.num_classes, recipe, device,
+                   checkpoint: Path | None = None, progress: bool = False, desc: str = "victim",
+                   defenses: Sequence[Defense] = (), clean_train: ImageSet | None = None) -> tuple[float, History]:
+    """Train one victim on ``train`` (through ``defenses``) and return its clean test accuracy and history.
+
+    Dataset-level defences transform the training images only; batch hooks run after ``hooks``; a fine-tuning
+    defence pre-trains on ``clean_train`` (default: ``train``).
+    """
+    images, model = train.images, None
+    hooks = list(hooks)
+    for d in defenses:
+        images = d.transform(images)
+        hook = d.hook(train.num_classes)
+        hooks += [hook] if hook is not None else []
+        base = clean_train if clean_train is not None else train
+        model = d.start_model(base.images, base.labels, train.num_classes, recipe, device) or model
+        recipe = d.recipe(recipe)
+    _, hist = train_classifier(images, train.labels, train.num_classes, recipe, device,
                                eval_sets={"test": (test.images, test.labels)}, hooks=hooks, checkpoint=checkpoint,
-                               progress=progress, desc=desc)
+                               progress=progress, desc=desc, model=model)
     return hist.epochs[-1]["test_acc"], hist
+
+
+def mix_indices(n: int, ratio: float, seed: int) -> torch.Tensor:
+    """The ``round(ratio * n)`` training rows (sorted) that are protected when only a fraction is; seeded."""
+    if not 0.0 <= ratio <= 1.0:
+        raise UserError(f"--mix {ratio}: must be in [0, 1]")
+    k = int(round(ratio * n))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return perm[:k].sort().values
+
+
+def mix_protected(protected: ImageSet, clean: ImageSet, ratio: float, seed: int) -> tuple[ImageSet, torch.Tensor]:
+    """Training data where only a seeded fraction ``ratio`` of the rows come from ``protected``, the rest clean.
+
+    Both sets must hold the same samples in the same order (see :func:`check_pair`). Returns (data, rows).
+    """
+    if ratio >= 1.0:
+        return protected, torch.arange(len(protected))
+    idx = mix_indices(len(clean), ratio, seed)
+    return clean.with_images(protected.images[idx], idx), idx
 
 
 def evaluate(
@@ -58,10 +93,16 @@ def evaluate(
     work_dir: Path | None = None,
     progress: bool = False,
     clean_result: dict[str, Any] | None = None,
+    defenses: Sequence[Defense] = (),
+    mix: float = 1.0,
+    mix_seed: int | None = None,
 ) -> dict[str, Any]:
     """Train victims on protected and clean training data; test both on the clean test split.
 
     Args:
+        defenses: training-time defences used by *both* victims (see :mod:`unlearnable.train.defenses`).
+        mix: fraction of the training split that is protected (the rest clean), chosen by ``mix_seed``
+            (default: the recipe's seed); 1.0 = everything protected.
         work_dir: where per-epoch checkpoints go (an interrupted audit resumes from them).
         clean_result: a previous clean run to reuse (``{"acc": .., "curve": [..]}``) when auditing several methods.
     Returns:
@@ -74,11 +115,14 @@ def evaluate(
     log(f"victim '{recipe.model}': {recipe.epochs} epochs, global batch {recipe.batch_size} = "
         f"{D.world_size()} rank(s) x {D.per_rank_batch(recipe.batch_size)}, lr {recipe.scaled_lr():.4g} "
         f"({recipe.lr_scaling} scaling of {recipe.lr} @ {recipe.base_batch}), device {device}")
-    prot_acc, prot_hist = train_and_test(protected.split(train_split), test, recipe, device, hooks,
-                                         ckpt("protected"), progress, "protected victim")
+    clean_train = clean.split(train_split)
+    seed = recipe.seed if mix_seed is None else mix_seed
+    prot_train, prot_rows = mix_protected(protected.split(train_split), clean_train, mix, seed)
+    prot_acc, prot_hist = train_and_test(prot_train, test, recipe, device, hooks, ckpt("protected"), progress,
+                                         "protected victim", defenses, clean_train)
     if clean_result is None:
-        clean_acc, clean_hist = train_and_test(clean.split(train_split), test, recipe, device, hooks,
-                                               ckpt("clean"), progress, "clean victim")
+        clean_acc, clean_hist = train_and_test(clean_train, test, recipe, device, hooks, ckpt("clean"), progress,
+                                               "clean victim", defenses, clean_train)
         clean_curve, clean_wall = clean_hist.epochs, clean_hist.wall_s
     else:
         clean_acc, clean_curve, clean_wall = clean_result["acc"], clean_result["curve"], clean_result["wall_s"]
@@ -92,6 +136,10 @@ def evaluate(
         "curves": {"protected": prot_hist.epochs, "clean": clean_curve},
         "wall_s": {"protected": prot_hist.wall_s, "clean": clean_wall, "total": time.perf_counter() - t0},
         "recipe": asdict(recipe),
+        "defenses": [d.spec for d in defenses],
+        "mix": mix,
+        "mix_seed": seed,
+        "protected_samples": len(prot_rows),
         "setup": prot_hist.setup,
         "data": {"train": len(protected.split(train_split)), "test": len(test), "classes": clean.num_classes,
                  "image_shape": list(clean.images.shape[1:])},

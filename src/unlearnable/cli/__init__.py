@@ -27,6 +27,8 @@ from . import data_cmds  # noqa: E402,F401
 from . import protect_cmds  # noqa: E402,F401
 from . import evaluate_cmds  # noqa: E402,F401
 from . import demo_cmds  # noqa: E402,F401
+from . import audit_cmds  # noqa: E402,F401
+from . import forget_cmds  # noqa: E402,F401
 from . import sweep_cmds  # noqa: E402,F401
 
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, prog_name="unlearnable", standalone_mode=False)
+        rv = app(args=args, prog_name="unlearnable", standalone_mode=False)
     except UserError as e:
         _fail(str(e))
     except _CX.NoArgsIsHelpError as e:
@@ -73,3 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("UNLEARNABLE_DEBUG"):
             raise
         _fail(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}")
+    else:
+        # Non-standalone typer returns an Exit's code instead of raising it (KeyboardInterrupt becomes 130).
+        if rv == 130:
+            _fail("interrupted; nothing was written (re-run with --resume where supported)", 130)
+        if isinstance(rv, int) and rv:
+            raise SystemExit(rv)

@@ -26,6 +26,16 @@ def recipe_options(model: str, epochs: int, batch_size: int, lr: str, lr_scaling
     return r
 
 
+def parse_mix(text: str) -> float:
+    """``--mix R``: a fraction in [0, 1] (``0.5``, ``1/2``)."""
+    from ..errors import UserError
+
+    r = parse_number(text, "--mix")
+    if not 0.0 <= r <= 1.0:
+        raise UserError(f"--mix {text}: must be a fraction in [0, 1]")
+    return r
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     protected: str = typer.Option(..., "--protected", help="a protect output folder (or any source)"),
@@ -40,6 +50,9 @@ def evaluate_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="results folder (default: PROTECTED-audit)"),
     force: bool = typer.Option(False, "--force", help="replace an existing results folder"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    defense: list[str] = typer.Option([], "--defense", help="training-time defence NAME[:ARGS] (repeatable), e.g. "
+                                      "jpeg:10, grayscale, at:linf:8/255:steps=5, finetune"),
+    mix: str = typer.Option("1.0", "--mix", help="fraction of the training split that is protected (rest clean)"),
 ) -> None:
     """Audit a protection: clean test accuracy of a victim trained on protected vs clean data."""
     from ..audit.evaluate import evaluate
@@ -47,9 +60,12 @@ def evaluate_cmd(
     from ..protect.run import load_output
     from ..report.figures import accuracy_curves
     from ..train import distributed as D
+    from ..train.defenses import parse_defenses
     from ..utils import atomic_dir, check_output_free, write_json
 
     recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed)
+    defenses = parse_defenses(defense)
+    mix_ratio = parse_mix(mix)
     out = out or Path(f"{str(protected).rstrip('/')}-audit")
     check_output_free(out, force)
     info = D.init_from_env(device)
@@ -60,14 +76,17 @@ def evaluate_cmd(
                         seed=(manifest or {}).get("load", {}).get("seed", 0),
                         test_fraction=(manifest or {}).get("load", {}).get("test_fraction", 0.2))
         # Per-epoch checkpoints live beside the output so re-running the same command resumes.
-        tag = hashlib.sha256(prot.images.numpy().tobytes()).hexdigest()[:12]
+        h = hashlib.sha256(prot.images.numpy().tobytes())
+        h.update(repr(([d.spec for d in defenses], mix_ratio)).encode())  # other defences/mix: other checkpoints
+        tag = h.hexdigest()[:12]
         work = out.parent / f".{out.name}.partial-{tag}"
         if D.is_main():
             work.mkdir(parents=True, exist_ok=True)
             if any(work.iterdir()):
                 log(f"resuming from checkpoints in {work}")
         D.barrier()
-        results = evaluate(prot, clean_ds, recipe, info.device, work_dir=work, progress=progress_enabled())
+        results = evaluate(prot, clean_ds, recipe, info.device, work_dir=work, progress=progress_enabled(),
+                           defenses=defenses, mix=mix_ratio)
         results["protected_source"] = str(protected)
         results["clean_source"] = str(clean)
         if manifest is not None:

@@ -125,6 +125,22 @@ def require_labels(method: str, data: ImageSet) -> None:
         raise UserError(f"method '{method}' needs at least 2 classes, found {data.num_classes}")
 
 
+def select(data: ImageSet, algo: Protection, splits: str | Sequence[str]) -> torch.Tensor:
+    """Indices of the samples to protect; checks the splits exist and (for label-using methods) every class has
+    samples there."""
+    want = data.split_names() if splits in ("all", ("all",), ["all"]) else (
+        [splits] if isinstance(splits, str) else list(splits))
+    for s in want:
+        if s not in data.split_names():
+            raise UserError(f"--splits: split '{s}' not in the data (present: {', '.join(data.split_names())})")
+    idx = data.indices(want)
+    if not algo.label_agnostic:
+        require_labels(algo.name, data)
+        if want == ["train"]:
+            check_classes_nonempty(data, "train")
+    return idx
+
+
 def protect(
     data: ImageSet,
     method: str | Protection,
@@ -143,16 +159,8 @@ def protect(
     algo = method if isinstance(method, Protection) else METHODS.get(method)(device=device, progress=progress,
                                                                              **params)
     k = Key.coerce(key)
-    want = data.split_names() if splits == "all" or splits == ("all",) else (
-        [splits] if isinstance(splits, str) else list(splits))
-    for s in want:
-        if s not in data.split_names():
-            raise UserError(f"--splits: split '{s}' not in the data (present: {', '.join(data.split_names())})")
-    idx = data.indices(want)
+    idx = select(data, algo, splits)
     target = data.subset(idx)
-    if not algo.label_agnostic:
-        require_labels(algo.name, target)
-        check_classes_nonempty(target, want[0]) if len(want) == 1 else None
     pert = algo.fit(target, k)
     out = algo.apply(target, pert)
     if out.shape != target.images.shape or out.dtype != torch.uint8:

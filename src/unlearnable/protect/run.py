@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..log import log, warn
 from ..train import distributed as D
 from ..utils import atomic_dir, check_output_free, sha256_file, write_json
-from .base import METHODS, make_params, protect
+from .base import METHODS, make_params, protect, select
 from .keys import Key, load_key, load_or_create_key, save_key
 
 MANIFEST = "manifest.json"
@@ -84,13 +84,14 @@ def protect_source(
     work = partial_dir(out)
     t0 = time.perf_counter()
     ds = load(source, size=size, seed=seed, test_fraction=test_fraction, progress=progress)
+    split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
+    algo = cls(params=p, device=device, progress=progress)
+    n_target = len(select(ds, algo, split_list))  # validate before any work or any file (a parked key included)
     checkpoints = hasattr(cls, "checkpoint_dir")
     key, created = _key_for_run(kpath, work, resume, park=checkpoints)
-    split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
     say = (lambda m: None) if quiet else log
-    say(f"protecting {len(ds.indices(split_list))} images ({', '.join(split_list)}) of {source} with '{method}' "
+    say(f"protecting {n_target} images ({', '.join(split_list)}) of {source} with '{method}' "
         f"(key {key.fingerprint}, {info.world_size} process(es), device {device})")
-    algo = cls(params=p, device=device, progress=progress)
     if checkpoints:
         algo.checkpoint_dir = work
         if resume and work.is_dir():

@@ -1,0 +1,195 @@
+"""The robustness audit: methods x defences x mix, one resumable cell each (:mod:`unlearnable.audit.cells`).
+
+For every defence there is one clean baseline cell (a victim trained on clean data through that defence); every
+(method, defence, mix) cell trains one victim on data where a fraction ``mix`` of the training split is protected
+and reuses that baseline. Each method protects the training split once per source (cached on disk, so a resumed
+audit does not protect again). The summary files are written at the end, each one atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import ImageSet
+from ..log import log
+from ..protect.base import protect
+from ..report.render import markdown_table
+from ..train.defenses import parse_defenses
+from ..train.loop import Recipe
+from .cells import expand_grid, run_cells
+from .evaluate import evaluate, train_and_test
+
+CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc")
+CLEAN = "clean"  # the baseline row's method name
+
+
+def subsample(ds: ImageSet, limit: int, seed: int, split: str = "train") -> ImageSet:
+    """Keep ``limit`` seeded random samples of ``split`` (all other splits untouched); 0 keeps everything."""
+    idx = ds.indices(split)
+    if limit <= 0 or limit >= len(idx):
+        return ds
+    keep = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:limit].sort().values]
+    others = torch.tensor([i for i, s in enumerate(ds.splits) if s != split], dtype=torch.long)
+    return ds.subset(torch.cat([keep, others]))
+
+
+def run_audit(
+    ds: ImageSet,
+    methods: Mapping[str, Mapping[str, Any]],
+    defenses: Sequence[str],
+    mixes: Sequence[float],
+    recipe: Recipe,
+    out: Path,
+    device: str = "cpu",
+    key_seed: int = 0,
+    source: str = "",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Run (or resume) the audit matrix under ``out`` and write ``audit.csv``, ``audit.md`` and ``heatmap.png``.
+
+    Args:
+        methods: method name -> its parameters (as for ``protect``).
+        defenses: defence specs (``"none"``, ``"jpeg:10"``, ...); mixes: protected fractions in [0, 1].
+        key_seed: the audit protects with the public, reproducible key ``Key.from_seed(key_seed)``.
+    Returns:
+        One row per cell: the baseline rows (method ``clean``) first, then the method cells.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    parsed = {d: parse_defenses([d]) for d in defenses}
+    fixed = {"source": source, "train_samples": len(ds.indices("train")), "key_seed": key_seed} | {
+        f"recipe.{k}": v for k, v in asdict(recipe).items()}
+    test = ds.split("test")
+    clean_train = ds.split("train")
+    cache: dict[str, ImageSet] = {}
+
+    def protected(method: str) -> ImageSet:
+        if method not in cache:
+            cache[method] = _protect_cached(ds, method, dict(methods[method]), key_seed, out / "protected", device)
+        return cache[method]
+
+    def run_baseline(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        log(f"audit: clean baseline, defence '{cell['defense']}'")
+        acc, hist = train_and_test(clean_train, test, recipe, device, checkpoint=cell_dir / "clean.ckpt",
+                                   progress=progress, desc="clean victim", defenses=parsed[cell["defense"]],
+                                   clean_train=clean_train)
+        return {"clean_acc": acc, "protected_acc": acc, "curve": hist.epochs, "wall_s": hist.wall_s}
+
+    base_rows = run_cells(expand_grid({"method": [CLEAN], "defense": list(defenses), "mix": [0.0]}, fixed),
+                          out / "cells", run_baseline, name_keys=("method", "defense", "mix"))
+    baseline = {r["defense"]: r for r in base_rows}
+
+    def run_method(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        b = baseline[cell["defense"]]
+        log(f"audit: method '{cell['method']}', defence '{cell['defense']}', mix {cell['mix']}")
+        res = evaluate(protected(cell["method"]), ds, recipe, device, work_dir=cell_dir, progress=progress,
+                       clean_result={"acc": b["clean_acc"], "curve": b["curve"], "wall_s": b["wall_s"]},
+                       defenses=parsed[cell["defense"]], mix=float(cell["mix"]))
+        res["params"] = dict(methods[cell["method"]])
+        for f in cell_dir.glob("*.ckpt"):
+            f.unlink()
+        return res
+
+    cells = expand_grid({"method": list(methods), "defense": list(defenses), "mix": list(mixes)}, fixed)
+    for c in cells:  # other method parameters are other cells (default parameters add no key)
+        if methods[c["method"]]:
+            c["params"] = json.dumps(dict(methods[c["method"]]), sort_keys=True)
+    rows = run_cells(cells, out / "cells", run_method, name_keys=("method", "defense", "mix"))
+    rows = base_rows + rows
+    write_summary(rows, out, defenses, recipe)
+    return rows
+
+
+def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed: int, folder: Path,
+                    device: str) -> ImageSet:
+    """Protect the training split once; the protected images are kept in ``folder`` for resumed audits."""
+    h = hashlib.sha256(ds.images.numpy().tobytes())
+    h.update(json.dumps([method, params, key_seed], sort_keys=True, default=str).encode())
+    path = folder / f"{method}-{h.hexdigest()[:12]}.pt"
+    if path.is_file():
+        return ds.with_images(torch.load(path, map_location="cpu", weights_only=True))
+    log(f"audit: protecting the training split with '{method}'")
+    result = protect(ds, method, key=key_seed, splits="train", device=device, **params)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic(path, lambda p: torch.save(result.images, p))
+    return result
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    return "clean (no protection)" if row["method"] == CLEAN else f"{row['method']} (mix {float(row['mix']):g})"
+
+
+def write_summary(rows: Sequence[Mapping[str, Any]], out: Path, defenses: Sequence[str], recipe: Recipe) -> None:
+    """``audit.csv`` (one line per cell), ``audit.md`` (accuracy table) and ``heatmap.png``, each atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        w.writerow([r["method"], r["defense"], r["mix"], f"{r['clean_acc']:.4f}", f"{r['protected_acc']:.4f}"])
+    _atomic(out / "audit.csv", lambda p: p.write_text(buf.getvalue()))
+    labels, grid = accuracy_grid(rows, defenses)
+    table = [{"training data": lab} | {d: f"{100 * v:.1f}" for d, v in zip(defenses, vals)}
+             for lab, vals in zip(labels, grid)]
+    md = (f"# Robustness audit\n\nClean test accuracy (%) of a `{recipe.model}` victim ({recipe.epochs} epochs) "
+          f"trained on the data in each row through the defence in each column. `mix R`: only a fraction R of the "
+          f"training split is protected, the rest is clean. Lower is better protection; the first row is the clean "
+          f"baseline.\n\n{markdown_table(table, ['training data', *defenses])}\n")
+    _atomic(out / "audit.md", lambda p: p.write_text(md))
+    _atomic(out / "heatmap.png", lambda p: heatmap(labels, list(defenses), grid, p))
+
+
+def accuracy_grid(rows: Sequence[Mapping[str, Any]], defenses: Sequence[str]) -> tuple[list[str], list[list[float]]]:
+    """Row labels and a (rows x defences) grid of clean test accuracy (protected victims; baseline first)."""
+    labels: list[str] = []
+    acc: dict[tuple[str, str], float] = {}
+    for r in rows:
+        lab = _label(r)
+        if lab not in labels:
+            labels.append(lab)
+        acc[(lab, r["defense"])] = float(r["protected_acc"])
+    return labels, [[acc.get((lab, d), float("nan")) for d in defenses] for lab in labels]
+
+
+def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[float]], path: Path) -> Path:
+    """A rows x defences heat map of accuracy (%), annotated, PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    a = 100 * np.asarray(grid, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.1 * len(cols)), 1.2 + 0.45 * len(rows)))
+    im = ax.imshow(a, cmap="RdYlGn_r", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            ax.text(j, i, "" if np.isnan(a[i, j]) else f"{a[i, j]:.0f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="clean test accuracy (%)")
+    ax.set_title("victim accuracy (lower = stronger protection)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return path

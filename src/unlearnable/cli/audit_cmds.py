@@ -1,0 +1,86 @@
+"""``unlearnable audit``: the robustness matrix of methods x defences x protected fraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import UserError
+from . import app
+from .evaluate_cmds import parse_mix, recipe_options
+
+
+def _items(text: str, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise UserError(f"{what}: give at least one value")
+    if len(set(items)) != len(items):
+        raise UserError(f"{what}: '{text}' lists a value twice")
+    return items
+
+
+def method_params(methods: list[str], items: list[str]) -> dict[str, dict[str, str]]:
+    """``--param em.pgd_steps=5`` -> ``{"em": {"pgd_steps": "5"}}``, checked against each method's parameters."""
+    from ..protect.base import METHODS, make_params
+
+    out: dict[str, dict[str, str]] = {m: {} for m in methods}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--param {item}: expected METHOD.NAME=VALUE (e.g. --param em.pgd_steps=5)")
+        k, v = item.split("=", 1)
+        m, name = k.split(".", 1)
+        if m not in out:
+            raise UserError(f"--param {item}: method '{m}' is not in --methods ({', '.join(methods)})")
+        out[m][name.strip()] = v.strip()
+    for m in methods:
+        make_params(METHODS.get(m), out[m])  # unknown method or parameter -> one line, before any work
+    return out
+
+
+@app.command("audit")
+def audit_cmd(
+    source: str = typer.Argument(..., help="a source with train and test splits (path or built-in name)"),
+    methods: str = typer.Option("cuda,em,beo,lsp,ops", "--methods", help="comma-separated protection methods"),
+    defenses: str = typer.Option("none", "--defenses", help="comma-separated defences NAME[:ARGS], e.g. "
+                                 "none,jpeg:10,grayscale,at:linf:8/255"),
+    mix: str = typer.Option("1.0", "--mix", help="comma-separated protected fractions, e.g. 1.0,0.5"),
+    out: Path = typer.Option(..., "--out", "-o", help="audit folder (re-running the same command resumes it)"),
+    param: list[str] = typer.Option([], "--param", help="METHOD.NAME=VALUE (repeatable), e.g. em.pgd_steps=5"),
+    limit: int = typer.Option(0, "--limit", help="use this many (seeded) training images; 0 = all"),
+    key_seed: int = typer.Option(0, "--key-seed", help="the audit protects with a public reproducible key"),
+    model: str = typer.Option("resnet18", "--model", help="victim architecture"),
+    epochs: int = typer.Option(10, "--epochs"),
+    batch_size: int = typer.Option(128, "--batch-size", help="GLOBAL batch size"),
+    lr: str = typer.Option("0.1", "--lr", help="learning rate at 128 samples per step"),
+    lr_scaling: str = typer.Option("none", "--lr-scaling"),
+    warmup_epochs: float = typer.Option(0.0, "--warmup-epochs"),
+    seed: int = typer.Option(0, "--seed", help="victim seed; also picks the protected rows for --mix"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+) -> None:
+    """Audit methods against training-time defences and partial protection; writes audit.csv/md and heatmap.png."""
+    from ..audit.matrix import run_audit, subsample
+    from ..data import load
+    from ..log import progress_enabled
+    from ..train.defenses import parse_defense
+
+    recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed)
+    method_list = _items(methods, "--methods")
+    params = method_params(method_list, param)
+    defense_list = _items(defenses, "--defenses")
+    for d in defense_list:
+        parse_defense(d)
+    mixes = [parse_mix(m) for m in _items(mix, "--mix")]
+    if limit < 0:
+        raise UserError(f"--limit {limit}: must be >= 0")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    ds = load(source)
+    for split in ("train", "test"):
+        if split not in ds.split_names():
+            raise UserError(f"{source}: no '{split}' split (present: {', '.join(ds.split_names())})")
+    ds = subsample(ds, limit, seed)
+    rows = run_audit(ds, params, defense_list, mixes, recipe, out, device=device, key_seed=key_seed,
+                     source=str(source), progress=progress_enabled())
+    typer.echo((out / "audit.md").read_text().split("\n\n", 2)[-1].rstrip())
+    typer.echo(f"\n{len(rows)} cells -> {out / 'audit.csv'}, {out / 'audit.md'}, {out / 'heatmap.png'}")

@@ -1,0 +1,123 @@
+"""``segment train``, ``segment predict`` and ``forget``: 3D segmentation and machine unlearning."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import UserError
+from . import app
+
+segment_app = typer.Typer(help="Train 3D segmenters on subjects (MRBrainS18 folders, NIfTI CSVs, brain-phantoms).",
+                          no_args_is_help=True)
+app.add_typer(segment_app, name="segment")
+
+
+def _ckpt_dir(out: Path) -> Path:
+    """Checkpoints of an unfinished run live beside the output, so an interrupted run can --resume."""
+    return out.parent / f".{out.name}.ckpt"
+
+
+def _check_patch(patch: int) -> None:
+    if patch < 16 or patch % 8:
+        raise UserError(f"--patch {patch}: must be a multiple of 8 and at least 16 (the ResNets have stride 8)")
+
+
+@segment_app.command("train")
+def segment_train(
+    subjects: str = typer.Argument(..., help="brain-phantoms[:n=12,size=32], an MRBrainS18 folder, or a .csv"),
+    out: Path = typer.Option(..., "--out", help="model folder to write"),
+    model: str = typer.Option("resnet10", "--model", help="resnet10|resnet18|resnet34|resnet50|unet"),
+    width: int = typer.Option(8, "--width", help="base channels (Med3D: 64; small for CPU)"),
+    patch: int = typer.Option(32, "--patch", help="training patch edge (voxels, multiple of 8)"),
+    epochs: int = typer.Option(20, "--epochs"),
+    batch_size: int = typer.Option(2, "--batch-size", help="global batch size (split over ranks)"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    patches_per_subject: int = typer.Option(2, "--patches-per-subject", help="random crops per subject per epoch"),
+    test_fraction: float = typer.Option(0.25, "--test-fraction", help="subjects held out (split by subject id)"),
+    shape: str = typer.Option("", "--shape", help="resample subjects to D,H,W"),
+    pretrained: Path = typer.Option(None, "--pretrained", help="MedicalNet weights (.pth) for the encoder"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last epoch"),
+) -> None:
+    """Train a 3D segmenter; held-out subjects are chosen by id and recorded in model.json."""
+    from ..data.subjects import load_subjects, parse_shape, split_by_id
+    from ..forget.metrics import evaluate, public
+    from ..models.seg3d import SEG_MODELS
+    from ..registry import look_up_option
+    from ..segment.train import SegConfig, arch_of, config_dict, save_model, train_segmenter
+    from ..train.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
+    from ..utils import atomic_dir, check_output_free
+
+    look_up_option(model, SEG_MODELS.names(), "model")
+    _check_patch(patch)
+    if epochs < 1:
+        raise UserError(f"--epochs {epochs}: must be at least 1")
+    check_output_free(out, force)
+    info = init_from_env(device)
+    per_rank_batch(batch_size)
+    s = load_subjects(subjects, parse_shape(shape))
+    s = s.with_splits(split_by_id(s.ids, test_fraction, seed))
+    train, test = s.select(s.ids_in("train")), s.select(s.ids_in("test"))
+    cfg = SegConfig(model, width, patch, epochs, batch_size, lr, patches_per_subject, seed)
+    ck = _ckpt_dir(out)
+    if not resume and is_main():
+        shutil.rmtree(ck, ignore_errors=True)
+    barrier()
+    if is_main():
+        print(f"segment train: {len(train)} train / {len(test)} test subjects, {s.shape} voxels, "
+              f"world size {info.world_size}, per-rank batch {per_rank_batch(batch_size)}, device {info.device}")
+    net, summary = train_segmenter(train.images, train.labels, s.num_classes, cfg, info.device,
+                                   str(pretrained) if pretrained else None, ck)
+    scores = {name: public(evaluate(net, part.images, part.labels, s.scored, patch, info.device))
+              for name, part in (("train", train), ("test", test))}
+    if is_main():
+        meta: dict[str, Any] = {
+            "arch": arch_of(cfg, s.channels, s.num_classes), "config": config_dict(cfg), "subjects": subjects,
+            "shape": list(s.shape), "classes": list(s.classes), "scored": list(s.scored),
+            "modalities": list(s.modalities), "synthetic": bool(s.meta.get("synthetic")),
+            "train_ids": list(train.ids), "test_ids": list(test.ids), "training": summary,
+            "scores": scores}
+        with atomic_dir(out, force) as tmp:
+            save_model(tmp, net, meta)
+        shutil.rmtree(ck, ignore_errors=True)
+        print(f"wrote {out}: train Dice {scores['train']['dice']:.3f}, test Dice {scores['test']['dice']:.3f}")
+    shutdown()
+
+
+@app.command("forget")
+def forget(
+    model_dir: Path = typer.Argument(..., help="model folder from 'segment train'"),
+    subjects: str = typer.Argument(..., help="the subjects the model was trained on (same source as for training)"),
+    forget_ids: str = typer.Option(..., "--forget", help="comma list of subject ids to forget"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    strategy: str = typer.Option("noisy-label", "--strategy",
+                                 help="noisy-label|max-loss|random-encoder|fix-decoder|finetune|retrain, a comma "
+                                      "list, or 'all' (every strategy + retrain)"),
+    epochs: str = typer.Option("20,50", "--epochs", help="epoch horizons, one run checkpointed at each"),
+    lr: float = typer.Option(None, "--lr", help="learning rate (default: the model's training lr)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="global batch size (default: as trained)"),
+    seed: int = typer.Option(None, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output"),
+    resume: bool = typer.Option(False, "--resume", help="reuse the checkpoints of an interrupted run"),
+) -> None:
+    """Make a trained segmenter forget subjects; writes results.json, models, an erasure record and a report."""
+    from ..forget.run import run_forget
+    from ..report.forget_figures import results_table
+    from ..train.distributed import init_from_env, is_main, per_rank_batch, shutdown
+
+    info = init_from_env(device)
+    if batch_size is not None:
+        per_rank_batch(batch_size)
+    results = run_forget(model_dir, subjects, forget_ids, strategy, epochs, out,
+                         {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume)
+    if is_main():
+        print(results_table(results), end="")
+        print(f"wrote {out}")
+    shutdown()

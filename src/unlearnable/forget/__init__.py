@@ -1,0 +1,8 @@
+"""Machine unlearning for 3D segmentation: one strategy per file, registered on :data:`STRATEGIES`."""
+
+from __future__ import annotations
+
+from . import finetune, fix_decoder, max_loss, noisy_label, random_encoder, retrain  # noqa: F401  (registration)
+from .base import STRATEGIES, ForgetTask, Strategy, run_strategy
+
+__all__ = ["STRATEGIES", "ForgetTask", "Strategy", "run_strategy"]

@@ -1,0 +1,216 @@
+"""``forget``: unlearn forget subjects from a trained model with one or more strategies, score, and record it.
+
+Output folder::
+
+    results.json          {"original": {split: metrics}, "strategies": {name: {horizon: {...}}}, ...}
+    models/<strategy>/<horizon>/   the unlearned models (model.pt + model.json; no raw forget ids inside)
+    erasure_record.json   hashes of the models before/after, SHA-256 of the forgotten ids, strategy, metrics, time
+    report.md, dice_bars.png, overlay.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..data.subjects import SubjectSet, load_subjects
+from ..errors import UserError
+from ..models.seg3d import build_seg_model
+from ..segment.infer import predict_labels
+from ..segment.train import SegConfig, load_model, save_model
+from ..train.distributed import barrier, is_main
+from ..utils import atomic_dir, check_output_free, sha256_file, write_json
+from .base import STRATEGIES, ForgetTask, run_strategy, strategy_names
+from .metrics import evaluate, headline, mia_auc, public
+
+ID_SALT = "unlearnable-subject-id:"
+
+
+def hash_id(subject_id: str) -> str:
+    """SHA-256 of ``unlearnable-subject-id:<id>``: an auditor holding the id can check it; the record alone can't
+    be read back into ids (unlike a bare id list)."""
+    return hashlib.sha256(f"{ID_SALT}{subject_id}".encode()).hexdigest()
+
+
+def parse_horizons(text: str) -> list[int]:
+    """``"20,50"`` → ``[20, 50]`` (sorted, unique, positive)."""
+    try:
+        vals = sorted({int(p) for p in str(text).split(",") if p.strip()})
+    except ValueError:
+        raise UserError(f"--epochs '{text}': expected a comma list of whole numbers, e.g. 20,50") from None
+    if not vals or vals[0] < 1:
+        raise UserError(f"--epochs '{text}': horizons must be positive epoch counts")
+    return vals
+
+
+def parse_ids(text: str) -> list[str]:
+    ids = list(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+    if not ids:
+        raise UserError("--forget: name at least one subject id (ID1,ID2)")
+    return ids
+
+
+@dataclass
+class Plan:
+    """Everything checked before a single byte is written."""
+
+    subjects: SubjectSet
+    retain: SubjectSet
+    forget: SubjectSet
+    test: SubjectSet
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    cfg: SegConfig
+    strategies: list[str]
+    horizons: list[int]
+
+
+def plan(model_dir: str | Path, source: str, forget_ids: str, strategy: str, epochs: str, overrides: dict[str, Any],
+         device: str = "cpu") -> Plan:
+    """Load and validate the inputs of a ``forget`` run; raises UserError on any bad input."""
+    strategies, horizons, ids = strategy_names(strategy), parse_horizons(epochs), parse_ids(forget_ids)
+    model, meta = load_model(model_dir, device)
+    s = load_subjects(source, meta.get("shape") if not source.startswith("brain-phantoms") else None)
+    for key, have in (("shape", list(s.shape)), ("modalities", list(s.modalities)), ("classes", list(s.classes))):
+        if meta.get(key) != have:
+            raise UserError(f"{source}: {key} {have} do not match the model's {meta.get(key)}")
+    s.index_of(ids, "subject id in --forget")
+    train_ids, test_ids = list(meta["train_ids"]), list(meta["test_ids"])
+    not_trained = [i for i in ids if i not in train_ids]
+    if not_trained:
+        where = "held out as a test subject" if not_trained[0] in test_ids else "not among the training subjects"
+        raise UserError(f"--forget {not_trained[0]}: {where} of {model_dir}; only trained subjects can be forgotten")
+    retain_ids = [i for i in train_ids if i not in ids]
+    if not retain_ids:
+        raise UserError(f"--forget names all {len(train_ids)} training subjects: nothing would be left to retain "
+                        "(train a new model instead)")
+    s.index_of(retain_ids + test_ids, "training subject (missing from SUBJECTS)")
+    cfg = replace(SegConfig(**meta["config"]), **{k: v for k, v in overrides.items() if v is not None})
+    return Plan(s, s.select(retain_ids), s.select(ids), s.select(test_ids), model, meta, cfg, strategies, horizons)
+
+
+def _scores(model: torch.nn.Module, p: Plan, device: str) -> tuple[dict[str, Any], float]:
+    """Public metrics on retain/forget/test and the loss-based MIA AUC (forget vs test)."""
+    out, raw = {}, {}
+    for name, part in (("retain", p.retain), ("forget", p.forget), ("test", p.test)):
+        raw[name] = evaluate(model, part.images, part.labels, p.subjects.scored, p.cfg.patch, device)
+        out[name] = public(raw[name])
+    return out, mia_auc(raw["forget"]["loss"], raw["test"]["loss"])
+
+
+def _gap(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or math.isnan(a) or math.isnan(b) else abs(a - b)
+
+
+def add_comparisons(results: dict[str, Any]) -> None:
+    """Fill headline figures, gaps to ``retrain`` at the same horizon and time relative to ``retrain``, in place."""
+    ref = results["strategies"].get("retrain", {})
+    for runs in results["strategies"].values():
+        for h, r in runs.items():
+            r["headline"] = headline(results["original"], r)
+            g = ref.get(h)
+            r["gap_to_retrain"] = {
+                "forget_dice": _gap(r["forget"]["dice"], g["forget"]["dice"]) if g else None,
+                "test_dice": _gap(r["test"]["dice"], g["test"]["dice"]) if g else None,
+                "mia_auc": _gap(r["mia_auc"], g["mia_auc"]) if g else None}
+            r["time_rel_retrain"] = r["time_s"] / g["time_s"] if g and g["time_s"] > 0 else None
+    results["retrain_mia_auc"] = {h: r["mia_auc"] for h, r in ref.items()} or None
+
+
+def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: str, epochs: str, out: str | Path,
+               overrides: dict[str, Any] | None = None, device: str = "cpu", force: bool = False,
+               resume: bool = False, figures: bool = True) -> dict[str, Any]:
+    """Validate, unlearn with every requested strategy through every horizon, score, write the output folder."""
+    out = Path(out)
+    check_output_free(out, force)
+    p = plan(model_dir, source, forget_ids, strategy, epochs, overrides or {}, device)
+    ckpt = out.parent / f".{out.name}.ckpt"
+    if not resume and is_main():
+        shutil.rmtree(ckpt, ignore_errors=True)
+    barrier()
+    task = ForgetTask(p.retain.images, p.retain.labels, p.forget.images, p.forget.labels,
+                      p.subjects.num_classes, p.cfg, device)
+    arch = p.meta["arch"]
+    before, before_mia = _scores(p.model, p, device)
+    results: dict[str, Any] = {
+        "original": {**before, "mia_auc": before_mia}, "strategies": {},
+        "setup": {"subjects": source, "synthetic": bool(p.subjects.meta.get("synthetic")), "horizons": p.horizons,
+                  "n_retain": len(p.retain), "n_forget": len(p.forget), "n_test": len(p.test),
+                  "scored_classes": [p.subjects.classes[c] for c in p.subjects.scored], "model": arch,
+                  "lr": p.cfg.lr, "batch_size": p.cfg.batch_size, "patch": p.cfg.patch}}
+    hashes: dict[str, dict[str, str]] = {}
+    overlay_preds: dict[str, torch.Tensor] = {}
+    forget_hashes = sorted(hash_id(i) for i in p.forget.ids)
+    ctx = atomic_dir(out, force) if is_main() else contextlib.nullcontext(None)
+    with ctx as tmp:
+        for name in p.strategies:
+            runs: dict[str, Any] = {}
+
+            def on_horizon(h: int, model: torch.nn.Module, time_s: float, name: str = name,
+                           runs: dict[str, Any] = runs) -> None:
+                scores, auc = _scores(model, p, device)
+                runs[str(h)] = {**scores, "mia_auc": auc, "time_s": time_s}
+                if tmp is not None:
+                    meta = {k: v for k, v in p.meta.items() if k not in ("train_ids", "model_sha256", "scores")}
+                    meta.update(train_ids=list(p.retain.ids), scores={k: scores[k] for k in ("retain", "test")},
+                                unlearning={"strategy": name, "epochs": h, "time_s": time_s,
+                                            "forgotten_sha256": forget_hashes, "from": p.meta.get("model_sha256")})
+                    hashes.setdefault(name, {})[str(h)] = save_model(tmp / "models" / name / str(h), model, meta)
+                if h == p.horizons[-1]:
+                    overlay_preds[name] = predict_labels(model, p.forget.images[:1], p.cfg.patch, device)[0]
+
+            def fresh() -> torch.nn.Module:
+                torch.manual_seed(p.cfg.seed + 1)
+                return build_seg_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
+
+            run_strategy(STRATEGIES.get(name)(), p.model, fresh, task, p.horizons, on_horizon, ckpt)
+            results["strategies"][name] = runs
+        add_comparisons(results)
+        if tmp is not None:
+            write_json(tmp / "results.json", results)
+            write_json(tmp / "erasure_record.json", erasure_record(p, results, hashes, forget_hashes, model_dir))
+            if figures:
+                from ..report.forget_figures import write_report
+
+                before_pred = predict_labels(p.model, p.forget.images[:1], p.cfg.patch, device)[0]
+                write_report(tmp, results, p.forget.images[0], p.forget.labels[0], before_pred, overlay_preds,
+                             p.subjects.classes)
+    if is_main():
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return results
+
+
+def erasure_record(p: Plan, results: dict[str, Any], hashes: dict[str, dict[str, str]],
+                   forget_hashes: Sequence[str], model_dir: str | Path) -> dict[str, Any]:
+    """The auditor's record. Subject ids appear only as salted SHA-256 (see :func:`hash_id`)."""
+    def brief(r: dict[str, Any]) -> dict[str, Any]:
+        return {s: {"dice": r[s]["dice"], "mae": r[s]["mae"]} for s in ("retain", "forget", "test")} | {
+            "mia_auc": r.get("mia_auc")}
+
+    return {
+        "record": "unlearnable erasure record", "tool_version": __version__,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "request": {"subjects_sha256": list(forget_hashes), "id_hashing": f"SHA-256 of '{ID_SALT}' + subject id",
+                    "count": len(forget_hashes)},
+        "model_before": {"sha256": sha256_file(Path(model_dir) / "model.pt"), "arch": p.meta["arch"]},
+        "models_after": {n: {h: {"sha256": d, "path": f"models/{n}/{h}/model.pt"} for h, d in hs.items()}
+                         for n, hs in hashes.items()},
+        "strategies": p.strategies, "horizons": p.horizons,
+        "metrics": {"original": brief(results["original"]),
+                    **{n: {h: brief(r) | {"time_s": r["time_s"]} for h, r in runs.items()}
+                       for n, runs in results["strategies"].items()}},
+        "retained_subjects": len(p.retain), "test_subjects": len(p.test),
+        "synthetic_data": results["setup"]["synthetic"],
+        "note": "Approximate strategies (all but 'retrain') reduce, but do not provably remove, a subject's "
+                "influence; compare gap_to_retrain and mia_auc in results.json.",
+    }

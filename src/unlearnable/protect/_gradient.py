@@ -1,0 +1,159 @@
+"""Shared pieces of the model-based protections (EM, BEO): surrogates, norm-ball steps, quantised tables.
+
+A gradient method optimises a float perturbation ``delta`` in [0, 1] units and hands back integer grey-level
+steps (:class:`~unlearnable.protect.noise.NoiseTable`); :func:`apply_table` adds them to the uint8 images. The
+quantisation keeps the budget: L-inf steps are rounded and clipped to ``floor(255 * eps)`` levels, L2 steps are
+truncated towards zero, which can only shrink every coordinate and therefore the norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.imageset import ImageSet
+from ..errors import UserError
+from ..models import MODELS, Classifier, build_model
+from ..registry import look_up_option
+from .base import eps_levels
+from .keys import Key
+from .noise import NoiseTable
+
+NORMS = ("linf", "l2")
+
+
+def check_budget(eps: float, norm: str, step_size: float = 0.0) -> None:
+    """Validate the ``eps``/``norm``/``step_size`` parameters shared by the gradient methods."""
+    look_up_option(norm, NORMS, "--param norm")
+    if not eps > 0 or (norm == "linf" and eps > 1):
+        raise UserError(f"--param eps={eps}: must be positive (and at most 1 for linf), e.g. 8/255")
+    if step_size < 0:
+        raise UserError(f"--param step_size={step_size}: must be >= 0 (0 picks a default from eps)")
+
+
+def check_positive(**values: float) -> None:
+    for name, v in values.items():
+        if v <= 0:
+            raise UserError(f"--param {name}={v}: must be positive")
+
+
+# -- norm balls ------------------------------------------------------------------------------------------------
+def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
+
+
+def step(delta: torch.Tensor, grad: torch.Tensor, size: float, norm: str) -> torch.Tensor:
+    """One steepest-ascent step along ``grad`` (pass ``-grad`` to descend): sign step for L-inf, unit-L2 otherwise."""
+    if norm == "linf":
+        return delta + size * grad.sign()
+    return delta + size * grad / _per_sample_norm(grad)
+
+
+def project(delta: torch.Tensor, eps: float, norm: str, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Project ``delta`` ``(B, C, H, W)`` onto the ``eps`` ball; with ``x``, also keep ``x + delta`` in [0, 1]."""
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        delta = delta * (eps / _per_sample_norm(delta)).clamp(max=1.0)
+    if x is not None:
+        delta = (x + delta).clamp(0.0, 1.0) - x
+    return delta
+
+
+def random_start(shape: tuple[int, ...], eps: float, norm: str, g: torch.Generator) -> torch.Tensor:
+    """A key-derived random start inside the ball: uniform in the L-inf cube, or a scaled Gaussian direction."""
+    if norm == "linf":
+        return (torch.rand(shape, generator=g) * 2 - 1) * eps
+    d = torch.randn(shape, generator=g)
+    return project(d * eps / 2 / _per_sample_norm(d), eps, norm)
+
+
+def default_step(eps: float, norm: str, steps: int, step_size: float) -> float:
+    """``step_size`` if given, else enough to cross the ball about 2.5 times in ``steps`` steps (Madry et al.)."""
+    return step_size if step_size > 0 else 2.5 * eps / max(1, steps)
+
+
+# -- quantised perturbation tables ----------------------------------------------------------------------------
+def quantise(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Float perturbation ``(R, C, H, W)`` -> int16 grey-level steps that still satisfy the budget."""
+    if norm == "linf":
+        k = eps_levels(eps)
+        return delta.mul(255.0).round().clamp_(-k, k).to(torch.int16)
+    return delta.mul(255.0).trunc().to(torch.int16)  # |trunc(v)| <= |v| per pixel, so the L2 norm cannot grow
+
+
+def make_table(delta: torch.Tensor, eps: float, norm: str, mode: str, data: ImageSet) -> NoiseTable:
+    """Wrap a fitted perturbation (per class or per sample) as a table :func:`apply_table` can use."""
+    return NoiseTable(quantise(delta.detach().cpu(), eps, norm), mode, data.ids if mode == "samplewise" else ())
+
+
+def table_rows(data: ImageSet, table: NoiseTable) -> torch.Tensor:
+    """Row of ``table`` for each sample: its class (class-wise) or its position among the fitted ids."""
+    if table.mode == "classwise":
+        if int(data.labels.max()) >= table.steps.shape[0]:
+            raise UserError(f"labels: class {int(data.labels.max())} has no perturbation "
+                            f"({table.steps.shape[0]} fitted)")
+        return data.labels
+    pos = {i: r for r, i in enumerate(table.ids)}
+    missing = [i for i in data.ids if i not in pos]
+    if missing:
+        raise UserError(f"sample '{missing[0]}' was not in the data the perturbation was fitted on")
+    return torch.tensor([pos[i] for i in data.ids], dtype=torch.long)
+
+
+def apply_table(data: ImageSet, table: NoiseTable) -> torch.Tensor:
+    """Pure: add the table's grey-level steps to the uint8 images ``(N, C, H, W)`` and clip to [0, 255]."""
+    steps = table.steps[table_rows(data, table)].to(torch.int16)
+    return (data.images.to(torch.int16) + steps).clamp_(0, 255).to(torch.uint8)
+
+
+# -- surrogate models -----------------------------------------------------------------------------------------
+def make_surrogate(name: str, data: ImageSet, key: Key, purpose: str, device: str) -> Classifier:
+    """A freshly initialised surrogate; its weights come from the key (global RNG state is left untouched)."""
+    MODELS.get(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(key.seed(purpose))
+        model = build_model(name, data.channels, data.num_classes, data.size[0])
+    return model.to(device)
+
+
+def index_batches(n: int, batch_size: int, g: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless shuffled mini-batches of indices (a fresh key-derived permutation each epoch)."""
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n, batch_size):
+            yield perm[s:s + batch_size]
+
+
+class SurrogateTrainer:
+    """SGD on a surrogate, one mini-batch at a time, batches drawn from a key-derived stream."""
+
+    def __init__(self, model: nn.Module, n: int, batch_size: int, lr: float, g: torch.Generator) -> None:
+        self.model = model
+        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+        self.stream = index_batches(n, batch_size, g)
+
+    def train(self, x: torch.Tensor, y: torch.Tensor, steps: int, delta: torch.Tensor | None = None,
+              row_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """``steps`` SGD steps on ``x`` ``(N, C, H, W)``, labels ``y`` ``(N,)``, perturbed by ``delta`` if given.
+
+        ``delta`` has one row per sample, or per ``row_of(idx)`` (e.g. the labels, for class-wise noise).
+        """
+        self.model.train()
+        for _ in range(steps):
+            idx = next(self.stream).to(x.device)
+            xb = x[idx]
+            if delta is not None:
+                xb = (xb + delta[row_of(idx) if row_of is not None else idx]).clamp(0.0, 1.0)
+            loss = F.cross_entropy(self.model(xb), y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        self.model.eval()
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, -(-n // batch_size))

@@ -1,0 +1,119 @@
+"""EM: error-minimising noise (Huang, Ma, Erfani, Bailey & Wang, "Unlearnable Examples", ICLR 2021).
+
+The min-min bi-level problem (paper Eq. 2)
+
+    min_theta  E_(x, y) [ min_{||delta|| <= eps}  L(f_theta(x + delta), y) ]
+
+is solved by alternation: ``train_steps`` SGD steps on the surrogate with the current noise, then
+``pgd_steps`` steps of projected gradient *descent* on the noise of every sample (sample-wise, one ``delta`` per
+image) or every class (class-wise, one ``delta`` per class, updated from the samples of that class). It stops
+when the surrogate's accuracy on the perturbed training data exceeds ``stop_acc`` (paper: 99%) or after
+``max_outer`` rounds. The noise makes the data "too easy": a victim minimises its loss through the noise and learns
+nothing that transfers to clean images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.imageset import ImageSet
+from ..errors import UserError
+from ..log import log
+from ..models import MODELS
+from ..registry import look_up_option
+from . import _gradient as G
+from .base import METHODS, Protection
+from .keys import Key
+from .noise import NoiseTable
+
+
+@METHODS.register("em")
+class ErrorMinimisingNoise(Protection):
+    """Error-minimising noise by min-min optimisation on a surrogate (sample-wise or class-wise)."""
+
+    summary = "error-minimising noise, min-min optimisation on a surrogate (Huang et al., ICLR 2021)"
+    #: tiny settings for the contract test
+    test_params = {"max_outer": 1, "train_steps": 2, "pgd_steps": 2, "batch_size": 8}
+
+    @dataclass(frozen=True)
+    class Params:
+        eps: float = 8 / 255
+        norm: str = "linf"  # linf | l2
+        mode: str = "samplewise"  # samplewise | classwise
+        surrogate: str = "smallcnn"
+        train_steps: int = 10  # M: surrogate SGD steps per round (paper: 10)
+        pgd_steps: int = 10  # noise descent steps per round (paper: 20)
+        step_size: float = 0.0  # 0 -> 2.5 * eps / pgd_steps (paper: 0.8/255 at eps 8/255, 20 steps)
+        max_outer: int = 10  # rounds at most
+        stop_acc: float = 0.99  # stop once surrogate accuracy on perturbed data exceeds this (paper: 99%)
+        batch_size: int = 128
+        lr: float = 0.1
+
+        def validate(self) -> None:
+            G.check_budget(self.eps, self.norm, self.step_size)
+            MODELS.get(self.surrogate)  # unknown name -> "did you mean"
+            look_up_option(self.mode, ("samplewise", "classwise"), "--param mode")
+            G.check_positive(train_steps=self.train_steps, pgd_steps=self.pgd_steps, max_outer=self.max_outer,
+                             batch_size=self.batch_size, lr=self.lr)
+            if not 0 < self.stop_acc <= 1:
+                raise UserError(f"--param stop_acc={self.stop_acc}: must be in (0, 1]")
+
+    def fit(self, data: ImageSet, key: Key) -> NoiseTable:
+        p = self.params
+        dev = self.device
+        x, y = data.float().to(dev), data.labels.to(dev)
+        g = key.generator(f"em/{p.mode}/init")
+        rows = data.num_classes if p.mode == "classwise" else len(data)
+        # Per-sample (N, C, H, W) or per-class (K, C, H, W) noise, random start inside the ball.
+        delta = G.random_start((rows, *x.shape[1:]), p.eps, p.norm, g).to(dev)
+        model = G.make_surrogate(p.surrogate, data, key, "em/surrogate", dev)
+        trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"))
+        alpha = G.default_step(p.eps, p.norm, p.pgd_steps, p.step_size)
+        row_of = (lambda idx: y[idx]) if p.mode == "classwise" else (lambda idx: idx.to(dev))
+        self.rounds = 0
+        for outer in range(p.max_outer):
+            trainer.train(x, y, p.train_steps, delta, row_of)  # min over theta
+            delta = self._minimise_noise(model, x, y, delta, row_of, alpha)  # min over delta
+            acc = _accuracy(model, x, y, delta, row_of, p.batch_size)
+            self.rounds = outer + 1
+            if self.progress:
+                log(f"em round {outer + 1}: surrogate accuracy on perturbed data {acc:.3f}")
+            if acc >= p.stop_acc:  # the paper's stopping rule
+                break
+        return G.make_table(delta, p.eps, p.norm, p.mode, data)
+
+    def _minimise_noise(self, model, x, y, delta, row_of, alpha) -> torch.Tensor:
+        """``pgd_steps`` of projected gradient descent on the loss, batch by batch (model frozen, eval mode)."""
+        p = self.params
+        delta = delta.clone()
+        for s in range(0, len(x), p.batch_size):
+            idx = torch.arange(s, min(s + p.batch_size, len(x)), device=x.device)
+            xb, yb, rb = x[idx], y[idx], row_of(idx)
+            for _ in range(p.pgd_steps):
+                if p.mode == "classwise":
+                    # Class noise is shared: the gradient w.r.t. delta[k] sums over the batch's samples of class k.
+                    d = delta.clone().requires_grad_(True)
+                    loss = F.cross_entropy(model((xb + d[rb]).clamp(0, 1)), yb)
+                    (grad,) = torch.autograd.grad(loss, d)
+                    delta = G.project(G.step(delta, -grad, alpha, p.norm), p.eps, p.norm)
+                else:
+                    d = delta[rb].clone().requires_grad_(True)
+                    loss = F.cross_entropy(model((xb + d).clamp(0, 1)), yb)
+                    (grad,) = torch.autograd.grad(loss, d)
+                    delta[rb] = G.project(G.step(d.detach(), -grad, alpha, p.norm), p.eps, p.norm, xb)
+        return delta
+
+    def apply(self, data: ImageSet, perturbation: NoiseTable) -> torch.Tensor:
+        return G.apply_table(data, perturbation)
+
+
+@torch.no_grad()
+def _accuracy(model, x, y, delta, row_of, batch_size: int) -> float:
+    correct = 0
+    for s in range(0, len(x), batch_size):
+        idx = torch.arange(s, min(s + batch_size, len(x)), device=x.device)
+        correct += int((model((x[idx] + delta[row_of(idx)]).clamp(0, 1)).argmax(1) == y[idx]).sum())
+    return correct / max(1, len(x))

@@ -1,0 +1,1 @@
+"""3D segmentation: patch-based training and sliding-window inference on SubjectSets."""

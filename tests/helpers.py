@@ -1,0 +1,64 @@
+"""Builders of tiny test data (images, MedMNIST archives, image folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_images(n: int, c: int, size: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class-dependent blobs with noise, uint8 (N, H, W[, C]); learnable but not trivial."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    imgs = []
+    for y in labels:
+        cx, cy = 0.25 + 0.5 * (y % 2), 0.25 + 0.5 * ((y // 2) % 2)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02) * 200
+        img = blob[..., None] + rng.normal(0, 20, (size, size, c)) + 30
+        imgs.append(np.clip(img, 0, 255).astype(np.uint8))
+    arr = np.stack(imgs)
+    return (arr[..., 0] if c == 1 else arr), labels
+
+
+def write_medmnist(path: Path, n_train: int = 24, n_test: int = 12, c: int = 1, size: int = 16,
+                   classes: int = 4, compressed: bool = True) -> Path:
+    arrays = {}
+    for split, n, seed in (("train", n_train, 0), ("val", 8, 1), ("test", n_test, 2)):
+        x, y = make_images(n, c, size, classes, seed)
+        arrays[f"{split}_images"] = x
+        arrays[f"{split}_labels"] = y.astype(np.uint8)[:, None]
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    return path
+
+
+def write_folder(root: Path, split_layout: bool = True, suffix: str = ".png", classes=("cat", "dog"),
+                 per_class: int = 4, mode: str = "RGB") -> Path:
+    x, y = make_images(per_class * len(classes) * 2, 3 if mode == "RGB" else 1, 16, len(classes))
+    k = 0
+    for split in ("train", "test") if split_layout else ("",):
+        for ci, cname in enumerate(classes):
+            d = root / split / cname if split_layout else root / cname
+            d.mkdir(parents=True, exist_ok=True)
+            for j in range(per_class):
+                idx = np.flatnonzero(y == ci)[(j + k) % (len(y) // len(classes))]
+                img = Image.fromarray(x[idx] if mode == "RGB" else x[idx])
+                img.save(d / f"img{j}{suffix}")
+        k += per_class
+    return root
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the real CLI entry point in-process; returns (exit code, stdout, stderr)."""
+
+    from unlearnable.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

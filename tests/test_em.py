@@ -1,0 +1,89 @@
+"""EM: error-minimising noise (min-min), sample-wise and class-wise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _efficacy import clean_acc, protected_acc, single_thread  # noqa: F401
+from unlearnable.data import ImageSet
+from unlearnable.errors import UserError
+from unlearnable.protect import METHODS, Key
+
+TINY = {"max_outer": 1, "train_steps": 2, "pgd_steps": 2, "batch_size": 8}
+
+
+def _data(n: int = 16, value: int | None = None) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8) if value is None else \
+        torch.full((n, 1, 16, 16), value, dtype=torch.uint8)
+    return ImageSet(img, torch.arange(n) % 2, tuple(f"s{i}" for i in range(n)), ("train",) * n, ("a", "b"))
+
+
+def test_samplewise_budget_and_determinism():
+    data = _data()
+    algo = METHODS.get("em")(**TINY)
+    a = algo.apply(data, algo.fit(data, Key.from_seed(1)))
+    b = algo.apply(data, algo.fit(data, Key.from_seed(1)))
+    assert torch.equal(a, b)
+    assert (a.int() - data.images.int()).abs().max() <= 8
+
+
+def test_classwise_noise_is_shared_within_a_class():
+    data = _data(value=128)
+    algo = METHODS.get("em")(mode="classwise", **TINY)
+    delta = algo.apply(data, algo.fit(data, Key.from_seed(1))).int() - 128
+    for k in range(2):
+        rows = delta[data.labels == k]
+        assert (rows == rows[0]).all()
+    assert not torch.equal(delta[0], delta[1])
+    assert delta.abs().max() <= 8
+
+
+def test_l2_budget():
+    data = _data()
+    algo = METHODS.get("em")(norm="l2", eps=0.5, **TINY)
+    out = algo.apply(data, algo.fit(data, Key.from_seed(2)))
+    assert (out.float() - data.images.float()).div(255).flatten(1).norm(dim=1).max() <= 0.5 + 1e-6
+
+
+def test_stopping_rule():
+    data = _data()
+    easy = METHODS.get("em")(**(TINY | {"max_outer": 5, "stop_acc": 0.01}))
+    easy.fit(data, Key.from_seed(1))
+    assert easy.rounds == 1  # accuracy >= 1% after the first round: stop
+    never = METHODS.get("em")(**(TINY | {"max_outer": 3, "stop_acc": 1.0, "train_steps": 1}))
+    never.fit(_data(value=7), Key.from_seed(1))  # identical images, two labels: 100% is impossible
+    assert never.rounds == 3
+
+
+def test_noise_minimises_the_surrogate_loss():
+    """The defining property: the fitted noise makes the data *easier* (lower loss) than random noise does."""
+    import torch.nn.functional as F
+
+    from unlearnable.protect import _gradient as G
+
+    data = _data(n=32)
+    algo = METHODS.get("em")(max_outer=2, train_steps=4, pgd_steps=5, batch_size=16)
+    em = algo.apply(data, algo.fit(data, Key.from_seed(3)))
+    rnd = METHODS.get("random")(mode="samplewise").fit(data, Key.from_seed(3))
+    noisy = METHODS.get("random")().apply(data, rnd)
+    model = G.make_surrogate("smallcnn", data, Key.from_seed(9), "probe", "cpu")
+    trainer = G.SurrogateTrainer(model, len(data), 16, 0.05, torch.Generator().manual_seed(0))
+    x_em, x_rnd = em.float() / 255, noisy.float() / 255
+    trainer.train(x_em, data.labels, 10)
+    with torch.no_grad():
+        assert F.cross_entropy(model(x_em), data.labels) < F.cross_entropy(model(x_rnd), data.labels)
+
+
+@pytest.mark.parametrize("bad", [{"mode": "pixelwise"}, {"eps": "0"}, {"stop_acc": "1.5"}, {"surrogate": "resnet"}])
+def test_bad_params(bad):
+    with pytest.raises(UserError):
+        algo = METHODS.get("em")(**bad)
+        algo.fit(_data(), Key.from_seed(0))
+
+
+def test_em_lowers_victim_accuracy():
+    base = clean_acc()
+    acc = protected_acc("em", mode="classwise", max_outer=3)
+    assert base > 0.75 and acc < base - 0.15, (base, acc)

@@ -1,0 +1,102 @@
+"""The victim audit: efficacy on real digits, the results contract, resume, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import run_cli
+from unlearnable.audit.evaluate import evaluate
+from unlearnable.data import load
+from unlearnable.protect import Key, protect
+from unlearnable.train.loop import Recipe, lr_at, train_classifier
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """1,000 real MNIST training digits (100 per class) and 500 clean test digits."""
+    ds = load("mnist5k")
+    train, test = ds.indices("train"), ds.indices("test")
+    keep = torch.cat([train[ds.labels[train] == c][:100] for c in range(10)] + [test[:500]])
+    return ds.subset(keep)
+
+
+FAST = Recipe(model="smallcnn", epochs=5, batch_size=64, lr=0.05, seed=0)
+
+
+def test_cuda_makes_digits_unlearnable_and_random_noise_does_not(digits):
+    cuda = protect(digits, "cuda", key=Key.from_seed(7))
+    res = evaluate(cuda, digits, FAST)
+    assert res["clean_acc"] > 0.80, res["clean_acc"]
+    assert res["protected_acc"] < 0.45, res["protected_acc"]  # collapses towards chance (0.10)
+    assert res["protected_train_acc"] > 0.9  # the victim fits the protected data: it learnt the shortcut
+    noise = protect(digits, "random", key=Key.from_seed(7), eps=8 / 255)
+    clean_run = {"acc": res["clean_acc"], "curve": res["curves"]["clean"], "wall_s": res["wall_s"]["clean"]}
+    res_noise = evaluate(noise, digits, FAST, clean_result=clean_run)
+    assert res_noise["protected_acc"] > 0.75  # the control: same-size random noise does not protect
+
+
+def test_results_contract(digits):
+    small = digits.subset(torch.arange(0, len(digits), 5))
+    res = evaluate(protect(small, "cuda", key=1), small, Recipe(model="smallcnn", epochs=1, batch_size=32))
+    for key in ("clean_acc", "protected_acc", "gap", "curves", "wall_s", "recipe", "setup"):
+        assert key in res
+    assert res["gap"] == pytest.approx(res["clean_acc"] - res["protected_acc"])
+    assert len(res["curves"]["protected"]) == 1 and "test_acc" in res["curves"]["protected"][0]
+    assert res["setup"]["world_size"] == 1 and res["setup"]["per_rank_batch_size"] == 32
+
+
+def test_lr_scaling_and_warmup():
+    r = Recipe(lr=0.1, batch_size=512, base_batch=128, lr_scaling="linear", warmup_epochs=1, epochs=2)
+    assert r.scaled_lr() == pytest.approx(0.4)
+    assert Recipe(lr=0.1, batch_size=512, lr_scaling="sqrt").scaled_lr() == pytest.approx(0.2)
+    assert lr_at(r, 0, 10) == pytest.approx(0.04) and lr_at(r, 9, 10) == pytest.approx(0.4)
+    assert lr_at(r, 19, 10) < 0.01
+
+
+def test_interrupted_training_resumes_to_the_same_model(grey_set, tmp_path):
+    r = Recipe(model="smallcnn", epochs=3, batch_size=4, lr=0.05)
+    full, _ = train_classifier(grey_set.images, grey_set.labels, 4, r)
+    seen = {"batches": 0}
+
+    def interrupt_in_epoch_2(x, y, model):
+        seen["batches"] += 1
+        if seen["batches"] == 6:  # 4 batches per epoch: stop inside the second epoch
+            raise KeyboardInterrupt
+        return x, y
+
+    ck = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(grey_set.images, grey_set.labels, 4, r, hooks=[interrupt_in_epoch_2], checkpoint=ck)
+    assert torch.load(ck, weights_only=False)["epoch"] == 1
+    resumed, hist = train_classifier(grey_set.images, grey_set.labels, 4, r, checkpoint=ck)
+    assert [row["epoch"] for row in hist.epochs] == [1, 2, 3]
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def test_evaluate_cli_end_to_end(npz_path, tmp_path, capsys):
+    prot = tmp_path / "prot"
+    assert run_cli(["protect", str(npz_path), "-m", "cuda", "-o", str(prot)], capsys)[0] == 0
+    out = tmp_path / "audit"
+    code, _, err = run_cli(["evaluate", "--protected", str(prot), "--clean", str(npz_path), "--model", "smallcnn",
+                            "--epochs", "2", "--batch-size", "8", "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert {"clean_acc", "protected_acc"} <= set(res) and res["method"] == "cuda"
+    assert (out / "curves.png").stat().st_size > 1000
+    assert not list(tmp_path.glob(".audit.partial*"))  # checkpoints cleaned up after success
+    code, _, err = run_cli(["evaluate", "--protected", str(prot), "--clean", str(npz_path), "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err
+
+
+def test_evaluate_refuses_mismatched_data(npz_path, rgb_npz_path, tmp_path, capsys):
+    code, _, err = run_cli(["evaluate", "--protected", str(rgb_npz_path), "--clean", str(npz_path), "--model",
+                            "smallcnn", "--out", str(tmp_path / "o"), "--device", "cpu"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "images are (3, 16, 16)" in err
+    assert not (tmp_path / "o").exists()
+    code, _, err = run_cli(["evaluate", "--protected", str(npz_path), "--clean", str(npz_path), "--model",
+                            "resnet19"], capsys)
+    assert code == 2 and "did you mean 'resnet18'" in err

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import math
+
+import torch
+
+from unlearnable.audit.metrics import l2, linf, perturbation_stats, psnr, ssim
+
+
+def test_psnr_linf_l2_match_hand_computed_values():
+    a = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 0, 0] = 51  # 0.2 in [0,1] units on one of 16 pixels
+    assert math.isclose(float(linf(a, b)), 0.2, rel_tol=1e-6)
+    assert math.isclose(float(l2(a, b)), 0.2, rel_tol=1e-6)
+    mse = 0.04 / 16
+    assert math.isclose(float(psnr(a, b)), 10 * math.log10(1 / mse), rel_tol=1e-5)
+    assert math.isinf(float(psnr(a, a)))
+
+
+def test_ssim_is_one_for_identical_and_lower_for_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 32, 32), generator=g, dtype=torch.uint8)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+    noisy = (x.int() + torch.randint(-40, 41, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    assert (ssim(x, noisy) < 0.99).all()
+    s = perturbation_stats(x, noisy)
+    assert s["linf_max"] <= 40 / 255 + 1e-6 and s["changed_fraction"] == 1.0
+
+
+def test_ssim_of_flat_images_is_the_luminance_term():
+    x = torch.full((1, 1, 16, 16), 0.5)
+    y = torch.full((1, 1, 16, 16), 0.6)
+    c1 = 0.01**2
+    want = (2 * 0.5 * 0.6 + c1) / (0.5**2 + 0.6**2 + c1)  # contrast/structure terms are 1 for flat images
+    assert math.isclose(float(ssim(x, y)), want, rel_tol=1e-4)
