@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from _efficacy import clean_acc, protected_acc, single_thread  # noqa: F401
+from _efficacy import clean_acc, digits, single_thread, victim_acc  # noqa: F401
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
@@ -79,7 +81,23 @@ def test_bad_params(bad):
         METHODS.get("beo")(**bad)
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_at_32() -> tuple[list[float], float]:
+    """Default BEO at 32/255 on the efficacy digits: (Bayes-error history, victim accuracy). 8/255 and 16/255 do
+    not protect MNIST digits (docs/methods-gradient.md); 32/255 measured 29.3% vs 88.0% clean."""
+    train, _ = digits()
+    algo = METHODS.get("beo")(eps=32 / 255)
+    prot = algo.apply(train, algo.fit(train, Key.from_seed(7)))
+    return algo.history, victim_acc(prot)
+
+
+def test_beo_estimate_is_low_on_clean_features_and_rises_on_digits():
+    history, _ = _digits_at_32()
+    assert history[0] < 0.1, history  # a trained extractor separates clean digits (was 0.66 with 2 epochs)
+    assert max(history) > history[0] + 0.3, history
+
+
 def test_beo_lowers_victim_accuracy():
     base = clean_acc()
-    acc = protected_acc("beo", eps=64 / 255)  # 8/255 does not protect MNIST digits (docs/methods-gradient.md)
+    _, acc = _digits_at_32()
     assert base > 0.75 and acc < base - 0.15, (base, acc)
