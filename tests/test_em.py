@@ -114,7 +114,7 @@ def test_bad_params(bad):
 
 def test_em_classwise_lowers_victim_accuracy():
     base = clean_acc()
-    acc = protected_acc("em", mode="classwise", max_outer=3, pgd_steps=10)
+    acc = protected_acc("em", mode="classwise", max_outer=3, pgd_steps=5, step_size=2 / 255)  # measured 46.8%
     assert base > 0.75 and acc < base - 0.15, (base, acc)
 
 

@@ -86,14 +86,18 @@ class ErrorMinimisingNoise(Protection):
         trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"))
         alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
         row_of = (lambda idx: y[idx]) if p.mode == "classwise" else (lambda idx: idx.to(dev))
+        g_order = key.generator("em/order")
         self.rounds = 0
         for outer in range(p.max_outer):
             trainer.train(x, y, p.train_steps, delta, row_of)  # min over theta
             # bn="batch": descend against the network that is being trained (batch statistics), not its eval-mode
             # twin, whose running statistics lag far behind in the first rounds (10% accuracy: chance).
+            # Shuffled batches, as in training: data sorted by class would otherwise give one-class batches, whose
+            # batch statistics are nothing like the ones the surrogate is trained with.
+            batches = torch.randperm(len(x), generator=g_order).to(dev).split(p.batch_size)
             with G.bn_mode(model, p.bn):
-                delta = self._minimise_noise(model, x, y, delta, row_of, alpha)  # min over delta
-                acc = _accuracy(model, x, y, delta, row_of, p.batch_size)
+                delta = self._minimise_noise(model, x, y, delta, row_of, alpha, batches)  # min over delta
+                acc = _accuracy(model, x, y, delta, row_of, batches)
             self.rounds = outer + 1
             if self.progress:
                 log(f"em round {outer + 1}: surrogate accuracy on perturbed data {acc:.3f}")
@@ -101,12 +105,11 @@ class ErrorMinimisingNoise(Protection):
                 break
         return G.make_table(delta, p.eps, p.norm, p.mode, data)
 
-    def _minimise_noise(self, model, x, y, delta, row_of, alpha) -> torch.Tensor:
+    def _minimise_noise(self, model, x, y, delta, row_of, alpha, batches) -> torch.Tensor:
         """``pgd_steps`` of projected gradient descent on the loss, batch by batch (model weights frozen)."""
         p = self.params
         delta = delta.clone()
-        for s in range(0, len(x), p.batch_size):
-            idx = torch.arange(s, min(s + p.batch_size, len(x)), device=x.device)
+        for idx in batches:
             xb, yb, rb = x[idx], y[idx], row_of(idx)
             for _ in range(p.pgd_steps):
                 if p.mode == "classwise":
@@ -127,9 +130,8 @@ class ErrorMinimisingNoise(Protection):
 
 
 @torch.no_grad()
-def _accuracy(model, x, y, delta, row_of, batch_size: int) -> float:
+def _accuracy(model, x, y, delta, row_of, batches) -> float:
     correct = 0
-    for s in range(0, len(x), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(x)), device=x.device)
+    for idx in batches:
         correct += int((model((x[idx] + delta[row_of(idx)]).clamp(0, 1)).argmax(1) == y[idx]).sum())
     return correct / max(1, len(x))
