@@ -20,10 +20,13 @@ N_TRAIN = 1000
 
 @functools.lru_cache(maxsize=1)
 def digits() -> tuple[ImageSet, ImageSet]:
-    """(train subset of N_TRAIN random training digits, the 1,000 clean test digits)."""
+    """(train subset of N_TRAIN random training digits, the 1,000 clean test digits).
+
+    The subset keeps the source's order (mnist5k is sorted by class), as ``audit --limit`` does: methods must not
+    depend on the data arriving shuffled."""
     ds = load("mnist5k")
     train = ds.split("train")
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:N_TRAIN]
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:N_TRAIN].sort().values
     return train.subset(pick), ds.split("test")
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from _efficacy import clean_acc, protected_acc, single_thread  # noqa: F401
+from _efficacy import clean_acc, digits, single_thread, victim_acc  # noqa: F401
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
-from unlearnable.protect.beo import bayes_error, loo_posteriors
+from unlearnable.protect.beo import BayesErrorOptimisation, bayes_error, loo_posteriors
 
 TINY = {"steps": 2, "pretrain_epochs": 1, "refresh_every": 1, "refresh_steps": 1, "batch_size": 8}
 
@@ -79,7 +81,32 @@ def test_bad_params(bad):
         METHODS.get("beo")(**bad)
 
 
-def test_beo_lowers_victim_accuracy():
+@functools.lru_cache(maxsize=2)
+def _digits_at_32(steps: int) -> tuple[list[float], float]:
+    """BEO at 32/255 on the efficacy digits: (Bayes-error history, victim accuracy). 8/255 and 16/255 do not
+    protect MNIST digits (docs/methods-gradient.md). Measured vs 88.0% clean (digits in shuffled order): 38.7% with
+    5 steps, 29.3% with the default 20."""
+    train, _ = digits()
+    algo = METHODS.get("beo")(eps=32 / 255, steps=steps)
+    prot = algo.apply(train, algo.fit(train, Key.from_seed(7)))
+    return algo.history, victim_acc(prot)
+
+
+def test_beo_estimate_is_low_on_clean_features_and_rises_on_digits():
+    history, _ = _digits_at_32(5)
+    assert history[0] < 0.1, history  # a trained extractor separates clean digits (was 0.66 with 2 epochs)
+    assert max(history) > history[0] + 0.3, history
+
+
+def test_beo_lowers_victim_accuracy_fast():
     base = clean_acc()
-    acc = protected_acc("beo", eps=64 / 255)  # 8/255 does not protect MNIST digits (docs/methods-gradient.md)
+    _, acc = _digits_at_32(5)
+    assert base > 0.75 and acc < base - 0.15, (base, acc)
+
+
+@pytest.mark.slow
+def test_beo_defaults_lower_victim_accuracy_at_32():
+    base = clean_acc()
+    history, acc = _digits_at_32(BayesErrorOptimisation.Params.steps)
+    assert history[0] < 0.1 and history[-1] > history[0] + 0.3, history
     assert base > 0.75 and acc < base - 0.15, (base, acc)

@@ -9,6 +9,7 @@ truncated towards zero, which can only shrink every coordinate and therefore the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -153,6 +154,26 @@ class SurrogateTrainer:
             loss.backward()
             self.opt.step()
         self.model.eval()
+
+
+@contextmanager
+def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """``eval``: the model as it is (eval mode, running statistics). ``batch``: batch-norm layers normalise with the
+    statistics of the current batch, as in training, but their running statistics are left untouched."""
+    if mode == "eval":
+        yield
+        return
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+        m.train()
+    try:
+        yield
+    finally:
+        for m, (mom, tr) in zip(bns, saved, strict=True):
+            m.momentum = mom
+            m.train(tr)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -8,8 +8,13 @@ is solved by alternation: ``train_steps`` SGD steps on the surrogate with the cu
 ``pgd_steps`` steps of projected gradient *descent* on the noise of every sample (sample-wise, one ``delta`` per
 image) or every class (class-wise, one ``delta`` per class, updated from the samples of that class). It stops
 when the surrogate's accuracy on the perturbed training data exceeds ``stop_acc`` (paper: 99%) or after
-``max_outer`` rounds. The noise makes the data "too easy": a victim minimises its loss through the noise and learns
-nothing that transfers to clean images.
+``max_outer`` rounds (``min_rounds`` can forbid an early stop). The noise makes the data "too easy": a victim
+minimises its loss through the noise and learns nothing that transfers to clean images.
+
+Batch norm: the noise is optimised against the surrogate with *batch* statistics (``bn="batch"``), the function
+that its SGD steps actually train; running statistics are not updated by the noise passes. With only a few SGD
+steps per round the eval-mode network is a different, much worse function early on (chance accuracy after two
+rounds on MNIST), and noise fitted to it barely transfers (docs/methods-gradient.md has the measurements).
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ class ErrorMinimisingNoise(Protection):
         mode: str = "samplewise"  # samplewise | classwise
         surrogate: str = "smallcnn"
         train_steps: int = 10  # M: surrogate SGD steps per round (paper: 10)
-        pgd_steps: int = 10  # noise descent steps per round (paper: 20)
-        step_size: float = 0.0  # 0 -> 2.5 * eps / pgd_steps (paper: 0.8/255 at eps 8/255, 20 steps)
+        pgd_steps: int = 20  # noise descent steps per round (paper: 20)
+        step_size: float = 0.0  # 0 -> eps / 10 (paper: 0.8/255 at eps 8/255)
         max_outer: int = 10  # rounds at most
         stop_acc: float = 0.99  # stop once surrogate accuracy on perturbed data exceeds this (paper: 99%)
+        min_rounds: int = 0  # ... but never before this many rounds (0: the paper's rule alone)
+        bn: str = "batch"  # batch | eval: batch-norm statistics of the surrogate while the noise is optimised
         batch_size: int = 128
         lr: float = 0.1
 
@@ -56,8 +63,11 @@ class ErrorMinimisingNoise(Protection):
             G.check_budget(self.eps, self.norm, self.step_size)
             MODELS.get(self.surrogate)  # unknown name -> "did you mean"
             look_up_option(self.mode, ("samplewise", "classwise"), "--param mode")
+            look_up_option(self.bn, ("batch", "eval"), "--param bn")
             G.check_positive(train_steps=self.train_steps, pgd_steps=self.pgd_steps, max_outer=self.max_outer,
                              batch_size=self.batch_size, lr=self.lr)
+            if self.min_rounds < 0:
+                raise UserError(f"--param min_rounds={self.min_rounds}: must be >= 0")
             if not 0 < self.stop_acc <= 1:
                 raise UserError(f"--param stop_acc={self.stop_acc}: must be in (0, 1]")
 
@@ -67,30 +77,39 @@ class ErrorMinimisingNoise(Protection):
         x, y = data.float().to(dev), data.labels.to(dev)
         g = key.generator(f"em/{p.mode}/init")
         rows = data.num_classes if p.mode == "classwise" else len(data)
-        # Per-sample (N, C, H, W) or per-class (K, C, H, W) noise, random start inside the ball.
+        # Per-sample (N, C, H, W) or per-class (K, C, H, W) noise, random start inside the ball (sample-wise: also
+        # inside [0, 1], so the part of the start that saturated pixels would clip is not carried along).
         delta = G.random_start((rows, *x.shape[1:]), p.eps, p.norm, g).to(dev)
+        if p.mode == "samplewise":
+            delta = G.project(delta, p.eps, p.norm, x)
         model = G.make_surrogate(p.surrogate, data, key, "em/surrogate", dev)
         trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"))
-        alpha = G.default_step(p.eps, p.norm, p.pgd_steps, p.step_size)
+        alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
         row_of = (lambda idx: y[idx]) if p.mode == "classwise" else (lambda idx: idx.to(dev))
+        g_order = key.generator("em/order")
         self.rounds = 0
         for outer in range(p.max_outer):
             trainer.train(x, y, p.train_steps, delta, row_of)  # min over theta
-            delta = self._minimise_noise(model, x, y, delta, row_of, alpha)  # min over delta
-            acc = _accuracy(model, x, y, delta, row_of, p.batch_size)
+            # bn="batch": descend against the network that is being trained (batch statistics), not its eval-mode
+            # twin, whose running statistics lag far behind in the first rounds (10% accuracy: chance).
+            # Shuffled batches, as in training: data sorted by class would otherwise give one-class batches, whose
+            # batch statistics are nothing like the ones the surrogate is trained with.
+            batches = torch.randperm(len(x), generator=g_order).to(dev).split(p.batch_size)
+            with G.bn_mode(model, p.bn):
+                delta = self._minimise_noise(model, x, y, delta, row_of, alpha, batches)  # min over delta
+                acc = _accuracy(model, x, y, delta, row_of, batches)
             self.rounds = outer + 1
             if self.progress:
                 log(f"em round {outer + 1}: surrogate accuracy on perturbed data {acc:.3f}")
-            if acc >= p.stop_acc:  # the paper's stopping rule
+            if acc >= p.stop_acc and outer + 1 >= p.min_rounds:  # the paper's stopping rule
                 break
         return G.make_table(delta, p.eps, p.norm, p.mode, data)
 
-    def _minimise_noise(self, model, x, y, delta, row_of, alpha) -> torch.Tensor:
-        """``pgd_steps`` of projected gradient descent on the loss, batch by batch (model frozen, eval mode)."""
+    def _minimise_noise(self, model, x, y, delta, row_of, alpha, batches) -> torch.Tensor:
+        """``pgd_steps`` of projected gradient descent on the loss, batch by batch (model weights frozen)."""
         p = self.params
         delta = delta.clone()
-        for s in range(0, len(x), p.batch_size):
-            idx = torch.arange(s, min(s + p.batch_size, len(x)), device=x.device)
+        for idx in batches:
             xb, yb, rb = x[idx], y[idx], row_of(idx)
             for _ in range(p.pgd_steps):
                 if p.mode == "classwise":
@@ -111,9 +130,8 @@ class ErrorMinimisingNoise(Protection):
 
 
 @torch.no_grad()
-def _accuracy(model, x, y, delta, row_of, batch_size: int) -> float:
+def _accuracy(model, x, y, delta, row_of, batches) -> float:
     correct = 0
-    for s in range(0, len(x), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(x)), device=x.device)
+    for idx in batches:
         correct += int((model((x[idx] + delta[row_of(idx)]).clamp(0, 1)).argmax(1) == y[idx]).sum())
     return correct / max(1, len(x))
