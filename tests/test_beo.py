@@ -84,7 +84,7 @@ def test_bad_params(bad):
 @functools.lru_cache(maxsize=2)
 def _digits_at_32(steps: int) -> tuple[list[float], float]:
     """BEO at 32/255 on the efficacy digits: (Bayes-error history, victim accuracy). 8/255 and 16/255 do not
-    protect MNIST digits (docs/methods-gradient.md). Measured vs 88.0% clean (digits in shuffled order): 38.7% with
+    protect MNIST digits (docs/methods.md). Measured vs 88.0% clean (digits in shuffled order): 38.7% with
     5 steps, 29.3% with the default 20."""
     train, _ = digits()
     algo = METHODS.get("beo")(eps=32 / 255, steps=steps)

@@ -14,7 +14,7 @@ minimises its loss through the noise and learns nothing that transfers to clean 
 Batch norm: the noise is optimised against the surrogate with *batch* statistics (``bn="batch"``), the function
 that its SGD steps actually train; running statistics are not updated by the noise passes. With only a few SGD
 steps per round the eval-mode network is a different, much worse function early on (chance accuracy after two
-rounds on MNIST), and noise fitted to it barely transfers (docs/methods-gradient.md has the measurements).
+rounds on MNIST), and noise fitted to it barely transfers (docs/methods.md has the measurements).
 """
 
 from __future__ import annotations
