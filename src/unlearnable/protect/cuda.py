@@ -57,15 +57,15 @@ class ClasswiseConvolution(Protection):
         kernel: int = 3  # filter size k (odd)
         center: float = 1.0  # value of the one emphasised tap
         same_channels: bool = True  # one filter for all channels, as in the paper's code
-        chunk: int = 2048  # images per grouped convolution (memory bound)
+        chunk: int = 0  # images per grouped convolution; 0 = auto, about 1 MiB of float32 (cache-sized)
 
         def validate(self) -> None:
             if self.kernel < 1 or self.kernel % 2 == 0:
                 raise UserError(f"--param kernel={self.kernel}: must be a positive odd number")
             if self.blur < 0:
                 raise UserError(f"--param blur={self.blur}: must be >= 0")
-            if self.chunk < 1:
-                raise UserError(f"--param chunk={self.chunk}: must be >= 1")
+            if self.chunk < 0:
+                raise UserError(f"--param chunk={self.chunk}: must be >= 0 (0 = automatic)")
 
     def fit(self, data: ImageSet, key: Key) -> Filters:
         p = self.params
@@ -84,8 +84,12 @@ class ClasswiseConvolution(Protection):
         if int(data.labels.max()) >= weight.shape[0]:
             raise UserError(f"labels: class {int(data.labels.max())} has no filter ({weight.shape[0]} fitted)")
         out = torch.empty_like(data.images)
-        for s in range(0, len(data), self.params.chunk):
-            sl = slice(s, s + self.params.chunk)
+        # Chunks that fit in cache: measured 2-3x faster on CPU than one huge grouped convolution, which spills
+        # every intermediate to memory (bench/protect.py, docs/benchmarks.md).
+        per_image = data.images[0].numel() if len(data) else 1
+        chunk = self.params.chunk or max(1, (1 << 18) // per_image)
+        for s in range(0, len(data), chunk):
+            sl = slice(s, s + chunk)
             x = data.images[sl].to(self.device).float().div_(255.0)
             out[sl] = to_uint8(convolve_classwise(x, data.labels[sl].to(self.device), weight)).cpu()
         return out
