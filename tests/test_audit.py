@@ -74,3 +74,16 @@ def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path, capsys, extr
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and msg in err, err
     assert not out.exists()
+
+
+def test_every_registered_defence_runs_in_the_audit_matrix(source, tmp_path, capsys):
+    from unlearnable.train.defenses import DEFENSES
+
+    names = DEFENSES.names()
+    out = tmp_path / "all"
+    main(["audit", source, "--methods", "ops", "--defenses", ",".join(names), "--mix", "1.0", "--out", str(out),
+          *ARGS])
+    rows = list(csv.DictReader((out / "audit.csv").open()))
+    assert {r["defense"] for r in rows} == set(names)
+    assert {r["method"] for r in rows} == {"clean", "ops"}
+    assert all(0.0 <= float(r["protected_acc"]) <= 1.0 for r in rows)
