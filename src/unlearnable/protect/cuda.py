@@ -45,6 +45,30 @@ def convolve_classwise(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
     return (y / peak).clamp_(0.0, 1.0)
 
 
+def convolve_per_image(images: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The algorithm as published: one depthwise ``Conv2d`` module per class, applied one image at a time.
+
+    Kept as the reference that the batched :func:`convolve_classwise` is tested and benchmarked against.
+
+    Args:
+        images: uint8 ``(N, C, H, W)``; labels: ``(N,)``; weight: ``(K, C, 1, k, k)``.
+    Returns:
+        uint8 ``(N, C, H, W)``.
+    """
+    c, k = images.shape[1], weight.shape[-1]
+    convs = []
+    for w in weight:
+        conv = torch.nn.Conv2d(c, c, k, groups=c, padding=k // 2, bias=False)
+        conv.weight.data.copy_(w)
+        convs.append(conv)
+    out = torch.empty_like(images)
+    with torch.no_grad():
+        for i in range(len(images)):
+            img = convs[int(labels[i])](images[i:i + 1].float() / 255)
+            out[i] = to_uint8(img / img.max())[0]
+    return out
+
+
 @METHODS.register("cuda")
 class ClasswiseConvolution(Protection):
     """CUDA: class-wise random convolutions from a private key (model-free)."""

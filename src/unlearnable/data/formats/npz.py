@@ -6,7 +6,6 @@ MedMNIST pipeline in place of the original.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -121,11 +120,3 @@ class NpzFormat:
             return {}
         return _open(Path(source))
 
-
-def write_npz(ds: ImageSet, path: str | os.PathLike) -> Path:
-    """Convenience for tests and the built-in data: write ``ds`` as a MedMNIST-style archive at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = NpzFormat.write(ds, path.parent, None)[0]
-    os.replace(tmp, path)
-    return path
