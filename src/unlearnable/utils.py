@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -42,14 +43,47 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+NON_FINITE_KEY = "non_finite"  # top-level note listing the fields written as null
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (inf, nan) replaced by ``None``, ready for strict JSON.
+
+    Strict parsers reject ``Infinity``/``NaN``. When ``obj`` is a dict and something was replaced, a top-level
+    ``"non_finite"`` entry maps each replaced field (``a.b.0.c``) to what it was (``"inf"``, ``"-inf"``, ``"nan"``).
+    """
+    notes: dict[str, str] = {}
+
+    def walk(o: Any, where: str) -> Any:
+        if hasattr(o, "tolist") and not isinstance(o, (str, bytes)):  # numpy / torch scalars and arrays
+            o = o.tolist()
+        if isinstance(o, float) and not math.isfinite(o):
+            notes[where.lstrip(".")] = "nan" if math.isnan(o) else ("inf" if o > 0 else "-inf")
+            return None
+        if isinstance(o, dict):
+            return {k: walk(v, f"{where}.{k}") for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v, f"{where}.{i}") for i, v in enumerate(o)]
+        return o
+
+    out = walk(obj, "")
+    if notes and isinstance(out, dict):
+        out[NON_FINITE_KEY] = dict(notes) | dict(out.get(NON_FINITE_KEY) or {})
+    return out
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    """Write strict JSON atomically (temp file + rename), so a reader never sees half a file.
+
+    Non-finite numbers become ``null`` (see :func:`strict_json`); the file always parses with a strict parser.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    obj = strict_json(obj)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -66,6 +100,68 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _as_path(value: str | os.PathLike | None) -> Path | None:
+    """An existing path (or a path an output will take); None for built-in names such as ``mnist5k``."""
+    if value is None or str(value) == "":
+        return None
+    return Path(value).expanduser().resolve()
+
+
+def check_separate(inputs: dict[str, str | os.PathLike | None], outputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output inside an input (or an input inside an output) before anything is written.
+
+    ``inputs`` / ``outputs`` map an option name (``SOURCE``, ``--out``, ``--key``) to its path; inputs that are not
+    existing paths (built-in names like ``mnist5k`` or ``brain-phantoms:n=6``) are skipped. A protected copy or a
+    key inside the source would become part of the data (a new "class", a leaked secret); a source inside an output
+    folder could be replaced by ``--force``.
+    """
+    ins = {k: p for k, v in inputs.items() if v is not None and Path(v).exists() and (p := _as_path(v))}
+    outs = {k: p for k, v in outputs.items() if (p := _as_path(v)) is not None}
+    for oname, o in outs.items():
+        for iname, i in ins.items():
+            if o == i or o.is_relative_to(i):
+                raise UserError(f"{oname} {o} is inside {iname} {i}: write outputs outside the input data")
+            if i.is_relative_to(o):
+                raise UserError(f"{iname} {i} is inside {oname} {o}: choose an output folder that does not hold "
+                                f"the input data")
+
+
+# Working folders kept after a failure because they hold what a re-run resumes from (see resumable_dir); the CLI
+# names them in its error line.
+KEPT: list[tuple[Path, str]] = []
+
+
+def _holds_files(path: Path) -> bool:
+    return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
+
+
+@contextlib.contextmanager
+def resumable_dir(path: str | os.PathLike, resume_hint: str, writer: bool = True) -> Iterator[Path]:
+    """Create the working folder ``path``; if the block fails, remove it unless it holds files a re-run needs.
+
+    A folder that is kept is recorded in :data:`KEPT` with ``resume_hint`` (e.g. "re-run the same command to
+    resume"), so the error line can say where the work went. Only the ``writer`` process (rank 0) touches disk.
+    """
+    path = Path(path)
+    existed = path.exists()
+    if writer:
+        path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if writer:
+            keep_or_remove(path, resume_hint, remove_empty=not existed or path.name.startswith("."))
+        raise
+
+
+def keep_or_remove(path: Path, resume_hint: str, remove_empty: bool = True) -> None:
+    """After a failure: note ``path`` in :data:`KEPT` if it holds files, else remove it (when ``remove_empty``)."""
+    if _holds_files(path):
+        KEPT.append((path, resume_hint))
+    elif remove_empty and path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def check_output_free(out: str | os.PathLike, force: bool) -> Path:

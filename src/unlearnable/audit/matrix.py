@@ -29,8 +29,9 @@ from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from .cells import expand_grid, run_cells
 from .evaluate import evaluate, train_and_test
+from .metrics import baseline_valid
 
-CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc")
+CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc", "valid")
 CLEAN = "clean"  # the baseline row's method name
 
 
@@ -105,9 +106,19 @@ def run_audit(
         if methods[c["method"]]:
             c["params"] = json.dumps(dict(methods[c["method"]]), sort_keys=True)
     rows = run_cells(cells, out / "cells", run_method, name_keys=("method", "defense", "mix"))
-    rows = base_rows + rows
+    rows = mark_validity(base_rows + rows, 1.0 / ds.num_classes)
     write_summary(rows, out, defenses, recipe)
     return rows
+
+
+def mark_validity(rows: Sequence[Mapping[str, Any]], chance: float) -> list[dict[str, Any]]:
+    """Add ``valid`` / ``invalid_reason`` to every row from its defence's clean baseline (see baseline_valid)."""
+    base = {r["defense"]: r["clean_acc"] for r in rows if r["method"] == CLEAN}
+    out = []
+    for r in rows:
+        ok, why = baseline_valid(base.get(r["defense"], r["clean_acc"]), chance)
+        out.append(dict(r) | {"valid": ok, "invalid_reason": why or None})
+    return out
 
 
 def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed: int, folder: Path,
@@ -146,17 +157,22 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out: Path, defenses: Sequen
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
-        w.writerow([r["method"], r["defense"], r["mix"], f"{r['clean_acc']:.4f}", f"{r['protected_acc']:.4f}"])
+        w.writerow([r["method"], r["defense"], r["mix"], f"{r['clean_acc']:.4f}", f"{r['protected_acc']:.4f}",
+                    "yes" if r.get("valid", True) else "no"])
     _atomic(out / "audit.csv", lambda p: p.write_text(buf.getvalue()))
     labels, grid = accuracy_grid(rows, defenses)
-    table = [{"training data": lab} | {d: f"{100 * v:.1f}" for d, v in zip(defenses, vals)}
-             for lab, vals in zip(labels, grid)]
+    bad = {r["defense"]: r["invalid_reason"] for r in rows if not r.get("valid", True)}
+    table = [{"training data": lab} | {d: f"{100 * v:.1f}" + (" (invalid)" if d in bad else "")
+                                       for d, v in zip(defenses, vals)} for lab, vals in zip(labels, grid)]
+    notes = "".join(f"\n- **invalid: defence `{d}`**: {why}." for d, why in bad.items())
     md = (f"# Robustness audit\n\nClean test accuracy (%) of a `{recipe.model}` victim ({recipe.epochs} epochs) "
           f"trained on the data in each row through the defence in each column. `mix R`: only a fraction R of the "
           f"training split is protected, the rest is clean. Lower is better protection; the first row is the clean "
-          f"baseline.\n\n{markdown_table(table, ['training data', *defenses])}\n")
+          f"baseline. A column is *invalid* when its clean baseline did not beat chance clearly (see "
+          f"`baseline_valid`): its numbers prove nothing.\n\n{markdown_table(table, ['training data', *defenses])}\n"
+          f"{notes}\n")
     _atomic(out / "audit.md", lambda p: p.write_text(md))
-    _atomic(out / "heatmap.png", lambda p: heatmap(labels, list(defenses), grid, p))
+    _atomic(out / "heatmap.png", lambda p: heatmap(labels, list(defenses), grid, p, invalid=set(bad)))
 
 
 def accuracy_grid(rows: Sequence[Mapping[str, Any]], defenses: Sequence[str]) -> tuple[list[str], list[list[float]]]:
@@ -171,22 +187,37 @@ def accuracy_grid(rows: Sequence[Mapping[str, Any]], defenses: Sequence[str]) ->
     return labels, [[acc.get((lab, d), float("nan")) for d in defenses] for lab in labels]
 
 
-def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[float]], path: Path) -> Path:
-    """A rows x defences heat map of accuracy (%), annotated, PNG."""
+def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[float]], path: Path,
+            invalid: set[str] | frozenset[str] = frozenset()) -> Path:
+    """A rows x defences heat map of accuracy (%), annotated, PNG; ``invalid`` columns are grey and hatched."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.patches import Patch, Rectangle
 
     a = 100 * np.asarray(grid, dtype=float)
-    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.1 * len(cols)), 1.2 + 0.45 * len(rows)))
-    im = ax.imshow(a, cmap="RdYlGn_r", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+    bad = [j for j, c in enumerate(cols) if c in invalid]
+    shown = a.copy()
+    shown[:, bad] = np.nan  # never coloured as protection: a baseline that did not learn proves nothing
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.1 * len(cols)), 1.6 + 0.45 * len(rows)))
+    cmap = plt.get_cmap("RdYlGn_r").copy()
+    cmap.set_bad("#d9d9d9")
+    im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    for j in bad:
+        ax.add_patch(Rectangle((j - 0.5, -0.5), 1, len(rows), fill=False, hatch="///", edgecolor="#888888", lw=0))
+    ax.set_xticks(range(len(cols)), [c + (" (invalid)" if c in invalid else "") for c in cols], rotation=30,
+                  ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            ax.text(j, i, "" if np.isnan(a[i, j]) else f"{a[i, j]:.0f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, "" if np.isnan(a[i, j]) else f"{a[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                    color="#555555" if j in bad else "black")
+    if bad:
+        ax.legend(handles=[Patch(facecolor="#d9d9d9", hatch="///", edgecolor="#888888",
+                                 label="invalid: clean baseline did not beat chance")],
+                  loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=7, frameon=False)
     fig.colorbar(im, ax=ax, label="clean test accuracy (%)")
     ax.set_title("victim accuracy (lower = stronger protection)", fontsize=9)
     fig.tight_layout()

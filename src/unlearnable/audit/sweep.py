@@ -28,10 +28,11 @@ from ..log import log
 from ..registry import did_you_mean
 from ..train import distributed as D
 from .cells import cell_name, is_done, load_cell, run_cells
+from .metrics import baseline_valid
 
 TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed")
 DATA_KEYS = ("data.train_limit", "data.test_limit", "data.size")
-CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc"]
+CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "valid"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +224,10 @@ def merge(study: Study) -> tuple[Path, Path | None]:
         if done:
             r = load_cell(study.out / "cells" / cell_name(cell, keys))
             bs = cell.get("protect.batch_size", cell.get("evaluate.batch_size"))
+            valid, _ = baseline_valid(r["clean_acc"], r["chance_acc"])
             rows.append({"dataset": cell["dataset"], "method": cell["method"], "batch_size": bs,
-                         "seed": cell["seed"], "clean_acc": r["clean_acc"], "protected_acc": r["protected_acc"]}
+                         "seed": cell["seed"], "clean_acc": r["clean_acc"], "protected_acc": r["protected_acc"],
+                         "valid": "yes" if valid else "no"}
                         | {k: cell[k] for k in keys if k not in ("dataset", "method", "seed")})
     cols = CSV_FIRST + [k for k in keys if k not in CSV_FIRST]
     buf = io.StringIO()
@@ -251,7 +254,9 @@ def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    datasets = sorted({r["dataset"] for r in rows})
+    invalid = sum(r.get("valid") == "no" for r in rows)
+    rows = [r for r in rows if r.get("valid") != "no"]  # a victim that did not learn says nothing about protection
+    datasets = sorted({r["dataset"] for r in rows}) or ["(no valid cells)"]
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
     for ax, d in zip(axes[0], datasets):
         sub = [r for r in rows if r["dataset"] == d and r["batch_size"] is not None]
@@ -269,7 +274,7 @@ def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("batch size")
         ax.set_ylabel("clean test accuracy")
         ax.set_ylim(0, 1)
-        ax.set_title(d)
+        ax.set_title(d + (f" ({invalid} invalid cell(s) not shown)" if invalid else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

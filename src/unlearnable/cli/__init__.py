@@ -6,13 +6,17 @@ user-facing failure ends as one line on stderr and exit code 2 (see :func:`main`
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 import typer
 
+from .. import __version__
 from ..errors import UserError
+from ..utils import KEPT
 
 app = typer.Typer(
     name="unlearnable",
@@ -20,7 +24,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: wraps at the terminal width, no boxes, no <type> placeholders
 )
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"unlearnable {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Protect images from unauthorised training, audit the protection, and make trained models forget."""
+
 
 # Command modules register on `app` at import time (one line per group).
 from . import data_cmds  # noqa: E402,F401
@@ -32,49 +51,88 @@ from . import forget_cmds  # noqa: E402,F401
 from . import sweep_cmds  # noqa: E402,F401
 
 
-def _click_exceptions():
-    """Typer >= 0.20 vendors click as ``typer._click``; older releases use click itself."""
-    for name in ("typer._click.exceptions", "click.exceptions"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ImportError("neither typer._click nor click is importable")
-
-
-_CX = _click_exceptions()
-
-
 def _fail(message: str, code: int = 2) -> None:
-    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    line = " ".join(str(message).split())
+    for path, hint in KEPT:  # work a re-run needs was kept: say where, and how to use it
+        line += f" (kept {path}: {hint})"
+    sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
     raise SystemExit(code)
 
 
+_METAVARS = {"int": "N", "float": "X", "Path": "PATH", "str": "TEXT", "bool": "BOOL"}
+
+
+def readable_metavars(command: typer.core.TyperGroup | typer.core.TyperCommand) -> None:
+    """Give every option and argument a plain metavar (``N``, ``PATH``, ``MODEL_DIR``) instead of ``<list[str]>``."""
+    for param in getattr(command, "params", []):
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+        else:
+            bare = param.bare_type() if hasattr(param, "bare_type") else ""
+            param.metavar = _METAVARS.get(bare.removeprefix("list[").removesuffix("]"), "VALUE")
+    for sub in getattr(command, "commands", {}).values():
+        readable_metavars(sub)
+
+
+def _where(e: BaseException) -> str:
+    """``file.py:LINE in function`` of the innermost frame of ``e``'s traceback."""
+    tb = traceback.extract_tb(e.__traceback__)
+    if not tb:
+        return "unknown location"
+    f = tb[-1]
+    return f"{Path(f.filename).name}:{f.lineno} in {f.name}"
+
+
+def _save_traceback(e: BaseException, args: list[str]) -> Path:
+    """Write the full traceback to a file in the system temp folder (never beside the user's data)."""
+    fd, name = tempfile.mkstemp(prefix="unlearnable-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"unlearnable {__version__}\ncommand: unlearnable {' '.join(args)}\n\n")
+        f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    return Path(name)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    """Entry point: run the app, turning user errors into one line and exit code 2.
+
+    Exit codes: 0 success; 1 an unexpected error (one line, full traceback saved to a file); 2 a user error or bad
+    usage, nothing written; 3 the run finished but proved nothing (a clean victim that did not beat chance, see
+    ``audit.metrics.baseline_valid``); 130 interrupted.
+    """
     args = sys.argv[1:] if argv is None else argv
+    KEPT.clear()
     try:
-        rv = app(args=args, prog_name="unlearnable", standalone_mode=False)
+        command = typer.main.get_command(app)
+        readable_metavars(command)
+        rv = command.main(args=args, prog_name="unlearnable", standalone_mode=False)
     except UserError as e:
         _fail(str(e))
-    except _CX.NoArgsIsHelpError as e:
-        typer.echo(e.ctx.get_help() if e.ctx else str(e))
-        raise SystemExit(0) from None
-    except _CX.UsageError as e:
-        _fail(e.format_message())
-    except (_CX.Exit, typer.Exit) as e:
+    except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
-    except (KeyboardInterrupt, _CX.Abort, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted; nothing was written (re-run with --resume where supported)", 130)
+    except typer.TyperException as e:  # click's usage errors, public through typer
+        if type(e).__name__ == "NoArgsIsHelpError":  # a command group called without a command: show its help
+            typer.echo(e.format_message())
+            raise SystemExit(0) from None
+        _fail(e.format_message(), getattr(e, "exit_code", 2))
     except FileNotFoundError as e:
         _fail(f"{e.filename}: no such file or directory")
     except PermissionError as e:
         _fail(f"{e.filename}: permission denied")
-    except OSError as e:
+    except Exception as e:  # a bug or a resource failure (MemoryError, a torch RuntimeError): one line + a log file
         if os.environ.get("UNLEARNABLE_DEBUG"):
             raise
-        _fail(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}")
+        if isinstance(e, OSError) and e.strerror:  # disk full, read-only folder...: the environment, not a bug
+            _fail(f"{getattr(e, 'filename', '') or ''}: {e.strerror}")
+        log_path = _save_traceback(e, args)
+        command = next((a for a in args if not a.startswith("-")), "unlearnable")
+        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        _fail(f"'{command}' failed unexpectedly with {what} at {_where(e)}; no output was written; "
+              f"full traceback saved to {log_path}", 1)
     else:
         # Non-standalone typer returns an Exit's code instead of raising it (KeyboardInterrupt becomes 130).
         if rv == 130:

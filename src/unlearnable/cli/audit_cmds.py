@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from ..audit.evaluate import VICTIM_HELP
 from ..errors import UserError
+from ..utils import check_separate
 from . import app
 from .evaluate_cmds import parse_mix, recipe_options
 
@@ -49,22 +51,24 @@ def audit_cmd(
     param: list[str] = typer.Option([], "--param", help="METHOD.NAME=VALUE (repeatable), e.g. em.pgd_steps=5"),
     limit: int = typer.Option(0, "--limit", help="use this many (seeded) training images; 0 = all"),
     key_seed: int = typer.Option(0, "--key-seed", help="the audit protects with a public reproducible key"),
-    model: str = typer.Option("resnet18", "--model", help="victim architecture"),
-    epochs: int = typer.Option(10, "--epochs"),
+    model: str = typer.Option(None, "--model", help=VICTIM_HELP),
+    epochs: int = typer.Option(None, "--epochs", help="victim epochs (default: by device, see --model)"),
     batch_size: int = typer.Option(128, "--batch-size", help="GLOBAL batch size"),
     lr: str = typer.Option("0.1", "--lr", help="learning rate at 128 samples per step"),
     lr_scaling: str = typer.Option("none", "--lr-scaling"),
     warmup_epochs: float = typer.Option(0.0, "--warmup-epochs"),
     seed: int = typer.Option(0, "--seed", help="victim seed; also picks the protected rows for --mix"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
     """Audit methods against training-time defences and partial protection; writes audit.csv/md and heatmap.png."""
     from ..audit.matrix import run_audit, subsample
     from ..data import load
     from ..log import progress_enabled
     from ..train.defenses import parse_defense
+    from ..train.distributed import resolve_device
 
-    recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed)
+    device = resolve_device(device)
+    recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed, device)
     method_list = _items(methods, "--methods")
     params = method_params(method_list, param)
     defense_list = _items(defenses, "--defenses")
@@ -75,6 +79,7 @@ def audit_cmd(
         raise UserError(f"--limit {limit}: must be >= 0")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    check_separate({"SOURCE": source}, {"--out": out})
     ds = load(source)
     for split in ("train", "test"):
         if split not in ds.split_names():
@@ -84,3 +89,11 @@ def audit_cmd(
                      source=str(source), progress=progress_enabled())
     typer.echo((out / "audit.md").read_text().split("\n\n", 2)[-1].rstrip())
     typer.echo(f"\n{len(rows)} cells -> {out / 'audit.csv'}, {out / 'audit.md'}, {out / 'heatmap.png'}")
+    bad = {r["defense"]: r["invalid_reason"] for r in rows if not r["valid"]}
+    if bad:
+        from ..audit.metrics import EXIT_INCONCLUSIVE
+        from ..log import warn
+
+        for d, why in bad.items():
+            warn(f"INVALID cells (defence '{d}'): {why}")
+        raise typer.Exit(EXIT_INCONCLUSIVE)

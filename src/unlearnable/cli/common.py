@@ -18,3 +18,15 @@ def parse_params(items: Sequence[str] | None) -> dict[str, str]:
             raise UserError(f"--param {item}: empty parameter name")
         out[k.strip()] = v.strip()
     return out
+
+
+def choices_help(lead: str, names: Sequence[str], tail: str = "", width: int = 46) -> str:
+    """Option help listing ``names`` whole: wrapped at ``width`` between names, never inside one.
+
+    Click re-wraps help text and breaks words at hyphens (``fix-`` / ``decoder``); a paragraph that starts with
+    ``\\b`` is printed as given, so the lines are wrapped here instead.
+    """
+    import textwrap
+
+    text = f"{lead} {', '.join(names)}{tail}"
+    return "\b\n" + "\n".join(textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False))

@@ -8,15 +8,22 @@ from pathlib import Path
 
 import typer
 
-from ..log import log, progress_enabled
+from ..audit.evaluate import VICTIM_HELP
+from ..audit.metrics import EXIT_INCONCLUSIVE
+from ..log import log, progress_enabled, warn
 from ..utils import parse_number
 from . import app
 
 
-def recipe_options(model: str, epochs: int, batch_size: int, lr: str, lr_scaling: str, warmup_epochs: float,
-                   seed: int):
+def recipe_options(model: str | None, epochs: int | None, batch_size: int, lr: str, lr_scaling: str,
+                   warmup_epochs: float, seed: int, device: str = "cpu"):
+    """The victim recipe; an unset model/epochs is chosen for ``device`` and announced (see default_victim)."""
+    from ..audit.evaluate import default_victim
     from ..train.loop import Recipe
 
+    model, epochs, note = default_victim(device, model, epochs)
+    if note:
+        log(note)
     r = Recipe(model=model, epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr"),
                lr_scaling=lr_scaling, warmup_epochs=warmup_epochs, seed=seed)
     r.validate()
@@ -40,8 +47,8 @@ def parse_mix(text: str) -> float:
 def evaluate_cmd(
     protected: str = typer.Option(..., "--protected", help="a protect output folder (or any source)"),
     clean: str = typer.Option(..., "--clean", help="the clean source that was protected"),
-    model: str = typer.Option("resnet18", "--model", help="victim architecture"),
-    epochs: int = typer.Option(10, "--epochs"),
+    model: str = typer.Option(None, "--model", help=VICTIM_HELP),
+    epochs: int = typer.Option(None, "--epochs", help="victim epochs (default: by device, see --model)"),
     batch_size: int = typer.Option(128, "--batch-size", help="GLOBAL batch size (split over ranks)"),
     lr: str = typer.Option("0.1", "--lr", help="learning rate at 128 samples per step"),
     lr_scaling: str = typer.Option("none", "--lr-scaling", help="none, linear or sqrt in batch_size/128"),
@@ -61,13 +68,16 @@ def evaluate_cmd(
     from ..report.figures import accuracy_curves
     from ..train import distributed as D
     from ..train.defenses import parse_defenses
-    from ..utils import atomic_dir, check_output_free, write_json
+    from ..train.distributed import launcher_env, resolve_device
+    from ..utils import atomic_dir, check_output_free, check_separate, resumable_dir, write_json
 
-    recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed)
+    recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed,
+                            resolve_device(device, launcher_env()[3]))
     defenses = parse_defenses(defense)
     mix_ratio = parse_mix(mix)
     out = out or Path(f"{str(protected).rstrip('/')}-audit")
     check_output_free(out, force)
+    check_separate({"--protected": protected, "--clean": clean}, {"--out": out})
     info = D.init_from_env(device)
     try:
         D.per_rank_batch(recipe.batch_size)
@@ -80,13 +90,13 @@ def evaluate_cmd(
         h.update(repr(([d.spec for d in defenses], mix_ratio)).encode())  # other defences/mix: other checkpoints
         tag = h.hexdigest()[:12]
         work = out.parent / f".{out.name}.partial-{tag}"
-        if D.is_main():
-            work.mkdir(parents=True, exist_ok=True)
-            if any(work.iterdir()):
-                log(f"resuming from checkpoints in {work}")
-        D.barrier()
-        results = evaluate(prot, clean_ds, recipe, info.device, work_dir=work, progress=progress_enabled(),
-                           defenses=defenses, mix=mix_ratio)
+        if D.is_main() and work.is_dir() and any(work.iterdir()):
+            log(f"resuming from checkpoints in {work}")
+        # A failed run keeps this folder only if it holds checkpoints (then the error line names it).
+        with resumable_dir(work, "re-run the same command to resume from it", writer=D.is_main()):
+            D.barrier()
+            results = evaluate(prot, clean_ds, recipe, info.device, work_dir=work, progress=progress_enabled(),
+                               defenses=defenses, mix=mix_ratio)
         results["protected_source"] = str(protected)
         results["clean_source"] = str(clean)
         if manifest is not None:
@@ -99,6 +109,10 @@ def evaluate_cmd(
             shutil.rmtree(work, ignore_errors=True)
             typer.echo(f"clean_acc {results['clean_acc']:.4f}  protected_acc {results['protected_acc']:.4f}  "
                        f"gap {results['gap']:.4f}  -> {out / 'results.json'}")
+            if not results["valid"]:
+                warn(f"INVALID: {results['invalid_reason']} (exit status {EXIT_INCONCLUSIVE})")
         D.barrier()
     finally:
         D.shutdown()
+    if not results["valid"]:
+        raise typer.Exit(EXIT_INCONCLUSIVE)

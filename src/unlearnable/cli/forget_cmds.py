@@ -52,13 +52,14 @@ def segment_train(
     from ..registry import look_up_option
     from ..segment.train import SegConfig, arch_of, config_dict, save_model, train_segmenter
     from ..train.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
-    from ..utils import atomic_dir, check_output_free
+    from ..utils import atomic_dir, check_output_free, check_separate
 
     look_up_option(model, SEG_MODELS.names(), "model")
     _check_patch(patch)
     if epochs < 1:
         raise UserError(f"--epochs {epochs}: must be at least 1")
     check_output_free(out, force)
+    check_separate({"SUBJECTS": subjects, "--pretrained": pretrained}, {"--out": out})
     info = init_from_env(device)
     per_rank_batch(batch_size)
     s = load_subjects(subjects, parse_shape(shape))
@@ -111,7 +112,9 @@ def forget(
     from ..forget.run import run_forget
     from ..report.forget_figures import results_table
     from ..train.distributed import init_from_env, is_main, per_rank_batch, shutdown
+    from ..utils import check_separate
 
+    check_separate({"MODEL_DIR": model_dir, "SUBJECTS": subjects}, {"--out": out})
     info = init_from_env(device)
     if batch_size is not None:
         per_rank_batch(batch_size)

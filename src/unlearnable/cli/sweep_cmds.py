@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import shlex
 import subprocess
 import sys
@@ -55,9 +57,11 @@ def sweep_cmd(
     from ..errors import UserError
     from ..registry import look_up_option
     from ..train import distributed as D
+    from ..utils import check_separate
 
     look_up_option(launcher, ("local", "torchrun"), "--launcher")
     study = load_study(study_file, out)
+    check_separate({f"dataset '{k}'": v for k, v in study.datasets.items()}, {"--out": study.out})
     cells = status(study)
     base = [sys.executable, "-m", "unlearnable", "sweep", str(study_file.resolve()), "--out", str(study.out.resolve()),
             "--device", device]
@@ -102,3 +106,11 @@ def sweep_cmd(
         csv_path, png = merge(study)
         n = sum(1 for line in csv_path.read_text().splitlines()[1:] if line)
         typer.echo(f"merged {n}/{len(cells)} cells -> {csv_path}" + (f", {png}" if png else ""))
+        invalid = sum(r.get("valid") == "no" for r in csv.DictReader(io.StringIO(csv_path.read_text())))
+        if invalid:
+            from ..audit.metrics import EXIT_INCONCLUSIVE
+            from ..log import warn
+
+            warn(f"{invalid} cell(s) INVALID (valid=no in {csv_path.name}): their clean victim did not beat chance "
+                 f"clearly, so they prove nothing; train for more epochs or on more images")
+            raise typer.Exit(EXIT_INCONCLUSIVE)

@@ -71,11 +71,13 @@ def _resnet(factory: Callable[..., tvm.ResNet], in_channels: int, num_classes: i
 
 @MODELS.register("resnet18")
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> Classifier:
+    """ResNet-18 (torchvision, 3x3 stem for small images): the victim of most unlearnable-example papers."""
     return _resnet(tvm.resnet18, in_channels, num_classes, image_size)
 
 
 @MODELS.register("resnet50")
 def resnet50(in_channels: int, num_classes: int, image_size: int) -> Classifier:
+    """ResNet-50 (torchvision, random init; 3x3 stem for small images)."""
     return _resnet(tvm.resnet50, in_channels, num_classes, image_size)
 
 
@@ -98,6 +100,7 @@ def vgg16(in_channels: int, num_classes: int, image_size: int) -> Classifier:
 
 @MODELS.register("densenet121")
 def densenet121(in_channels: int, num_classes: int, image_size: int) -> Classifier:
+    """DenseNet-121 (torchvision, random init; 3x3 stem for small images)."""
     m = tvm.densenet121(weights=None)
     if image_size <= SMALL:
         m.features.conv0 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
@@ -110,6 +113,7 @@ def densenet121(in_channels: int, num_classes: int, image_size: int) -> Classifi
 
 @MODELS.register("mobilenetv2")
 def mobilenetv2(in_channels: int, num_classes: int, image_size: int) -> Classifier:
+    """MobileNetV2 (torchvision, random init; stride-1 stem for small images)."""
     m = tvm.mobilenet_v2(weights=None)
     first = m.features[0][0]
     m.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, 1 if image_size <= SMALL else 2, 1, bias=False)

@@ -18,7 +18,7 @@ from ..data import ImageSet, load, save
 from ..errors import UserError
 from ..log import log, warn
 from ..train import distributed as D
-from ..utils import atomic_dir, check_output_free, sha256_file, write_json
+from ..utils import atomic_dir, check_output_free, check_separate, sha256_file, write_json
 from .base import METHODS, make_params, protect, select
 from .keys import Key, load_key, load_or_create_key, save_key
 
@@ -79,6 +79,7 @@ def protect_source(
     kpath = Path(key_path) if key_path else default_key_path(out)
     if kpath.resolve().is_relative_to(out.resolve()):
         raise UserError(f"--key {kpath}: the key must not be stored inside the output folder")
+    check_separate({"SOURCE": source}, {"--out": out, "--key": kpath})
     info = D.init_from_env(device)
     device = info.device if info.distributed else device
     work = partial_dir(out)
