@@ -64,7 +64,10 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
 
 
 def perturbation_stats(clean: torch.Tensor, protected: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
-    """Mean PSNR/SSIM/L2 and max/mean L-inf of ``protected - clean`` over a batch of uint8 images."""
+    """Mean PSNR/SSIM/L2 and max/mean L-inf of ``protected - clean`` over a batch of uint8 images.
+
+    ``psnr_db`` is the mean over changed images only; ``None`` (with ``psnr_note``) when no image changed.
+    """
     n = len(clean)
     changed = (clean != protected).flatten(1).any(1) if n else torch.zeros(0, dtype=torch.bool)
     # Unchanged images have known values (PSNR inf, SSIM 1, distances 0): compute only the changed ones.
@@ -78,12 +81,15 @@ def perturbation_stats(clean: torch.Tensor, protected: torch.Tensor, chunk: int 
         cat["ssim"][i] = ssim(a, b)
         cat["linf"][i] = linf(a, b)
         cat["l2"][i] = l2(a, b)
+    # PSNR of identical images is infinite; strict JSON has no Infinity, so it is null with a note.
+    unchanged_note = "null: no image changed (PSNR of identical images is infinite)"
     if n == 0:
-        return {"psnr_db": math.inf, "ssim": 1.0, "linf_max": 0.0, "linf_mean": 0.0, "l2_mean": 0.0,
-                "changed_fraction": 0.0}
+        return {"psnr_db": None, "psnr_note": unchanged_note, "ssim": 1.0, "linf_max": 0.0, "linf_mean": 0.0,
+                "l2_mean": 0.0, "changed_fraction": 0.0}
     finite = cat["psnr"][torch.isfinite(cat["psnr"])]
     return {
-        "psnr_db": float(finite.mean()) if len(finite) else math.inf,
+        "psnr_db": float(finite.mean()) if len(finite) else None,
+        **({} if len(finite) else {"psnr_note": unchanged_note}),
         "ssim": float(cat["ssim"].mean()),
         "linf_max": float(cat["linf"].max()),
         "linf_mean": float(cat["linf"].mean()),

@@ -254,6 +254,8 @@ def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from ..report.palette import color
+
     invalid = sum(r.get("valid") == "no" for r in rows)
     rows = [r for r in rows if r.get("valid") != "no"]  # a victim that did not learn says nothing about protection
     datasets = sorted({r["dataset"] for r in rows}) or ["(no valid cells)"]
@@ -267,7 +269,8 @@ def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
                 xs = sorted({int(r["batch_size"]) for r in sub if r["method"] == method})
                 vals = [[r[col] for r in sub if r["method"] == method and int(r["batch_size"]) == x] for x in xs]
                 mean, std = np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
-                style = dict(marker="o") if col == "protected_acc" else dict(marker="s", linestyle="--", color="grey")
+                style = (dict(marker="o", color=color(method)) if col == "protected_acc"
+                         else dict(marker="s", linestyle="--", color=color("clean")))
                 ax.plot(xs, mean, label=label or "clean", **style)
                 ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=style.get("color"))
         ax.set_xscale("log", base=2)

@@ -59,14 +59,33 @@ def demo(
         for m, r in runs.items():
             mt = r["metrics"]
             rows.append({"training data": f"protected: {m}", "clean test acc": pct(r["protected_acc"]),
-                         "PSNR (dB)": f"{mt['psnr_db']:.1f}", "SSIM": f"{mt['ssim']:.3f}",
-                         "L-inf": f"{255 * mt['linf_max']:.0f}/255"})
+                         "PSNR (dB)": "-" if mt["psnr_db"] is None else f"{mt['psnr_db']:.1f}",
+                         "SSIM": f"{mt['ssim']:.3f}", "L-inf": f"{255 * mt['linf_max']:.0f}/255"})
         table = markdown_table(rows, ["training data", "clean test acc", "PSNR (dB)", "SSIM", "L-inf"])
         summary = {"clean_acc": accs["clean"]} | {f"{m}_protected_acc": r["protected_acc"] for m, r in runs.items()}
         write_json(tmp / "summary.json", summary)
         (tmp / "report.md").write_text(_report(table, recipe, runs, time.perf_counter() - t0))
     typer.echo(table)
     typer.echo(f"\nreport: {out / 'report.md'}  (pictures: grid.png, curves.png, accuracy.png)")
+
+
+def _psnr(run: dict) -> str:
+    v = run["metrics"]["psnr_db"]
+    return "n/a (unchanged)" if v is None else f"{v:.1f} dB"
+
+
+def _changes(runs: dict) -> str:
+    """One bullet per method: largest and mean per-image L-inf change (grey levels), PSNR, SSIM, share changed."""
+    return "\n".join(
+        f"- `{m}`: {100 * r['metrics']['changed_fraction']:.0f}% of the images changed; largest pixel change "
+        f"{255 * r['metrics']['linf_max']:.0f}/255 (mean per-image L-inf {255 * r['metrics']['linf_mean']:.1f}/255), "
+        f"PSNR {_psnr(r)}, SSIM {r['metrics']['ssim']:.3f}" for m, r in runs.items())
+
+
+def _validity(run: dict) -> str:
+    if run.get("valid", True):
+        return ""
+    return f"\n**INVALID run**: {run['invalid_reason']}; the accuracies above prove nothing about protection.\n"
 
 
 def _report(table: str, recipe, runs: dict, seconds: float) -> str:
@@ -82,9 +101,16 @@ Victim: `{recipe.model}`, {recipe.epochs} epochs, batch {recipe.batch_size}, SGD
 - **CUDA** (class-wise random blur from a private key) drops clean test accuracy from
   {100 * cuda['clean_acc']:.1f}% to {100 * cuda['protected_acc']:.1f}% (chance is 10%), while the victim fits its
   protected training data ({100 * cuda['protected_train_acc']:.1f}% train accuracy): it learnt the blur, not the digits.
-- **Random noise** of the same kind of budget ({255 * rnd['metrics']['linf_max']:.0f}/255) is the control: it leaves
-  accuracy at {100 * rnd['protected_acc']:.1f}%. Protection comes from the structure of the perturbation, not its size.
+- **Random noise** is the control: it leaves accuracy at {100 * rnd['protected_acc']:.1f}%.
 
+What each method changed in the training images (measured on the written data):
+{_changes(runs)}
+
+CUDA has no L-inf budget: its blur moves some pixels far (up to {255 * cuda['metrics']['linf_max']:.0f}/255) while
+the digits stay recognisable (PSNR {_psnr(cuda)}); the random noise is capped at
+{255 * rnd['metrics']['linf_max']:.0f}/255. The two are not the same size of change, so compare them by what a
+victim learns, not by their budgets.
+{_validity(cuda)}
 ![clean, protected and amplified differences](grid.png)
 
 ![test accuracy per epoch](curves.png)

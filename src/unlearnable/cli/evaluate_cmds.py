@@ -105,7 +105,8 @@ def evaluate_cmd(
         if D.is_main():
             with atomic_dir(out, force) as tmp:
                 write_json(tmp / "results.json", results)
-                accuracy_curves(results["curves"], tmp / "curves.png", chance=results["chance_acc"])
+                accuracy_curves(results["curves"], tmp / "curves.png", chance=results["chance_acc"],
+                                invalid=results["invalid_reason"])
             shutil.rmtree(work, ignore_errors=True)
             typer.echo(f"clean_acc {results['clean_acc']:.4f}  protected_acc {results['protected_acc']:.4f}  "
                        f"gap {results['gap']:.4f}  -> {out / 'results.json'}")

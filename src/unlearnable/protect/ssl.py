@@ -154,8 +154,7 @@ def train_ssl_surrogate(
                 _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                                    "losses": losses, "rng": states})
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.update(1, line=True, loss=losses[-1])
     if bar is not None:
         bar.close()
     return losses
@@ -175,8 +174,9 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
 
 
 def _bar(progress: bool, total: int, initial: int, desc: str):
+    """Epoch progress on rank 0 (see :class:`~unlearnable.log.Progress`); None when not reporting."""
     if not (progress and D.is_main()):
         return None
-    from tqdm import tqdm
+    from ..log import Progress
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", leave=False)
+    return Progress(total, desc, "epoch", initial=initial)

@@ -253,8 +253,7 @@ class UnlearnableClusters(Protection):
                              "history": epochs_log})
             D.barrier()
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(kl=f"{epochs_log[-1]['kl']:.4f}")
+                bar.update(1, line=True, kl=float(epochs_log[-1]["kl"]))
             if self.on_epoch_end is not None:
                 self.on_epoch_end("generator", epoch + 1)
         if bar is not None:

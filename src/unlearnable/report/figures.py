@@ -12,6 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .palette import CHANCE, color  # noqa: E402
 
 
 def _show(ax: Any, img: np.ndarray, title: str | None = None) -> None:
@@ -51,16 +54,23 @@ def image_grid(clean: torch.Tensor, rows: Mapping[str, torch.Tensor], path: str 
 
 
 def accuracy_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path,
-                    title: str = "clean test accuracy while training", chance: float | None = None) -> Path:
-    """One line per run: clean test accuracy after each epoch (dashed: training accuracy)."""
+                    title: str = "clean test accuracy while training", chance: float | None = None,
+                    invalid: str | None = None) -> Path:
+    """One line per run (its condition's colour): clean test accuracy after each epoch (dashed: training accuracy).
+
+    ``invalid``: why the run proves nothing (a clean victim that did not learn); shown in the title.
+    """
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, (name, rows) in enumerate(runs.items()):
+    for name, rows in runs.items():
         ep = [r["epoch"] for r in rows]
-        color = f"C{i}"
-        ax.plot(ep, [100 * r["test_acc"] for r in rows], "-o", ms=3, color=color, label=f"{name} (test)")
-        ax.plot(ep, [100 * r["train_acc"] for r in rows], "--", color=color, alpha=0.5, label=f"{name} (train)")
+        c = color(name)
+        ax.plot(ep, [100 * r["test_acc"] for r in rows], "-o", ms=3, color=c, label=f"{name} (test)")
+        ax.plot(ep, [100 * r["train_acc"] for r in rows], "--", color=c, alpha=0.5, label=f"{name} (train)")
     if chance is not None:
-        ax.axhline(100 * chance, color="gray", lw=0.8, ls=":", label="chance")
+        ax.axhline(100 * chance, color=CHANCE, lw=0.8, ls=":", label="chance")
+    if invalid:
+        title = "INVALID: the clean victim did not beat chance clearly"
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
@@ -78,11 +88,12 @@ def accuracy_bars(values: Mapping[str, float], path: str | Path, title: str = "c
                   chance: float | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(values), 3.2))
     names = list(values)
-    ax.bar(names, [100 * values[n] for n in names], color=[f"C{i}" for i in range(len(names))])
+    ax.bar(names, [100 * values[n] for n in names], color=[color(n) for n in names])
     for i, n in enumerate(names):
         ax.text(i, 100 * values[n] + 1.5, f"{100 * values[n]:.1f}", ha="center", fontsize=8)
     if chance is not None:
-        ax.axhline(100 * chance, color="gray", lw=0.8, ls=":")
+        ax.axhline(100 * chance, color=CHANCE, lw=0.8, ls=":", label="chance")
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .palette import color, tissue_colors
+
 SPLITS = ("retain", "forget", "test")
 
 
@@ -51,8 +53,8 @@ def dice_bars(results: dict[str, Any], path: Path) -> None:
                                                    for h, r in runs.items()]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4))
-    for k, (split, colour) in enumerate(zip(SPLITS, ("tab:green", "tab:red", "tab:blue"), strict=True)):
-        ax.bar(x + (k - 1) * 0.27, [r[split]["dice"] for _, r in rows], 0.27, label=split, color=colour)
+    for k, split in enumerate(SPLITS):
+        ax.bar(x + (k - 1) * 0.27, [r[split]["dice"] for _, r in rows], 0.27, label=split, color=color(split))
     ax.set_xticks(x, [n for n, _ in rows], fontsize=7)
     ax.set_ylabel("mean Dice (scored classes)")
     ax.set_ylim(0, 1)
@@ -75,21 +77,29 @@ def overlay(image: torch.Tensor, truth: torch.Tensor, before: torch.Tensor, afte
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
 
     z = image.shape[-1] // 2
+    colours = tissue_colors(list(classes))
+    cmap = ListedColormap(colours)
     panels = [("ground truth", truth), ("before", before), *[(f"after {n}", a) for n, a in after.items()]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 3.0))
     axes = np.atleast_1d(axes)
     base = image[0, :, :, z].numpy().T
     for ax, (name, lab) in zip(axes, panels, strict=True):
         ax.imshow(base, cmap="gray", origin="lower")
         m = np.ma.masked_equal(lab[:, :, z].numpy().T, 0)
-        ax.imshow(m, cmap="tab10", vmin=0, vmax=max(9, len(classes) - 1), alpha=0.5, origin="lower",
+        ax.imshow(m, cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, alpha=0.55, origin="lower",
                   interpolation="nearest")
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    key = [Patch(facecolor=c, edgecolor="#666666", label=n.upper() if n.lower() in ("csf", "gm", "wm") else n)
+           for n, c in zip(classes, colours)]
+    key[0] = Patch(facecolor="none", edgecolor="#666666", label=f"{classes[0]} (no overlay)")
+    fig.legend(handles=key, loc="lower center", ncol=len(key), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -99,8 +109,10 @@ def write_report(out: Path, results: dict[str, Any], image: torch.Tensor, truth:
     """``dice_bars.png``, ``overlay.png`` and ``report.md`` into ``out``."""
     dice_bars(results, out / "dice_bars.png")
     synthetic = results.get("setup", {}).get("synthetic")
-    overlay(image, truth, before, after, classes, out / "overlay.png",
-            "a forget subject (synthetic)" if synthetic else "a forget subject")
+    horizon = max((int(h) for runs in results["strategies"].values() for h in runs), default=0)
+    overlay(image, truth, before, {f"{n} ({horizon} ep)": a for n, a in after.items()}, classes,
+            out / "overlay.png", ("a forget subject (synthetic)" if synthetic else "a forget subject")
+            + f": middle axial slice, after {horizon} unlearning epochs")
     s = results.get("setup", {})
     text = [f"# Unlearning report{' (synthetic brain-phantoms)' if synthetic else ''}", "",
             f"{s.get('n_retain')} retain, {s.get('n_forget')} forget, {s.get('n_test')} test subjects; "

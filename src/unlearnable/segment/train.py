@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..errors import UserError
+from ..log import Progress
 from ..models.seg3d import build_seg_model
 from ..train.distributed import all_reduce_mean, batches, info, is_main, per_rank_batch, train_sampler, unwrap, wrap
 from ..utils import sha256_file
@@ -102,8 +102,7 @@ def train_epochs(model: torch.nn.Module, data: PatchData, cfg: SegConfig, start:
     sampler = train_sampler(n_items, seed=cfg.seed)
     history = []
     model.train()
-    bar = tqdm(total=(stop - start) * -(-len(sampler) // per_rank), desc=desc, disable=not is_main(), leave=False,
-               dynamic_ncols=True)
+    bar = Progress((stop - start) * -(-len(sampler) // per_rank), desc, "batch")
     for epoch in range(start, stop):
         sampler.set_epoch(epoch)
         total, count = torch.zeros(()), 0
@@ -115,9 +114,9 @@ def train_epochs(model: torch.nn.Module, data: PatchData, cfg: SegConfig, start:
             optimizer.step()
             total += loss.detach().cpu()
             count += 1
-            bar.update(1)
+            bar.update(1, line=False)
         history.append(float(all_reduce_mean(total / max(count, 1))))
-        bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.3f}")
+        bar.update(0, line=True, epoch=epoch + 1, loss=history[-1])
     bar.close()
     return history
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..log import Progress
 from ..models import build_model
 from ..registry import look_up_option
 from . import distributed as D
@@ -149,10 +150,7 @@ def train_classifier(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         hist.epochs, start_epoch, hist.wall_s = state["history"], state["epoch"], state["wall_s"]
-    bar = None
-    if progress and D.is_main():
-        from tqdm import tqdm
-        bar = tqdm(total=recipe.epochs, initial=start_epoch, desc=desc, unit="epoch", leave=False)
+    bar = Progress(recipe.epochs, desc, "epoch", initial=start_epoch, enabled=progress)
     t0 = time.perf_counter() - hist.wall_s
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, recipe.epochs):
@@ -188,10 +186,7 @@ def train_classifier(
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                         "history": hist.epochs, "wall_s": hist.wall_s, "recipe": asdict(recipe)}, tmp)
             tmp.replace(ckpt)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("acc")})
-    if bar is not None:
-        bar.close()
+        bar.update(1, line=True, **{k: v for k, v in row.items() if k.endswith("acc")})
+    bar.close()
     D.barrier()
     return model, hist

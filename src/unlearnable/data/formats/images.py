@@ -29,11 +29,9 @@ def read_images(paths: Sequence[Path], size: int | None, progress: bool = False)
     ``size x size``, as the Pets/Flowers102 studies do); a corrupt file is named in the error.
     """
     pil: list[Image.Image] = []
-    it = paths
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(paths, desc="reading images", unit="img", leave=False)
-    for p in it:
+    from ...log import track
+
+    for p in track(paths, len(paths), "reading images", "image", enabled=progress):
         try:
             with Image.open(p) as im:
                 im.load()
