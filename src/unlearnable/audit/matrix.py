@@ -197,13 +197,14 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[fl
     import numpy as np
     from matplotlib.patches import Patch, Rectangle
 
+    from ..report.palette import INVALID
+
     a = 100 * np.asarray(grid, dtype=float)
     bad = [j for j, c in enumerate(cols) if c in invalid]
     shown = a.copy()
     shown[:, bad] = np.nan  # never coloured as protection: a baseline that did not learn proves nothing
     fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.1 * len(cols)), 1.6 + 0.45 * len(rows)))
-    cmap = plt.get_cmap("RdYlGn_r").copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad=INVALID)
     im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=0, vmax=100, aspect="auto")
     for j in bad:
         ax.add_patch(Rectangle((j - 0.5, -0.5), 1, len(rows), fill=False, hatch="///", edgecolor="#888888", lw=0))
@@ -215,7 +216,7 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[fl
             ax.text(j, i, "" if np.isnan(a[i, j]) else f"{a[i, j]:.0f}", ha="center", va="center", fontsize=8,
                     color="#555555" if j in bad else "black")
     if bad:
-        ax.legend(handles=[Patch(facecolor="#d9d9d9", hatch="///", edgecolor="#888888",
+        ax.legend(handles=[Patch(facecolor=INVALID, hatch="///", edgecolor="#888888",
                                  label="invalid: clean baseline did not beat chance")],
                   loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=7, frameon=False)
     fig.colorbar(im, ax=ax, label="clean test accuracy (%)")

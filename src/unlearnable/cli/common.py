@@ -24,9 +24,11 @@ def choices_help(lead: str, names: Sequence[str], tail: str = "", width: int = 4
     """Option help listing ``names`` whole: wrapped at ``width`` between names, never inside one.
 
     Click re-wraps help text and breaks words at hyphens (``fix-`` / ``decoder``); a paragraph that starts with
-    ``\\b`` is printed as given, so the lines are wrapped here instead.
+    ``\\b`` is printed as given, so the lines are wrapped here instead (pass ``show_default=False`` and name the
+    default in ``tail``: click would append it to the last line).
     """
     import textwrap
 
     text = f"{lead} {', '.join(names)}{tail}"
-    return "\b\n" + "\n".join(textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False))
+    lines = textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+    return "\b\n" + "\n".join(lines)

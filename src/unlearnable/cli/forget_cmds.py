@@ -9,7 +9,12 @@ from typing import Any
 import typer
 
 from ..errors import UserError
+from ..forget import STRATEGIES
+from ..models.seg3d import SEG_MODELS
 from . import app
+from .common import choices_help
+
+SEG_MODEL_NAMES, STRATEGY_NAMES = SEG_MODELS.names(), STRATEGIES.names()
 
 segment_app = typer.Typer(help="Train 3D segmenters on subjects (MRBrainS18 folders, NIfTI CSVs, brain-phantoms).",
                           no_args_is_help=True)
@@ -30,7 +35,8 @@ def _check_patch(patch: int) -> None:
 def segment_train(
     subjects: str = typer.Argument(..., help="brain-phantoms[:n=12,size=32], an MRBrainS18 folder, or a .csv"),
     out: Path = typer.Option(..., "--out", help="model folder to write"),
-    model: str = typer.Option("resnet10", "--model", help="resnet10|resnet18|resnet34|resnet50|unet"),
+    model: str = typer.Option("resnet10", "--model", show_default=False,
+                              help=choices_help("one of:", SEG_MODEL_NAMES, " (default: resnet10)")),
     width: int = typer.Option(8, "--width", help="base channels (Med3D: 64; small for CPU)"),
     patch: int = typer.Option(32, "--patch", help="training patch edge (voxels, multiple of 8)"),
     epochs: int = typer.Option(20, "--epochs"),
@@ -98,8 +104,9 @@ def forget(
     forget_ids: str = typer.Option(..., "--forget", help="comma list of subject ids to forget"),
     out: Path = typer.Option(..., "--out", help="output folder"),
     strategy: str = typer.Option("noisy-label", "--strategy",
-                                 help="noisy-label|max-loss|random-encoder|fix-decoder|finetune|retrain, a comma "
-                                      "list, or 'all' (every strategy + retrain)"),
+                                 show_default=False,
+                                 help=choices_help("one of", STRATEGY_NAMES, ", a comma list, or 'all' (every "
+                                                   "strategy + retrain); default: noisy-label")),
     epochs: str = typer.Option("20,50", "--epochs", help="epoch horizons, one run checkpointed at each"),
     lr: float = typer.Option(None, "--lr", help="learning rate (default: the model's training lr)"),
     batch_size: int = typer.Option(None, "--batch-size", help="global batch size (default: as trained)"),
