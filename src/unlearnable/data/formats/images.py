@@ -31,7 +31,8 @@ def read_images(paths: Sequence[Path], size: int | None, progress: bool = False)
     pil: list[Image.Image] = []
     from ...log import track
 
-    for p in track(paths, len(paths), "reading images", "image", enabled=progress):
+    # Small folders read in a blink: progress only for large ones (a log gets a line per 10%).
+    for p in track(paths, len(paths), "reading images", "image", enabled=progress and len(paths) >= 1000):
         try:
             with Image.open(p) as im:
                 im.load()
