@@ -25,13 +25,20 @@ def source(tmp_path) -> str:
 ARGS = ["--model", "smallcnn", "--epochs", "1", "--batch-size", "16", "--lr", "0.05"]
 
 
+def audit_inconclusive(cmd: list[str]) -> None:
+    """Run an audit on the random-label ``source``: no clean victim can learn it, so every run exits 3."""
+    with pytest.raises(SystemExit) as e:
+        main(cmd)
+    assert e.value.code == 3
+
+
 def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
     out = tmp_path / "audit"
     cmd = ["audit", source, "--methods", "lsp,ops", "--defenses", "none,grayscale,jpeg:20", "--mix", "1.0,0.5",
            "--out", str(out), *ARGS]
-    main(cmd)
+    audit_inconclusive(cmd)
     rows = list(csv.DictReader((out / "audit.csv").open()))
-    assert list(rows[0]) == ["method", "defense", "mix", "clean_acc", "protected_acc"]
+    assert list(rows[0]) == ["method", "defense", "mix", "clean_acc", "protected_acc", "valid"]
     assert len(rows) == 3 + 2 * 3 * 2  # one clean baseline per defence + every (method, defence, mix)
     assert {(r["method"], r["defense"], r["mix"]) for r in rows if r["method"] != "clean"} == {
         (m, d, x) for m in ("lsp", "ops") for d in ("none", "grayscale", "jpeg:20") for x in ("1.0", "0.5")}
@@ -44,11 +51,11 @@ def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/results.json")}
     assert len(stamps) == 15
     capsys.readouterr()
-    main(cmd)  # resume: every cell is done, nothing is retrained
+    audit_inconclusive(cmd)  # resume: every cell is done, nothing is retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/results.json")} == stamps
     assert "clean (no protection)" in capsys.readouterr().out
-    main(["audit", source, "--methods", "lsp", "--defenses", "none", "--mix", "1.0", "--param", "lsp.eps=16/255",
-          "--out", str(out), *ARGS])  # other parameters: new cells, not the stale ones
+    audit_inconclusive(["audit", source, "--methods", "lsp", "--defenses", "none", "--mix", "1.0", "--param",
+                        "lsp.eps=16/255", "--out", str(out), *ARGS])  # other parameters: new cells, not stale ones
     assert len(list(out.glob("cells/*/results.json"))) == 16
 
 
@@ -81,8 +88,8 @@ def test_every_registered_defence_runs_in_the_audit_matrix(source, tmp_path, cap
 
     names = DEFENSES.names()
     out = tmp_path / "all"
-    main(["audit", source, "--methods", "ops", "--defenses", ",".join(names), "--mix", "1.0", "--out", str(out),
-          *ARGS])
+    audit_inconclusive(["audit", source, "--methods", "ops", "--defenses", ",".join(names), "--mix", "1.0",
+                        "--out", str(out), *ARGS])
     rows = list(csv.DictReader((out / "audit.csv").open()))
     assert {r["defense"] for r in rows} == set(names)
     assert {r["method"] for r in rows} == {"clean", "ops"}

@@ -83,8 +83,8 @@ def test_evaluate_cli_end_to_end(npz_path, tmp_path, capsys):
     out = tmp_path / "audit"
     code, _, err = run_cli(["evaluate", "--protected", str(prot), "--clean", str(npz_path), "--model", "smallcnn",
                             "--epochs", "2", "--batch-size", "8", "--out", str(out), "--device", "cpu"], capsys)
-    assert code == 0, err
     res = json.loads((out / "results.json").read_text())
+    assert code == (0 if res["valid"] else 3), err  # 3: the tiny clean victim did not beat chance clearly
     assert {"clean_acc", "protected_acc"} <= set(res) and res["method"] == "cuda"
     assert (out / "curves.png").stat().st_size > 1000
     assert not list(tmp_path.glob(".audit.partial*"))  # checkpoints cleaned up after success

@@ -76,7 +76,11 @@ def test_evaluate_cli_with_defence_and_mix(tmp_path, capsys):
 
     src = _npz(tmp_path)
     out = tmp_path / "out"
-    main(["evaluate", "--protected", src, "--clean", src, "--out", str(out), "--model", "smallcnn", "--epochs", "1",
-          "--batch-size", "16", "--defense", "grayscale", "--defense", "cutout:4", "--mix", "1/2", "--device", "cpu"])
+    with pytest.raises(SystemExit) as e:  # exit 0, or 3 when the 1-epoch clean victim did not beat chance
+        main(["evaluate", "--protected", src, "--clean", src, "--out", str(out), "--model", "smallcnn", "--epochs",
+              "1", "--batch-size", "16", "--defense", "grayscale", "--defense", "cutout:4", "--mix", "1/2", "--device",
+              "cpu"])
+        raise SystemExit(0)
     res = json.loads((out / "results.json").read_text())
+    assert e.value.code == (0 if res["valid"] else 3)
     assert res["mix"] == 0.5 and res["defenses"] == ["grayscale", "cutout:4"] and res["protected_samples"] == 15
