@@ -23,11 +23,11 @@ from ..train.defenses import Defense
 from ..train.loop import BatchHook, History, Recipe, train_classifier
 from .metrics import baseline_valid
 
-# Victim defaults by device: the papers' ResNet-18 needs a GPU (about 50 min for 10 epochs of mnist5k on two CPU
-# cores); on a CPU the small CNN gives a usable audit in minutes. Measured numbers are in README.md.
+# Victim defaults by device: the papers' ResNet-18 needs a GPU (10 epochs of both victims take about
+# 50 min on two CPU cores); on a CPU the small CNN gives a usable audit in minutes. Measurements: README.md.
 VICTIM_DEFAULTS = {"cpu": ("smallcnn", 8), "gpu": ("resnet18", 10)}
-VICTIM_HELP = ("victim architecture; default by device: smallcnn on CPU (8 epochs of mnist5k: about 1 min on 2 "
-               "cores), resnet18 on a GPU (the papers' victim; about 5 min per epoch of mnist5k on 2 CPU cores)")
+VICTIM_HELP = ("victim architecture; default by device: smallcnn, 8 epochs on CPU (a few minutes for mnist5k on 2 "
+               "cores); resnet18, 10 epochs on a GPU (the papers' victim; about 50 min on 2 CPU cores)")
 
 
 def default_victim(device: str, model: str | None, epochs: int | None) -> tuple[str, int, str]:
