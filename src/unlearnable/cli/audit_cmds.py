@@ -8,7 +8,7 @@ import typer
 
 from ..audit.evaluate import VICTIM_HELP
 from ..errors import UserError
-from ..utils import check_separate
+from ..utils import check_separate, resumable_dir
 from . import app
 from .evaluate_cmds import parse_mix, recipe_options
 
@@ -85,8 +85,9 @@ def audit_cmd(
         if split not in ds.split_names():
             raise UserError(f"{source}: no '{split}' split (present: {', '.join(ds.split_names())})")
     ds = subsample(ds, limit, seed)
-    rows = run_audit(ds, params, defense_list, mixes, recipe, out, device=device, key_seed=key_seed,
-                     source=str(source), progress=progress_enabled())
+    with resumable_dir(out, "re-run the same command to resume the audit"):  # finished cells are kept
+        rows = run_audit(ds, params, defense_list, mixes, recipe, out, device=device, key_seed=key_seed,
+                         source=str(source), progress=progress_enabled())
     typer.echo((out / "audit.md").read_text().split("\n\n", 2)[-1].rstrip())
     typer.echo(f"\n{len(rows)} cells -> {out / 'audit.csv'}, {out / 'audit.md'}, {out / 'heatmap.png'}")
     bad = {r["defense"]: r["invalid_reason"] for r in rows if not r["valid"]}

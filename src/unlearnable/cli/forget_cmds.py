@@ -58,7 +58,7 @@ def segment_train(
     from ..registry import look_up_option
     from ..segment.train import SegConfig, arch_of, config_dict, save_model, train_segmenter
     from ..train.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
-    from ..utils import atomic_dir, check_output_free, check_separate
+    from ..utils import atomic_dir, check_output_free, check_separate, keep_or_remove
 
     look_up_option(model, SEG_MODELS.names(), "model")
     _check_patch(patch)
@@ -79,8 +79,13 @@ def segment_train(
     if is_main():
         print(f"segment train: {len(train)} train / {len(test)} test subjects, {s.shape} voxels, "
               f"world size {info.world_size}, per-rank batch {per_rank_batch(batch_size)}, device {info.device}")
-    net, summary = train_segmenter(train.images, train.labels, s.num_classes, cfg, info.device,
-                                   str(pretrained) if pretrained else None, ck)
+    try:
+        net, summary = train_segmenter(train.images, train.labels, s.num_classes, cfg, info.device,
+                                       str(pretrained) if pretrained else None, ck)
+    except BaseException:
+        if is_main():  # the error line names the checkpoints, if any were saved
+            keep_or_remove(ck, "re-run with --resume to continue")
+        raise
     scores = {name: public(evaluate(net, part.images, part.labels, s.scored, patch, info.device))
               for name, part in (("train", train), ("test", test))}
     if is_main():
@@ -119,14 +124,19 @@ def forget(
     from ..forget.run import run_forget
     from ..report.forget_figures import results_table
     from ..train.distributed import init_from_env, is_main, per_rank_batch, shutdown
-    from ..utils import check_separate
+    from ..utils import check_separate, keep_or_remove
 
     check_separate({"MODEL_DIR": model_dir, "SUBJECTS": subjects}, {"--out": out})
     info = init_from_env(device)
     if batch_size is not None:
         per_rank_batch(batch_size)
-    results = run_forget(model_dir, subjects, forget_ids, strategy, epochs, out,
-                         {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume)
+    try:
+        results = run_forget(model_dir, subjects, forget_ids, strategy, epochs, out,
+                             {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume)
+    except BaseException:
+        if is_main():  # horizons already reached are checkpointed beside the output
+            keep_or_remove(_ckpt_dir(out), "re-run with --resume to continue")
+        raise
     if is_main():
         print(results_table(results), end="")
         print(f"wrote {out}")

@@ -18,7 +18,7 @@ from ..data import ImageSet, load, save
 from ..errors import UserError
 from ..log import log, warn
 from ..train import distributed as D
-from ..utils import atomic_dir, check_output_free, check_separate, sha256_file, write_json
+from ..utils import atomic_dir, check_output_free, check_separate, keep_or_remove, sha256_file, write_json
 from .base import METHODS, make_params, protect, select
 from .keys import Key, load_key, load_or_create_key, save_key
 
@@ -102,6 +102,10 @@ def protect_source(
     except UserError:
         if D.is_main():  # bad input: leave nothing behind (an interruption keeps its checkpoints for --resume)
             shutil.rmtree(work, ignore_errors=True)
+        raise
+    except BaseException:
+        if D.is_main():  # kept only if it holds a parked key or checkpoints; the error line then names it
+            keep_or_remove(work, "re-run with --resume to continue")
         raise
     elapsed = time.perf_counter() - t0
     if not D.is_main():  # rank 0 alone writes; the others wait until the output is in place
