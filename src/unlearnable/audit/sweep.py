@@ -279,7 +279,8 @@ def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_title(d + (f" ({invalid} invalid cell(s) not shown)" if invalid else ""), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     fig.savefig(tmp, dpi=120)

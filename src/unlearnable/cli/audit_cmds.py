@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ..audit.evaluate import VICTIM_HELP
+from ..audit.evaluate import VICTIM_HELP, default_victim
 from ..errors import UserError
+from ..log import log
 from ..utils import check_separate, resumable_dir
 from . import app
 from .evaluate_cmds import parse_mix, recipe_options
@@ -85,6 +86,7 @@ def audit_cmd(
         if split not in ds.split_names():
             raise UserError(f"{source}: no '{split}' split (present: {', '.join(ds.split_names())})")
     ds = subsample(ds, limit, seed)
+    log(default_victim(device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
     with resumable_dir(out, "re-run the same command to resume the audit"):  # finished cells are kept
         rows = run_audit(ds, params, defense_list, mixes, recipe, out, device=device, key_seed=key_seed,
                          source=str(source), progress=progress_enabled())

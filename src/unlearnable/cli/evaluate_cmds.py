@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..audit.evaluate import VICTIM_HELP
+from ..audit.evaluate import VICTIM_HELP, default_victim
 from ..audit.metrics import EXIT_INCONCLUSIVE
 from ..log import log, progress_enabled, warn
 from ..utils import parse_number
@@ -17,13 +17,10 @@ from . import app
 
 def recipe_options(model: str | None, epochs: int | None, batch_size: int, lr: str, lr_scaling: str,
                    warmup_epochs: float, seed: int, device: str = "cpu"):
-    """The victim recipe; an unset model/epochs is chosen for ``device`` and announced (see default_victim)."""
-    from ..audit.evaluate import default_victim
+    """The victim recipe; an unset model/epochs is chosen for ``device`` (see default_victim)."""
     from ..train.loop import Recipe
 
-    model, epochs, note = default_victim(device, model, epochs)
-    if note:
-        log(note)
+    model, epochs, _ = default_victim(device, model, epochs)  # announced once the inputs are checked
     r = Recipe(model=model, epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr"),
                lr_scaling=lr_scaling, warmup_epochs=warmup_epochs, seed=seed)
     r.validate()
@@ -90,6 +87,7 @@ def evaluate_cmd(
         h.update(repr(([d.spec for d in defenses], mix_ratio)).encode())  # other defences/mix: other checkpoints
         tag = h.hexdigest()[:12]
         work = out.parent / f".{out.name}.partial-{tag}"
+        log(default_victim(info.device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
         if D.is_main() and work.is_dir() and any(work.iterdir()):
             log(f"resuming from checkpoints in {work}")
         # A failed run keeps this folder only if it holds checkpoints (then the error line names it).
