@@ -1,7 +1,8 @@
 """The ``unlearnable`` command line.
 
 Each command group lives in its own module and registers itself on :data:`app` when imported below. Every
-user-facing failure ends as one line on stderr and exit code 2 (see :func:`main`).
+failure ends as one line on stderr: exit code 2 for user errors, 1 for anything unexpected (see :func:`main`).
+Only typer's public API is used (``typer.Exit``, ``typer.Abort``, ``typer.TyperException``, ``typer.main``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: wraps at the terminal width, no boxes, no <type> placeholders
 )
-
 
 
 def _version(value: bool) -> None:
