@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..audit.evaluate import VICTIM_HELP, default_victim
+from ..audit.evaluate import VICTIM_HELP, check_pair, default_victim
 from ..audit.metrics import EXIT_INCONCLUSIVE
 from ..log import log, progress_enabled, warn
 from ..utils import parse_number
@@ -87,6 +87,7 @@ def evaluate_cmd(
         h.update(repr(([d.spec for d in defenses], mix_ratio)).encode())  # other defences/mix: other checkpoints
         tag = h.hexdigest()[:12]
         work = out.parent / f".{out.name}.partial-{tag}"
+        check_pair(prot, clean_ds, "train", "test")  # inputs first: a bad pair is one line, nothing announced
         log(default_victim(info.device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
         if D.is_main() and work.is_dir() and any(work.iterdir()):
             log(f"resuming from checkpoints in {work}")
