@@ -106,8 +106,8 @@ Victim: `{recipe.model}`, {recipe.epochs} epochs, batch {recipe.batch_size}, SGD
 What each method changed in the training images (measured on the written data):
 {_changes(runs)}
 
-CUDA has no L-inf budget: its blur moves some pixels far (up to {255 * cuda['metrics']['linf_max']:.0f}/255) while
-the digits stay recognisable (PSNR {_psnr(cuda)}); the random noise is capped at
+CUDA has no L-inf budget: its blur moves some pixels far (up to {255 * cuda['metrics']['linf_max']:.0f}/255; PSNR
+{_psnr(cuda)}, SSIM {cuda['metrics']['ssim']:.3f}: judge the digits in grid.png); the random noise is capped at
 {255 * rnd['metrics']['linf_max']:.0f}/255. The two are not the same size of change, so compare them by what a
 victim learns, not by their budgets.
 {_validity(cuda)}
