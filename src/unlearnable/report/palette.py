@@ -11,12 +11,12 @@ import hashlib
 
 FIXED = {
     # training data / protection methods
-    "clean": "#1f77b4", "random": "#7f7f7f", "cuda": "#d62728", "em": "#9467bd", "uc": "#8c564b",
+    "clean": "#1f77b4", "random": "#bcbd22", "cuda": "#d62728", "em": "#9467bd", "uc": "#8c564b",
     "beo": "#e377c2", "lsp": "#ff7f0e", "ops": "#17becf",
     # forget splits
     "retain": "#2ca02c", "forget": "#d62728", "test": "#1f77b4",
 }
-SPARE = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+SPARE = ("#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
 CHANCE = "#999999"  # the chance line
 INVALID = "#d9d9d9"  # cells or bars that prove nothing
 
