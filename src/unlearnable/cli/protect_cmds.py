@@ -37,6 +37,14 @@ def protect_cmd(
     lr_scaling: str = typer.Option(None, "--lr-scaling", help="none, linear or sqrt in batch_size/base_batch"),
     warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="linear learning-rate warm-up"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from .OUT.partial/"),
+    verify: bool = typer.Option(False, "--verify", help="train a short independent victim on the protected and the "
+                                "clean training split before writing; the verdict goes into manifest.json"),
+    target_acc: str = typer.Option(None, "--target-acc", help="search the smallest eps whose verified protected "
+                                   "accuracy is at most this fraction (e.g. 0.2); implies --verify"),
+    verify_victim: str = typer.Option("auto", "--verify-victim", help="victim of --verify (auto: smallcnn, or "
+                                      "resnet18 when smallcnn was the surrogate)"),
+    verify_epochs: int = typer.Option(8, "--verify-epochs", help="epochs of each --verify victim (about 1 min per "
+                                      "1,000 images of 32x32 per victim on 2 CPU cores)"),
 ) -> None:
     """Protect the training split of SOURCE and write it to OUT in the same format, with a manifest.
 
@@ -50,8 +58,16 @@ def protect_cmd(
              "batch_size": batch_size, "epochs": epochs, "lr_scaling": lr_scaling, "warmup_epochs": warmup_epochs}
     params.update({k: str(v) for k, v in flags.items() if v is not None})
     dev = D.resolve_device(device, D.launcher_env()[3])
+    review = None
+    if verify or target_acc is not None:
+        from ..audit.verify import VerifyOptions, make_review
+
+        target = parse_number(target_acc, "--target-acc") if target_acc is not None else None
+        review = make_review(VerifyOptions(victim=verify_victim, epochs=verify_epochs, target_acc=target,
+                                           device=dev))
     try:
         protect_source(source, method, out, key, splits, params, force, dev, size, seed,
-                       parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume)
+                       parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume,
+                       review=review)
     finally:
         D.shutdown()

@@ -31,6 +31,8 @@ class Protection:
     label_agnostic: ClassVar[bool] = False
     #: One-line description shown by ``unlearnable datasets``/``methods`` and the docs.
     summary: ClassVar[str] = ""
+    #: Largest L-inf ``eps`` the method accepts (and ``--target-acc`` searches up to); beyond it images visibly change.
+    max_eps: ClassVar[float] = 32 / 255
 
     @dataclasses.dataclass(frozen=True)
     class Params:
@@ -77,6 +79,10 @@ def make_params(cls: type[Protection], overrides: Mapping[str, Any]) -> Any:
     check = getattr(params, "validate", None)
     if check is not None:
         check()
+    eps = getattr(params, "eps", None)
+    if eps is not None and getattr(params, "norm", "linf") == "linf" and eps > cls.max_eps + 1e-9:
+        raise UserError(f"--param eps={eps * 255:.4g}/255: above the maximum of method '{cls.name}' "
+                        f"({cls.max_eps * 255:.4g}/255)")
     return params
 
 

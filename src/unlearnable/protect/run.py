@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ def protect_source(
     progress: bool = False,
     quiet: bool = False,
     resume: bool = False,
+    review: Callable[..., tuple[ImageSet, Any, Any, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Run the whole protect job; returns the manifest. Nothing is written if any step fails.
 
@@ -71,6 +72,10 @@ def protect_source(
     such as UC, shard their batches); rank 0 alone writes, the others wait. Methods with a ``checkpoint_dir``
     checkpoint every epoch into ``.OUT.partial/`` beside the output; ``resume`` continues from there (the key
     of an interrupted run is kept there too, mode 0600, until the output is complete).
+
+    ``review(ds, protected, perturbation, method, refit)`` (e.g. ``--verify``/``--target-acc``, built by
+    :mod:`unlearnable.audit.verify`) runs on every rank after the fit and before anything is written; it may
+    replace the protection (``refit(overrides)`` re-fits with other parameters) and returns manifest entries.
     """
     out = Path(out)
     cls = METHODS.get(method)
@@ -87,6 +92,8 @@ def protect_source(
     split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
     algo = cls(params=p, device=device, progress=progress)
     n_target = len(select(ds, algo, split_list))  # validate before any work or any file (a parked key included)
+    if review is not None and hasattr(review, "check"):
+        review.check(ds)
     checkpoints = hasattr(cls, "checkpoint_dir")
     key, created = _key_for_run(kpath, work, resume, park=checkpoints)
     say = (lambda m: None) if quiet else log
@@ -96,8 +103,17 @@ def protect_source(
         algo.checkpoint_dir = work
         if resume and work.is_dir():
             say(f"resuming from checkpoints in {work}")
+    def refit(overrides: Mapping[str, Any]) -> tuple[ImageSet, Any, Any]:
+        a = cls(params=make_params(cls, {**(params or {}), **overrides}), device=device, progress=progress)
+        prot, pe = protect(ds, a, key=key, splits=split_list, return_perturbation=True)
+        return prot, pe, a
+
+    extra: dict[str, Any] = {}
     try:
         protected, pert = protect(ds, algo, key=key, splits=split_list, return_perturbation=True)
+        if review is not None:
+            protected, pert, algo, extra = review(ds, protected, pert, algo, refit)
+            p = algo.params
     except UserError:
         if D.is_main():  # bad input: leave nothing behind (an interruption keeps its checkpoints for --resume)
             shutil.rmtree(work, ignore_errors=True)
@@ -108,7 +124,7 @@ def protect_source(
         return {}
     try:
         manifest = _write(out, force, ds, protected, pert, algo, method, p, key, created, kpath, split_list,
-                          source, seed, test_fraction, size, elapsed, quiet)
+                          source, seed, test_fraction, size, elapsed, quiet, extra)
     finally:
         D.barrier()
     shutil.rmtree(work, ignore_errors=True)
@@ -143,7 +159,8 @@ def _key_for_run(kpath: Path, work: Path, resume: bool, park: bool) -> tuple[Key
 
 def _write(out: Path, force: bool, ds: ImageSet, protected: ImageSet, pert: Any, algo: Any, method: str, p: Any,
            key: Key, created: bool, kpath: Path, split_list: list[str], source: str, seed: int,
-           test_fraction: float, size: int | None, elapsed: float, quiet: bool) -> dict[str, Any]:
+           test_fraction: float, size: int | None, elapsed: float, quiet: bool,
+           extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     say = (lambda m: None) if quiet else log
     metrics = {}
     for s in ds.split_names():
@@ -174,6 +191,7 @@ def _write(out: Path, force: bool, ds: ImageSet, protected: ImageSet, pert: Any,
             files = files + pert.save_artifacts(tmp)
         if getattr(pert, "report", None):
             manifest["fit"] = pert.report
+        manifest.update(extra or {})
         manifest["output"] = {"sha256": {str(f.relative_to(tmp)): sha256_file(f) for f in files}}
         write_json(tmp / MANIFEST, manifest)
         if created:

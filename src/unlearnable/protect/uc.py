@@ -58,6 +58,7 @@ class UnlearnableClusters(Protection):
 
     summary = "Unlearnable Clusters: K-means on surrogate features + one generator, K cluster-wise perturbations " \
               "(Zhang et al., CVPR 2023); label-agnostic, DDP"
+    max_eps = 64 / 255  # the batch-size study's CPU configuration runs at 64/255
     label_agnostic = True
     #: Parameters that make ``fit`` take about a second on tiny inputs (for contract tests).
     tiny_params: ClassVar[dict[str, Any]] = {"clusters": 2, "epochs": 1, "ssl_epochs": 1, "batch_size": 8,
