@@ -67,3 +67,13 @@ def test_builtin_with_options_saves_as_npz(tmp_path):
     assert [f.name for f in files] == ["textures.npz"]
     back = load(tmp_path / "textures.npz")
     assert np.array_equal(back.to_numpy(), ds.to_numpy()) and back.labels.tolist() == ds.labels.tolist()
+
+
+def test_cli_protects_a_builtin_with_options_and_rejects_bad_ones(tmp_path, capsys):
+    from helpers import run_cli
+
+    code, _, err = run_cli(["protect", "textures:n=x", "-m", "random", "-o", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "textures:n=x: option n='x' is not a whole number" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "bad").exists()
+    code, _, _ = run_cli(["protect", "textures:n=20,test=10", "-m", "random", "-o", str(tmp_path / "ok")], capsys)
+    assert code == 0 and (tmp_path / "ok" / "textures.npz").is_file()
