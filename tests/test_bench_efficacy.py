@@ -50,7 +50,7 @@ def test_quick_run_json_and_table(bench, tmp_path, capsys):
     rows = result["rows"]
     assert [(r["method"], r["eps_255"]) for r in rows] == [("random", 8.0), ("ops", None)]
     (base,) = result["baselines"]  # one clean victim for the whole (dataset, victim, seed)
-    assert base["train"] == 200 and base["test"] == 100 and base["epochs"] == 6
+    assert base["train"] == 200 and base["test"] == 100 and base["epochs"] == 6 and len(base["test_curve"]) == 6
     assert base["chance"] == pytest.approx(0.1)
     assert base["clean_acc"] > base["chance"] + 0.15  # the victim learns the task
     for r in rows:
