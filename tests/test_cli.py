@@ -135,7 +135,8 @@ def test_real_entry_point_exit_code(tmp_path):
 def test_datasets_lists_everything(capsys):
     code, out, _ = run_cli(["datasets"], capsys)
     assert code == 0
-    for word in ("mnist5k", "npz", "folder", "pets", "flowers102", "cuda", "random", "resnet18"):
+    for word in ("mnist5k", "mni-tissue", "textures", "npz", "folder", "pets", "flowers102", "cuda", "random",
+                 "resnet18"):
         assert word in out
 
 

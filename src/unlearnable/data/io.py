@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .formats import FORMATS
-from .formats.builtin import BUILTINS
+from .formats.builtin import BUILTINS, parse_builtin
 from .imageset import ImageSet
 
 DETECT_ORDER = ("builtin", "npz", "pets", "flowers102", "folder")
@@ -15,7 +15,7 @@ DETECT_ORDER = ("builtin", "npz", "pets", "flowers102", "folder")
 
 def detect_format(source: str | os.PathLike) -> str:
     s = str(source)
-    if s in BUILTINS:
+    if parse_builtin(s) is not None:  # NAME or NAME:options
         return "builtin"
     path = Path(s)
     if not path.exists():
