@@ -13,7 +13,8 @@ from unlearnable.data.subjects import (
     MRBRAINS_CLASSES,
     MRBRAINS_SCORED,
     SubjectSet,
-    load_subjects,     normalise_intensity,
+    load_subjects,
+    normalise_intensity,
     parse_shape,
     split_by_id,
 )

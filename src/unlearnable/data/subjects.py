@@ -39,6 +39,11 @@ def numbered_scheme(num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]
     return tuple(str(i) for i in range(num_classes)), tuple(range(1, num_classes))
 
 
+def canonical_modality(name: str) -> str:
+    """``T1_IR`` → ``IR`` and the other aliases in :data:`MODALITY_ALIASES`; any other name unchanged."""
+    return MODALITY_ALIASES.get(name.strip().upper(), name.strip())
+
+
 def parse_modalities(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``"T1,IR,FLAIR"`` → ``("T1", "IR", "FLAIR")`` (order kept, aliases such as T1_IR → IR); empty → None."""
     if text is None:
@@ -46,7 +51,7 @@ def parse_modalities(text: str | Sequence[str] | None) -> tuple[str, ...] | None
     parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
     if not parts:
         return None
-    out = tuple(MODALITY_ALIASES.get(p.upper(), p) for p in parts)
+    out = tuple(canonical_modality(p) for p in parts)
     if len(set(out)) != len(out):
         raise UserError(f"--modalities '{text}': a modality is named twice")
     return out

@@ -26,7 +26,7 @@ import torch
 
 from ...errors import UserError
 from ...registry import look_up_option
-from ..subjects import LABEL_SCHEMES, SubjectSet, normalise_intensity, numbered_scheme, resample
+from ..subjects import LABEL_SCHEMES, SubjectSet, canonical_modality, normalise_intensity, numbered_scheme, resample
 from .nifti import VolumeHeader, new_header, read_volume, same_grid, write_volume
 
 MRBRAINS_FILES = {"T1": ("reg_T1.nii.gz", "T1.nii.gz"), "IR": ("reg_IR.nii.gz", "T1_IR.nii.gz"),
@@ -140,7 +140,7 @@ def read_mrbrains(root: str | Path, modalities: Sequence[str] | None = None,
                             "FLAIR.nii.gz)")
         how = "other subjects have it; pick channels with --modalities"
     else:
-        mods = [look_up_option(m, MRBRAINS_MODALITIES, "MRBrainS18 modality") for m in modalities]
+        mods = [look_up_option(canonical_modality(m), MRBRAINS_MODALITIES, "MRBrainS18 modality") for m in modalities]
         how = f"named in --modalities {','.join(mods)}"
     vols = []
     for d in dirs:
