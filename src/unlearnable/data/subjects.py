@@ -18,9 +18,59 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..registry import did_you_mean
 
+# One source of truth for class names and scored labels, whichever route (folder, CSV, built-in) loads the data.
+# MRBrainS18 (Kuijf et al.; the challenge's evaluation script scores labels 1-8 and masks out 9 infarction and
+# 10 other): 1 cortical GM, 2 basal ganglia, 3 WM, 4 WM lesions, 5 extracerebral CSF, 6 ventricles, 7 cerebellum,
+# 8 brain stem.
 MRBRAINS_CLASSES = ("background", "cortical-gm", "basal-ganglia", "wm", "wm-lesions", "csf", "ventricles",
                     "cerebellum", "brainstem", "infarction", "other")
-MRBRAINS_SCORED = tuple(range(1, 9))  # labels 9 and 10 are not scored in the MRBrainS18 challenge
+MRBRAINS_SCORED = tuple(range(1, 9))
+PHANTOM_CLASSES = ("background", "csf", "gm", "wm")
+LABEL_SCHEMES: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
+    "mrbrains18": (MRBRAINS_CLASSES, MRBRAINS_SCORED),
+    "brain-phantoms": (PHANTOM_CLASSES, (1, 2, 3)),
+}
+# MRBrainS18 modalities; an alias on the left names the same channel (older releases and tools spell them so)
+MODALITY_ALIASES = {"T1_IR": "IR", "REG_IR": "IR", "REG_T1": "T1", "T2_FLAIR": "FLAIR"}
+
+
+def numbered_scheme(num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Classes ``"0".."K-1"`` with every label >= 1 scored: label maps that name no known scheme."""
+    return tuple(str(i) for i in range(num_classes)), tuple(range(1, num_classes))
+
+
+def canonical_modality(name: str) -> str:
+    """``T1_IR`` → ``IR`` and the other aliases in :data:`MODALITY_ALIASES`; any other name unchanged."""
+    return MODALITY_ALIASES.get(name.strip().upper(), name.strip())
+
+
+def parse_modalities(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"T1,IR,FLAIR"`` → ``("T1", "IR", "FLAIR")`` (order kept, aliases such as T1_IR → IR); empty → None."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
+    if not parts:
+        return None
+    out = tuple(canonical_modality(p) for p in parts)
+    if len(set(out)) != len(out):
+        raise UserError(f"--modalities '{text}': a modality is named twice")
+    return out
+
+
+def volume_sha256(image: torch.Tensor, label: torch.Tensor) -> str:
+    """Content hash of one subject: image ``(C, D, H, W)`` uint8 and label map ``(D, H, W)``.
+
+    Shape and dtype are part of the digest; labels are hashed as int64, so the hash depends on the voxels only,
+    not on the file they came from (a NIfTI written by :func:`~.formats.nifti.write_volume` hashes the same).
+    """
+    h = hashlib.sha256(b"unlearnable-subject-v1:")
+    h.update(repr((tuple(image.shape), str(image.dtype))).encode())
+    h.update(image.contiguous().numpy().tobytes())
+    h.update(label.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+PER_SUBJECT_META = ("affines", "headers")  # meta lists with one entry per subject, kept in step by subset()
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,13 +140,30 @@ class SubjectSet:
         il = [int(i) for i in torch.as_tensor(index, dtype=torch.long).tolist()]
         idx = torch.tensor(il, dtype=torch.long)
         meta = dict(self.meta)
-        if "affines" in meta:
-            meta["affines"] = [meta["affines"][i] for i in il]
+        for key in PER_SUBJECT_META:
+            if key in meta:
+                meta[key] = [meta[key][i] for i in il]
         return replace(self, images=self.images[idx], labels=self.labels[idx], ids=tuple(self.ids[i] for i in il),
                        splits=tuple(self.splits[i] for i in il), meta=meta)
 
     def select(self, ids: Sequence[str]) -> SubjectSet:
         return self.subset(self.index_of(ids))
+
+    def pick(self, modalities: Sequence[str] | None) -> SubjectSet:
+        """Keep the channels named in ``modalities`` (in that order); None keeps all."""
+        if modalities is None or tuple(modalities) == self.modalities:
+            return self
+        from ..registry import look_up_option
+
+        idx = [self.modalities.index(look_up_option(m, self.modalities, "modality")) for m in modalities]
+        meta = dict(self.meta)
+        if "headers" in meta:
+            meta["headers"] = [{m: h[m] for m in (*modalities, "label") if m in h} for h in meta["headers"]]
+        return replace(self, images=self.images[:, idx], modalities=tuple(modalities), meta=meta)
+
+    def hashes(self) -> dict[str, str]:
+        """``{id: content SHA-256}`` of every subject (see :func:`volume_sha256`)."""
+        return {s: volume_sha256(self.images[i], self.labels[i]) for i, s in enumerate(self.ids)}
 
     def with_splits(self, splits: Sequence[str]) -> SubjectSet:
         return replace(self, splits=tuple(splits))
@@ -180,24 +247,34 @@ def parse_shape(text: str | Sequence[int] | None) -> tuple[int, int, int] | None
     return vals[0], vals[1], vals[2]
 
 
-def load_subjects(source: str, shape: Sequence[int] | None = None) -> SubjectSet:
-    """Open ``brain-phantoms[:opts]``, an MRBrainS18-layout folder, or a CSV of NIfTI paths."""
+def load_subjects(source: str, shape: Sequence[int] | None = None,
+                  modalities: Sequence[str] | None = None) -> SubjectSet:
+    """Open ``brain-phantoms[:opts]``, an MRBrainS18-layout folder, or a CSV of NIfTI paths.
+
+    ``modalities`` picks channels by name, in the order given (None: all the source has).
+    """
     from pathlib import Path
 
     if source.split(":", 1)[0] == "brain-phantoms":
-        from .phantoms import brain_phantoms, parse_spec
+        from .phantoms import PHANTOM_MODALITIES, brain_phantoms, parse_spec
 
-        s = brain_phantoms(**parse_spec(source))
+        opts = parse_spec(source)
+        if modalities is not None and "channels=" not in source:  # build as many channels as the names need
+            from ..registry import look_up_option
+
+            want = [look_up_option(m, PHANTOM_MODALITIES, "brain-phantoms modality") for m in modalities]
+            opts["channels"] = max(PHANTOM_MODALITIES.index(m) for m in want) + 1
+        s = brain_phantoms(**opts)
         if shape is not None and tuple(shape) != s.shape:
             raise UserError("brain-phantoms: set the size with 'brain-phantoms:size=N' instead of --shape")
-        return s
-    from .formats.nifti import read_csv, read_mrbrains
+        return s.pick(modalities)
+    from .formats.mrbrains import read_csv, read_mrbrains
 
     p = Path(source)
     if p.suffix.lower() == ".csv":
         if not p.is_file():
             raise UserError(f"{p}: no such file")
-        return read_csv(p, shape)
+        return read_csv(p, shape, modalities)
     if p.is_dir():
-        return read_mrbrains(p, shape=shape)
+        return read_mrbrains(p, modalities, shape)
     raise UserError(f"{source}: not 'brain-phantoms', a folder in the MRBrainS18 layout, or a .csv of NIfTI paths")
