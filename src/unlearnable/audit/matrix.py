@@ -25,6 +25,7 @@ from ..data import ImageSet
 from ..log import log
 from ..protect.base import protect
 from ..report.render import markdown_table
+from ..runtime import checkpoint as CK
 from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from .cells import expand_grid, run_cells
@@ -116,12 +117,12 @@ def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed:
     h = hashlib.sha256(ds.images.numpy().tobytes())
     h.update(json.dumps([method, params, key_seed], sort_keys=True, default=str).encode())
     path = folder / f"{method}-{h.hexdigest()[:12]}.pt"
-    if path.is_file():
-        return ds.with_images(torch.load(path, map_location="cpu", weights_only=True))
+    cached = CK.load(path)
+    if cached is not None:
+        return ds.with_images(cached["images"])
     log(f"audit: protecting the training split with '{method}'")
     result = protect(ds, method, key=key_seed, splits="train", device=device, **params)
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda p: torch.save(result.images, p))
+    CK.save(path, {"images": result.images})
     return result
 
 

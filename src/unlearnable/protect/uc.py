@@ -28,12 +28,13 @@ from ..models import MODELS
 from ..models.classifiers import Classifier
 from ..models.generators import NoiseGenerator
 from ..registry import look_up_option
+from ..runtime import checkpoint as CK
 from ..train import distributed as D
 from ..train.loop import Recipe, lr_at
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
 from .kmeans import kmeans
-from .ssl import PROJ_DIM, _bar, _save, load_surrogate_weights, train_ssl_surrogate
+from .ssl import PROJ_DIM, _bar, load_surrogate_weights, train_ssl_surrogate
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,14 @@ class UnlearnableClusters(Protection):
         mu, sd = raw.mean(0), raw.std(0).clamp_min(1e-6)
         feats = (raw - mu) / sd
         km_path = ck / "kmeans.pt" if ck else None
-        if km_path is not None and km_path.is_file():
-            centers, assign, inertia = _load(km_path, "centers", "assign", "inertia")
+        km_state = CK.load(km_path) if km_path is not None else None
+        if km_state is not None:
+            centers, assign, inertia = km_state["centers"], km_state["assign"], km_state["inertia"]
         else:
             km = kmeans(feats.to(self.device), p.clusters, key.generator("uc/kmeans"), iters=p.kmeans_iters)
             centers, assign, inertia = km.centers.cpu(), km.assign.cpu(), km.inertia
             if km_path is not None and D.is_main():
-                _save(km_path, {"centers": centers, "assign": assign, "inertia": inertia})
+                CK.save(km_path, {"centers": centers, "assign": assign, "inertia": inertia})
         sizes = torch.bincount(assign, minlength=p.clusters).tolist()
         log(f"uc: K-means on {feats.shape[1]}-d surrogate features: {p.clusters} clusters, sizes {sizes}")
         gen, history = self._train_generator(data.images, assign, centers, _Standardised(surrogate, mu, sd), key, ck)
@@ -219,11 +221,12 @@ class UnlearnableClusters(Protection):
         epochs_log: list[dict[str, float]] = []
         start = 0
         path = ck / "generator.pt" if ck else None
-        if path is not None and path.is_file():
-            st = torch.load(path, map_location="cpu", weights_only=False)
+        st = CK.load(path) if path is not None else None
+        if st is not None:
             gen.load_state_dict(st["generator"])
             opt.load_state_dict(st["optimizer"])
             start, epochs_log = st["epoch"], st["history"]
+            CK.restore_rng(st["rng"])
             log(f"uc generator: resuming at epoch {start + 1}")
         bar = _bar(self.progress, p.epochs, start, f"uc generator (K={p.clusters})")
         step = start * steps
@@ -250,8 +253,9 @@ class UnlearnableClusters(Protection):
             tot = D.all_reduce_sum(tot)
             epochs_log.append({"epoch": epoch + 1, "kl": float(tot[0] / tot[1])})
             if path is not None and D.is_main():
-                _save(path, {"generator": gen.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                             "history": epochs_log})
+                CK.save(path, {"generator": gen.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                               "history": epochs_log, "rng": CK.rng_state(),
+                               "data": CK.data_order(epoch + 1, 0, key.seed("uc/sampler") % (1 << 62))})
             D.barrier()
             if bar is not None:
                 bar.update(1)
@@ -296,8 +300,3 @@ def _target_clusters(k: int, key: Key) -> torch.Tensor:
     target = torch.empty(k, dtype=torch.long)
     target[perm] = perm.roll(-shift)  # a cyclic shift of a random order: never a fixed point
     return target
-
-
-def _load(path: Path, *names: str) -> tuple[Any, ...]:
-    st = torch.load(path, map_location="cpu", weights_only=False)
-    return tuple(st[n] for n in names)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..models import build_model
 from ..registry import look_up_option
+from ..runtime import checkpoint as CK
 from . import distributed as D
 
 # A batch hook sees float images in [0, 1] and targets, and may return new ones (targets may become soft,
@@ -142,13 +143,14 @@ def train_classifier(
                           "launcher": info.launcher, "recipe": asdict(recipe)})
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = CK.load(ckpt) if ckpt is not None else None
+    if state is not None:
         if state.get("recipe") != asdict(recipe):
             raise UserError(f"{ckpt}: checkpoint was made with a different recipe; remove it or change --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         hist.epochs, start_epoch, hist.wall_s = state["history"], state["epoch"], state["wall_s"]
+        CK.restore_rng(state["rng"])  # hooks (mixup, augmentation) draw what they would have drawn
     bar = None
     if progress and D.is_main():
         from tqdm import tqdm
@@ -184,10 +186,9 @@ def train_classifier(
         hist.epochs.append(row)
         hist.wall_s = row["wall_s"]
         if ckpt is not None and D.is_main():
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                        "history": hist.epochs, "wall_s": hist.wall_s, "recipe": asdict(recipe)}, tmp)
-            tmp.replace(ckpt)
+            CK.save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                           "history": hist.epochs, "wall_s": hist.wall_s, "recipe": asdict(recipe),
+                           "rng": CK.rng_state(), "data": CK.data_order(epoch + 1, 0, recipe.seed)})
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("acc")})
