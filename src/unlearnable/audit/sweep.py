@@ -26,7 +26,7 @@ import yaml
 from ..errors import UserError
 from ..log import log
 from ..registry import did_you_mean
-from ..train import distributed as D
+from ..runtime import distributed as D
 from .cells import cell_name, is_done, load_cell, run_cells
 
 TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed")

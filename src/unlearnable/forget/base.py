@@ -20,8 +20,8 @@ import torch.nn as nn
 from ..errors import UserError
 from ..registry import Registry
 from ..runtime import checkpoint as CK
+from ..runtime.distributed import barrier, is_main, unwrap, wrap
 from ..segment.train import PatchData, SegConfig, make_optimizer, seg_loss, train_epochs
-from ..train.distributed import barrier, is_main, unwrap, wrap
 
 STRATEGIES: Registry[type[Strategy]] = Registry("forgetting strategy")
 

@@ -24,9 +24,9 @@ import torch
 from ..data.subjects import SubjectSet, load_subjects
 from ..errors import UserError
 from ..models.seg3d import build_seg_model
+from ..runtime.distributed import barrier, is_main
 from ..segment.infer import predict_labels
 from ..segment.train import SegConfig, load_model, save_model
-from ..train.distributed import barrier, is_main
 from ..utils import atomic_dir, check_output_free, write_json
 from .base import STRATEGIES, ForgetTask, run_strategy, strategy_names
 from .metrics import evaluate, headline, mia_auc, public

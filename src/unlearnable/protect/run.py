@@ -17,7 +17,7 @@ from ..audit.metrics import perturbation_stats
 from ..data import ImageSet, load, save
 from ..errors import UserError
 from ..log import log, warn
-from ..train import distributed as D
+from ..runtime import distributed as D
 from ..utils import atomic_dir, check_output_free, sha256_file, write_json
 from .base import METHODS, make_params, protect, select
 from .keys import Key, load_key, load_or_create_key, save_key

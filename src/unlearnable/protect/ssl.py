@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..log import log
 from ..models.classifiers import Classifier
 from ..runtime import checkpoint as CK
-from ..train import distributed as D
+from ..runtime import distributed as D
 
 PROJ_DIM = 64
 

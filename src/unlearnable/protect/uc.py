@@ -29,7 +29,7 @@ from ..models.classifiers import Classifier
 from ..models.generators import NoiseGenerator
 from ..registry import look_up_option
 from ..runtime import checkpoint as CK
-from ..train import distributed as D
+from ..runtime import distributed as D
 from ..train.loop import Recipe, lr_at
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key

@@ -1,4 +1,4 @@
-"""Patch-based 3D segmentation training (DDP through ``train/distributed.py``) and the model folder format.
+"""Patch-based 3D segmentation training (DDP through ``runtime/distributed.py``) and the model folder format.
 
 A model folder holds ``model.pt`` (architecture + weights) and ``model.json`` (classes, modalities, patch, the
 subject ids it was trained on and held out, the training history). The unlearning strategies reuse
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..models.seg3d import build_seg_model
 from ..runtime import checkpoint as CK
-from ..train.distributed import all_reduce_mean, batches, info, is_main, per_rank_batch, train_sampler, unwrap, wrap
+from ..runtime.distributed import all_reduce_mean, batches, info, is_main, per_rank_batch, train_sampler, unwrap, wrap
 from ..utils import sha256_file
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -96,7 +96,7 @@ def train_epochs(model: torch.nn.Module, data: PatchData, cfg: SegConfig, start:
                  desc: str = "train") -> list[float]:
     """Run epochs ``start .. stop-1`` in place; returns the mean loss of each epoch (averaged over ranks).
 
-    ``model`` may already be DDP-wrapped (see :func:`~unlearnable.train.distributed.wrap`).
+    ``model`` may already be DDP-wrapped (see :func:`~unlearnable.runtime.distributed.wrap`).
     """
     n_items = len(data) * cfg.patches_per_subject
     per_rank = per_rank_batch(cfg.batch_size)

@@ -28,7 +28,7 @@ from PIL import Image
 from ..errors import UserError
 from ..protect.base import _coerce  # the same string -> typed value rules as --param
 from ..registry import Registry, did_you_mean
-from . import distributed as D
+from ..runtime import distributed as D
 from .loop import BatchHook, Recipe, train_classifier
 
 DEFENSES: Registry[type[Defense]] = Registry("defence")

@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..models import build_model
 from ..registry import look_up_option
 from ..runtime import checkpoint as CK
-from . import distributed as D
+from ..runtime import distributed as D
 
 # A batch hook sees float images in [0, 1] and targets, and may return new ones (targets may become soft,
 # (B, K) probabilities, e.g. mixup). It also gets the model, for adversarial training.
