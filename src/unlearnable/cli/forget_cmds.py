@@ -125,7 +125,7 @@ def forget(
     """
     from ..data.subjects import parse_modalities
     from ..forget.run import run_forget
-    from ..report.forget_figures import results_table
+    from ..report.forget_figures import results_table, write_report
     from ..train.distributed import init_from_env, is_main, per_rank_batch, shutdown
 
     info = init_from_env(device)
@@ -133,7 +133,7 @@ def forget(
         per_rank_batch(batch_size)
     results = run_forget(model_dir, subjects, forget_ids, strategy, epochs, out,
                          {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume,
-                         record_key=record_key, modalities=parse_modalities(modalities))
+                         render=write_report, record_key=record_key, modalities=parse_modalities(modalities))
     if is_main():
         print(results_table(results), end="")
         print(f"wrote {out}")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..audit.metrics import perturbation_stats
 from ..data import ImageSet, load, save
+from ..data.quality import perturbation_stats
 from ..errors import UserError
 from ..log import log, warn
 from ..runtime import distributed as D

@@ -30,7 +30,7 @@ from ..models.generators import NoiseGenerator
 from ..registry import look_up_option
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
-from ..train.loop import Recipe, lr_at
+from ..runtime.schedule import lr_at, scaled_lr
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
 from .kmeans import kmeans
@@ -202,17 +202,16 @@ class UnlearnableClusters(Protection):
             torch.manual_seed(key.seed("uc/generator-init"))
             gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks, size=(h, w)).to(dev)
         net = D.wrap(gen)
-        sched = Recipe(model=p.surrogate, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, base_batch=p.base_batch,
-                       lr_scaling=p.lr_scaling, warmup_epochs=p.warmup_epochs, schedule="constant")
-        opt = torch.optim.Adam(gen.parameters(), lr=sched.scaled_lr())
+        peak = scaled_lr(p.lr, p.batch_size, p.base_batch, p.lr_scaling)
+        opt = torch.optim.Adam(gen.parameters(), lr=peak)
         sampler = D.train_sampler(len(images), seed=key.seed("uc/sampler") % (1 << 62), shuffle=True)
         steps = math.ceil(len(sampler) / per_rank)
         setup = {"world_size": info.world_size, "global_batch_size": p.batch_size, "per_rank_batch_size": per_rank,
                  "lr_scaling": p.lr_scaling, "base_lr": p.lr, "base_batch": p.base_batch,
-                 "scaled_lr": sched.scaled_lr(), "warmup_epochs": p.warmup_epochs, "steps_per_epoch": steps,
+                 "scaled_lr": peak, "warmup_epochs": p.warmup_epochs, "steps_per_epoch": steps,
                  "backend": info.backend, "launcher": info.launcher}
         log(f"uc generator: {p.epochs} epochs, K={p.clusters}, global batch {p.batch_size} = {info.world_size} "
-            f"rank(s) x {per_rank}, lr {sched.scaled_lr():.4g} ({p.lr_scaling} scaling of {p.lr} @ {p.base_batch}, "
+            f"rank(s) x {per_rank}, lr {peak:.4g} ({p.lr_scaling} scaling of {p.lr} @ {p.base_batch}, "
             f"warm-up {p.warmup_epochs} epochs), device {dev}")
         # UC: each cluster is pushed towards the centre of a different cluster (a key-drawn derangement).
         target = _target_clusters(p.clusters, key)
@@ -238,7 +237,7 @@ class UnlearnableClusters(Protection):
             for i in range(0, len(order), per_rank):
                 idx = order[i:i + per_rank]
                 for grp in opt.param_groups:
-                    grp["lr"] = lr_at(sched, step, steps)
+                    grp["lr"] = lr_at(peak, step, steps, p.epochs, p.warmup_epochs, "constant")
                 deltas = net()  # (K, C, H, W): all clusters in one generator pass
                 x = images[idx].to(dev).float().div_(255.0)
                 c = assign_dev[idx]

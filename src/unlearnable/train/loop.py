@@ -24,6 +24,7 @@ from ..models import build_model
 from ..registry import look_up_option
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
+from ..runtime import schedule
 
 # A batch hook sees float images in [0, 1] and targets, and may return new ones (targets may become soft,
 # (B, K) probabilities, e.g. mixup). It also gets the model, for adversarial training.
@@ -48,8 +49,8 @@ class Recipe:
     eval_batch_size: int = 512
 
     def validate(self) -> None:
-        look_up_option(self.lr_scaling, ("none", "linear", "sqrt"), "--lr-scaling")
-        look_up_option(self.schedule, ("cosine", "constant"), "--schedule")
+        look_up_option(self.lr_scaling, schedule.RULES, "--lr-scaling")
+        look_up_option(self.schedule, schedule.SCHEDULES, "--schedule")
         if self.epochs < 1:
             raise UserError(f"--epochs {self.epochs}: must be at least 1")
         if self.batch_size < 1:
@@ -58,8 +59,7 @@ class Recipe:
             raise UserError(f"--lr {self.lr}: must be positive")
 
     def scaled_lr(self) -> float:
-        ratio = self.batch_size / self.base_batch
-        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+        return schedule.scaled_lr(self.lr, self.batch_size, self.base_batch, self.lr_scaling)
 
 
 @dataclass
@@ -71,15 +71,8 @@ class History:
 
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     """Learning rate at ``step`` (0-based): linear warm-up, then cosine (or constant) over the remaining steps."""
-    peak = recipe.scaled_lr()
-    total = recipe.epochs * steps_per_epoch
-    warm = int(recipe.warmup_epochs * steps_per_epoch)
-    if step < warm:
-        return peak * (step + 1) / warm
-    if recipe.schedule == "constant":
-        return peak
-    t = (step - warm) / max(1, total - warm)
-    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, t)))
+    return schedule.lr_at(recipe.scaled_lr(), step, steps_per_epoch, recipe.epochs, recipe.warmup_epochs,
+                          recipe.schedule)
 
 
 @torch.no_grad()
