@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..data import ImageSet
 from ..errors import UserError
 from ..log import log

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..data import ImageSet, load, save
 from ..data.quality import perturbation_stats
 from ..errors import UserError

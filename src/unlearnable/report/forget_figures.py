@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from . import pyplot
+
 SPLITS = ("retain", "forget", "test")
 
 
@@ -41,7 +43,7 @@ def results_table(results: dict[str, Any]) -> str:
 
 def dice_bars(results: dict[str, Any], path: Path) -> None:
     """Grouped bars: mean Dice on retain/forget/test for the original model and every strategy × horizon."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [("original", results["original"])] + [(f"{n}\n{h} ep", r) for n, runs in results["strategies"].items()
                                                    for h, r in runs.items()]
@@ -67,7 +69,7 @@ def overlay(slices: dict[str, np.ndarray], path: Path, title: str = "forget subj
         slices: ``overlay.npz`` as written by ``forget``: ``image``, ``truth``, ``before``, ``after_<i>`` ``(D, H)``,
             ``strategies`` (names of the ``after_<i>``) and ``classes``.
     """
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     after = [(f"after {n}", slices[f"after_{i}"]) for i, n in enumerate(slices["strategies"])]
     panels = [("ground truth", slices["truth"]), ("before", slices["before"]), *after]
