@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from unlearnable.train import distributed as D
+from unlearnable.runtime import distributed as D
 
 
 def torchrun(args: list[str], tmp_path, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from unlearnable.audit.metrics import l2, linf, perturbation_stats, psnr, ssim
+from unlearnable.data.quality import l2, linf, perturbation_stats, psnr, ssim
 
 
 def test_psnr_linf_l2_match_hand_computed_values():

@@ -45,7 +45,7 @@ def test_results_json_contract(forget_all) -> None:
 
 def test_outputs_and_erasure_record(forget_all) -> None:
     out, ids = forget_all
-    for f in ("dice_bars.png", "overlay.png", "report.md", "erasure_record.json"):
+    for f in ("dice_bars.png", "overlay.png", "overlay.npz", "report.md", "erasure_record.json"):
         assert (out / f).stat().st_size > 0
     rec = json.loads((out / "erasure_record.json").read_text())
     key_file = out.with_name(out.name + ".key")  # default OUT.key, beside the output, owner-only

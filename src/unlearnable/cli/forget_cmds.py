@@ -56,8 +56,8 @@ def segment_train(
     from ..forget.metrics import evaluate, public
     from ..models.seg3d import SEG_MODELS
     from ..registry import look_up_option
+    from ..runtime.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
     from ..segment.train import SegConfig, arch_of, config_dict, save_model, train_segmenter
-    from ..train.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
     from ..utils import atomic_dir, check_output_free
 
     look_up_option(model, SEG_MODELS.names(), "model")
@@ -125,15 +125,15 @@ def forget(
     """
     from ..data.subjects import parse_modalities
     from ..forget.run import run_forget
-    from ..report.forget_figures import results_table
-    from ..train.distributed import init_from_env, is_main, per_rank_batch, shutdown
+    from ..report.forget_figures import results_table, write_report
+    from ..runtime.distributed import init_from_env, is_main, per_rank_batch, shutdown
 
     info = init_from_env(device)
     if batch_size is not None:
         per_rank_batch(batch_size)
     results = run_forget(model_dir, subjects, forget_ids, strategy, epochs, out,
                          {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume,
-                         record_key=record_key, modalities=parse_modalities(modalities))
+                         render=write_report, record_key=record_key, modalities=parse_modalities(modalities))
     if is_main():
         print(results_table(results), end="")
         print(f"wrote {out}")
@@ -177,9 +177,9 @@ def segment_predict(
     from ..data.formats.mrbrains import LABEL_FILE, subject_headers
     from ..data.formats.nifti import write_volume
     from ..data.subjects import load_subjects
+    from ..runtime.distributed import init_from_env
     from ..segment.infer import predict_labels
     from ..segment.train import load_model
-    from ..train.distributed import init_from_env
     from ..utils import atomic_dir, check_output_free
 
     check_output_free(out, force)

@@ -51,7 +51,7 @@ def protect_cmd(
     Runs unchanged under torchrun / srun / jsrun: every rank trains, rank 0 writes.
     """
     from ..protect.run import protect_source
-    from ..train import distributed as D
+    from ..runtime import distributed as D
 
     params = parse_params(param)
     flags = {"eps": eps, "surrogate": surrogate, "surrogate_weights": surrogate_weights, "clusters": clusters,

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .subjects import PHANTOM_CLASSES, SubjectSet, normalise_intensity
+from .subjectset import PHANTOM_CLASSES, SubjectSet, normalise_intensity
 
 PHANTOM_MODALITIES = ("T1", "IR", "FLAIR")  # the MRBrainS18 sequences, so a written set has the published layout
 PHANTOM_DEFAULTS = {"n": 12, "size": 32, "channels": 1, "seed": 0, "deform": 0.06}

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..data.subjects import SubjectSet
 from ..errors import UserError
 from ..protect.keys import Key

@@ -6,7 +6,8 @@ Output folder::
     models/<strategy>/<horizon>/   the unlearned models (model.pt + model.json; no raw forget ids inside)
     erasure_record.json   hashes of the models before/after, the forgotten subjects keyed (HMAC) by the record key,
                           strategy, metrics, time (see forget/record.py)
-    report.md, dice_bars.png, overlay.png
+    overlay.npz           middle axial slice of one forget subject: image, truth, predictions before and after
+    report.md, dice_bars.png, overlay.png   drawn from the files above by a ``render`` callback (``report``)
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data.subjects import SubjectSet, load_subjects
 from ..errors import UserError
 from ..models.seg3d import build_seg_model
+from ..runtime.distributed import barrier, is_main
 from ..segment.infer import predict_labels
 from ..segment.train import SegConfig, load_model, save_model
-from ..train.distributed import barrier, is_main
 from ..utils import atomic_dir, check_output_free, write_json
 from .base import STRATEGIES, ForgetTask, run_strategy, strategy_names
 from .metrics import evaluate, headline, mia_auc, public
@@ -127,12 +129,13 @@ def add_comparisons(results: dict[str, Any]) -> None:
 
 def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: str, epochs: str, out: str | Path,
                overrides: dict[str, Any] | None = None, device: str = "cpu", force: bool = False,
-               resume: bool = False, figures: bool = True, record_key: str | Path | None = None,
-               modalities: Sequence[str] | None = None) -> dict[str, Any]:
+               resume: bool = False, render: Callable[[Path], Any] | None = None,
+               record_key: str | Path | None = None, modalities: Sequence[str] | None = None) -> dict[str, Any]:
     """Validate, unlearn with every requested strategy through every horizon, score, write the output folder.
 
     The erasure record is keyed with the key file ``record_key`` (default ``OUT.key``; created, mode 0600, if
-    missing and written only when the run succeeds).
+    missing and written only when the run succeeds). ``render(folder)`` (the CLI passes the report's) draws the
+    figures from the written files inside the atomic output step.
     """
     from ..protect.keys import load_or_create_key, save_key
 
@@ -191,12 +194,11 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
             write_json(tmp / "erasure_record.json", erasure_record(
                 key=key, entries=entries, meta=p.meta, model_dir=model_dir, strategies=p.strategies,
                 horizons=p.horizons, results=results, hashes=hashes, n_retain=len(p.retain), n_test=len(p.test)))
-            if figures:
-                from ..report.forget_figures import write_report
-
-                before_pred = predict_labels(p.model, p.forget.images[:1], p.cfg.patch, device)[0]
-                write_report(tmp, results, p.forget.images[0], p.forget.labels[0], before_pred, overlay_preds,
-                             p.subjects.classes)
+            before_pred = predict_labels(p.model, p.forget.images[:1], p.cfg.patch, device)[0]
+            write_overlay(tmp / "overlay.npz", p.forget.images[0], p.forget.labels[0], before_pred, overlay_preds,
+                          p.subjects.classes)
+            if render is not None:
+                render(tmp)
     if is_main():
         shutil.rmtree(ckpt, ignore_errors=True)
         if created:
@@ -204,3 +206,14 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
             print(f"created record key {key_path} (mode 0600, fingerprint {key.fingerprint}); keep it to verify "
                   "the erasure record")
     return results
+
+
+def write_overlay(path: Path, image: torch.Tensor, truth: torch.Tensor, before: torch.Tensor,
+                  after: dict[str, torch.Tensor], classes: Sequence[str]) -> None:
+    """Save the middle axial slice of one subject for the report: image ``(C, D, H, W)`` (channel 0 kept), label
+    maps ``(D, H, W)`` (truth, before, and after each strategy), as ``(D, H)`` arrays in ``overlay.npz``."""
+    z = image.shape[-1] // 2
+    np.savez_compressed(path, image=image[0, :, :, z].numpy(), truth=truth[:, :, z].numpy(),
+                        before=before[:, :, z].numpy(), strategies=np.array(list(after), dtype=str),
+                        classes=np.array(list(classes), dtype=str),
+                        **{f"after_{i}": a[:, :, z].numpy() for i, a in enumerate(after.values())})

@@ -16,8 +16,8 @@ import torch
 
 from ..data.imageset import ImageSet, check_classes_nonempty
 from ..errors import UserError
+from ..params import coerce as _coerce  # old private name, kept for code that imports it from here
 from ..registry import Registry, did_you_mean
-from ..utils import parse_number
 from .keys import Key
 
 METHODS: Registry[type[Protection]] = Registry("method")
@@ -84,30 +84,6 @@ def make_params(cls: type[Protection], overrides: Mapping[str, Any]) -> Any:
         raise UserError(f"--param eps={eps * 255:.4g}/255: above the maximum of method '{cls.name}' "
                         f"({cls.max_eps * 255:.4g}/255)")
     return params
-
-
-def _coerce(value: Any, hint: Any, what: str) -> Any:
-    if isinstance(value, str):
-        base = _base_type(hint)
-        if base is bool:
-            low = value.lower()
-            if low not in ("1", "0", "true", "false", "yes", "no"):
-                raise UserError(f"{what}: '{value}' is not true/false")
-            return low in ("1", "true", "yes")
-        if base is int:
-            f = parse_number(value, what)
-            if f != int(f):
-                raise UserError(f"{what}: '{value}' is not a whole number")
-            return int(f)
-        if base is float:
-            return parse_number(value, what)
-        return value
-    return value
-
-
-def _base_type(hint: Any) -> Any:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args and typing.get_origin(hint) is not None else hint
 
 
 def eps_levels(eps: float) -> int:

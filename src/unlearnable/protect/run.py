@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..audit.metrics import perturbation_stats
+from .._version import __version__
 from ..data import ImageSet, load, save
+from ..data.quality import perturbation_stats
 from ..errors import UserError
 from ..log import log, warn
-from ..train import distributed as D
+from ..runtime import distributed as D
 from ..utils import atomic_dir, check_output_free, sha256_file, write_json
 from .base import METHODS, make_params, protect, select
 from .keys import Key, load_key, load_or_create_key, save_key

@@ -26,7 +26,7 @@ import torch
 
 from ...errors import UserError
 from ...registry import look_up_option
-from ..subjects import LABEL_SCHEMES, SubjectSet, canonical_modality, normalise_intensity, numbered_scheme, resample
+from ..subjectset import LABEL_SCHEMES, SubjectSet, canonical_modality, normalise_intensity, numbered_scheme, resample
 from .nifti import VolumeHeader, new_header, read_volume, same_grid, write_volume
 
 MRBRAINS_FILES = {"T1": ("reg_T1.nii.gz", "T1.nii.gz"), "IR": ("reg_IR.nii.gz", "T1_IR.nii.gz"),

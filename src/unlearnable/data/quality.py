@@ -1,0 +1,95 @@
+"""Image-quality and perturbation metrics (PSNR, SSIM, L-inf, L2), in [0, 1] units on uint8 batches.
+
+They sit in the data layer because both `protect` (manifest statistics) and `audit` report them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _f(x: torch.Tensor) -> torch.Tensor:
+    # float64 so that a difference of k grey levels is exactly k/255 (budgets are compared against it)
+    return x.double().div(255.0) if x.dtype == torch.uint8 else x.double()
+
+
+def linf(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image L-infinity distance ``(N,)`` in [0, 1] units."""
+    return (_f(a) - _f(b)).abs().flatten(1).amax(1)
+
+
+def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 distance ``(N,)`` in [0, 1] units."""
+    return (_f(a) - _f(b)).flatten(1).norm(dim=1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB ``(N,)`` (``inf`` for identical images)."""
+    mse = (_f(a) - _f(b)).pow(2).flatten(1).mean(1)
+    return torch.where(mse > 0, 10 * torch.log10(1.0 / mse.clamp_min(1e-20)), torch.full_like(mse, math.inf))
+
+
+def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
+    """Per-image SSIM ``(N,)`` (Wang et al. 2004; Gaussian window 11/1.5, K1=0.01, K2=0.03), mean over channels.
+
+    The Gaussian is applied separably (two 1-D passes) to the five moment maps at once. The window shrinks for
+    images smaller than 11 px so tiny test images still get a value.
+    """
+    x, y = _f(a), _f(b)
+    # Moments are computed in float32 (fast convolutions) on images shifted by their own mean: variances are
+    # differences of sums, and centring keeps those sums small so float32 cancellation stays negligible.
+    shift = x.mean(dim=(1, 2, 3), keepdim=True)
+    x, y = (x - shift).float(), (y - shift).float()
+    n, c, h, w = x.shape
+    win = min(window, h, w)
+    win -= (win + 1) % 2  # odd
+    g = _gaussian_1d(win, 1.5 * win / 11).float()
+    maps = torch.stack([x, y, x * x, y * y, x * y], 1).reshape(n, 5 * c, h, w)  # (N, 5C, H, W)
+    k = 5 * c
+    maps = F.conv2d(maps, g.view(1, 1, win, 1).expand(k, 1, win, 1), groups=k)
+    maps = F.conv2d(maps, g.view(1, 1, 1, win).expand(k, 1, 1, win), groups=k)
+    mx, my, exx, eyy, exy = maps.reshape(n, 5, c, *maps.shape[-2:]).unbind(1)
+    c1, c2 = 0.01**2, 0.03**2
+    sxx, syy, sxy = exx - mx**2, eyy - my**2, exy - mx * my
+    sh = shift.float()
+    mx, my = mx + sh, my + sh
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1).float()
+
+
+def perturbation_stats(clean: torch.Tensor, protected: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
+    """Mean PSNR/SSIM/L2 and max/mean L-inf of ``protected - clean`` over a batch of uint8 images."""
+    n = len(clean)
+    changed = (clean != protected).flatten(1).any(1) if n else torch.zeros(0, dtype=torch.bool)
+    # Unchanged images have known values (PSNR inf, SSIM 1, distances 0): compute only the changed ones.
+    cat = {"psnr": torch.full((n,), math.inf), "ssim": torch.ones(n), "linf": torch.zeros(n, dtype=torch.float64),
+           "l2": torch.zeros(n, dtype=torch.float64)}
+    idx = changed.nonzero().flatten()
+    for s in range(0, len(idx), chunk):
+        i = idx[s:s + chunk]
+        a, b = clean[i], protected[i]
+        cat["psnr"][i] = psnr(a, b).float()
+        cat["ssim"][i] = ssim(a, b)
+        cat["linf"][i] = linf(a, b)
+        cat["l2"][i] = l2(a, b)
+    if n == 0:
+        return {"psnr_db": math.inf, "ssim": 1.0, "linf_max": 0.0, "linf_mean": 0.0, "l2_mean": 0.0,
+                "changed_fraction": 0.0}
+    finite = cat["psnr"][torch.isfinite(cat["psnr"])]
+    return {
+        "psnr_db": float(finite.mean()) if len(finite) else math.inf,
+        "ssim": float(cat["ssim"].mean()),
+        "linf_max": float(cat["linf"].max()),
+        "linf_mean": float(cat["linf"].mean()),
+        "l2_mean": float(cat["l2"].mean()),
+        "changed_fraction": float(changed.float().mean()),
+    }
