@@ -47,7 +47,8 @@ def test_tiles_apply_at_any_size_and_reject_bad_params():
     out = algo.apply(big, fit)
     assert out.shape == big.images.shape and (out.int() - 100).abs().max() == 8
     small = _run("tiles", data, period=4)[0][:4].int() - 128
-    assert torch.equal(out[:, :, :16, :16].int() - 100, small)  # same id, same phase: the 16 px image is a crop of the 37 px one
+    # same id, same phase: the 16 px image is a crop of the 37 px one
+    assert torch.equal(out[:, :, :16, :16].int() - 100, small)
     with pytest.raises(UserError, match="period"):
         METHODS.get("tiles")(period=1)
     with pytest.raises(UserError, match="maximum"):

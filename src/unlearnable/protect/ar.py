@@ -139,7 +139,6 @@ class Autoregressive(Protection):
 
     def noise(self, data: ImageSet, filters: ARFilters) -> torch.Tensor:
         """Float perturbation ``(N, C, H, W)`` in [0, 1] units, within the budget before quantisation."""
-        p = self.params
         if int(data.labels.max()) >= filters.coeffs.shape[0] or data.channels != filters.coeffs.shape[1]:
             raise UserError(f"labels/channels: the AR filters were fitted for {filters.coeffs.shape[0]} classes "
                             f"and {filters.coeffs.shape[1]} channel(s)")
