@@ -63,30 +63,61 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
     return s.flatten(1).mean(1).float()
 
 
+class PerturbationStats:
+    """Running PSNR/SSIM/L2/L-inf of ``protected - clean``, fed batch by batch (images of one size per call).
+
+    Unchanged images have known values (PSNR inf, SSIM 1, distances 0) and cost nothing; accumulators from
+    different batches merge with ``+=``, so a streamed pass measures as it writes.
+    """
+
+    def __init__(self) -> None:
+        self.n = self.changed = self.finite = 0
+        self.psnr_sum = self.ssim_sum = self.linf_sum = self.l2_sum = self.linf_max = 0.0
+
+    def update(self, clean: torch.Tensor, protected: torch.Tensor, chunk: int = 1024) -> None:
+        """Add uint8 batches ``(N, C, H, W)``."""
+        n = len(clean)
+        self.n += n
+        if n == 0:
+            return
+        idx = (clean != protected).flatten(1).any(1).nonzero().flatten()
+        self.changed += len(idx)
+        self.ssim_sum += n - len(idx)
+        for s in range(0, len(idx), chunk):
+            i = idx[s:s + chunk]
+            a, b = clean[i], protected[i]
+            p = psnr(a, b)
+            fin = p[torch.isfinite(p)]
+            self.psnr_sum += float(fin.sum())
+            self.finite += len(fin)
+            self.ssim_sum += float(ssim(a, b).double().sum())
+            li = linf(a, b)
+            self.linf_sum += float(li.sum())
+            self.linf_max = max(self.linf_max, float(li.max()))
+            self.l2_sum += float(l2(a, b).sum())
+
+    def __iadd__(self, other: PerturbationStats) -> PerturbationStats:
+        for k in ("n", "changed", "finite", "psnr_sum", "ssim_sum", "linf_sum", "l2_sum"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.linf_max = max(self.linf_max, other.linf_max)
+        return self
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0:
+            return {"psnr_db": math.inf, "ssim": 1.0, "linf_max": 0.0, "linf_mean": 0.0, "l2_mean": 0.0,
+                    "changed_fraction": 0.0}
+        return {
+            "psnr_db": self.psnr_sum / self.finite if self.finite else math.inf,
+            "ssim": self.ssim_sum / self.n,
+            "linf_max": self.linf_max,
+            "linf_mean": self.linf_sum / self.n,
+            "l2_mean": self.l2_sum / self.n,
+            "changed_fraction": self.changed / self.n,
+        }
+
+
 def perturbation_stats(clean: torch.Tensor, protected: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
     """Mean PSNR/SSIM/L2 and max/mean L-inf of ``protected - clean`` over a batch of uint8 images."""
-    n = len(clean)
-    changed = (clean != protected).flatten(1).any(1) if n else torch.zeros(0, dtype=torch.bool)
-    # Unchanged images have known values (PSNR inf, SSIM 1, distances 0): compute only the changed ones.
-    cat = {"psnr": torch.full((n,), math.inf), "ssim": torch.ones(n), "linf": torch.zeros(n, dtype=torch.float64),
-           "l2": torch.zeros(n, dtype=torch.float64)}
-    idx = changed.nonzero().flatten()
-    for s in range(0, len(idx), chunk):
-        i = idx[s:s + chunk]
-        a, b = clean[i], protected[i]
-        cat["psnr"][i] = psnr(a, b).float()
-        cat["ssim"][i] = ssim(a, b)
-        cat["linf"][i] = linf(a, b)
-        cat["l2"][i] = l2(a, b)
-    if n == 0:
-        return {"psnr_db": math.inf, "ssim": 1.0, "linf_max": 0.0, "linf_mean": 0.0, "l2_mean": 0.0,
-                "changed_fraction": 0.0}
-    finite = cat["psnr"][torch.isfinite(cat["psnr"])]
-    return {
-        "psnr_db": float(finite.mean()) if len(finite) else math.inf,
-        "ssim": float(cat["ssim"].mean()),
-        "linf_max": float(cat["linf"].max()),
-        "linf_mean": float(cat["linf"].mean()),
-        "l2_mean": float(cat["l2"].mean()),
-        "changed_fraction": float(changed.float().mean()),
-    }
+    acc = PerturbationStats()
+    acc.update(clean, protected, chunk)
+    return acc.result()
