@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from .formats import FORMATS
-from .formats.catalog import Catalog, MemoryCatalog
 from .formats.builtin import BUILTINS
+from .formats.catalog import Catalog, MemoryCatalog
 from .imageset import ImageSet
 
 DETECT_ORDER = ("builtin", "npz", "pets", "flowers102", "folder")
