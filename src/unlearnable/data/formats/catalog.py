@@ -27,7 +27,8 @@ from ..imageset import SPLITS, ImageSet
 from .images import GREY_MODES, ImageFormat, decode, encode, hw_of, probe, resize, stack
 
 T = TypeVar("T")
-CHUNK = 32  # images per streamed chunk: a few MiB of pixels at 224 x 224, enough to amortise the per-call overhead
+CHUNK_PIXELS = 1 << 21  # pixels per streamed chunk (~42 images at 224 x 224, ~2,700 at 28 x 28): enough to amortise
+# per-call overhead, small enough that the chunks in flight stay a few hundred MiB whatever the dataset size
 
 
 def workers() -> int:
@@ -96,8 +97,13 @@ class Catalog:
         """The order in which the writer takes samples (the source's own order)."""
         return list(range(len(self)))
 
-    def chunks(self, index: Sequence[int], size: int = CHUNK, raw: bool = True) -> Iterator[Callable[[], Chunk]]:
+    def chunks(self, index: Sequence[int], raw: bool = True) -> Iterator[Callable[[], Chunk]]:
         raise NotImplementedError
+
+    def chunk_size(self, index: Sequence[int]) -> int:
+        """Images per chunk: about :data:`CHUNK_PIXELS` pixels of a typical image of ``index``."""
+        h, w = self.sizes[index[len(index) // 2]] if len(index) else (1, 1)
+        return max(1, CHUNK_PIXELS // max(1, h * w))
 
     def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> Any:
         raise NotImplementedError
@@ -163,8 +169,9 @@ class FileCatalog(Catalog):
             arrays.append(decode(data, self.grey, path))
         return Chunk(idx, raws, arrays)
 
-    def chunks(self, index: Sequence[int], size: int = CHUNK, raw: bool = True) -> Iterator[Callable[[], Chunk]]:
+    def chunks(self, index: Sequence[int], raw: bool = True) -> Iterator[Callable[[], Chunk]]:
         index = list(index)
+        size = self.chunk_size(index)
         for s in range(0, len(index), size):
             part = index[s:s + size]
             yield lambda part=part: self._load(part, raw)
@@ -245,8 +252,9 @@ class MemoryCatalog(Catalog):
     def order(self) -> list[int]:
         return [i for s in self.split_names() for i in self.indices(s)]  # split by split, as the .npz holds them
 
-    def chunks(self, index: Sequence[int], size: int = CHUNK, raw: bool = True) -> Iterator[Callable[[], Chunk]]:
+    def chunks(self, index: Sequence[int], raw: bool = True) -> Iterator[Callable[[], Chunk]]:
         index = list(index)
+        size = self.chunk_size(index)
         for s in range(0, len(index), size):
             part = index[s:s + size]
             arrays = list(self.ds.images[part].numpy())

@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import UserError
 from ..imageset import SPLITS, ImageSet
 from . import FORMATS
-from .catalog import CHUNK, Catalog, Chunk, MemoryCatalog
+from .catalog import Catalog, Chunk, MemoryCatalog
 
 
 def _header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -137,9 +137,10 @@ class NpzCatalog(Catalog):
         rank = {k: n for n, k in enumerate(self.members)}  # the archive's own key order
         return sorted(range(len(self)), key=lambda i: (rank[self.rows[i][0]], self.rows[i][1]))
 
-    def chunks(self, index: Sequence[int], size: int = CHUNK * 8, raw: bool = True) -> Iterator[Callable[[], Chunk]]:
+    def chunks(self, index: Sequence[int], raw: bool = True) -> Iterator[Callable[[], Chunk]]:
         """Rows are read here, in the calling thread and in order (a compressed member is one sequential stream)."""
         index = list(index)
+        size = self.chunk_size(index)
         s = 0
         while s < len(index):
             key, r0 = self.rows[index[s]]
