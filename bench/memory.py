@@ -49,7 +49,7 @@ def make_pool(folder: Path, n: int, size: int = 224) -> list[Path]:
 def build_folder(root: Path, pool: list[Path], n: int, classes: int = 10) -> Path:
     """``root/{train,test}/<class>/*.png`` (80/20) from the first ``n`` pool images, hard-linked (no extra disk)."""
     for i, src in enumerate(pool[:n]):
-        split = "test" if i % 5 == 4 else "train"
+        split = "test" if (i // classes) % 5 == 4 else "train"
         d = root / split / f"c{i % classes}"
         d.mkdir(parents=True, exist_ok=True)
         os.link(src, d / src.name)

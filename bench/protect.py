@@ -66,7 +66,7 @@ def _png_source(tmp: Path, n: int, size: int = 224) -> Path:
     g = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size] / size
     for i in range(n):
-        d = tmp / "src" / ("test" if i % 5 == 4 else "train") / f"c{i % 10}"
+        d = tmp / "src" / ("test" if (i // 10) % 5 == 4 else "train") / f"c{i % 10}"
         d.mkdir(parents=True, exist_ok=True)
         a, b = g.uniform(0.5, 6, 2)
         img = np.stack([np.sin(a * xx + b * yy + k) for k in (0, 2, 4)], -1) * 90 + 128
