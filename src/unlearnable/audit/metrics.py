@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ..data.quality import l2, linf, perturbation_stats, psnr, ssim
+from ..data.quality import PerturbationStats, l2, linf, perturbation_stats, psnr, ssim
 
-__all__ = ["l2", "linf", "perturbation_stats", "psnr", "ssim"]
+__all__ = ["PerturbationStats", "l2", "linf", "perturbation_stats", "psnr", "ssim"]

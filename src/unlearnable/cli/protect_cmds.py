@@ -23,7 +23,12 @@ def protect_cmd(
     eps: str = typer.Option(None, "--eps", help="L-inf budget for budgeted methods, e.g. 8/255 (same as "
                                                   "--param eps=...)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output"),
-    size: int = typer.Option(None, "--size", help="resize images to SIZE x SIZE (needed when sizes differ)"),
+    size: int = typer.Option(None, "--size", help="resize every image to SIZE x SIZE (default: keep native sizes)"),
+    image_format: str = typer.Option("png", "--image-format", help="how protected images are saved: png (lossless "
+                                     "PNG bytes under the original file name; default), keep (each file's own "
+                                     "codec, JPEG q95 for .jpg: lossy) or jpeg:Q (lossy)"),
+    work_size: int = typer.Option(None, "--work-size", help="size the method is fitted at when image sizes differ "
+                                  "(default 224); outputs keep their native size"),
     seed: int = typer.Option(0, "--seed", help="seed of the train/test split for class-folder sources"),
     test_fraction: str = typer.Option("0.2", "--test-fraction", help="test share for class-folder sources"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (cuda = this rank's GPU)"),
@@ -68,6 +73,6 @@ def protect_cmd(
     try:
         protect_source(source, method, out, key, splits, params, force, dev, size, seed,
                        parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume,
-                       review=review)
+                       review=review, image_format=image_format, work_size=work_size)
     finally:
         D.shutdown()

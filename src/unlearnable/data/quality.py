@@ -44,52 +44,93 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
     The Gaussian is applied separably (two 1-D passes) to the five moment maps at once. The window shrinks for
     images smaller than 11 px so tiny test images still get a value.
     """
-    x, y = _f(a), _f(b)
     # Moments are computed in float32 (fast convolutions) on images shifted by their own mean: variances are
     # differences of sums, and centring keeps those sums small so float32 cancellation stays negligible.
-    shift = x.mean(dim=(1, 2, 3), keepdim=True)
-    x, y = (x - shift).float(), (y - shift).float()
-    n, c, h, w = x.shape
+    n, c, h, w = a.shape
+    maps = torch.empty(n, 5, c, h, w)
+    x, y = maps[:, 0], maps[:, 1]
+    x.copy_(a).div_(255.0) if a.dtype == torch.uint8 else x.copy_(a)
+    y.copy_(b).div_(255.0) if b.dtype == torch.uint8 else y.copy_(b)
+    shift = x.double().mean(dim=(1, 2, 3), keepdim=True).float()
+    x.sub_(shift)
+    y.sub_(shift)
+    torch.mul(x, x, out=maps[:, 2])
+    torch.mul(y, y, out=maps[:, 3])
+    torch.mul(x, y, out=maps[:, 4])
+    maps = maps.reshape(n, 5 * c, h, w)  # (N, 5C, H, W), filled in place: no stacked copies
     win = min(window, h, w)
     win -= (win + 1) % 2  # odd
     g = _gaussian_1d(win, 1.5 * win / 11).float()
-    maps = torch.stack([x, y, x * x, y * y, x * y], 1).reshape(n, 5 * c, h, w)  # (N, 5C, H, W)
     k = 5 * c
     maps = F.conv2d(maps, g.view(1, 1, win, 1).expand(k, 1, win, 1), groups=k)
     maps = F.conv2d(maps, g.view(1, 1, 1, win).expand(k, 1, 1, win), groups=k)
     mx, my, exx, eyy, exy = maps.reshape(n, 5, c, *maps.shape[-2:]).unbind(1)
     c1, c2 = 0.01**2, 0.03**2
     sxx, syy, sxy = exx - mx**2, eyy - my**2, exy - mx * my
-    sh = shift.float()
-    mx, my = mx + sh, my + sh
+    mx, my = mx + shift, my + shift
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).float()
 
 
-def perturbation_stats(clean: torch.Tensor, protected: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
+class PerturbationStats:
+    """Running PSNR/SSIM/L2/L-inf of ``protected - clean``, fed batch by batch (images of one size per call).
+
+    Unchanged images have known values (PSNR inf, SSIM 1, distances 0) and cost nothing; accumulators from
+    different batches merge with ``+=``, so a streamed pass measures as it writes.
+    """
+
+    def __init__(self) -> None:
+        self.n = self.changed = self.finite = 0
+        self.psnr_sum = self.ssim_sum = self.linf_sum = self.l2_sum = self.linf_max = 0.0
+
+    def update(self, clean: torch.Tensor, protected: torch.Tensor, chunk: int = 0) -> None:
+        """Add uint8 batches ``(N, C, H, W)``, measured ``chunk`` images at a time (0: about 256 K values, which
+        keeps SSIM's moment maps in cache: measured 3x faster at 224 x 224 than 32 images at once)."""
+        n = len(clean)
+        chunk = chunk or max(1, (1 << 18) // max(1, clean[0].numel() if n else 1))
+        self.n += n
+        if n == 0:
+            return
+        idx = (clean != protected).flatten(1).any(1).nonzero().flatten()
+        self.changed += len(idx)
+        self.ssim_sum += n - len(idx)
+        for s in range(0, len(idx), chunk):
+            i = idx[s:s + chunk]
+            a, b = clean[i], protected[i]
+            # PSNR, L-inf and L2 from one integer difference: exact, and far cheaper than three float64 passes.
+            d = (b.to(torch.int16) - a.to(torch.int16)).flatten(1)
+            sq = d.to(torch.int32).pow_(2).sum(1, dtype=torch.int64).double()  # (B,) sums of squared grey levels
+            li = d.abs().amax(1).double() / 255.0
+            p = 10 * torch.log10(255.0**2 * d.shape[1] / sq)  # every row changed, so sq > 0
+            self.psnr_sum += float(p.sum())
+            self.finite += len(p)
+            self.ssim_sum += float(ssim(a, b).double().sum())
+            self.linf_sum += float(li.sum())
+            self.linf_max = max(self.linf_max, float(li.max()))
+            self.l2_sum += float(sq.sqrt().sum() / 255.0)
+
+    def __iadd__(self, other: PerturbationStats) -> PerturbationStats:
+        for k in ("n", "changed", "finite", "psnr_sum", "ssim_sum", "linf_sum", "l2_sum"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.linf_max = max(self.linf_max, other.linf_max)
+        return self
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0:
+            return {"psnr_db": math.inf, "ssim": 1.0, "linf_max": 0.0, "linf_mean": 0.0, "l2_mean": 0.0,
+                    "changed_fraction": 0.0}
+        return {
+            "psnr_db": self.psnr_sum / self.finite if self.finite else math.inf,
+            "ssim": self.ssim_sum / self.n,
+            "linf_max": self.linf_max,
+            "linf_mean": self.linf_sum / self.n,
+            "l2_mean": self.l2_sum / self.n,
+            "changed_fraction": self.changed / self.n,
+        }
+
+
+def perturbation_stats(clean: torch.Tensor, protected: torch.Tensor, chunk: int = 0) -> dict[str, float]:
     """Mean PSNR/SSIM/L2 and max/mean L-inf of ``protected - clean`` over a batch of uint8 images."""
-    n = len(clean)
-    changed = (clean != protected).flatten(1).any(1) if n else torch.zeros(0, dtype=torch.bool)
-    # Unchanged images have known values (PSNR inf, SSIM 1, distances 0): compute only the changed ones.
-    cat = {"psnr": torch.full((n,), math.inf), "ssim": torch.ones(n), "linf": torch.zeros(n, dtype=torch.float64),
-           "l2": torch.zeros(n, dtype=torch.float64)}
-    idx = changed.nonzero().flatten()
-    for s in range(0, len(idx), chunk):
-        i = idx[s:s + chunk]
-        a, b = clean[i], protected[i]
-        cat["psnr"][i] = psnr(a, b).float()
-        cat["ssim"][i] = ssim(a, b)
-        cat["linf"][i] = linf(a, b)
-        cat["l2"][i] = l2(a, b)
-    if n == 0:
-        return {"psnr_db": math.inf, "ssim": 1.0, "linf_max": 0.0, "linf_mean": 0.0, "l2_mean": 0.0,
-                "changed_fraction": 0.0}
-    finite = cat["psnr"][torch.isfinite(cat["psnr"])]
-    return {
-        "psnr_db": float(finite.mean()) if len(finite) else math.inf,
-        "ssim": float(cat["ssim"].mean()),
-        "linf_max": float(cat["linf"].max()),
-        "linf_mean": float(cat["linf"].mean()),
-        "l2_mean": float(cat["l2"].mean()),
-        "changed_fraction": float(changed.float().mean()),
-    }
+    acc = PerturbationStats()
+    acc.update(clean, protected, chunk)
+    return acc.result()

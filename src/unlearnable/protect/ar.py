@@ -120,6 +120,8 @@ class Autoregressive(Protection):
     """Class-wise AR processes, a fresh realisation per image, within an L-inf or L2 budget (model-free)."""
 
     summary = "autoregressive class-wise noise, a new realisation per image (Sandoval-Segura et al., NeurIPS 2022)"
+    size_free = True  # the noise is generated at each image's own size
+    fit_reads_pixels = False  # fit needs labels, ids and the channel count only
 
     @dataclass(frozen=True)
     class Params:

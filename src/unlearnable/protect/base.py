@@ -33,6 +33,13 @@ class Protection:
     summary: ClassVar[str] = ""
     #: Largest L-inf ``eps`` the method accepts (and ``--target-acc`` searches up to); beyond it images visibly change.
     max_eps: ClassVar[float] = 32 / 255
+    #: True if ``apply`` works on images of any size as they are (convolution-style methods such as CUDA). False:
+    #: ``apply`` only knows the size it was fitted at, and a streamed protect job applies it there and resizes the
+    #: resulting perturbation to each image's native size (see ``protect/native.py`` and docs/architecture.md).
+    size_free: ClassVar[bool] = False
+    #: False if ``fit`` reads only shapes, ids and labels, never pixels: a protect job then fits on a view that
+    #: holds no pixels at all, so fitting costs no memory however large the data.
+    fit_reads_pixels: ClassVar[bool] = True
 
     @dataclasses.dataclass(frozen=True)
     class Params:

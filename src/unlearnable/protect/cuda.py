@@ -74,6 +74,8 @@ class ClasswiseConvolution(Protection):
     """CUDA: class-wise random convolutions from a private key (model-free)."""
 
     summary = "class-wise random blur filters from a private key (Sadasivan et al., CVPR 2023); model-free"
+    size_free = True  # a 3x3 filter applies to an image of any size
+    fit_reads_pixels = False
 
     @dataclass(frozen=True)
     class Params:

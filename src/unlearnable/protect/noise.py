@@ -23,6 +23,7 @@ class RandomNoise(Protection):
     """Uniform or sign noise, sample-wise or class-wise, within ``eps`` (L-infinity)."""
 
     summary = "random noise within an L-inf budget, sample-wise or class-wise (baseline control)"
+    fit_reads_pixels = False
 
     @dataclass(frozen=True)
     class Params:

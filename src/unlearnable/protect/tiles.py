@@ -88,6 +88,8 @@ class PeriodicTiles(Protection):
     """Class-wise periodic +-eps tiles at a per-image phase: shift- and flip-robust shortcuts (model-free)."""
 
     summary = "class-wise periodic sign tiles, robust to crop/flip augmentation (model-free, any image size)"
+    size_free = True  # the noise is generated at each image's own size
+    fit_reads_pixels = False  # fit needs labels, ids and the channel count only
 
     @dataclass(frozen=True)
     class Params:
