@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import UserError
 from .formats import FORMATS
 from .formats.builtin import BUILTINS, parse_builtin
-from .formats.catalog import Catalog, MemoryCatalog
+from .formats.catalog import Catalog
+from .formats.npz import MemoryCatalog
 from .imageset import ImageSet
 
 DETECT_ORDER = ("builtin", "npz", "pets", "flowers102", "folder")

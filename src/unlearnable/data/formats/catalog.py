@@ -241,42 +241,6 @@ class FileWriter:
 
 
 # -- in memory ------------------------------------------------------------------------------------------------
-class MemoryCatalog(Catalog):
-    """A catalog over an ImageSet already in memory (built-in data); written as a MedMNIST-style ``.npz``."""
-
-    def __init__(self, ds: ImageSet) -> None:
-        super().__init__(ds.meta.get("format", "npz"), ds.ids, ds.splits, ds.labels, ds.classes, ds.channels,
-                         ds.layout, [ds.size] * len(ds), dict(ds.meta))
-        self.ds = ds
-
-    def order(self) -> list[int]:
-        return [i for s in self.split_names() for i in self.indices(s)]  # split by split, as the .npz holds them
-
-    def chunks(self, index: Sequence[int], raw: bool = True) -> Iterator[Callable[[], Chunk]]:
-        index = list(index)
-        size = self.chunk_size(index)
-        for s in range(0, len(index), size):
-            part = index[s:s + size]
-            arrays = list(self.ds.images[part].numpy())
-            yield lambda part=part, arrays=arrays: Chunk(part, [None] * len(part), arrays)
-
-    def imageset(self, index: Sequence[int] | None = None, size: int | tuple[int, int] | None = None,
-                 pixels: bool = True) -> ImageSet:
-        if size is None and pixels:
-            return self.ds if index is None else self.ds.subset(list(index))
-        return super().imageset(index, size, pixels)
-
-    def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> Any:
-        from .npz import NpzWriter
-
-        return NpzWriter(self, out_dir / f"{self.meta.get('name', 'images')}.npz", None)
-
-    def source_digest(self, raw_hashes: dict[int, str]) -> str:
-        h = hashlib.sha256(self.ds.images.numpy().tobytes())
-        h.update(self.ds.labels.numpy().tobytes())
-        return h.hexdigest()
-
-
 def save_files(ds: ImageSet, out_dir: Path, original: ImageSet | None, extras: Sequence[str] = (),
                masks: str | None = None, image_format: ImageFormat | None = None) -> list[Path]:
     """Write an in-memory ImageSet that came from image files back into the source's tree (samples equal to
