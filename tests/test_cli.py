@@ -135,17 +135,21 @@ def test_real_entry_point_exit_code(tmp_path):
 def test_datasets_lists_everything(capsys):
     code, out, _ = run_cli(["datasets"], capsys)
     assert code == 0
-    for word in ("mnist5k", "npz", "folder", "pets", "flowers102", "cuda", "random", "resnet18"):
+    for word in ("mnist5k", "mni-tissue", "textures", "npz", "folder", "pets", "flowers102", "cuda", "random",
+                 "resnet18"):
         assert word in out
 
 
 def test_interrupted_protect_leaves_nothing_behind(npz_path, tmp_path, capsys, monkeypatch):
     from unlearnable.protect import run
 
-    def boom(*a, **k):
+    real = run.stream_protect
+
+    def boom(cat, out_dir, *a, **k):  # interrupted half-way through the streamed write
+        real(cat, out_dir, *a, **k)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run, "save", boom)
+    monkeypatch.setattr(run, "stream_protect", boom)
     before = listing(tmp_path)
     code, _, err = run_cli(["protect", str(npz_path), "-m", "cuda", "-o", str(tmp_path / "o")], capsys)
     assert code == 130 and "interrupted" in err

@@ -12,14 +12,14 @@ _console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def log(message: str) -> None:
-    from .train import distributed as D
+    from .runtime import distributed as D
 
     if D.is_main():
         _console.print(message)
 
 
 def warn(message: str) -> None:
-    from .train import distributed as D
+    from .runtime import distributed as D
 
     if D.is_main():
         _console.print(f"[yellow]warning:[/yellow] {message}")
@@ -27,7 +27,7 @@ def warn(message: str) -> None:
 
 def progress_enabled() -> bool:
     """Whether this process reports progress: rank 0 only (a bar on a terminal, plain lines otherwise)."""
-    from .train import distributed as D
+    from .runtime import distributed as D
 
     return D.is_main()
 
@@ -46,7 +46,7 @@ class Progress:
 
     def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True,
                  every: float = 0.1) -> None:
-        from .train import distributed as D
+        from .runtime import distributed as D
 
         self.total, self.desc, self.unit, self.done, self.every = max(int(total), 0), desc, unit, int(initial), every
         self.active = enabled and D.is_main()

@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..data import ImageSet
 from ..errors import UserError
 from ..log import log
-from ..train import distributed as D
+from ..runtime import distributed as D
 from ..train.defenses import Defense
 from ..train.loop import BatchHook, History, Recipe, train_classifier
-from .metrics import baseline_valid
+from .validity import baseline_valid
 
 # Victim defaults by device: the papers' ResNet-18 needs a GPU (10 epochs of both victims take about
 # 50 min on two CPU cores); on a CPU the small CNN gives a usable audit in minutes. Measurements: README.md.

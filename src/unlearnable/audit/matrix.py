@@ -24,12 +24,14 @@ import torch
 from ..data import ImageSet
 from ..log import log
 from ..protect.base import protect
+from ..report.audit_figures import heatmap
 from ..report.render import markdown_table
+from ..runtime import checkpoint as CK
 from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from .cells import expand_grid, run_cells
 from .evaluate import evaluate, train_and_test
-from .metrics import baseline_valid
+from .validity import baseline_valid
 
 CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc", "valid")
 CLEAN = "clean"  # the baseline row's method name
@@ -127,12 +129,12 @@ def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed:
     h = hashlib.sha256(ds.images.numpy().tobytes())
     h.update(json.dumps([method, params, key_seed], sort_keys=True, default=str).encode())
     path = folder / f"{method}-{h.hexdigest()[:12]}.pt"
-    if path.is_file():
-        return ds.with_images(torch.load(path, map_location="cpu", weights_only=True))
+    cached = CK.load(path)
+    if cached is not None:
+        return ds.with_images(cached["images"])
     log(f"audit: protecting the training split with '{method}'")
     result = protect(ds, method, key=key_seed, splits="train", device=device, **params)
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda p: torch.save(result.images, p))
+    CK.save(path, {"images": result.images})
     return result
 
 
@@ -185,43 +187,3 @@ def accuracy_grid(rows: Sequence[Mapping[str, Any]], defenses: Sequence[str]) ->
             labels.append(lab)
         acc[(lab, r["defense"])] = float(r["protected_acc"])
     return labels, [[acc.get((lab, d), float("nan")) for d in defenses] for lab in labels]
-
-
-def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[float]], path: Path,
-            invalid: set[str] | frozenset[str] = frozenset()) -> Path:
-    """A rows x defences heat map of accuracy (%), annotated, PNG; ``invalid`` columns are grey and hatched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.patches import Patch, Rectangle
-
-    from ..report.palette import INVALID
-
-    a = 100 * np.asarray(grid, dtype=float)
-    bad = [j for j, c in enumerate(cols) if c in invalid]
-    shown = a.copy()
-    shown[:, bad] = np.nan  # never coloured as protection: a baseline that did not learn proves nothing
-    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.1 * len(cols)), 1.6 + 0.45 * len(rows)))
-    cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad=INVALID)
-    im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=0, vmax=100, aspect="auto")
-    for j in bad:
-        ax.add_patch(Rectangle((j - 0.5, -0.5), 1, len(rows), fill=False, hatch="///", edgecolor="#888888", lw=0))
-    ax.set_xticks(range(len(cols)), [c + (" (invalid)" if c in invalid else "") for c in cols], rotation=30,
-                  ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            ax.text(j, i, "" if np.isnan(a[i, j]) else f"{a[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                    color="#555555" if j in bad else "black")
-    if bad:
-        ax.legend(handles=[Patch(facecolor=INVALID, hatch="///", edgecolor="#888888",
-                                 label="invalid: clean baseline did not beat chance")],
-                  loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=7, frameon=False)
-    fig.colorbar(im, ax=ax, label="clean test accuracy (%)")
-    ax.set_title("victim accuracy (lower = stronger protection)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return path

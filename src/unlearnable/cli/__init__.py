@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
 
     Exit codes: 0 success; 1 an unexpected error (one line, full traceback saved to a file); 2 a user error or bad
     usage, nothing written; 3 the run finished but proved nothing (a clean victim that did not beat chance, see
-    ``audit.metrics.baseline_valid``); 130 interrupted.
+    ``audit.validity.baseline_valid``); 130 interrupted.
     """
     args = sys.argv[1:] if argv is None else argv
     KEPT.clear()

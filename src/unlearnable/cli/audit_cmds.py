@@ -65,8 +65,8 @@ def audit_cmd(
     from ..audit.matrix import run_audit, subsample
     from ..data import load
     from ..log import progress_enabled
+    from ..runtime.distributed import resolve_device
     from ..train.defenses import parse_defense
-    from ..train.distributed import resolve_device
 
     device = resolve_device(device)
     recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed, device)
@@ -94,7 +94,7 @@ def audit_cmd(
     typer.echo(f"\n{len(rows)} cells -> {out / 'audit.csv'}, {out / 'audit.md'}, {out / 'heatmap.png'}")
     bad = {r["defense"]: r["invalid_reason"] for r in rows if not r["valid"]}
     if bad:
-        from ..audit.metrics import EXIT_INCONCLUSIVE
+        from ..audit.validity import EXIT_INCONCLUSIVE
         from ..log import warn
 
         for d, why in bad.items():

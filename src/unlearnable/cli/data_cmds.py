@@ -33,7 +33,7 @@ def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     from ..data import phantoms
     from ..data.formats import FORMATS
     from ..data.formats.builtin import BUILTINS
-    from ..data.formats.nifti import read_csv, read_mrbrains
+    from ..data.formats.mrbrains import read_csv, read_mrbrains
     from ..forget import STRATEGIES
     from ..models import MODELS
     from ..models.seg3d import SEG_MODELS

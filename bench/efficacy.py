@@ -1,0 +1,224 @@
+"""Efficacy benchmark: how far each protection drops a victim's clean test accuracy, per dataset x method x budget.
+
+For every built-in benchmark dataset the training split is protected with each registered method at each budget
+(methods without an ``eps`` parameter get one row at their defaults), a victim is trained on it with crop/flip
+augmentation through :func:`unlearnable.audit.evaluate`, and tested on the clean test split, which is never
+perturbed. The clean baseline is trained once per (dataset, victim, seed) and reused by every row. ``resnet18``
+runs only at 8/255 (and for budget-free methods). Prints one JSON object; ``--table`` writes a Markdown table.
+
+    python bench/efficacy.py --quick --out results.json --table table.md
+    python bench/efficacy.py --datasets mni-tissue --methods random,em --eps 8/255 --victims smallcnn --jpeg 75
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from unlearnable.audit.evaluate import evaluate
+from unlearnable.data import ImageSet, load
+from unlearnable.data.quality import perturbation_stats
+from unlearnable.protect import METHODS, protect
+from unlearnable.train.defenses import jpeg, parse_defense
+from unlearnable.train.loop import Recipe
+from unlearnable.utils import parse_number
+
+DATASETS = ("mni-tissue", "textures", "mnist5k")
+EPS = (4 / 255, 8 / 255, 16 / 255)
+RESNET_EPS = 8 / 255  # the deeper victim runs at the papers' budget only
+# Victim recipes per dataset for the full run. The epochs are a starting point, not yet confirmed on the full
+# splits: every baseline records its per-epoch clean test curve (``baselines[].test_curve``) so convergence can be
+# read off the results. Digits are not mirror-symmetric, so their augmentation crops without flipping.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mni-tissue": {"epochs": 30, "aug": "aug:4"},
+    "textures": {"epochs": 30, "aug": "aug:4"},
+    "mnist5k": {"epochs": 20, "aug": "aug:2:flip=false"},
+}
+QUICK = {"train": 600, "test": 400, "epochs": 8}
+BATCH, LR = 32, 0.05  # small batches: enough SGD steps on the 2,000-image training splits
+
+
+def method_rows(method: str, eps_list: Sequence[float], victim: str) -> list[float | None]:
+    """The budgets one method runs at: every ``eps`` if its parameters have one, else a single row (None)."""
+    fields = {f.name for f in dataclasses.fields(METHODS.get(method).Params)}
+    if "eps" not in fields:
+        return [None]
+    if victim != "smallcnn":
+        return [e for e in eps_list if math.isclose(e, RESNET_EPS)]
+    return list(eps_list)
+
+
+def stratified_subset(ds: ImageSet, n: int, seed: int) -> ImageSet:
+    """At most ``n`` samples of ``ds`` with the same number per class (seeded), in the source's order."""
+    g = torch.Generator().manual_seed(seed)
+    per = max(1, n // ds.num_classes)
+    pick = []
+    for c in range(ds.num_classes):
+        idx = (ds.labels == c).nonzero().flatten()
+        pick.append(idx[torch.randperm(len(idx), generator=g)[:per]])
+    return ds.subset(torch.cat(pick).sort().values)
+
+
+def prepare(name: str, quick: bool, n_train: int | None, n_test: int | None, seed: int) -> ImageSet:
+    """The dataset with its train split (and in quick mode a subset of both splits); the test split stays clean."""
+    ds = load(name)
+    n_train = n_train or (QUICK["train"] if quick else None)
+    n_test = n_test or (QUICK["test"] if quick else None)
+    train, test = ds.split("train"), ds.split("test")
+    if n_train:
+        train = stratified_subset(train, n_train, seed)
+    if n_test:
+        test = stratified_subset(test, n_test, seed + 1)
+    return ImageSet(torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels]),
+                    train.ids + test.ids, train.splits + test.splits, ds.classes, ds.layout, ds.meta)
+
+
+def recipe_for(name: str, victim: str, quick: bool, epochs: int | None, seed: int) -> Recipe:
+    e = epochs or (QUICK["epochs"] if quick else RECIPES.get(name, RECIPES["textures"])["epochs"])
+    return Recipe(model=victim, epochs=e, batch_size=BATCH, lr=LR, seed=seed)
+
+
+def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None, eps: Sequence[float] = EPS,
+        victims: Sequence[str] = ("smallcnn", "resnet18"), quick: bool = False, seed: int = 0,
+        jpeg_quality: int | None = None, n_train: int | None = None, n_test: int | None = None,
+        epochs: int | None = None, device: str = "cpu", log=None) -> dict[str, Any]:
+    """Run the grid and return the results object (what ``main`` prints); ``log`` gets one line per row."""
+    say = log or (lambda s: None)
+    methods = list(methods) if methods else METHODS.names()
+    for m in methods:
+        METHODS.get(m)  # unknown names fail here, with "did you mean", before anything trains
+    t_all = time.perf_counter()
+    baselines, rows = [], []
+    for name in datasets:
+        ds = prepare(name, quick, n_train, n_test, seed)
+        clean_train = ds.split("train")
+        test_labels = ds.split("test").labels
+        chance = float(torch.bincount(test_labels, minlength=ds.num_classes).max()) / len(test_labels)
+        aug = [parse_defense(RECIPES.get(name, RECIPES["textures"])["aug"])]
+        for victim in victims:
+            recipe = recipe_for(name, victim, quick, epochs, seed)
+            cached: dict[str, Any] | None = None  # the clean baseline of (dataset, victim, seed)
+            jpeg_cached: dict[str, Any] | None = None
+            for method in methods:
+                for e in method_rows(method, eps, victim):
+                    params = {} if e is None else {"eps": e}
+                    t = time.perf_counter()
+                    prot = protect(ds, method, key=seed, device=device, **params)
+                    fit_s = time.perf_counter() - t
+                    res = evaluate(prot, ds, recipe, device=device, defenses=aug, clean_result=cached)
+                    if cached is None:
+                        cached = {"acc": res["clean_acc"], "curve": res["curves"]["clean"],
+                                  "wall_s": res["wall_s"]["clean"]}
+                        baselines.append({"dataset": name, "victim": victim, "seed": seed, "clean_acc": cached["acc"],
+                                          "chance": chance, "epochs": recipe.epochs, "train_s": cached["wall_s"],
+                                          "final_train_acc": cached["curve"][-1]["train_acc"],
+                                          "test_curve": [round(r["test_acc"], 4) for r in cached["curve"]],
+                                          "train": len(clean_train), "test": len(test_labels)})
+                    stats = perturbation_stats(clean_train.images, prot.split("train").images)
+                    row = {"dataset": name, "victim": victim, "method": method,
+                           "eps": e, "eps_255": None if e is None else round(e * 255, 3),
+                           "clean_acc": res["clean_acc"], "protected_acc": res["protected_acc"], "chance": chance,
+                           "psnr_db": stats["psnr_db"], "ssim": stats["ssim"],
+                           "linf_255": round(stats["linf_max"] * 255, 3),
+                           "fit_s": fit_s, "train_s": res["wall_s"]["protected"],
+                           "protected_train_acc": res["protected_train_acc"]}
+                    if jpeg_quality is not None:
+                        row["jpeg_quality"] = jpeg_quality
+                        if jpeg_cached is None:  # the clean twin saved as JPEG: what the lossy save alone costs
+                            jc = evaluate(_jpeg_train(ds, jpeg_quality), ds, recipe, device=device, defenses=aug,
+                                          clean_result=cached)
+                            jpeg_cached = {"acc": jc["protected_acc"]}
+                        row["clean_jpeg_acc"] = jpeg_cached["acc"]
+                        rj = evaluate(_jpeg_train(prot, jpeg_quality), ds, recipe, device=device, defenses=aug,
+                                      clean_result=cached)
+                        row["protected_jpeg_acc"] = rj["protected_acc"]
+                    rows.append(row)
+                    say(f"{name} {victim} {method} eps={row['eps_255']}: clean {row['clean_acc']:.3f} protected "
+                        f"{row['protected_acc']:.3f} chance {chance:.3f} PSNR {_db(row['psnr_db'])}")
+    return {"benchmark": "efficacy", "quick": quick, "seed": seed, "device": device,
+            "config": {"datasets": list(datasets), "methods": methods, "eps": list(eps), "victims": list(victims),
+                       "jpeg": jpeg_quality, "batch_size": BATCH, "lr": LR, "recipes": RECIPES,
+                       "quick_sizes": QUICK if quick else None},
+            "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "cpu": platform.processor() or platform.machine()},
+            "baselines": baselines, "rows": rows, "wall_s": time.perf_counter() - t_all}
+
+
+def _db(psnr_db: float | None) -> str:
+    """PSNR for a table; None (no image changed, strict JSON has no Infinity) is shown as a dash."""
+    return "—" if psnr_db is None else f"{psnr_db:.1f}"
+
+
+def _jpeg_train(ds: ImageSet, quality: int) -> ImageSet:
+    """``ds`` with its training images JPEG round-tripped in memory (a lossy save of protected data)."""
+    idx = ds.indices("train")
+    return ds.with_images(jpeg(ds.images[idx], quality), idx)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """One row per (dataset, victim, method, budget); accuracies in %, PSNR in dB, times in seconds."""
+    has_jpeg = any("protected_jpeg_acc" in r for r in result["rows"])
+    head = ["dataset", "victim", "method", "eps", "clean %", "protected %", "chance %", "PSNR dB", "SSIM",
+            "fit s", "train s"]
+    if has_jpeg:
+        head += [f"clean JPEG{result['config']['jpeg']} %", f"protected JPEG{result['config']['jpeg']} %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        cells = [r["dataset"], r["victim"], r["method"], "—" if r["eps"] is None else f"{r['eps_255']:g}/255",
+                 f"{100 * r['clean_acc']:.1f}", f"{100 * r['protected_acc']:.1f}", f"{100 * r['chance']:.1f}",
+                 _db(r["psnr_db"]), f"{r['ssim']:.3f}", f"{r['fit_s']:.1f}", f"{r['train_s']:.1f}"]
+        if has_jpeg:
+            cells += [f"{100 * r['clean_jpeg_acc']:.1f}", f"{100 * r['protected_jpeg_acc']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="built-in names, comma-separated")
+    ap.add_argument("--methods", default="", help="registered methods, comma-separated (default: all)")
+    ap.add_argument("--eps", default="4/255,8/255,16/255", help="L-inf budgets, comma-separated")
+    ap.add_argument("--victims", default="smallcnn,resnet18")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK['train']} train / {QUICK['test']} test images, {QUICK['epochs']} epochs")
+    ap.add_argument("--train", type=int, default=None, help="training images per dataset (stratified subset)")
+    ap.add_argument("--test", type=int, default=None, help="test images per dataset (stratified subset)")
+    ap.add_argument("--epochs", type=int, default=None, help="override every dataset's victim epochs")
+    ap.add_argument("--jpeg", type=int, default=None, metavar="Q",
+                    help="also train on the protected images saved as JPEG at quality Q")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="write the JSON here too")
+    ap.add_argument("--table", default=None, help="write the Markdown table here")
+    a = ap.parse_args(argv)
+    if a.jpeg is not None and not 1 <= a.jpeg <= 100:
+        ap.error(f"--jpeg {a.jpeg}: quality must be in 1..100")
+    eps = [parse_number(e, "--eps") for e in _csv(a.eps)]
+    result = run(_csv(a.datasets), _csv(a.methods) or None, eps, _csv(a.victims), a.quick, a.seed, a.jpeg,
+                 a.train, a.test, a.epochs, a.device, log=lambda s: print(s, file=sys.stderr, flush=True))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+    if a.table:
+        with open(a.table, "w") as f:
+            f.write(markdown_table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

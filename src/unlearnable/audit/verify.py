@@ -1,0 +1,183 @@
+"""``protect --verify`` and ``--target-acc``: protection that checks itself before it is written.
+
+A short independent victim (an architecture no method used as its surrogate, standard crop/flip augmentation) is
+trained on the protected training split and on its clean twin with the same recipe; both are tested on the clean
+test split. The verdict says "protected" only when the protected victim is within :data:`PROTECTED_MARGIN` of
+chance *and* the clean twin learnt (a run whose clean victim did not learn proves nothing: "invalid", by the same
+rule as every audit, :func:`~unlearnable.audit.validity.baseline_valid`; the command then exits with status 3).
+
+``--target-acc X`` searches the smallest L-inf budget whose protected accuracy is at most ``X``: one fit at the
+method's maximum budget (if that fails, nothing is written), then bisection over whole grey levels, at most
+:data:`MAX_FITS` fits in all. The clean twin is trained once and reused.
+
+Data flows one way: the protect command hands this module a ``review`` callback; :mod:`unlearnable.protect` never
+imports audit code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..data import ImageSet
+from ..data.quality import psnr
+from ..errors import UserError
+from ..log import log
+from ..models import MODELS
+from ..protect.base import Protection, eps_levels
+from ..train.defenses import parse_defense
+from ..train.loop import Recipe
+from .evaluate import evaluate
+from .validity import baseline_valid
+
+PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
+MAX_FITS = 6
+VERIFY_AUG = "aug"  # random crop (pad 4) + horizontal flip: the standard recipe a data thief would use
+
+# Re-run the protection with other parameters: overrides -> (protected data, perturbation, method instance).
+Refit = Callable[[dict[str, Any]], tuple[ImageSet, Any, Protection]]
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    victim: str = "auto"  # auto: smallcnn, or resnet18 when smallcnn was the method's surrogate
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.05
+    seed: int = 0
+    target_acc: float | None = None
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.target_acc is not None and not 0.0 < self.target_acc < 1.0:
+            raise UserError(f"--target-acc {self.target_acc}: must be a fraction in (0, 1), e.g. 0.2")
+        if self.epochs < 1:
+            raise UserError(f"--verify-epochs {self.epochs}: must be at least 1")
+        if self.victim != "auto":
+            MODELS.get(self.victim)
+
+
+def check_verifiable(ds: ImageSet) -> None:
+    """A verification needs a clean test split and at least two classes."""
+    if ds.num_classes < 2:
+        raise UserError(f"--verify: the data has {ds.num_classes} class; a victim needs at least 2 to be tested")
+    if "test" not in ds.split_names():
+        raise UserError(f"--verify: the data has no 'test' split to test victims on (present: "
+                        f"{', '.join(ds.split_names())})")
+
+
+def pick_victim(opts: VerifyOptions, algo: Protection) -> str:
+    """The victim must differ from every surrogate the method trained (else the check flatters the method)."""
+    used = {str(getattr(algo.params, f)) for f in ("surrogate", "arch", "model") if hasattr(algo.params, f)}
+    if opts.victim != "auto":
+        if opts.victim in used:
+            raise UserError(f"--verify-victim {opts.victim}: the method used it as its surrogate; pick another")
+        return opts.victim
+    return "smallcnn" if "smallcnn" not in used else "resnet18"
+
+
+def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str, str]:
+    """(verdict, reason). "invalid" when the clean twin did not learn (the audits' one rule,
+    :func:`~unlearnable.audit.validity.baseline_valid`); "protected" within 10 points of chance."""
+    valid, why = baseline_valid(clean_acc, chance)
+    if not valid:
+        return "invalid", why.replace("train for more epochs or on more images",
+                                      "raise --verify-epochs or use more images")
+    if protected_acc <= chance + PROTECTED_MARGIN:
+        return "protected", f"protected accuracy {protected_acc:.1%} is within 10 points of chance ({chance:.1%})"
+    return "not protected", (f"protected accuracy {protected_acc:.1%} is more than 10 points above chance "
+                             f"({chance:.1%}; clean {clean_acc:.1%})")
+
+
+def _measure(ds: ImageSet, protected: ImageSet, recipe: Recipe, device: str,
+             clean_result: dict[str, Any] | None) -> dict[str, Any]:
+    aug = [parse_defense(VERIFY_AUG)]
+    return evaluate(protected, ds, recipe, device=device, defenses=aug, clean_result=clean_result)
+
+
+def _mean_psnr(ds: ImageSet, protected: ImageSet) -> float | None:
+    idx = ds.indices("train")
+    vals = psnr(ds.images[idx], protected.images[idx])
+    finite = vals[torch.isfinite(vals)]
+    return round(float(finite.mean()), 2) if len(finite) else None
+
+
+def make_review(opts: VerifyOptions) -> Callable[..., tuple[ImageSet, Any, Protection, dict[str, Any]]]:
+    """The callback ``protect_source`` runs after fitting: verify (and search the budget) before anything is
+    written. Returns (protected, perturbation, method, manifest entries)."""
+    opts.validate()
+
+    def review(ds: ImageSet, protected: ImageSet, pert: Any, algo: Protection,
+               refit: Refit) -> tuple[ImageSet, Any, Protection, dict[str, Any]]:
+        check_verifiable(ds)
+        victim = pick_victim(opts, algo)
+        recipe = Recipe(model=victim, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed)
+        chance = 1.0 / ds.num_classes
+        log(f"verify: training a '{victim}' victim for {opts.epochs} epochs (crop/flip augmentation) on the protected "
+            f"and on the clean training split")
+        if opts.target_acc is None:
+            r = _measure(ds, protected, recipe, opts.device, None)
+            return protected, pert, algo, {"verify": _entry(ds, protected, r, recipe, chance, algo)}
+        return _search(ds, algo, refit, recipe, chance, opts)
+
+    review.check = check_verifiable  # type: ignore[attr-defined]  # run on the loaded data before any fit
+    return review
+
+
+def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
+           algo: Protection) -> dict[str, Any]:
+    v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
+    return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
+            "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
+            "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
+            "verdict": v, "reason": why, "recipe": asdict(recipe)}
+
+
+def _search(ds: ImageSet, algo: Protection, refit: Refit, recipe: Recipe, chance: float,
+            opts: VerifyOptions) -> tuple[ImageSet, Any, Protection, dict[str, Any]]:
+    target = float(opts.target_acc)  # type: ignore[arg-type]
+    if not hasattr(algo.params, "eps") or getattr(algo.params, "norm", "linf") != "linf":
+        raise UserError(f"--target-acc: method '{algo.name}' has no L-inf budget (eps) to search")
+    hi = eps_levels(type(algo).max_eps)
+    tried: list[dict[str, Any]] = []
+    clean: dict[str, Any] | None = None
+    best: tuple[ImageSet, Any, Protection, dict[str, Any]] | None = None
+
+    def attempt(level: int) -> bool:
+        nonlocal clean, best
+        prot, pert, a = refit({"eps": f"{level}/255"})
+        r = _measure(ds, prot, recipe, opts.device, clean)
+        if clean is None:
+            clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
+            if verdict(r["clean_acc"], 0.0, chance)[0] == "invalid":
+                raise UserError(f"--target-acc: {verdict(r['clean_acc'], 0.0, chance)[1]}")
+        ok = r["protected_acc"] <= target
+        e = _entry(ds, prot, r, recipe, chance, a)
+        tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "psnr": e["psnr"], "met": ok})
+        log(f"target {target:.1%}: eps {level}/255 -> protected accuracy {r['protected_acc']:.1%} "
+            f"({'met' if ok else 'not met'})")
+        if ok:
+            best = (prot, pert, a, e)
+        return ok
+
+    if not attempt(hi):
+        raise UserError(f"--target-acc {target}: not met by '{algo.name}' at its maximum budget {hi}/255 "
+                        f"(protected accuracy {tried[-1]['protected_acc']:.1%}); nothing written")
+    lo = 0  # levels <= lo are known (or assumed at 0) not to meet the target
+    while hi - lo > 1 and len(tried) < MAX_FITS:
+        mid = max(lo + 1, int(round(math.sqrt(max(lo, 1) * hi))))  # geometric: budgets span 1..64 grey levels
+        mid = min(mid, hi - 1)
+        if attempt(mid):
+            hi = mid
+        else:
+            lo = mid
+    assert best is not None
+    prot, pert, a, e = best
+    e["target_acc"] = target
+    e["search"] = tried
+    log(f"target {target:.1%}: chose eps {hi}/255 (PSNR {e['psnr']} dB) after {len(tried)} fit(s)")
+    return prot, pert, a, {"verify": e}

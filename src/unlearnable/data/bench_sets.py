@@ -1,0 +1,182 @@
+"""Built-in benchmark datasets cut from real images that ship inside installed wheels (nothing is downloaded).
+
+* ``mni-tissue``: grey patches of nilearn's MNI152 T1 template (ICBM 2009a, 1 mm), labelled background / CSF /
+  grey matter / white matter by the tissue that dominates at the patch centre (nilearn's GM and WM probability
+  maps; CSF is the brain mask's remainder). Train and test come from different axial slabs with a gap of slices
+  between them, so no test voxel (or its immediate neighbour slice) is ever seen in training.
+* ``textures``: RGB crops of ten photographs shipped by scikit-learn and scikit-image (a fundus image, a histology
+  stain, a cat, a rocket, ...); the class is the photograph. Train crops come from the left 70% of each
+  photograph, test crops from the right 30%, so train and test never share a pixel.
+
+Both are deterministic functions of their options (``seed`` included) and take a few seconds to build.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+TISSUES = ("background", "csf", "gm", "wm")
+MNI_DEFAULTS = {"n": 2000, "test": 500, "size": 32, "seed": 0}
+# Axial slices repeat in blocks of 40: slices 0-27 train, 32-37 test; the 4- and 2-slice gaps are dropped so a
+# test patch never has its neighbouring slice (1 mm away, nearly identical) in the training split.
+SLAB, TRAIN_END, TEST_START, TEST_END = 40, 28, 32, 38
+MIN_TISSUE = 0.6  # a tissue label needs this probability at the centre voxel (unambiguous centres only)
+MIN_BRAIN = 0.25  # background patches must show at least this fraction of brain (no trivially black patches)
+
+PHOTOS = (  # (package, file, class name)
+    ("sklearn.datasets.images", "china.jpg", "temple"),
+    ("sklearn.datasets.images", "flower.jpg", "flower"),
+    ("skimage.data", "astronaut.png", "astronaut"),
+    ("skimage.data", "chelsea.png", "cat"),
+    ("skimage.data", "coffee.png", "coffee"),
+    ("skimage.data", "rocket.jpg", "rocket"),
+    ("skimage.data", "hubble_deep_field.jpg", "galaxies"),
+    ("skimage.data", "ihc.png", "histology"),
+    ("skimage.data", "retina.jpg", "retina"),
+    ("skimage.data", "motorcycle_left.png", "motorcycle"),
+)
+TEXTURE_DEFAULTS = {"n": 2000, "test": 500, "size": 32, "seed": 0}
+SHORT_SIDE = 256  # every photograph is first resized to this short side, so a crop covers a similar scale
+TRAIN_FRACTION = 0.7  # of each photograph's width
+MIN_STD = 8.0  # grey levels: near-uniform crops (black fundus corners, empty sky) say nothing about the class
+
+
+def _per_class(total: int, k: int) -> list[int]:
+    """Split ``total`` samples over ``k`` classes as evenly as possible (balanced classes)."""
+    return [total // k + (1 if c < total % k else 0) for c in range(k)]
+
+
+# ------------------------------------------------------------------------------------------------ mni-tissue
+@functools.lru_cache(maxsize=1)
+def _mni_maps() -> tuple[np.ndarray, np.ndarray]:
+    """MNI152 T1 in [0, 1] and the label map (-1 where no class is unambiguous), both ``(X, Y, Z)`` float/int."""
+    try:
+        from nilearn import datasets  # local import: slow to import, and only these datasets need it
+    except ImportError:
+        raise UserError("mni-tissue: needs nilearn (pip install nilearn); its MNI152 maps ship inside it") from None
+    t1, mask, gm, wm = (np.asarray(f(resolution=1).get_fdata(), dtype=np.float32) for f in (
+        datasets.load_mni152_template, datasets.load_mni152_brain_mask, datasets.load_mni152_gm_template,
+        datasets.load_mni152_wm_template))
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    probs = np.stack([csf, gm, wm])
+    tissue = 1 + probs.argmax(0)
+    label = np.where(probs.max(0) >= MIN_TISSUE, tissue, -1)
+    label = np.where(mask > 0.5, label, 0)
+    return t1 / max(float(t1.max()), 1e-6), label.astype(np.int64)
+
+
+def _slab_split(z: int) -> str | None:
+    r = z % SLAB
+    return "train" if r < TRAIN_END else "test" if TEST_START <= r < TEST_END else None
+
+
+def _window_fraction(mask: np.ndarray, size: int) -> np.ndarray:
+    """Fraction of ``mask`` in the in-slice ``size x size`` window at every voxel ``(X, Y, Z)`` (summed-area table).
+
+    The window spans ``[x - size//2, x - size//2 + size)`` in x and y, as the patches cut below do."""
+    half = size // 2
+    padded = np.pad(mask.astype(np.float32), ((half + 1, size - half), (half + 1, size - half), (0, 0)))
+    sat = padded.cumsum(0).cumsum(1)
+    x, y = mask.shape[:2]
+    total = sat[size:size + x, size:size + y] - sat[:x, size:size + y] - sat[size:size + x, :y] + sat[:x, :y]
+    return total / float(size * size)
+
+
+def mni_tissue(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """``n`` train and ``test`` test patches ``(size, size)`` uint8, balanced over the four tissues.
+
+    Returns (images ``(N, H, W)``, labels ``(N,)``, splits ``(N,)``, class names).
+    """
+    if size < 8 or size > 96:
+        raise UserError(f"mni-tissue: size={size}; choose 8..96 pixels")
+    t1, label = _mni_maps()
+    half = size // 2
+    img = np.pad(t1, ((half, half), (half, half), (0, 0)))
+    frac = _window_fraction(label != 0, size)
+    rng = np.random.default_rng([seed, 20240611])
+    images, labels, splits = [], [], []
+    for split, total in (("train", n), ("test", test)):
+        zs = np.array([z for z in range(t1.shape[2]) if _slab_split(z) == split])
+        for c, count in enumerate(_per_class(total, len(TISSUES))):
+            ok = label[:, :, zs] == c
+            if c == 0:
+                ok &= frac[:, :, zs] >= MIN_BRAIN
+            cand = np.argwhere(ok)
+            if len(cand) < count:
+                raise UserError(f"mni-tissue: only {len(cand)} {TISSUES[c]} centres in the {split} slabs; ask fewer")
+            for x, y, zi in cand[rng.choice(len(cand), size=count, replace=False)]:
+                images.append(img[x:x + size, y:y + size, zs[zi]])  # padded coords: centre at x+half
+                labels.append(c)
+                splits.append(split)
+    arr = np.stack(images)
+    # Radiological convention: rotate so anterior is up, as slices are usually shown.
+    arr = np.rot90(arr, k=1, axes=(1, 2))
+    return (np.round(arr * 255).clip(0, 255).astype(np.uint8), np.array(labels, dtype=np.int64), np.array(splits),
+            TISSUES)
+
+
+# ------------------------------------------------------------------------------------------------ textures
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[torch.Tensor, ...]:
+    """The ten photographs as float ``(3, H, W)`` in [0, 255], short side resized to ``SHORT_SIDE``."""
+    from PIL import Image
+
+    out = []
+    for pkg, name, _ in PHOTOS:
+        try:
+            with Image.open(resources.files(pkg) / name) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+        except (ModuleNotFoundError, FileNotFoundError):
+            dist = "scikit-learn" if pkg.startswith("sklearn") else "scikit-image"
+            raise UserError(f"textures: {pkg}/{name} not found; install {dist} (the image ships inside its wheel)"
+                            ) from None
+        t = torch.from_numpy(arr).permute(2, 0, 1)[None]
+        h, w = t.shape[-2:]
+        s = SHORT_SIDE / min(h, w)
+        out.append(F.interpolate(t, size=(round(h * s), round(w * s)), mode="bilinear", antialias=True,
+                                 align_corners=False)[0])
+    return tuple(out)
+
+
+def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """``n`` train and ``test`` test RGB crops ``(size, size, 3)`` uint8, balanced over the ten photographs.
+
+    A crop is a random square of side ``size`` to ``2 * size`` pixels (at a short side of 256) resized to ``size``,
+    so the victim sees each photograph at varying scales. Returns (images ``(N, H, W, 3)``, labels, splits, names).
+    """
+    if size < 8 or size > 64:
+        raise UserError(f"textures: size={size}; choose 8..64 pixels")
+    photos = _photos()
+    rng = np.random.default_rng([seed, 20240612])
+    images, labels, splits = [], [], []
+    for split, total in (("train", n), ("test", test)):
+        for c, count in enumerate(_per_class(total, len(PHOTOS))):
+            photo = photos[c]
+            h, w = photo.shape[-2:]
+            cut = int(TRAIN_FRACTION * w)
+            lo, hi = (0, cut) if split == "train" else (cut, w)
+            got = tries = 0
+            while got < count:
+                tries += 1
+                if tries > 50 * count:  # cannot happen with the shipped photographs; guards a changed wheel
+                    raise UserError(f"textures: too few non-uniform crops in {PHOTOS[c][1]} ({split})")
+                side = int(rng.integers(size, min(2 * size, hi - lo, h) + 1))
+                y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(lo, hi - side + 1))
+                crop = photo[None, :, y:y + side, x:x + side]
+                if float(crop.std(dim=(2, 3)).mean()) < MIN_STD:
+                    continue
+                small = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+                images.append(small[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
+                labels.append(c)
+                splits.append(split)
+                got += 1
+    return np.stack(images), np.array(labels, dtype=np.int64), np.array(splits), tuple(p[2] for p in PHOTOS)

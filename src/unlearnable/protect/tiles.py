@@ -1,0 +1,128 @@
+"""Tiles: class-wise periodic sign patterns — a shortcut that random crops and flips cannot remove.
+
+Why this method exists: class-wise noise works because it is a linearly separable shortcut (Yu et al., "Availability
+Attacks Create Shortcuts", KDD 2022), but a fixed class-wise pattern (``random --param mode=classwise``, LSP) is
+tied to pixel positions; the standard crop augmentation shifts every image by up to 4 pixels, and a noise pattern
+shifted by one pixel is uncorrelated with itself, so the victim never sees the same shortcut twice and learns the
+images instead (measured in docs/methods.md). A *periodic* pattern is its own shift: a ``p x p`` tile of
+``+-eps`` repeated over the image looks the same after any crop up to a phase, and a small convolution followed by
+global pooling detects it at every phase. Each class owns one tile; tiles are chosen so that no class's tile equals
+another's under any cyclic shift or mirror (the flip augmentation), and every pixel spends the whole L-inf budget
+(PSNR = 20 log10(1 / eps) before clipping, 30.1 dB at 8/255).
+
+Each image gets the tile of its class at a phase drawn from the key and its id, so the noise is not one fixed
+image per class, ``apply`` is pure and works at any image size, and nothing per sample needs storing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from ..data.imageset import ImageSet
+from ..errors import UserError
+from .base import METHODS, Protection, add_within_linf, require_labels
+from .keys import Key
+
+
+@dataclass(frozen=True)
+class TileCodes:
+    """``tiles[k]``: the ``(C, p, p)`` sign tile of class ``k`` (values in {-1, +1}); ``seed``: per-sample phases."""
+
+    tiles: torch.Tensor
+    seed: int
+
+
+def _variants(t: torch.Tensor) -> torch.Tensor:
+    """All cyclic shifts of tile ``t`` ``(C, p, p)`` and of its mirror image: ``(2 p^2, C * p * p)``."""
+    p = t.shape[-1]
+    out = [torch.roll(m, (dy, dx), (1, 2)).flatten() for m in (t, t.flip(-1)) for dy in range(p) for dx in range(p)]
+    return torch.stack(out)
+
+
+def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator, candidates: int = 64) -> torch.Tensor:
+    """``(K, C, p, p)`` sign tiles, greedily chosen so that the closest pair (under every shift and mirror) is as far
+    apart as ``candidates`` random draws per class allow."""
+    chosen: list[torch.Tensor] = []
+    banks: list[torch.Tensor] = []
+    for _ in range(num_classes):
+        best, best_d = None, -1.0
+        for _ in range(candidates):
+            t = torch.randint(0, 2, (channels, period, period), generator=g).float().mul_(2).sub_(1)
+            if float(t.sum().abs()) == t.numel():  # a constant tile is a brightness change, not a pattern
+                continue
+            v = t.flatten()
+            # normalised agreement with every shift/mirror of each chosen tile (1 = identical)
+            d = min((float(1 - (b @ v).abs().max() / v.numel()) for b in banks), default=1.0)
+            if d > best_d:
+                best, best_d = t, d
+        assert best is not None
+        chosen.append(best)
+        banks.append(_variants(best))
+    return torch.stack(chosen)
+
+
+def _phase(seed: int, sample_id: str, period: int) -> tuple[int, int]:
+    h = hashlib.sha256(f"{seed}\0{sample_id}".encode()).digest()
+    return h[0] % period, h[1] % period
+
+
+def tile_noise(tiles: torch.Tensor, labels: torch.Tensor, ids: tuple[str, ...], seed: int,
+               size: tuple[int, int]) -> torch.Tensor:
+    """Sign noise ``(N, C, H, W)``: each image's class tile repeated over ``size`` at the image's own phase."""
+    k, c, p, _ = tiles.shape
+    h, w = size
+    reps = (-(-h // p) + 1, -(-w // p) + 1)
+    big = tiles.repeat(1, 1, *reps)  # (K, C, >= H + p, >= W + p)
+    out = torch.empty(len(ids), c, h, w)
+    for i, (lab, sid) in enumerate(zip(labels.tolist(), ids)):
+        oy, ox = _phase(seed, sid, p)
+        out[i] = big[lab, :, oy:oy + h, ox:ox + w]
+    return out
+
+
+@METHODS.register("tiles")
+class PeriodicTiles(Protection):
+    """Class-wise periodic +-eps tiles at a per-image phase: shift- and flip-robust shortcuts (model-free)."""
+
+    summary = "class-wise periodic sign tiles, robust to crop/flip augmentation (model-free, any image size)"
+    size_free = True  # the noise is generated at each image's own size
+    fit_reads_pixels = False  # fit needs labels, ids and the channel count only
+
+    @dataclass(frozen=True)
+    class Params:
+        eps: float = 8 / 255
+        period: int = 0  # tile side in pixels; 0 = auto: 2 for colour images, 4 for grey ones (docs/methods.md)
+
+        def validate(self) -> None:
+            if not 0 < self.eps <= 1:
+                raise UserError(f"--param eps={self.eps}: must be in (0, 1] (e.g. 8/255)")
+            if self.period != 0 and not 2 <= self.period <= 16:
+                raise UserError(f"--param period={self.period}: must be 0 (auto) or in 2..16 pixels")
+
+    def period_for(self, channels: int, num_classes: int) -> int:
+        """The tile side: the parameter, or the measured best (colour: 2, grey: 4), grown until the tiles can
+        still tell ``num_classes`` classes apart under every shift and mirror."""
+        p = self.params.period or (2 if channels == 3 else 4)
+        while 2 ** (channels * p * p) < 16 * num_classes and p < 16:
+            p += 1
+        return p
+
+    def fit(self, data: ImageSet, key: Key) -> TileCodes:
+        require_labels(self.name, data)
+        period = self.period_for(data.channels, data.num_classes)
+        if self.params.period and period != self.params.period:
+            raise UserError(f"--param period={self.params.period}: too small to tell {data.num_classes} classes "
+                            f"apart (use {period} or more)")
+        tiles = draw_tiles(data.num_classes, data.channels, period, key.generator("tiles/codes"))
+        return TileCodes(tiles, key.seed("tiles/phases"))
+
+    def apply(self, data: ImageSet, perturbation: TileCodes) -> torch.Tensor:
+        t = perturbation.tiles
+        if len(data) and (int(data.labels.max()) >= t.shape[0] or data.channels != t.shape[1]):
+            raise UserError(f"labels/channels: the tiles were fitted for {t.shape[0]} classes and {t.shape[1]} "
+                            f"channel(s)")
+        noise = tile_noise(t, data.labels, data.ids, perturbation.seed, data.size)
+        return add_within_linf(data.images, noise * self.params.eps, self.params.eps)

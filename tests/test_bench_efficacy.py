@@ -1,0 +1,78 @@
+"""bench/efficacy.py through its function API on a tiny subset: JSON shape, table, clean baseline above chance."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnable.errors import UserError
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "efficacy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_efficacy", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread on the shared CPU (spinning OpenMP threads slow everything down); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_rows_per_method_and_victim(bench):
+    eps = [4 / 255, 8 / 255, 16 / 255]
+    assert bench.method_rows("random", eps, "smallcnn") == eps
+    assert bench.method_rows("random", eps, "resnet18") == [8 / 255]
+    assert bench.method_rows("ops", eps, "smallcnn") == [None]  # no eps parameter: one row at its defaults
+    assert bench.method_rows("cuda", eps, "resnet18") == [None]
+
+
+def test_quick_run_json_and_table(bench, tmp_path, capsys):
+    out, table = tmp_path / "r.json", tmp_path / "t.md"
+    result = bench.main(["--datasets", "textures", "--methods", "random,ops", "--eps", "8/255",
+                         "--victims", "smallcnn", "--quick", "--train", "200", "--test", "100", "--epochs", "6",
+                         "--out", str(out), "--table", str(table)])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["rows"] == json.loads(json.dumps(result["rows"]))
+    rows = result["rows"]
+    assert [(r["method"], r["eps_255"]) for r in rows] == [("random", 8.0), ("ops", None)]
+    (base,) = result["baselines"]  # one clean victim for the whole (dataset, victim, seed)
+    assert base["train"] == 200 and base["test"] == 100 and base["epochs"] == 6 and len(base["test_curve"]) == 6
+    assert base["chance"] == pytest.approx(0.1)
+    assert base["clean_acc"] > base["chance"] + 0.15  # the victim learns the task
+    for r in rows:
+        assert r["clean_acc"] == base["clean_acc"] and 0 <= r["protected_acc"] <= 1
+        assert r["fit_s"] >= 0 and r["train_s"] > 0 and 0 < r["ssim"] <= 1
+    random8, ops = rows
+    assert random8["linf_255"] <= 8 and 30 < random8["psnr_db"] < 50 and ops["linf_255"] > 8  # one pixel, any value
+    text = table.read_text().splitlines()
+    assert text[0].startswith("| dataset | victim | method | eps | clean % | protected %") and len(text) == 2 + 2
+    assert "| textures | smallcnn | ops | — |" in text[-1]
+
+
+def test_jpeg_round_trip_touches_the_training_split_only(bench):
+    from unlearnable.data import load
+
+    ds = load("textures:n=20,test=10")
+    out = bench._jpeg_train(ds, 50)
+    train, test = ds.indices("train"), ds.indices("test")
+    assert torch.equal(out.images[test], ds.images[test]) and not torch.equal(out.images[train], ds.images[train])
+    assert bench.markdown_table({"rows": [], "config": {"jpeg": None}}).count("\n") == 2
+
+
+def test_unknown_method_fails_before_training(bench):
+    with pytest.raises(UserError, match="did you mean"):
+        bench.run(["textures"], ["randon"], [8 / 255], ["smallcnn"], quick=True)

@@ -1,0 +1,79 @@
+"""The built-in benchmark datasets cut from images shipped inside installed wheels (mni-tissue, textures)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnable.data import detect_format, load, save
+from unlearnable.data.bench_sets import SLAB, TISSUES, _slab_split
+from unlearnable.errors import UserError
+
+
+def _counts(ds, split: str) -> list[int]:
+    return torch.bincount(ds.labels[ds.indices(split)], minlength=ds.num_classes).tolist()
+
+
+def test_textures_balanced_deterministic_and_seeded():
+    ds = load("textures:n=100,test=40")
+    assert detect_format("textures:n=100,test=40") == "builtin"
+    assert ds.images.shape == (140, 3, 32, 32) and ds.images.dtype == torch.uint8 and ds.layout == "NHWC"
+    assert _counts(ds, "train") == [10] * 10 and _counts(ds, "test") == [4] * 10
+    assert ds.classes[ds.classes.index("retina")] == "retina" and ds.num_classes == 10
+    assert list(ds.splits[:100]) == ["train"] * 100 and ds.ids[0] == "train/000000" and ds.ids[100] == "test/000000"
+    assert torch.equal(ds.images, load("textures:n=100,test=40").images)
+    assert not torch.equal(ds.images, load("textures:n=100,test=40,seed=1").images)
+    # every crop has content (near-uniform crops are rejected)
+    assert float(ds.images.float().flatten(2).std(2).mean(1).min()) >= 4.0
+
+
+def test_mni_tissue_labels_follow_the_tissue_at_the_centre():
+    ds = load("mni-tissue:n=200,test=80")
+    assert ds.images.shape == (280, 1, 32, 32) and ds.layout == "NHW" and ds.classes == TISSUES
+    assert _counts(ds, "train") == [50] * 4 and _counts(ds, "test") == [20] * 4
+    centre = ds.images[:, 0, 15, 16].float()  # the labelled voxel, after turning anterior up
+    mean = [float(centre[ds.labels == c].mean()) for c in range(4)]
+    # T1 contrast: background (skull-stripped, near 0) < CSF < grey matter < white matter
+    assert mean[0] < 20 < mean[1] < mean[2] < mean[3]
+    # background patches still show brain (not trivially black)
+    bg = ds.images[ds.labels == 0].float()
+    assert float((bg > 0).float().mean()) > 0.2
+    assert torch.equal(ds.images, load("mni-tissue:n=200,test=80").images)
+
+
+def test_mni_tissue_train_and_test_slabs_are_apart():
+    train = [z for z in range(3 * SLAB) if _slab_split(z) == "train"]
+    test = [z for z in range(3 * SLAB) if _slab_split(z) == "test"]
+    assert train and test
+    assert min(abs(a - b) for a in train for b in test) >= 3  # no neighbouring slice on the other side
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("textures:n=abc", "not a whole number"),
+    ("textures:foo=1", "bad option 'foo=1'"),
+    ("mnist5k:n=10", "options: none"),
+    ("mni-tissue:test=2", "at least 4"),
+    ("mni-tissue:size=4", "size=4"),
+])
+def test_bad_builtin_options(spec, match):
+    with pytest.raises(UserError, match=match):
+        load(spec)
+
+
+def test_builtin_with_options_saves_as_npz(tmp_path):
+    ds = load("textures:n=20,test=10")
+    files = save(ds, tmp_path)
+    assert [f.name for f in files] == ["textures.npz"]
+    back = load(tmp_path / "textures.npz")
+    assert np.array_equal(back.to_numpy(), ds.to_numpy()) and back.labels.tolist() == ds.labels.tolist()
+
+
+def test_cli_protects_a_builtin_with_options_and_rejects_bad_ones(tmp_path, capsys):
+    from helpers import run_cli
+
+    code, _, err = run_cli(["protect", "textures:n=x", "-m", "random", "-o", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "textures:n=x: option n='x' is not a whole number" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "bad").exists()
+    code, _, _ = run_cli(["protect", "textures:n=20,test=10", "-m", "random", "-o", str(tmp_path / "ok")], capsys)
+    assert code == 0 and (tmp_path / "ok" / "textures.npz").is_file()
