@@ -21,6 +21,7 @@ from ..train import distributed as D
 from ..utils import atomic_dir, check_output_free, sha256_file, write_json
 from .base import METHODS, make_params, protect, select
 from .keys import Key, load_key, load_or_create_key, save_key
+from .like import seal_for_reuse
 
 MANIFEST = "manifest.json"
 
@@ -191,6 +192,8 @@ def _write(out: Path, force: bool, ds: ImageSet, protected: ImageSet, pert: Any,
             files = files + pert.save_artifacts(tmp)
         if getattr(pert, "report", None):
             manifest["fit"] = pert.report
+        state, manifest["like"] = seal_for_reuse(tmp, method, manifest["params"], pert, key, ds)  # protect --like
+        files = files + state
         manifest.update(extra or {})
         manifest["output"] = {"sha256": {str(f.relative_to(tmp)): sha256_file(f) for f in files}}
         write_json(tmp / MANIFEST, manifest)
