@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torchvision.models as tvm
 
+from helpers import run_cli
+from helpers import write_train_test_npz as npz
 from unlearnable.errors import UserError
 from unlearnable.models import MODELS, build_model
 from unlearnable.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, identify, load_pretrained, read_state_dict
@@ -135,3 +137,30 @@ def test_safetensors_and_bad_files(tmp_path):
     torch.save({"epoch": 1, "args": {"lr": 0.1}}, tmp_path / "noweights.pth")
     with pytest.raises(UserError, match="expected a state dict of tensors"):
         read_state_dict(tmp_path / "noweights.pth")
+
+
+def test_cli_uc_with_a_stock_resnet18_file_and_like_on_new_images(tmp_path, capsys):
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+    src, new = npz(tmp_path / "fit.npz", n=16), npz(tmp_path / "new.npz", seed=5, n=6)
+    flags = ["--clusters", "2", "--epochs", "1", "--batch-size", "8", "-p", "gen_width=8", "--surrogate",
+             "resnet18", "--surrogate-weights", str(tmp_path / "resnet18.pth")]
+    code, _, err = run_cli(["protect", str(src), "-m", "uc", *flags, "-o", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    sur = json.loads((tmp_path / "out" / "manifest.json").read_text())["fit"]["surrogate"]
+    assert (sur["source"], sur["matched"], sur["missing"], sur["unexpected"], sur["mismatched_shape"],
+            sur["head"]) == ("weights", 120, 0, 0, 0, 2)
+    like = ["--like", str(tmp_path / "out"), "--key", str(tmp_path / "out.key")]
+    code, _, err = run_cli(["protect", str(new), *like, "-o", str(tmp_path / "new")], capsys)
+    assert code == 0, err
+    reused = json.loads((tmp_path / "new" / "manifest.json").read_text())["reused"]
+    assert reused["assigned_to_nearest_centre"] == 6 and sum(reused["cluster_sizes"]) == 6
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")  # other weights, same path
+    code, _, err = run_cli(["protect", str(new), *like, "-o", str(tmp_path / "again")], capsys)
+    assert code == 2 and "resnet18.pth: the surrogate weights file the clusters were fitted with is missing or " \
+        "has changed" in err and not (tmp_path / "again").exists()
+    mb = tmp_path / "mobilenet.pth"
+    torch.save(tvm.mobilenet_v2(weights=None).state_dict(), mb)
+    flags[-1] = str(mb)
+    code, _, err = run_cli(["protect", str(src), "-m", "uc", *flags, "-o", str(tmp_path / "wrong")], capsys)
+    assert code == 2 and err.strip().endswith("looks like a torchvision mobilenet_v2 state dict; pass --surrogate "
+                                              "mobilenetv2") and not (tmp_path / "wrong").exists()
