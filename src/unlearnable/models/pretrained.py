@@ -33,7 +33,7 @@ from .classifiers import MODELS, Classifier
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "state_dict_ema")
-PREFIXES = ("module.", "_orig_mod.", "model.", "encoder.")  # DDP, torch.compile, Lightning, SSL wrappers
+PREFIXES = ("module.", "_orig_mod.", "model.")  # DDP, torch.compile, Lightning-style wrappers
 _RESNETS = {(2, 2, 2, 2, False): "resnet18", (3, 4, 6, 3, False): "resnet34", (3, 4, 6, 3, True): "resnet50",
             (3, 4, 23, 3, True): "resnet101", (3, 8, 36, 3, True): "resnet152"}
 _TIMM_MBV2_STAGES = (1, 2, 3, 4, 3, 3, 1)  # blocks per stage of timm's mobilenetv2_100 (torchvision: features.1-17)
