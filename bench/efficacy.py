@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from unlearnable.audit.evaluate import evaluate
-from unlearnable.audit.metrics import perturbation_stats
 from unlearnable.data import ImageSet, load
+from unlearnable.data.quality import perturbation_stats
 from unlearnable.protect import METHODS, protect
 from unlearnable.train.defenses import jpeg, parse_defense
 from unlearnable.train.loop import Recipe

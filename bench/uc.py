@@ -25,7 +25,7 @@ sys.path.insert(0, str(SRC))
 
 from unlearnable.protect.keys import Key  # noqa: E402
 from unlearnable.protect.uc import UnlearnableClusters, _Standardised  # noqa: E402
-from unlearnable.train import distributed as D  # noqa: E402
+from unlearnable.runtime import distributed as D  # noqa: E402
 
 
 def generator_seconds(n: int, k: int, epochs: int, batch_size: int, device: str) -> float:

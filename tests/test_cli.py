@@ -143,10 +143,13 @@ def test_datasets_lists_everything(capsys):
 def test_interrupted_protect_leaves_nothing_behind(npz_path, tmp_path, capsys, monkeypatch):
     from unlearnable.protect import run
 
-    def boom(*a, **k):
+    real = run.stream_protect
+
+    def boom(cat, out_dir, *a, **k):  # interrupted half-way through the streamed write
+        real(cat, out_dir, *a, **k)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run, "save", boom)
+    monkeypatch.setattr(run, "stream_protect", boom)
     before = listing(tmp_path)
     code, _, err = run_cli(["protect", str(npz_path), "-m", "cuda", "-o", str(tmp_path / "o")], capsys)
     assert code == 130 and "interrupted" in err

@@ -52,3 +52,53 @@ def test_only_the_requested_split_is_protected(name, grey_set):
     out = protect(ds, name, key=Key.from_seed(1), **_params(name))
     test = ds.indices("test")
     assert torch.equal(out.images[test], ds.images[test])
+
+
+def _mixed_folder(root):
+    """Two classes, train and test, images of three different sizes (as real photo folders are)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(16, 16), (12, 20), (24, 18)]
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for j in range(6 if split == "train" else 2):
+                h, w = sizes[j % 3]
+                img = rng.integers(40, 216, (h, w, 3), dtype=np.uint8)
+                img[: h // 2] += np.uint8(30 if c == "a" else 0)  # a learnable class cue
+                Image.fromarray(img).save(root / split / c / f"{c}{j}.png")
+    return root
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_contract_on_mixed_sizes_at_native_size(name, tmp_path):
+    """Through the streamed protect job: every method handles images of different sizes, writes each at its own
+    size, keeps its L-inf budget there, is deterministic by key, and leaves the test split byte for byte."""
+    import numpy as np
+    from PIL import Image
+
+    from unlearnable.protect.run import protect_source
+
+    src = _mixed_folder(tmp_path / "src")
+    params = {k: str(v) for k, v in _params(name).items()}
+    kwargs = dict(key_path=tmp_path / "k.key", params=params, quiet=True, work_size=16)
+    man = protect_source(str(src), name, tmp_path / "o1", **kwargs)
+    man2 = protect_source(str(src), name, tmp_path / "o2", **kwargs)
+    assert man["output"]["sha256"] == man2["output"]["sha256"]  # same key + same data => same bytes
+    assert man["images"]["fit_size"] == [16, 16] and man["images"]["size"] == "native"
+    eps = METHODS.get(name)(**_params(name)).linf_budget()
+    changed = 0
+    for f in sorted(src.rglob("*.png")):
+        rel = f.relative_to(src)
+        a = np.asarray(Image.open(f)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "o1" / rel)).astype(int)
+        assert a.shape == b.shape, rel  # native size kept
+        if rel.parts[0] == "test":
+            assert (tmp_path / "o1" / rel).read_bytes() == f.read_bytes(), rel
+        else:
+            changed += not np.array_equal(a, b)
+            if eps is not None:
+                assert np.abs(a - b).max() <= int(eps * 255 + 1e-6), rel
+    assert changed > 0

@@ -40,3 +40,17 @@ def test_bad_params_are_one_line_errors(grey_set):
         protect(grey_set, "cuda", key=0, blurr=0.1)
     with pytest.raises(UserError, match="did you mean 'cuda'"):
         protect(grey_set, "cuba", key=0)
+
+
+def test_budgeted_cuda_keeps_the_linf_ball_and_the_direction(rgb_set):
+    from unlearnable.protect import METHODS, Key
+
+    free = METHODS.get("cuda")()
+    capped = METHODS.get("cuda")(eps=8 / 255)
+    f = free.fit(rgb_set, Key.from_seed(1))
+    a, b = free.apply(rgb_set, f), capped.apply(rgb_set, f)
+    d_free = a.int() - rgb_set.images.int()
+    d_cap = b.int() - rgb_set.images.int()
+    assert d_free.abs().max() > 8 and d_cap.abs().max() <= 8
+    assert torch.equal(d_cap, d_free.clamp(-8, 8))  # the same change, clipped to the budget
+    assert capped.linf_budget() == 8 / 255 and free.linf_budget() is None

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from unlearnable.train import distributed as D
+from unlearnable.runtime import distributed as D
 
 
 def torchrun(args: list[str], tmp_path, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -63,3 +63,16 @@ def test_launcher_variables_are_mapped():
     torchrun_env = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
     assert D.launcher_env(torchrun_env)[:4] == ("torchrun", 1, 4, 1)  # torchrun inside an allocation wins
     assert D.expand_hostlist("a[1-3],b,c[09-10]") == ["a1", "a2", "a3", "b", "c09", "c10"]
+
+
+@pytest.mark.distributed
+def test_protect_verify_under_torchrun_two_processes(npz_path, tmp_path):
+    out = tmp_path / "prot"
+    r = torchrun(["protect", str(npz_path), "--method", "tiles", "--out", str(out), "--verify", "--verify-epochs", "2",
+                  "--device", "cpu"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    v = json.loads((out / "manifest.json").read_text())["verify"]
+    assert v["victim"] == "smallcnn" and v["verdict"] in ("protected", "not protected", "invalid")
+    # the test split has 12 images, evaluated once over both ranks: accuracies are multiples of 1/12
+    assert abs(v["clean_acc"] * 12 - round(v["clean_acc"] * 12)) < 1e-3
+    assert r.stderr.count("verify: training") == 1  # rank 0 alone logs

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from test_sweep import tiny_npz  # noqa: E402  (tests/ is on sys.path under pytest)
-from unlearnable.train import distributed as D
+from unlearnable.runtime import distributed as D
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

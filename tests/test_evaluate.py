@@ -11,7 +11,7 @@ from helpers import run_cli
 from unlearnable.audit.evaluate import evaluate
 from unlearnable.data import load
 from unlearnable.protect import Key, protect
-from unlearnable.train.loop import Recipe, lr_at, train_classifier
+from unlearnable.train.loop import Recipe, lr_at
 
 
 @pytest.fixture(scope="module")
@@ -54,27 +54,6 @@ def test_lr_scaling_and_warmup():
     assert Recipe(lr=0.1, batch_size=512, lr_scaling="sqrt").scaled_lr() == pytest.approx(0.2)
     assert lr_at(r, 0, 10) == pytest.approx(0.04) and lr_at(r, 9, 10) == pytest.approx(0.4)
     assert lr_at(r, 19, 10) < 0.01
-
-
-def test_interrupted_training_resumes_to_the_same_model(grey_set, tmp_path):
-    r = Recipe(model="smallcnn", epochs=3, batch_size=4, lr=0.05)
-    full, _ = train_classifier(grey_set.images, grey_set.labels, 4, r)
-    seen = {"batches": 0}
-
-    def interrupt_in_epoch_2(x, y, model):
-        seen["batches"] += 1
-        if seen["batches"] == 6:  # 4 batches per epoch: stop inside the second epoch
-            raise KeyboardInterrupt
-        return x, y
-
-    ck = tmp_path / "run.ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(grey_set.images, grey_set.labels, 4, r, hooks=[interrupt_in_epoch_2], checkpoint=ck)
-    assert torch.load(ck, weights_only=False)["epoch"] == 1
-    resumed, hist = train_classifier(grey_set.images, grey_set.labels, 4, r, checkpoint=ck)
-    assert [row["epoch"] for row in hist.epochs] == [1, 2, 3]
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), atol=1e-5)
 
 
 def test_evaluate_cli_end_to_end(npz_path, tmp_path, capsys):

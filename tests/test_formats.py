@@ -75,15 +75,15 @@ def test_folder_class_layout_has_a_stable_seeded_split(tmp_path):
     assert load(root, seed=4).splits != a.splits
 
 
-def test_lossy_inputs_are_written_as_png_with_a_warning(tmp_path):
+def test_changed_images_keep_their_names_as_lossless_png_bytes(tmp_path):
     root = write_folder(tmp_path / "jpg", suffix=".jpg")
     ds = load(root)
     prot = ds.with_images(255 - ds.images)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.warns(UserWarning, match="written as PNG"):
-        written = save(prot, out, original=ds)
-    assert all(p.suffix == ".png" for p in written)
+    written = save(prot, out, original=ds)
+    assert sorted(p.relative_to(out) for p in written) == sorted(p.relative_to(root) for p in root.rglob("*.jpg"))
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)  # PNG content, .jpg name
     assert torch.equal(load(out).images, prot.images)  # lossless: the perturbation survives
 
 

@@ -16,7 +16,8 @@ from helpers import write_train_test_npz as npz
 from unlearnable.data import load
 from unlearnable.protect import METHODS, add_within_linf
 from unlearnable.protect.keys import Key, load_key, save_key
-from unlearnable.protect.like import STATE, open_state
+from unlearnable.protect.native import apply_native
+from unlearnable.protect.sealed import STATE, open_state
 
 TILES = ["-m", "tiles"]
 
@@ -67,6 +68,21 @@ def test_classes_are_matched_by_name_in_a_new_upload(tmp_path, capsys):
     code, _, err = run_cli(["protect", str(tmp_path / "birds"), "--like", str(tmp_path / "out"), "--key",
                             str(tmp_path / "out.key"), "-o", str(tmp_path / "b")], capsys)
     assert code == 2 and "class 'bird' is not one of the 2 classes" in err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("method", ["tiles", "lsp"])
+def test_images_of_another_size_are_protected_at_native_size_like_a_fresh_fit(method, tmp_path, capsys):
+    # tiles draws its noise at any size; lsp's 16x16 patches are applied through the working-size rule
+    # (protect/native.py), exactly as a fresh protect job applies them to images of other sizes.
+    fit_src, big = npz(tmp_path / "fit.npz"), npz(tmp_path / "big.npz", seed=5, size=20)
+    protect(capsys, fit_src, "-m", method, "-o", tmp_path / "out")
+    key = tmp_path / "out.key"
+    protect(capsys, big, "--like", tmp_path / "out", "--key", key, "-o", tmp_path / "new")
+    _, pert, _ = open_state(tmp_path / "out", load_key(key))
+    new = load(big).split("train")
+    got = train_images(tmp_path / "new")
+    assert got.shape[-2:] == (20, 20) and not np.array_equal(got, new.images.numpy())
+    assert np.array_equal(got, apply_native(METHODS.get(method)(), pert, new, (16, 16)).numpy())
 
 
 def test_em_classwise_reuses_the_learnt_class_noise(tmp_path, capsys):
@@ -137,13 +153,12 @@ def bad_like_cases(tmp_path: Path, capsys) -> list[tuple[list[str], str]]:
     raw[len(raw) // 2] ^= 1
     (tmp_path / "corrupt" / STATE).write_bytes(bytes(raw))
     save_key(Key.new(), tmp_path / "other.key")
-    big, rgb = npz(tmp_path / "big.npz", size=20), npz(tmp_path / "rgb.npz", c=3)
+    rgb = npz(tmp_path / "rgb.npz", c=3)
     key = ["--key", str(tmp_path / "out.key")]
     like = ["--like", str(tmp_path / "out")]
     return [
         ([str(src), "--like", str(tmp_path / "sw"), "--key", str(tmp_path / "sw.key")], "sample-wise noise"),
         ([str(src), *like, "--key", str(tmp_path / "other.key")], "is not the key that protected"),
-        ([str(big), *like, *key], "images are 20x20; "),
         ([str(rgb), *like, *key], "images have 3 channel(s)"),
         ([str(src), "--like", str(tmp_path / "corrupt"), "--key", str(tmp_path / "corrupt.key")],
          "authentication failed"),

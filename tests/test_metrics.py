@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from unlearnable.audit.metrics import l2, linf, perturbation_stats, psnr, ssim
+from unlearnable.data.quality import l2, linf, perturbation_stats, psnr, ssim
 
 
 def test_psnr_linf_l2_match_hand_computed_values():
@@ -34,3 +34,27 @@ def test_ssim_of_flat_images_is_the_luminance_term():
     c1 = 0.01**2
     want = (2 * 0.5 * 0.6 + c1) / (0.5**2 + 0.6**2 + c1)  # contrast/structure terms are 1 for flat images
     assert math.isclose(float(ssim(x, y)), want, rel_tol=1e-4)
+
+
+def test_streamed_stats_merge_to_the_whole_batch_and_match_the_float64_formulas():
+    import math
+
+    from unlearnable.audit.metrics import PerturbationStats, l2, linf, perturbation_stats, psnr
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (10, 3, 16, 16), generator=g, dtype=torch.uint8)
+    b = (a.int() + torch.randint(-6, 7, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    b[3] = a[3]  # one unchanged image
+    whole = perturbation_stats(a, b)
+    acc, part = PerturbationStats(), PerturbationStats()
+    acc.update(a[:4], b[:4])
+    part.update(a[4:], b[4:])
+    acc += part
+    merged = acc.result()
+    for k, v in whole.items():
+        assert math.isclose(merged[k], v, rel_tol=1e-9, abs_tol=1e-12), k
+    keep = [i for i in range(10) if i != 3]
+    assert math.isclose(whole["psnr_db"], float(psnr(a[keep], b[keep]).mean()), rel_tol=1e-9)
+    assert math.isclose(whole["linf_max"], float(linf(a, b).max()), rel_tol=1e-12)
+    assert math.isclose(whole["l2_mean"], float(l2(a, b).mean()), rel_tol=1e-9)
+    assert whole["changed_fraction"] == 0.9

@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import protect  # noqa: E402  (a callable package: ul.protect(ds, "cuda", key=...))
+from ._version import __version__  # noqa: E402
 from .data import ImageSet, load, save  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .protect import METHODS, Key  # noqa: E402

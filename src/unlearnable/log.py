@@ -10,14 +10,14 @@ _console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def log(message: str) -> None:
-    from .train import distributed as D
+    from .runtime import distributed as D
 
     if D.is_main():
         _console.print(message)
 
 
 def warn(message: str) -> None:
-    from .train import distributed as D
+    from .runtime import distributed as D
 
     if D.is_main():
         _console.print(f"[yellow]warning:[/yellow] {message}")
@@ -25,6 +25,6 @@ def warn(message: str) -> None:
 
 def progress_enabled() -> bool:
     """Progress bars only on an interactive rank-0 terminal (or when forced)."""
-    from .train import distributed as D
+    from .runtime import distributed as D
 
     return D.is_main() and sys.stderr.isatty()

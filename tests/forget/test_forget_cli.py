@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from unlearnable.forget.run import hash_id
+from unlearnable.data.subjects import load_subjects
+from unlearnable.forget.record import CONTENT_PURPOSE, ID_PURPOSE, keyed
+from unlearnable.protect.keys import load_key
 from unlearnable.segment.train import load_model
 
 from .conftest import TINY, exit_code
@@ -43,10 +45,19 @@ def test_results_json_contract(forget_all) -> None:
 
 def test_outputs_and_erasure_record(forget_all) -> None:
     out, ids = forget_all
-    for f in ("dice_bars.png", "overlay.png", "report.md", "erasure_record.json"):
+    for f in ("dice_bars.png", "overlay.png", "overlay.npz", "report.md", "erasure_record.json"):
         assert (out / f).stat().st_size > 0
     rec = json.loads((out / "erasure_record.json").read_text())
-    assert sorted(rec["request"]["subjects_sha256"]) == sorted(hash_id(i) for i in ids)
+    key_file = out.with_name(out.name + ".key")  # default OUT.key, beside the output, owner-only
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = load_key(key_file)
+    content = load_subjects(TINY).hashes()
+    assert rec["request"]["keyed_with"]["key_fingerprint"] == key.fingerprint and rec["request"]["count"] == 2
+    assert rec["request"]["subjects"] == sorted(
+        ({"id_hmac": keyed(key, ID_PURPOSE, i), "content_hmac": keyed(key, CONTENT_PURPOSE, content[i])} for i in ids),
+        key=lambda r: r["id_hmac"])
+    text = (out / "erasure_record.json").read_text()
+    assert not any(content[i] in text for i in ids)  # no bare content hash either
     assert len(rec["model_before"]["sha256"]) == 64
     after = rec["models_after"]["noisy-label"]["2"]
     assert after["sha256"] != rec["model_before"]["sha256"] and (out / after["path"]).exists()
@@ -55,6 +66,7 @@ def test_outputs_and_erasure_record(forget_all) -> None:
             assert not any(i in f.read_text() for i in ids), f
     model, meta = load_model(out / "models" / "noisy-label" / "2")
     assert meta["unlearning"]["strategy"] == "noisy-label" and not set(ids) & set(meta["train_ids"])
+    assert not set(ids) & set(meta["subject_sha256"])  # the unlearned model keeps no trace of them
     assert not list(out.parent.glob(".compare*"))  # no checkpoints or temp folders left
 
 
@@ -64,7 +76,34 @@ def _bad(tmp_path: Path, model_dir: Path, capsys, extra: list[str], message: str
     assert exit_code(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
-    assert not list(tmp_path.iterdir())  # nothing written, not even checkpoints
+    assert not list(tmp_path.iterdir())  # nothing written, not even checkpoints or a key
+
+
+def test_other_data_with_the_same_ids_is_refused(tmp_path, tiny_model_dir, capsys) -> None:
+    """Issue 15: a model trained on TINY must not 'forget' other brains that happen to carry the same ids."""
+    out = tmp_path / "out"
+    sid = json.loads((tiny_model_dir / "model.json").read_text())["train_ids"][1]
+    args = ["forget", str(tiny_model_dir), TINY + ",seed=1", "--forget", sid, "--out", str(out),
+            "--epochs", "1", "--device", "cpu"]
+    assert exit_code(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"subject {sid}: its volumes in brain-phantoms:n=6,size=16,seed=1 differ from the ones" in err, err
+    assert len(err.splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_a_model_without_content_hashes_is_refused(tmp_path, tiny_model_dir, capsys) -> None:
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["subject_sha256"]
+    (old / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    sid = meta["train_ids"][0]
+    assert exit_code(["forget", str(old), TINY, "--forget", sid, "--out", str(out), "--device", "cpu"]) == 2
+    assert "records no subject content hashes" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_unknown_forget_id(tmp_path, tiny_model_dir, capsys) -> None:

@@ -5,7 +5,9 @@ import math
 import torch
 
 from unlearnable.forget.metrics import auc, dice_per_class, evaluate, headline, mae, mia_auc
-from unlearnable.forget.run import add_comparisons, hash_id
+from unlearnable.forget.record import ID_PURPOSE, keyed
+from unlearnable.forget.run import add_comparisons
+from unlearnable.protect.keys import Key
 
 
 def test_dice_by_hand() -> None:
@@ -68,5 +70,7 @@ def test_evaluate_on_a_perfect_model(tiny_subjects) -> None:
     assert math.isclose(r["dice"], 1.0) and r["mae"] < 1e-6 and max(r["loss"]) < 1e-6
 
 
-def test_ids_are_hashed_with_a_salt() -> None:
-    assert hash_id("07") != hash_id("7") and len(hash_id("07")) == 64 and "07" not in hash_id("07")
+def test_ids_are_keyed() -> None:
+    a, b = Key.new(), Key.new()
+    assert keyed(a, ID_PURPOSE, "07") != keyed(a, ID_PURPOSE, "7") and len(keyed(a, ID_PURPOSE, "07")) == 64
+    assert keyed(a, ID_PURPOSE, "07") == keyed(a, ID_PURPOSE, "07") != keyed(b, ID_PURPOSE, "07")  # no key, no match

@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable.data.formats.nifti import read_csv, read_mrbrains, write_csv, write_mrbrains
+from unlearnable.data.formats.mrbrains import read_csv, read_mrbrains, write_csv, write_mrbrains
 from unlearnable.data.phantoms import brain_phantoms, parse_spec
-from unlearnable.data.subjects import SubjectSet, load_subjects, normalise_intensity, parse_shape, split_by_id
+from unlearnable.data.subjects import (
+    MRBRAINS_CLASSES,
+    MRBRAINS_SCORED,
+    SubjectSet,
+    load_subjects,
+    normalise_intensity,
+    parse_shape,
+    split_by_id,
+)
 from unlearnable.errors import UserError
 
 
@@ -34,12 +42,12 @@ def test_phantom_spec_parsing() -> None:
 
 def test_mrbrains_round_trip(tmp_path, tiny_subjects: SubjectSet) -> None:
     s = tiny_subjects.subset([0, 1, 2])
-    s3 = SubjectSet(s.images.repeat(1, 3, 1, 1, 1), s.labels, ("1", "4", "070"), s.classes, s.scored,
-                    ("T1", "T1_IR", "FLAIR"))
+    s3 = SubjectSet(s.images.repeat(1, 3, 1, 1, 1), s.labels, ("070", "4", "1"), MRBRAINS_CLASSES,
+                    MRBRAINS_SCORED, ("T1", "IR", "FLAIR"), meta={"labels": "mrbrains18"})
     write_mrbrains(s3, tmp_path)
     assert (tmp_path / "070" / "pre" / "FLAIR.nii.gz").exists() and (tmp_path / "070" / "segm.nii.gz").exists()
     back = read_mrbrains(tmp_path)
-    assert back.ids == ("070", "1", "4")  # sorted folder names
+    assert back.ids == ("1", "4", "070")  # natural order, ids kept as written
     order = [s3.ids.index(i) for i in back.ids]
     assert torch.equal(back.images, s3.images[order]) and torch.equal(back.labels, s3.labels[order])
     assert back.scored == tuple(range(1, 9)) and back.num_classes == 11  # labels 9, 10 not scored
@@ -63,26 +71,30 @@ def test_raw_intensities_are_normalised(tmp_path) -> None:
     (tmp_path / "a" / "pre").mkdir(parents=True)
     nib.save(nib.Nifti1Image(raw, np.eye(4)), str(tmp_path / "a" / "pre" / "T1.nii.gz"))
     nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / "a" / "segm.nii.gz"))
-    s = read_mrbrains(tmp_path, modalities=("T1",))
+    s = read_mrbrains(tmp_path, modalities=("T1",))  # T1.nii.gz: the older name, read as an alias
     assert s.images.dtype == torch.uint8 and int(s.images.max()) == 255 and int(s.images.min()) == 0
     assert torch.equal(s.images[0], normalise_intensity(raw[None]))
 
 
-def _write_one(root, sid, mods, img_shape=(8, 8, 8), lab_shape=(8, 8, 8)) -> None:
+def _write_one(root, sid, files, img_shape=(8, 8, 8), lab_shape=(8, 8, 8)) -> None:
     (root / sid / "pre").mkdir(parents=True)
-    for m in mods:
-        nib.save(nib.Nifti1Image(np.zeros(img_shape, np.uint8), np.eye(4)), str(root / sid / "pre" / f"{m}.nii.gz"))
+    for f in files:
+        nib.save(nib.Nifti1Image(np.zeros(img_shape, np.uint8), np.eye(4)), str(root / sid / "pre" / f))
     nib.save(nib.Nifti1Image(np.zeros(lab_shape, np.uint8), np.eye(4)), str(root / sid / "segm.nii.gz"))
 
 
 def test_missing_modality_is_a_user_error(tmp_path) -> None:
-    _write_one(tmp_path, "1", ["T1", "T1_IR"])
-    with pytest.raises(UserError, match="missing modality FLAIR"):
+    _write_one(tmp_path, "1", ["reg_T1.nii.gz", "reg_IR.nii.gz", "FLAIR.nii.gz"])
+    _write_one(tmp_path, "070", ["reg_T1.nii.gz", "reg_IR.nii.gz"])
+    with pytest.raises(UserError, match="070/pre/FLAIR.nii.gz: missing .subject 070 has no FLAIR image, other"):
         read_mrbrains(tmp_path)
+    with pytest.raises(UserError, match="070/pre/FLAIR.nii.gz: missing .* named in --modalities IR,FLAIR"):
+        read_mrbrains(tmp_path, modalities=("IR", "FLAIR"))
+    assert read_mrbrains(tmp_path, modalities=("IR", "T1")).modalities == ("IR", "T1")
 
 
 def test_label_shape_mismatch_is_a_user_error(tmp_path) -> None:
-    _write_one(tmp_path, "1", ["T1", "T1_IR", "FLAIR"], lab_shape=(8, 8, 7))
+    _write_one(tmp_path, "1", ["reg_T1.nii.gz"], lab_shape=(8, 8, 7))
     with pytest.raises(UserError, match="label map shape"):
         read_mrbrains(tmp_path)
 
@@ -93,7 +105,7 @@ def test_csv_missing_modality_cell(tmp_path, tiny_subjects: SubjectSet) -> None:
     rows[1][2] = ""
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    with pytest.raises(UserError, match="missing modality T1"):
+    with pytest.raises(UserError, match="subject synth-000: missing modality T1"):
         read_csv(path)
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..data import ImageSet
 from ..errors import UserError
 from ..log import log
-from ..train import distributed as D
+from ..runtime import distributed as D
 from ..train.defenses import Defense
 from ..train.loop import BatchHook, History, Recipe, train_classifier
 

@@ -24,7 +24,9 @@ import torch
 from ..data import ImageSet
 from ..log import log
 from ..protect.base import protect
+from ..report.audit_figures import heatmap
 from ..report.render import markdown_table
+from ..runtime import checkpoint as CK
 from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from .cells import expand_grid, run_cells
@@ -116,12 +118,12 @@ def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed:
     h = hashlib.sha256(ds.images.numpy().tobytes())
     h.update(json.dumps([method, params, key_seed], sort_keys=True, default=str).encode())
     path = folder / f"{method}-{h.hexdigest()[:12]}.pt"
-    if path.is_file():
-        return ds.with_images(torch.load(path, map_location="cpu", weights_only=True))
+    cached = CK.load(path)
+    if cached is not None:
+        return ds.with_images(cached["images"])
     log(f"audit: protecting the training split with '{method}'")
     result = protect(ds, method, key=key_seed, splits="train", device=device, **params)
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda p: torch.save(result.images, p))
+    CK.save(path, {"images": result.images})
     return result
 
 
@@ -169,27 +171,3 @@ def accuracy_grid(rows: Sequence[Mapping[str, Any]], defenses: Sequence[str]) ->
             labels.append(lab)
         acc[(lab, r["defense"])] = float(r["protected_acc"])
     return labels, [[acc.get((lab, d), float("nan")) for d in defenses] for lab in labels]
-
-
-def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[float]], path: Path) -> Path:
-    """A rows x defences heat map of accuracy (%), annotated, PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    a = 100 * np.asarray(grid, dtype=float)
-    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.1 * len(cols)), 1.2 + 0.45 * len(rows)))
-    im = ax.imshow(a, cmap="RdYlGn_r", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            ax.text(j, i, "" if np.isnan(a[i, j]) else f"{a[i, j]:.0f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(im, ax=ax, label="clean test accuracy (%)")
-    ax.set_title("victim accuracy (lower = stronger protection)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return path

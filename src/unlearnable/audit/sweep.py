@@ -26,7 +26,8 @@ import yaml
 from ..errors import UserError
 from ..log import log
 from ..registry import did_you_mean
-from ..train import distributed as D
+from ..report.audit_figures import plot_accuracy_vs_batch
+from ..runtime import distributed as D
 from .cells import cell_name, is_done, load_cell, run_cells
 
 TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed")
@@ -241,39 +242,3 @@ def merge(study: Study) -> tuple[Path, Path | None]:
         plot_accuracy_vs_batch(rows, png)
         return csv_path, png
     return csv_path, None
-
-
-def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
-    """One panel per dataset: protected (per method) and clean accuracy vs batch size, mean +- std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    datasets = sorted({r["dataset"] for r in rows})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
-        sub = [r for r in rows if r["dataset"] == d and r["batch_size"] is not None]
-        for method in sorted({r["method"] for r in sub}):
-            for col, label in (("protected_acc", f"{method}: protected"), ("clean_acc", None)):
-                if col == "clean_acc" and method != sorted({r["method"] for r in sub})[0]:
-                    continue
-                xs = sorted({int(r["batch_size"]) for r in sub if r["method"] == method})
-                vals = [[r[col] for r in sub if r["method"] == method and int(r["batch_size"]) == x] for x in xs]
-                mean, std = np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
-                style = dict(marker="o") if col == "protected_acc" else dict(marker="s", linestyle="--", color="grey")
-                ax.plot(xs, mean, label=label or "clean", **style)
-                ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=style.get("color"))
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("clean test accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_title(d)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)

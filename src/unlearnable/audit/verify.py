@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..data import ImageSet
+from ..data.quality import psnr
 from ..errors import UserError
 from ..log import log
 from ..models import MODELS
@@ -30,7 +31,6 @@ from ..protect.base import Protection, eps_levels
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
 from .evaluate import evaluate
-from .metrics import psnr
 
 PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
 LEARNT_MARGIN = 0.20  # the clean twin must beat chance by this much for the check to mean anything

@@ -59,7 +59,7 @@ def evaluate_cmd(
     from ..data import load
     from ..protect.run import load_output
     from ..report.figures import accuracy_curves
-    from ..train import distributed as D
+    from ..runtime import distributed as D
     from ..train.defenses import parse_defenses
     from ..utils import atomic_dir, check_output_free, write_json
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from ..errors import UserError
@@ -19,6 +20,10 @@ app.add_typer(segment_app, name="segment")
 def _ckpt_dir(out: Path) -> Path:
     """Checkpoints of an unfinished run live beside the output, so an interrupted run can --resume."""
     return out.parent / f".{out.name}.ckpt"
+
+
+MODALITIES_HELP = ("channels by name, in this order (MRBrainS18: any of T1,IR,FLAIR; a CSV: its columns); "
+                   "default: {}")
 
 
 def _check_patch(patch: int) -> None:
@@ -39,6 +44,7 @@ def segment_train(
     patches_per_subject: int = typer.Option(2, "--patches-per-subject", help="random crops per subject per epoch"),
     test_fraction: float = typer.Option(0.25, "--test-fraction", help="subjects held out (split by subject id)"),
     shape: str = typer.Option("", "--shape", help="resample subjects to D,H,W"),
+    modalities: str = typer.Option("", "--modalities", help=MODALITIES_HELP.format("every one the subjects have")),
     pretrained: Path = typer.Option(None, "--pretrained", help="MedicalNet weights (.pth) for the encoder"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
@@ -46,12 +52,12 @@ def segment_train(
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last epoch"),
 ) -> None:
     """Train a 3D segmenter; held-out subjects are chosen by id and recorded in model.json."""
-    from ..data.subjects import load_subjects, parse_shape, split_by_id
+    from ..data.subjects import load_subjects, parse_modalities, parse_shape, split_by_id
     from ..forget.metrics import evaluate, public
     from ..models.seg3d import SEG_MODELS
     from ..registry import look_up_option
+    from ..runtime.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
     from ..segment.train import SegConfig, arch_of, config_dict, save_model, train_segmenter
-    from ..train.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
     from ..utils import atomic_dir, check_output_free
 
     look_up_option(model, SEG_MODELS.names(), "model")
@@ -61,7 +67,7 @@ def segment_train(
     check_output_free(out, force)
     info = init_from_env(device)
     per_rank_batch(batch_size)
-    s = load_subjects(subjects, parse_shape(shape))
+    s = load_subjects(subjects, parse_shape(shape), parse_modalities(modalities))
     s = s.with_splits(split_by_id(s.ids, test_fraction, seed))
     train, test = s.select(s.ids_in("train")), s.select(s.ids_in("test"))
     cfg = SegConfig(model, width, patch, epochs, batch_size, lr, patches_per_subject, seed)
@@ -80,7 +86,9 @@ def segment_train(
         meta: dict[str, Any] = {
             "arch": arch_of(cfg, s.channels, s.num_classes), "config": config_dict(cfg), "subjects": subjects,
             "shape": list(s.shape), "classes": list(s.classes), "scored": list(s.scored),
-            "modalities": list(s.modalities), "synthetic": bool(s.meta.get("synthetic")),
+            "modalities": list(s.modalities), "labels": s.meta.get("labels"),
+            "synthetic": bool(s.meta.get("synthetic")),
+            "subject_sha256": s.hashes(),  # what the model learnt (train) and was scored on (test); forget checks it
             "train_ids": list(train.ids), "test_ids": list(test.ids), "training": summary,
             "scores": scores}
         with atomic_dir(out, force) as tmp:
@@ -103,21 +111,88 @@ def forget(
     lr: float = typer.Option(None, "--lr", help="learning rate (default: the model's training lr)"),
     batch_size: int = typer.Option(None, "--batch-size", help="global batch size (default: as trained)"),
     seed: int = typer.Option(None, "--seed"),
+    modalities: str = typer.Option("", "--modalities", help=MODALITIES_HELP.format("the model's")),
+    record_key: Path = typer.Option(None, "--record-key",
+                                    help="key file (0600) for the erasure record's HMACs; created if missing; "
+                                         "default OUT.key"),
     device: str = typer.Option("auto", "--device"),
     force: bool = typer.Option(False, "--force", help="replace an existing output"),
     resume: bool = typer.Option(False, "--resume", help="reuse the checkpoints of an interrupted run"),
 ) -> None:
-    """Make a trained segmenter forget subjects; writes results.json, models, an erasure record and a report."""
+    """Make a trained segmenter forget subjects; writes results.json, models, an erasure record and a report.
+
+    SUBJECTS must hold the very volumes the model learnt: each subject's content hash is checked against model.json.
+    """
+    from ..data.subjects import parse_modalities
     from ..forget.run import run_forget
-    from ..report.forget_figures import results_table
-    from ..train.distributed import init_from_env, is_main, per_rank_batch, shutdown
+    from ..report.forget_figures import results_table, write_report
+    from ..runtime.distributed import init_from_env, is_main, per_rank_batch, shutdown
 
     info = init_from_env(device)
     if batch_size is not None:
         per_rank_batch(batch_size)
     results = run_forget(model_dir, subjects, forget_ids, strategy, epochs, out,
-                         {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume)
+                         {"lr": lr, "batch_size": batch_size, "seed": seed}, info.device, force, resume,
+                         render=write_report, record_key=record_key, modalities=parse_modalities(modalities))
     if is_main():
         print(results_table(results), end="")
         print(f"wrote {out}")
     shutdown()
+
+
+@segment_app.command("export")
+def segment_export(
+    subjects: str = typer.Argument(..., help="brain-phantoms[:n=12,size=32,...], an MRBrainS18 folder, or a .csv"),
+    out: Path = typer.Option(..., "--out", help="folder to write in the MRBrainS18 layout"),
+    modalities: str = typer.Option("", "--modalities",
+                                   help=MODALITIES_HELP.format("all (brain-phantoms: T1,IR,FLAIR)")),
+    shape: str = typer.Option("", "--shape", help="resample subjects to D,H,W"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output"),
+) -> None:
+    """Write subjects as NIfTI in the published MRBrainS18 layout: <id>/pre/reg_T1.nii.gz, reg_IR.nii.gz,
+    FLAIR.nii.gz and <id>/segm.nii.gz (e.g. brain-phantoms to try the real-data route end to end)."""
+    from ..data.formats.mrbrains import write_mrbrains
+    from ..data.subjects import load_subjects, parse_modalities, parse_shape
+    from ..utils import atomic_dir, check_output_free
+
+    check_output_free(out, force)
+    mods = parse_modalities(modalities)
+    if mods is None and subjects.split(":", 1)[0] == "brain-phantoms" and "channels=" not in subjects:
+        mods = ("T1", "IR", "FLAIR")  # the published layout has all three sequences
+    s = load_subjects(subjects, parse_shape(shape), mods)
+    with atomic_dir(out, force) as tmp:
+        write_mrbrains(s, tmp)
+    print(f"wrote {out}: {len(s)} subjects, {', '.join(s.modalities)}, {s.shape} voxels, labels {s.meta['labels']}")
+
+
+@segment_app.command("predict")
+def segment_predict(
+    model_dir: Path = typer.Argument(..., help="model folder from 'segment train'"),
+    subjects: str = typer.Argument(..., help="subjects to segment (brain-phantoms, an MRBrainS18 folder, a .csv)"),
+    out: Path = typer.Option(..., "--out", help="folder for <id>/segm.nii.gz predictions"),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output"),
+) -> None:
+    """Segment subjects; each prediction is written on its image's grid and header (affine, codes, units)."""
+    from ..data.formats.mrbrains import LABEL_FILE, subject_headers
+    from ..data.formats.nifti import write_volume
+    from ..data.subjects import load_subjects
+    from ..runtime.distributed import init_from_env
+    from ..segment.infer import predict_labels
+    from ..segment.train import load_model
+    from ..utils import atomic_dir, check_output_free
+
+    check_output_free(out, force)
+    info = init_from_env(device)
+    net, meta = load_model(model_dir, info.device)
+    shape = meta.get("shape") if not subjects.startswith("brain-phantoms") else None
+    s = load_subjects(subjects, shape, meta.get("modalities"))
+    if list(s.shape) != meta.get("shape"):
+        raise UserError(f"{subjects}: shape {list(s.shape)} does not match the model's {meta.get('shape')}")
+    with atomic_dir(out, force) as tmp:
+        for i, sid in enumerate(s.ids):
+            pred = predict_labels(net, s.images[i:i + 1], meta["config"]["patch"], info.device)[0]
+            like = subject_headers(s, i)[s.modalities[0]].as_label_map(
+                str(meta.get("labels") or "numbered"), f"unlearnable segment predict {meta['model_sha256'][:16]}")
+            write_volume(tmp / sid / LABEL_FILE, pred.numpy(), like, np.uint8)
+    print(f"wrote {out}: {len(s)} predicted label maps")

@@ -26,7 +26,12 @@ def protect_cmd(
     force: bool = typer.Option(False, "--force", help="replace an existing output"),
     like: Path = typer.Option(None, "--like", help="protect SOURCE with the stored perturbations of an earlier "
                               "output (same --key; no refit; class-wise methods, ar, tiles, cuda, lsp, uc)"),
-    size: int = typer.Option(None, "--size", help="resize images to SIZE x SIZE (needed when sizes differ)"),
+    size: int = typer.Option(None, "--size", help="resize every image to SIZE x SIZE (default: keep native sizes)"),
+    image_format: str = typer.Option("png", "--image-format", help="how protected images are saved: png (lossless "
+                                     "PNG bytes under the original file name; default), keep (each file's own "
+                                     "codec, JPEG q95 for .jpg: lossy) or jpeg:Q (lossy)"),
+    work_size: int = typer.Option(None, "--work-size", help="size the method is fitted at when image sizes differ "
+                                  "(default 224); outputs keep their native size"),
     seed: int = typer.Option(0, "--seed", help="seed of the train/test split for class-folder sources"),
     test_fraction: str = typer.Option("0.2", "--test-fraction", help="test share for class-folder sources"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (cuda = this rank's GPU)"),
@@ -54,7 +59,7 @@ def protect_cmd(
     Runs unchanged under torchrun / srun / jsrun: every rank trains, rank 0 writes.
     """
     from ..protect.run import protect_source
-    from ..train import distributed as D
+    from ..runtime import distributed as D
 
     params = parse_params(param)
     flags = {"eps": eps, "surrogate": surrogate, "surrogate_weights": surrogate_weights, "clusters": clusters,
@@ -64,10 +69,11 @@ def protect_cmd(
     if like is not None:
         from ..protect.like import protect_like
 
-        if verify or target_acc is not None or resume:
-            raise UserError("--like: cannot be combined with --verify, --target-acc or --resume")
+        if verify or target_acc is not None or resume or work_size is not None:
+            raise UserError("--like: cannot be combined with --verify, --target-acc, --resume or --work-size (the "
+                            "stored perturbation keeps its fit size)")
         protect_like(source, like, out, key, splits, params, method, force, dev, size, seed,
-                     parse_number(test_fraction, "--test-fraction"), progress_enabled())
+                     parse_number(test_fraction, "--test-fraction"), progress_enabled(), image_format=image_format)
         return
     if method is None:
         raise UserError("--method: missing (or pass --like OUT to protect like an earlier output)")
@@ -81,6 +87,6 @@ def protect_cmd(
     try:
         protect_source(source, method, out, key, splits, params, force, dev, size, seed,
                        parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume,
-                       review=review)
+                       review=review, image_format=image_format, work_size=work_size)
     finally:
         D.shutdown()

@@ -54,7 +54,7 @@ def sweep_cmd(
     from ..audit.sweep import load_study, merge, run_study, status
     from ..errors import UserError
     from ..registry import look_up_option
-    from ..train import distributed as D
+    from ..runtime import distributed as D
 
     look_up_option(launcher, ("local", "torchrun"), "--launcher")
     study = load_study(study_file, out)

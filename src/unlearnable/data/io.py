@@ -8,6 +8,8 @@ from pathlib import Path
 from ..errors import UserError
 from .formats import FORMATS
 from .formats.builtin import BUILTINS, parse_builtin
+from .formats.catalog import Catalog
+from .formats.npz import MemoryCatalog
 from .imageset import ImageSet
 
 DETECT_ORDER = ("builtin", "npz", "pets", "flowers102", "folder")
@@ -39,6 +41,23 @@ def load(source: str | os.PathLike, format: str | None = None, size: int | None 
     if len(ds) == 0:
         raise UserError(f"{source}: contains no images")
     return ds
+
+
+def open_catalog(source: str | os.PathLike, format: str | None = None, seed: int = 0,
+                 test_fraction: float = 0.2) -> Catalog:
+    """List ``source`` without decoding its pixels (for streamed passes); ``format`` overrides detection."""
+    fmt = format or detect_format(source)
+    reader = FORMATS.get(fmt)
+    path = Path(str(source))
+    if fmt != "builtin" and not path.exists():
+        raise UserError(f"{source}: no such file or directory")
+    if hasattr(reader, "catalog"):
+        cat = reader.catalog(path, seed=seed, test_fraction=test_fraction)
+    else:  # formats that only exist in memory (built-in data)
+        cat = MemoryCatalog(reader.read(path, seed=seed, test_fraction=test_fraction))
+    if len(cat) == 0:
+        raise UserError(f"{source}: contains no images")
+    return cat
 
 
 def save(ds: ImageSet, out_dir: str | os.PathLike, original: ImageSet | None = None) -> list[Path]:

@@ -16,15 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .subjects import SubjectSet, normalise_intensity
+from .subjectset import PHANTOM_CLASSES, SubjectSet, normalise_intensity
 
-PHANTOM_CLASSES = ("background", "csf", "gm", "wm")
+PHANTOM_MODALITIES = ("T1", "IR", "FLAIR")  # the MRBrainS18 sequences, so a written set has the published layout
 PHANTOM_DEFAULTS = {"n": 12, "size": 32, "channels": 1, "seed": 0, "deform": 0.06}
 
 
 @functools.lru_cache(maxsize=4)
-def _template(size: int) -> torch.Tensor:
-    """MNI152 (T1, brain mask, GM, WM) cropped to the brain and resampled to ``size``³: ``(4, S, S, S)`` float."""
+def _template(size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """MNI152 (T1, brain mask, GM, WM) cropped to the brain and resampled to ``size``³: ``(4, S, S, S)`` float, and
+    the voxel-to-MNI affine (4, 4) of that grid."""
     from nilearn import datasets  # local import: nilearn is slow to import and only needed here
 
     maps = [datasets.load_mni152_template(resolution=2), datasets.load_mni152_brain_mask(resolution=2),
@@ -34,7 +35,10 @@ def _template(size: int) -> torch.Tensor:
     lo, hi = np.maximum(nz.min(0) - 2, 0), nz.max(0) + 3
     crop = np.stack([a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] for a in arrs])
     t = torch.from_numpy(crop)[None]
-    return F.interpolate(t, size=(size,) * 3, mode="trilinear", align_corners=False)[0]
+    affine = maps[0].affine.copy()
+    affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    affine[:3, :3] = affine[:3, :3] * ((hi - lo) / size)[None, :]
+    return F.interpolate(t, size=(size,) * 3, mode="trilinear", align_corners=False)[0], affine
 
 
 def _smooth_field(rng: np.random.Generator, size: int, channels: int, coarse: int, std: float) -> torch.Tensor:
@@ -47,7 +51,7 @@ def make_phantom(index: int, size: int = 32, channels: int = 1, seed: int = 0, d
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic subject: ``(C, S, S, S)`` uint8 volume and ``(S, S, S)`` int64 labels (0 bg, 1 CSF, 2 GM, 3 WM)."""
     rng = np.random.default_rng([seed, index, 17])
-    base = _template(size)  # (4, S, S, S): t1, mask, gm, wm
+    base = _template(size)[0]  # (4, S, S, S): t1, mask, gm, wm
     # smooth deformation: displacement in normalised [-1, 1] coordinates, applied to all maps at once
     axes = torch.linspace(-1, 1, size)
     grid = torch.stack(torch.meshgrid(axes, axes, axes, indexing="ij")[::-1], -1)  # (S, S, S, 3) as (x, y, z)
@@ -58,11 +62,12 @@ def make_phantom(index: int, size: int = 32, channels: int = 1, seed: int = 0, d
     t1, mask, gm, wm = warped
     csf = (1.0 - gm - wm).clamp(min=0.0)
     labels = torch.where(mask > 0.5, 1 + torch.stack([csf, gm, wm]).argmax(0), torch.zeros_like(mask).long())
-    vols = [t1 / max(float(t1.max()), 1e-6)]
-    if channels >= 2:  # a T2-like contrast: CSF bright, GM mid, WM dark
-        vols.append(mask.clamp(0, 1) * (0.9 * csf + 0.55 * gm + 0.3 * wm))
-    if channels > 2:
-        raise UserError(f"brain-phantoms: channels={channels}; 1 (T1) or 2 (T1, T2-like) are available")
+    if not 1 <= channels <= len(PHANTOM_MODALITIES):
+        raise UserError(f"brain-phantoms: channels={channels}; 1 to 3 ({', '.join(PHANTOM_MODALITIES)}) are available")
+    brain = mask.clamp(0, 1)
+    vols = [t1 / max(float(t1.max()), 1e-6),
+            brain * (0.1 * csf + 0.55 * gm + 0.9 * wm),  # T1-weighted inversion recovery: CSF dark, WM bright
+            brain * (0.15 * csf + 0.75 * gm + 0.5 * wm)][:channels]  # FLAIR: CSF suppressed, GM above WM
     out = []
     for v in vols:
         bias = torch.exp(_smooth_field(rng, size, 1, 3, 0.15)[0])
@@ -93,10 +98,13 @@ def parse_spec(spec: str) -> dict[str, float]:
 
 
 def brain_phantoms(n: int = 12, size: int = 32, channels: int = 1, seed: int = 0, deform: float = 0.06) -> SubjectSet:
-    """``n`` synthetic subjects ``synth-000``… of ``size``³ voxels."""
+    """``n`` synthetic subjects ``synth-000``… of ``size``³ voxels; channel k is the same whatever ``channels``."""
     vols = [make_phantom(i, size, channels, seed, deform) for i in range(n)]
-    mods = ("T1", "T2-like")[:channels]
+    spec = dict(n=n, size=size, channels=channels, seed=seed, deform=deform)
     return SubjectSet(torch.stack([v[0] for v in vols]), torch.stack([v[1] for v in vols]),
-                      tuple(f"synth-{i:03d}" for i in range(n)), PHANTOM_CLASSES, (1, 2, 3), mods,
-                      meta={"format": "brain-phantoms", "synthetic": True,
-                            "spec": dict(n=n, size=size, channels=channels, seed=seed, deform=deform)})
+                      tuple(f"synth-{i:03d}" for i in range(n)), PHANTOM_CLASSES, (1, 2, 3),
+                      PHANTOM_MODALITIES[:channels],
+                      meta={"format": "brain-phantoms", "synthetic": True, "labels": "brain-phantoms", "spec": spec,
+                            "affines": [_template(size)[1]] * n,
+                            "descrip": "unlearnable brain-phantoms " + ",".join(f"{k}={v}" for k, v in spec.items())
+                                       + " (synthetic)"})

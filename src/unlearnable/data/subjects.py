@@ -1,203 +1,59 @@
-"""Subjects: 3D volumes with integer label maps, the unit that 3D segmentation and unlearning work on.
-
-Splits are always made by subject id (never by slice or patch), so a forgotten subject cannot leak into the
-held-out set through its neighbouring slices.
+"""Open a subjects source (built-in phantoms, an MRBrainS18-layout folder, a CSV of NIfTI paths) as a
+:class:`SubjectSet`. The type and its helpers live in ``subjectset.py`` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
-
-import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
-from ..registry import did_you_mean
+from .subjectset import (  # noqa: F401  (the names every caller imports from here)
+    LABEL_SCHEMES,
+    MODALITY_ALIASES,
+    MRBRAINS_CLASSES,
+    MRBRAINS_SCORED,
+    PER_SUBJECT_META,
+    PHANTOM_CLASSES,
+    SubjectSet,
+    canonical_modality,
+    normalise_intensity,
+    numbered_scheme,
+    parse_modalities,
+    parse_shape,
+    resample,
+    split_by_id,
+    volume_sha256,
+)
 
-MRBRAINS_CLASSES = ("background", "cortical-gm", "basal-ganglia", "wm", "wm-lesions", "csf", "ventricles",
-                    "cerebellum", "brainstem", "infarction", "other")
-MRBRAINS_SCORED = tuple(range(1, 9))  # labels 9 and 10 are not scored in the MRBrainS18 challenge
 
+def load_subjects(source: str, shape: Sequence[int] | None = None,
+                  modalities: Sequence[str] | None = None) -> SubjectSet:
+    """Open ``brain-phantoms[:opts]``, an MRBrainS18-layout folder, or a CSV of NIfTI paths.
 
-@dataclass(frozen=True, eq=False)
-class SubjectSet:
-    """Subjects as ``uint8`` volumes ``(N, C, D, H, W)`` with label maps ``(N, D, H, W)`` (int64).
-
-    ``scored`` lists the label values that Dice and MAE average over (background and challenge-excluded labels
-    left out). ``modalities`` names the C channels. ``meta`` keeps what a writer needs (affine, source format).
+    ``modalities`` picks channels by name, in the order given (None: all the source has).
     """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    ids: tuple[str, ...]
-    classes: tuple[str, ...]
-    scored: tuple[int, ...]
-    modalities: tuple[str, ...]
-    splits: tuple[str, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = self.images.shape[0]
-        if self.images.dtype != torch.uint8 or self.images.ndim != 5:
-            raise UserError(f"volumes: expected uint8 (N, C, D, H, W), got {self.images.dtype} "
-                            f"{tuple(self.images.shape)}")
-        if self.labels.ndim != 4 or tuple(self.labels.shape) != (n, *self.images.shape[2:]):
-            raise UserError(f"label maps: shape {tuple(self.labels.shape)} does not match the volumes "
-                            f"{tuple(self.images.shape)}")
-        if len(self.ids) != n or len(set(self.ids)) != n:
-            raise UserError(f"subject ids: expected {n} unique ids, got {len(set(self.ids))}")
-        if len(self.modalities) != self.images.shape[1]:
-            raise UserError(f"modalities: {len(self.modalities)} names for {self.images.shape[1]} channels")
-        if not self.splits:
-            object.__setattr__(self, "splits", ("train",) * n)
-        if len(self.splits) != n:
-            raise UserError(f"splits: {len(self.splits)} entries for {n} subjects")
-        if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise UserError(f"label maps: values must lie in 0..{len(self.classes) - 1}, found "
-                            f"{int(self.labels.min())}..{int(self.labels.max())}")
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        d, h, w = self.images.shape[2:]
-        return int(d), int(h), int(w)
-
-    def index_of(self, ids: Sequence[str], what: str = "subject id") -> list[int]:
-        """Positions of ``ids``; an unknown id is a one-line UserError with a suggestion."""
-        pos = {s: i for i, s in enumerate(self.ids)}
-        out = []
-        for s in ids:
-            if s not in pos:
-                raise UserError(f"unknown {what} '{s}'{did_you_mean(s, self.ids)} ({len(self.ids)} subjects known)")
-            out.append(pos[s])
-        return out
-
-    def subset(self, index: Sequence[int] | torch.Tensor) -> SubjectSet:
-        il = [int(i) for i in torch.as_tensor(index, dtype=torch.long).tolist()]
-        idx = torch.tensor(il, dtype=torch.long)
-        meta = dict(self.meta)
-        if "affines" in meta:
-            meta["affines"] = [meta["affines"][i] for i in il]
-        return replace(self, images=self.images[idx], labels=self.labels[idx], ids=tuple(self.ids[i] for i in il),
-                       splits=tuple(self.splits[i] for i in il), meta=meta)
-
-    def select(self, ids: Sequence[str]) -> SubjectSet:
-        return self.subset(self.index_of(ids))
-
-    def with_splits(self, splits: Sequence[str]) -> SubjectSet:
-        return replace(self, splits=tuple(splits))
-
-    def ids_in(self, split: str) -> list[str]:
-        return [s for s, p in zip(self.ids, self.splits, strict=True) if p == split]
-
-    def float(self) -> torch.Tensor:
-        """Volumes as float32 in [0, 1], ``(N, C, D, H, W)``."""
-        return self.images.float().div_(255.0)
-
-    def summary(self) -> dict[str, Any]:
-        return {"subjects": len(self), "channels": self.channels, "modalities": list(self.modalities),
-                "shape": list(self.shape), "classes": list(self.classes), "scored": list(self.scored)}
-
-
-def split_by_id(ids: Sequence[str], test_fraction: float, seed: int = 0) -> list[str]:
-    """Assign ``train``/``test`` per subject id, deterministic in (id, seed) and independent of input order.
-
-    Subjects are ranked by SHA-256 of ``seed:id``; the lowest ``round(test_fraction * N)`` (at least one when the
-    fraction is positive, and never all) go to ``test``.
-    """
-    if not 0.0 <= test_fraction < 1.0:
-        raise UserError(f"--test-fraction {test_fraction}: must be in [0, 1)")
-    n = len(ids)
-    k = int(round(test_fraction * n))
-    if test_fraction > 0:
-        k = max(1, k)
-    if k >= n:
-        raise UserError(f"--test-fraction {test_fraction}: leaves no training subjects out of {n}")
-    rank = sorted(ids, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
-    test = set(rank[:k])
-    return ["test" if s in test else "train" for s in ids]
-
-
-def resample(vol: torch.Tensor, shape: Sequence[int], labels: bool = False) -> torch.Tensor:
-    """Resample ``(C, D, H, W)`` float (trilinear) or ``(D, H, W)`` int labels (nearest) to ``shape``."""
-    shape = tuple(int(s) for s in shape)
-    if labels:
-        if tuple(vol.shape) == shape:
-            return vol.long()
-        return F.interpolate(vol[None, None].float(), size=shape, mode="nearest")[0, 0].round().long()
-    if tuple(vol.shape[1:]) == shape:
-        return vol.float()
-    return F.interpolate(vol[None].float(), size=shape, mode="trilinear", align_corners=False)[0]
-
-
-def normalise_intensity(vol: np.ndarray | torch.Tensor, lo_pct: float = 1.0, hi_pct: float = 99.5) -> torch.Tensor:
-    """Per-channel robust min-max to uint8: clip to the [lo, hi] percentiles of the non-zero voxels.
-
-    Args:
-        vol: ``(C, D, H, W)`` raw intensities.
-    Returns:
-        ``(C, D, H, W)`` uint8.
-    """
-    v = torch.as_tensor(np.asarray(vol, dtype=np.float32))
-    out = torch.empty(v.shape, dtype=torch.uint8)
-    for c in range(v.shape[0]):
-        x = v[c]
-        fg = x[x != 0]
-        ref = fg if fg.numel() > 16 else x.flatten()
-        lo, hi = np.percentile(ref.numpy(), [lo_pct, hi_pct])
-        scale = 255.0 / max(float(hi - lo), 1e-6)
-        out[c] = ((x - float(lo)) * scale).round().clamp(0, 255).to(torch.uint8)
-    return out
-
-
-def parse_shape(text: str | Sequence[int] | None) -> tuple[int, int, int] | None:
-    """``"48,96,96"`` or ``"32"`` (a cube) → ``(D, H, W)``; None stays None."""
-    if text is None or text == "":
-        return None
-    parts = [p for p in str(text).replace("x", ",").split(",") if p.strip()] if isinstance(text, str) else list(text)
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise UserError(f"--shape '{text}': expected D,H,W integers") from None
-    if len(vals) == 1:
-        vals = vals * 3
-    if len(vals) != 3 or min(vals) < 8:
-        raise UserError(f"--shape '{text}': expected three sizes >= 8 (D,H,W)")
-    return vals[0], vals[1], vals[2]
-
-
-def load_subjects(source: str, shape: Sequence[int] | None = None) -> SubjectSet:
-    """Open ``brain-phantoms[:opts]``, an MRBrainS18-layout folder, or a CSV of NIfTI paths."""
     from pathlib import Path
 
     if source.split(":", 1)[0] == "brain-phantoms":
-        from .phantoms import brain_phantoms, parse_spec
+        from .phantoms import PHANTOM_MODALITIES, brain_phantoms, parse_spec
 
-        s = brain_phantoms(**parse_spec(source))
+        opts = parse_spec(source)
+        if modalities is not None and "channels=" not in source:  # build as many channels as the names need
+            from ..registry import look_up_option
+
+            want = [look_up_option(m, PHANTOM_MODALITIES, "brain-phantoms modality") for m in modalities]
+            opts["channels"] = max(PHANTOM_MODALITIES.index(m) for m in want) + 1
+        s = brain_phantoms(**opts)
         if shape is not None and tuple(shape) != s.shape:
             raise UserError("brain-phantoms: set the size with 'brain-phantoms:size=N' instead of --shape")
-        return s
-    from .formats.nifti import read_csv, read_mrbrains
+        return s.pick(modalities)
+    from .formats.mrbrains import read_csv, read_mrbrains
 
     p = Path(source)
     if p.suffix.lower() == ".csv":
         if not p.is_file():
             raise UserError(f"{p}: no such file")
-        return read_csv(p, shape)
+        return read_csv(p, shape, modalities)
     if p.is_dir():
-        return read_mrbrains(p, shape=shape)
+        return read_mrbrains(p, modalities, shape)
     raise UserError(f"{source}: not 'brain-phantoms', a folder in the MRBrainS18 layout, or a .csv of NIfTI paths")

@@ -19,8 +19,9 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..registry import Registry
+from ..runtime import checkpoint as CK
+from ..runtime.distributed import barrier, is_main, unwrap, wrap
 from ..segment.train import PatchData, SegConfig, make_optimizer, seg_loss, train_epochs
-from ..train.distributed import barrier, is_main, unwrap, wrap
 
 STRATEGIES: Registry[type[Strategy]] = Registry("forgetting strategy")
 
@@ -95,11 +96,12 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     start, elapsed = 0, 0.0
     for h in horizons:
         ck = ckpt_dir / f"{strategy.name}-{h}.pt" if ckpt_dir else None
-        if ck is not None and ck.exists():
-            state = torch.load(ck, map_location=task.device, weights_only=False)
+        state = CK.load(ck, map_location=task.device) if ck is not None else None
+        if state is not None:
             unwrap(ddp).load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, elapsed = h, state["time_s"]
+            CK.restore_rng(state["rng"])
             on_horizon(h, unwrap(ddp), elapsed)
             continue
         t0 = time.perf_counter()
@@ -107,8 +109,8 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
         elapsed += time.perf_counter() - t0
         start = h
         if ck is not None and is_main():
-            ck.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "time_s": elapsed}, ck)
+            CK.save(ck, {"model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "time_s": elapsed,
+                         "rng": CK.rng_state(), "data": CK.data_order(h, 0, task.cfg.seed)})
         barrier()
         on_horizon(h, unwrap(ddp), elapsed)
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import compute_dice
 
+from ..runtime.distributed import all_reduce_sum
 from ..segment.infer import predict_logits
-from ..train.distributed import all_reduce_sum
 
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

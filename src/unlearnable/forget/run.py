@@ -4,42 +4,35 @@ Output folder::
 
     results.json          {"original": {split: metrics}, "strategies": {name: {horizon: {...}}}, ...}
     models/<strategy>/<horizon>/   the unlearned models (model.pt + model.json; no raw forget ids inside)
-    erasure_record.json   hashes of the models before/after, SHA-256 of the forgotten ids, strategy, metrics, time
-    report.md, dice_bars.png, overlay.png
+    erasure_record.json   hashes of the models before/after, the forgotten subjects keyed (HMAC) by the record key,
+                          strategy, metrics, time (see forget/record.py)
+    overlay.npz           middle axial slice of one forget subject: image, truth, predictions before and after
+    report.md, dice_bars.png, overlay.png   drawn from the files above by a ``render`` callback (``report``)
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from .. import __version__
 from ..data.subjects import SubjectSet, load_subjects
 from ..errors import UserError
 from ..models.seg3d import build_seg_model
+from ..runtime.distributed import barrier, is_main
 from ..segment.infer import predict_labels
 from ..segment.train import SegConfig, load_model, save_model
-from ..train.distributed import barrier, is_main
-from ..utils import atomic_dir, check_output_free, sha256_file, write_json
+from ..utils import atomic_dir, check_output_free, write_json
 from .base import STRATEGIES, ForgetTask, run_strategy, strategy_names
 from .metrics import evaluate, headline, mia_auc, public
-
-ID_SALT = "unlearnable-subject-id:"
-
-
-def hash_id(subject_id: str) -> str:
-    """SHA-256 of ``unlearnable-subject-id:<id>``: an auditor holding the id can check it; the record alone can't
-    be read back into ids (unlike a bare id list)."""
-    return hashlib.sha256(f"{ID_SALT}{subject_id}".encode()).hexdigest()
+from .record import check_learnt, erasure_record, forgotten_entries
 
 
 def parse_horizons(text: str) -> list[int]:
@@ -73,14 +66,19 @@ class Plan:
     cfg: SegConfig
     strategies: list[str]
     horizons: list[int]
+    content: dict[str, str]  # content SHA-256 of every subject used, checked against the model's record
 
 
 def plan(model_dir: str | Path, source: str, forget_ids: str, strategy: str, epochs: str, overrides: dict[str, Any],
-         device: str = "cpu") -> Plan:
-    """Load and validate the inputs of a ``forget`` run; raises UserError on any bad input."""
+         device: str = "cpu", modalities: Sequence[str] | None = None) -> Plan:
+    """Load and validate the inputs of a ``forget`` run; raises UserError on any bad input.
+
+    ``modalities`` defaults to the channels the model was trained on.
+    """
     strategies, horizons, ids = strategy_names(strategy), parse_horizons(epochs), parse_ids(forget_ids)
     model, meta = load_model(model_dir, device)
-    s = load_subjects(source, meta.get("shape") if not source.startswith("brain-phantoms") else None)
+    shape = meta.get("shape") if not source.startswith("brain-phantoms") else None
+    s = load_subjects(source, shape, modalities if modalities is not None else meta.get("modalities"))
     for key, have in (("shape", list(s.shape)), ("modalities", list(s.modalities)), ("classes", list(s.classes))):
         if meta.get(key) != have:
             raise UserError(f"{source}: {key} {have} do not match the model's {meta.get(key)}")
@@ -95,8 +93,10 @@ def plan(model_dir: str | Path, source: str, forget_ids: str, strategy: str, epo
         raise UserError(f"--forget names all {len(train_ids)} training subjects: nothing would be left to retain "
                         "(train a new model instead)")
     s.index_of(retain_ids + test_ids, "training subject (missing from SUBJECTS)")
+    content = check_learnt(s, ids + retain_ids + test_ids, meta, model_dir, source)
     cfg = replace(SegConfig(**meta["config"]), **{k: v for k, v in overrides.items() if v is not None})
-    return Plan(s, s.select(retain_ids), s.select(ids), s.select(test_ids), model, meta, cfg, strategies, horizons)
+    return Plan(s, s.select(retain_ids), s.select(ids), s.select(test_ids), model, meta, cfg, strategies, horizons,
+                content)
 
 
 def _scores(model: torch.nn.Module, p: Plan, device: str) -> tuple[dict[str, Any], float]:
@@ -129,11 +129,21 @@ def add_comparisons(results: dict[str, Any]) -> None:
 
 def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: str, epochs: str, out: str | Path,
                overrides: dict[str, Any] | None = None, device: str = "cpu", force: bool = False,
-               resume: bool = False, figures: bool = True) -> dict[str, Any]:
-    """Validate, unlearn with every requested strategy through every horizon, score, write the output folder."""
+               resume: bool = False, render: Callable[[Path], Any] | None = None,
+               record_key: str | Path | None = None, modalities: Sequence[str] | None = None) -> dict[str, Any]:
+    """Validate, unlearn with every requested strategy through every horizon, score, write the output folder.
+
+    The erasure record is keyed with the key file ``record_key`` (default ``OUT.key``; created, mode 0600, if
+    missing and written only when the run succeeds). ``render(folder)`` (the CLI passes the report's) draws the
+    figures from the written files inside the atomic output step.
+    """
+    from ..protect.keys import load_or_create_key, save_key
+
     out = Path(out)
     check_output_free(out, force)
-    p = plan(model_dir, source, forget_ids, strategy, epochs, overrides or {}, device)
+    key_path = Path(record_key) if record_key else out.with_name(out.name + ".key")
+    key, created = load_or_create_key(key_path)
+    p = plan(model_dir, source, forget_ids, strategy, epochs, overrides or {}, device, modalities)
     ckpt = out.parent / f".{out.name}.ckpt"
     if not resume and is_main():
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -150,7 +160,8 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
                   "lr": p.cfg.lr, "batch_size": p.cfg.batch_size, "patch": p.cfg.patch}}
     hashes: dict[str, dict[str, str]] = {}
     overlay_preds: dict[str, torch.Tensor] = {}
-    forget_hashes = sorted(hash_id(i) for i in p.forget.ids)
+    entries = forgotten_entries(key, p.forget.ids, p.content)
+    kept = {i: p.content[i] for i in (*p.retain.ids, *p.test.ids)}
     ctx = atomic_dir(out, force) if is_main() else contextlib.nullcontext(None)
     with ctx as tmp:
         for name in p.strategies:
@@ -163,8 +174,10 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
                 if tmp is not None:
                     meta = {k: v for k, v in p.meta.items() if k not in ("train_ids", "model_sha256", "scores")}
                     meta.update(train_ids=list(p.retain.ids), scores={k: scores[k] for k in ("retain", "test")},
+                                subject_sha256=kept,
                                 unlearning={"strategy": name, "epochs": h, "time_s": time_s,
-                                            "forgotten_sha256": forget_hashes, "from": p.meta.get("model_sha256")})
+                                            "forgotten": [e["id_hmac"] for e in entries],
+                                            "key_fingerprint": key.fingerprint, "from": p.meta.get("model_sha256")})
                     hashes.setdefault(name, {})[str(h)] = save_model(tmp / "models" / name / str(h), model, meta)
                 if h == p.horizons[-1]:
                     overlay_preds[name] = predict_labels(model, p.forget.images[:1], p.cfg.patch, device)[0]
@@ -178,39 +191,29 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
         add_comparisons(results)
         if tmp is not None:
             write_json(tmp / "results.json", results)
-            write_json(tmp / "erasure_record.json", erasure_record(p, results, hashes, forget_hashes, model_dir))
-            if figures:
-                from ..report.forget_figures import write_report
-
-                before_pred = predict_labels(p.model, p.forget.images[:1], p.cfg.patch, device)[0]
-                write_report(tmp, results, p.forget.images[0], p.forget.labels[0], before_pred, overlay_preds,
-                             p.subjects.classes)
+            write_json(tmp / "erasure_record.json", erasure_record(
+                key=key, entries=entries, meta=p.meta, model_dir=model_dir, strategies=p.strategies,
+                horizons=p.horizons, results=results, hashes=hashes, n_retain=len(p.retain), n_test=len(p.test)))
+            before_pred = predict_labels(p.model, p.forget.images[:1], p.cfg.patch, device)[0]
+            write_overlay(tmp / "overlay.npz", p.forget.images[0], p.forget.labels[0], before_pred, overlay_preds,
+                          p.subjects.classes)
+            if render is not None:
+                render(tmp)
     if is_main():
         shutil.rmtree(ckpt, ignore_errors=True)
+        if created:
+            save_key(key, key_path)
+            print(f"created record key {key_path} (mode 0600, fingerprint {key.fingerprint}); keep it to verify "
+                  "the erasure record")
     return results
 
 
-def erasure_record(p: Plan, results: dict[str, Any], hashes: dict[str, dict[str, str]],
-                   forget_hashes: Sequence[str], model_dir: str | Path) -> dict[str, Any]:
-    """The auditor's record. Subject ids appear only as salted SHA-256 (see :func:`hash_id`)."""
-    def brief(r: dict[str, Any]) -> dict[str, Any]:
-        return {s: {"dice": r[s]["dice"], "mae": r[s]["mae"]} for s in ("retain", "forget", "test")} | {
-            "mia_auc": r.get("mia_auc")}
-
-    return {
-        "record": "unlearnable erasure record", "tool_version": __version__,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "request": {"subjects_sha256": list(forget_hashes), "id_hashing": f"SHA-256 of '{ID_SALT}' + subject id",
-                    "count": len(forget_hashes)},
-        "model_before": {"sha256": sha256_file(Path(model_dir) / "model.pt"), "arch": p.meta["arch"]},
-        "models_after": {n: {h: {"sha256": d, "path": f"models/{n}/{h}/model.pt"} for h, d in hs.items()}
-                         for n, hs in hashes.items()},
-        "strategies": p.strategies, "horizons": p.horizons,
-        "metrics": {"original": brief(results["original"]),
-                    **{n: {h: brief(r) | {"time_s": r["time_s"]} for h, r in runs.items()}
-                       for n, runs in results["strategies"].items()}},
-        "retained_subjects": len(p.retain), "test_subjects": len(p.test),
-        "synthetic_data": results["setup"]["synthetic"],
-        "note": "Approximate strategies (all but 'retrain') reduce, but do not provably remove, a subject's "
-                "influence; compare gap_to_retrain and mia_auc in results.json.",
-    }
+def write_overlay(path: Path, image: torch.Tensor, truth: torch.Tensor, before: torch.Tensor,
+                  after: dict[str, torch.Tensor], classes: Sequence[str]) -> None:
+    """Save the middle axial slice of one subject for the report: image ``(C, D, H, W)`` (channel 0 kept), label
+    maps ``(D, H, W)`` (truth, before, and after each strategy), as ``(D, H)`` arrays in ``overlay.npz``."""
+    z = image.shape[-1] // 2
+    np.savez_compressed(path, image=image[0, :, :, z].numpy(), truth=truth[:, :, z].numpy(),
+                        before=before[:, :, z].numpy(), strategies=np.array(list(after), dtype=str),
+                        classes=np.array(list(classes), dtype=str),
+                        **{f"after_{i}": a[:, :, z].numpy() for i, a in enumerate(after.values())})

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from ..data.imageset import ImageSet
 from ..errors import UserError
 from ..models import MODELS, Classifier, build_model
+from ..perturbation import NoiseTable, per_sample_norm, project, step  # noqa: F401  (step: used by the methods)
 from ..registry import look_up_option
 from .base import eps_levels
 from .keys import Key
-from .noise import NoiseTable
 
 NORMS = ("linf", "l2")
 
@@ -42,34 +42,12 @@ def check_positive(**values: float) -> None:
 
 
 # -- norm balls ------------------------------------------------------------------------------------------------
-def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
-
-
-def step(delta: torch.Tensor, grad: torch.Tensor, size: float, norm: str) -> torch.Tensor:
-    """One steepest-ascent step along ``grad`` (pass ``-grad`` to descend): sign step for L-inf, unit-L2 otherwise."""
-    if norm == "linf":
-        return delta + size * grad.sign()
-    return delta + size * grad / _per_sample_norm(grad)
-
-
-def project(delta: torch.Tensor, eps: float, norm: str, x: torch.Tensor | None = None) -> torch.Tensor:
-    """Project ``delta`` ``(B, C, H, W)`` onto the ``eps`` ball; with ``x``, also keep ``x + delta`` in [0, 1]."""
-    if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        delta = delta * (eps / _per_sample_norm(delta)).clamp(max=1.0)
-    if x is not None:
-        delta = (x + delta).clamp(0.0, 1.0) - x
-    return delta
-
-
 def random_start(shape: tuple[int, ...], eps: float, norm: str, g: torch.Generator) -> torch.Tensor:
     """A key-derived random start inside the ball: uniform in the L-inf cube, or a scaled Gaussian direction."""
     if norm == "linf":
         return (torch.rand(shape, generator=g) * 2 - 1) * eps
     d = torch.randn(shape, generator=g)
-    return project(d * eps / 2 / _per_sample_norm(d), eps, norm)
+    return project(d * eps / 2 / per_sample_norm(d), eps, norm)
 
 
 def default_step(eps: float, norm: str, steps: int, step_size: float) -> float:

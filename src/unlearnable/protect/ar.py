@@ -120,6 +120,8 @@ class Autoregressive(Protection):
     """Class-wise AR processes, a fresh realisation per image, within an L-inf or L2 budget (model-free)."""
 
     summary = "autoregressive class-wise noise, a new realisation per image (Sandoval-Segura et al., NeurIPS 2022)"
+    size_free = True  # the noise is generated at each image's own size
+    fit_reads_pixels = False  # fit needs labels, ids and the channel count only
 
     @dataclass(frozen=True)
     class Params:
@@ -139,7 +141,6 @@ class Autoregressive(Protection):
 
     def noise(self, data: ImageSet, filters: ARFilters) -> torch.Tensor:
         """Float perturbation ``(N, C, H, W)`` in [0, 1] units, within the budget before quantisation."""
-        p = self.params
         if int(data.labels.max()) >= filters.coeffs.shape[0] or data.channels != filters.coeffs.shape[1]:
             raise UserError(f"labels/channels: the AR filters were fitted for {filters.coeffs.shape[0]} classes "
                             f"and {filters.coeffs.shape[1]} channel(s)")

@@ -16,8 +16,8 @@ import torch
 
 from ..data.imageset import ImageSet, check_classes_nonempty
 from ..errors import UserError
+from ..params import coerce as _coerce  # old private name, kept for code that imports it from here
 from ..registry import Registry, did_you_mean
-from ..utils import parse_number
 from .keys import Key
 
 METHODS: Registry[type[Protection]] = Registry("method")
@@ -33,6 +33,13 @@ class Protection:
     summary: ClassVar[str] = ""
     #: Largest L-inf ``eps`` the method accepts (and ``--target-acc`` searches up to); beyond it images visibly change.
     max_eps: ClassVar[float] = 32 / 255
+    #: True if ``apply`` works on images of any size as they are (convolution-style methods such as CUDA). False:
+    #: ``apply`` only knows the size it was fitted at, and a streamed protect job applies it there and resizes the
+    #: resulting perturbation to each image's native size (see ``protect/native.py`` and docs/architecture.md).
+    size_free: ClassVar[bool] = False
+    #: False if ``fit`` reads only shapes, ids and labels, never pixels: a protect job then fits on a view that
+    #: holds no pixels at all, so fitting costs no memory however large the data.
+    fit_reads_pixels: ClassVar[bool] = True
 
     @dataclasses.dataclass(frozen=True)
     class Params:
@@ -84,30 +91,6 @@ def make_params(cls: type[Protection], overrides: Mapping[str, Any]) -> Any:
         raise UserError(f"--param eps={eps * 255:.4g}/255: above the maximum of method '{cls.name}' "
                         f"({cls.max_eps * 255:.4g}/255)")
     return params
-
-
-def _coerce(value: Any, hint: Any, what: str) -> Any:
-    if isinstance(value, str):
-        base = _base_type(hint)
-        if base is bool:
-            low = value.lower()
-            if low not in ("1", "0", "true", "false", "yes", "no"):
-                raise UserError(f"{what}: '{value}' is not true/false")
-            return low in ("1", "true", "yes")
-        if base is int:
-            f = parse_number(value, what)
-            if f != int(f):
-                raise UserError(f"{what}: '{value}' is not a whole number")
-            return int(f)
-        if base is float:
-            return parse_number(value, what)
-        return value
-    return value
-
-
-def _base_type(hint: Any) -> Any:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args and typing.get_origin(hint) is not None else hint
 
 
 def eps_levels(eps: float) -> int:

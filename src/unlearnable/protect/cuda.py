@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..data.imageset import ImageSet, to_uint8
 from ..errors import UserError
-from .base import METHODS, Protection
+from .base import METHODS, Protection, add_within_linf
 from .keys import Key
 
 
@@ -74,6 +74,8 @@ class ClasswiseConvolution(Protection):
     """CUDA: class-wise random convolutions from a private key (model-free)."""
 
     summary = "class-wise random blur filters from a private key (Sadasivan et al., CVPR 2023); model-free"
+    size_free = True  # a 3x3 filter applies to an image of any size
+    fit_reads_pixels = False
 
     @dataclass(frozen=True)
     class Params:
@@ -82,6 +84,7 @@ class ClasswiseConvolution(Protection):
         center: float = 1.0  # value of the one emphasised tap
         same_channels: bool = True  # one filter for all channels, as in the paper's code
         chunk: int = 0  # images per grouped convolution; 0 = auto, about 1 MiB of float32 (cache-sized)
+        eps: float = 0.0  # 0: the published, unbounded filters; > 0: the change is projected onto this L-inf ball
 
         def validate(self) -> None:
             if self.kernel < 1 or self.kernel % 2 == 0:
@@ -90,6 +93,11 @@ class ClasswiseConvolution(Protection):
                 raise UserError(f"--param blur={self.blur}: must be >= 0")
             if self.chunk < 0:
                 raise UserError(f"--param chunk={self.chunk}: must be >= 0 (0 = automatic)")
+            if not 0 <= self.eps <= 1:
+                raise UserError(f"--param eps={self.eps}: must be 0 (unbounded, as published) or in (0, 1]")
+
+    def linf_budget(self) -> float | None:
+        return float(self.params.eps) if self.params.eps > 0 else None
 
     def fit(self, data: ImageSet, key: Key) -> Filters:
         p = self.params
@@ -116,4 +124,6 @@ class ClasswiseConvolution(Protection):
             sl = slice(s, s + chunk)
             x = data.images[sl].to(self.device).float().div_(255.0)
             out[sl] = to_uint8(convolve_classwise(x, data.labels[sl].to(self.device), weight)).cpu()
+        if self.params.eps > 0:  # budgeted variant: keep the filter's change only up to eps per pixel
+            out = add_within_linf(data.images, (out.float() - data.images.float()) / 255.0, self.params.eps)
         return out

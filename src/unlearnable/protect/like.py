@@ -1,171 +1,74 @@
 """``protect NEW --like OUT --key KEY``: protect new images with the perturbations of an earlier output, no refit.
 
-A hospital protects its archive once, then every new scan the same way. Every protect run of a method whose fit
-draws or learns something reusable (class-wise noise tables of ``em``/``random``/``lsp``, ``cuda``'s filters,
-``ar``'s coefficients, ``tiles``' tiles, ``uc``'s centres, perturbations and surrogate) stores that state in
-``OUT/perturbation.sealed``; ``--like`` reads it back and applies it to the new images:
+A hospital protects its archive once, then every new scan the same way. ``--like`` reads the state stored in
+``OUT/perturbation.sealed`` (:mod:`unlearnable.protect.sealed`) and applies it to the new images in the same
+streamed pass as a fresh fit (native size, the source's own format):
 
 - class-wise methods give each new image its class's perturbation (classes are matched by name);
 - ``ar`` and ``tiles`` draw each image's realisation/phase from the key and the sample id, as in the fit;
 - ``uc`` gives an image seen in the fit (same id, same pixels) its fitted cluster, and any other image the
   cluster whose centre is nearest to its surrogate features (same surrogate, same standardisation).
-
-The rule for secrets: anything that would regenerate the perturbation is only in ``perturbation.sealed``, which is
-encrypted and authenticated with a key derived from the user's key (:func:`~unlearnable.protect.keys.seal`); the
-key itself is never written into an output. The manifest says in clear only the method, its parameters, the key's
-fingerprint, and whether the output can be reused. Sample-wise methods (one perturbation per fitted image: ``em``
-and ``random`` in ``samplewise`` mode, ``beo``) store nothing and say so.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data import ImageSet, load
+from ..data import ImageSet
+from ..data.formats.catalog import Catalog
+from ..data.formats.images import parse_image_format
+from ..data.io import open_catalog
 from ..errors import UserError
 from ..log import log
-from ..train import distributed as D
+from ..runtime import distributed as D
 from ..utils import check_output_free, sha256_file
-from .ar import ARFilters
 from .base import METHODS, Protection
-from .cuda import Filters
-from .keys import Key, load_key, seal, unseal
-from .noise import NoiseTable
+from .keys import load_key
+from .sealed import image_digests, open_state, read_manifest
 from .ssl import rebuild_surrogate
-from .tiles import TileCodes
 from .uc import ClusterPerturbation
 
-STATE = "perturbation.sealed"
-PURPOSE = "protect/like-state"
-FORMAT = 1
-#: What each reusable method stores (its fitted perturbation type).
-REUSABLE: dict[str, type] = {"ar": ARFilters, "tiles": TileCodes, "cuda": Filters, "lsp": NoiseTable,
-                             "em": NoiseTable, "random": NoiseTable, "uc": ClusterPerturbation}
+
+class AsFitted:
+    """``algo`` with each batch's labels mapped to the fitted ``classes`` by name (a new upload may hold fewer or
+    order them otherwise); everything else is ``algo``'s."""
+
+    def __init__(self, algo: Protection, source_classes: tuple[str, ...], classes: list[str]) -> None:
+        self._algo = algo
+        pos = {c: i for i, c in enumerate(classes)}
+        self._lut = torch.tensor([pos.get(c, 0) for c in source_classes], dtype=torch.long)
+        self._classes = tuple(classes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._algo, name)
+
+    def apply(self, data: ImageSet, pert: Any) -> torch.Tensor:
+        return self._algo.apply(dataclasses.replace(data, labels=self._lut[data.labels], classes=self._classes),
+                                pert)
 
 
-def why_not_reusable(method: str, pert: Any) -> str | None:
-    """``None`` if ``pert`` can protect new images, else the one-line reason."""
-    if isinstance(pert, NoiseTable) and pert.mode != "classwise":
-        return (f"method '{method}' made sample-wise noise (one perturbation per fitted image), so there is nothing "
-                f"to give a new image")
-    kind = REUSABLE.get(method)
-    if kind is None or not isinstance(pert, kind):
-        return f"method '{method}' does not store its perturbation for reuse"
-    if isinstance(pert, ClusterPerturbation) and (pert.centers is None or pert.surrogate is None):
-        return "the clusters' centres and surrogate were not kept by this fit"
-    return None
-
-
-def seal_for_reuse(folder: Path, method: str, params: dict[str, Any], pert: Any, key: Key,
-                   ds: ImageSet) -> tuple[list[Path], dict]:
-    """Write ``folder/perturbation.sealed`` if ``pert`` is reusable; returns (files, the manifest's ``like`` entry).
-
-    The method's parameters are sealed too, so the budget that ``--like`` applies cannot be changed by editing the
-    manifest."""
-    reason = why_not_reusable(method, pert)
-    if reason is not None:
-        return [], {"reusable": False, "reason": reason}
-    fields = {f.name: getattr(pert, f.name) for f in dataclasses.fields(pert) if f.name != "report"}
-    extra: dict[str, Any] = {}
-    if isinstance(pert, ClusterPerturbation):
-        row = {i: r for r, i in enumerate(ds.ids)}
-        extra["digests"] = image_digests(ds.images[[row[i] for i in pert.ids]], pert.ids)
-    buf = io.BytesIO()
-    torch.save({"format": FORMAT, "method": method, "params": dict(params), "type": type(pert).__name__,
-                "fields": fields, "extra": extra}, buf)
-    path = folder / STATE
-    path.write_bytes(seal(buf.getvalue(), key, PURPOSE))
-    return [path], {"reusable": True, "state": STATE}
-
-
-def image_digests(images: torch.Tensor, ids: tuple[str, ...]) -> torch.Tensor:
-    """``(N, 16)`` uint8: a SHA-256 prefix of (id, pixels) per image, to recognise images seen in the fit."""
-    out = [hashlib.sha256(i.encode() + b"\0" + img.numpy().tobytes()).digest()[:16] for i, img in zip(ids, images)]
-    return torch.frombuffer(bytearray(b"".join(out)), dtype=torch.uint8).reshape(len(ids), 16)
-
-
-def read_manifest(like: Path) -> dict[str, Any]:
-    path = like / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"--like {like}: not a protect output (no manifest.json)")
-    try:
-        m = json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"--like {path}: unreadable manifest ({e})") from None
-    missing = [k for k in ("method", "params", "key_fingerprint", "image_shape", "classes") if k not in m]
-    if missing:
-        raise UserError(f"--like {path}: the manifest has no '{missing[0]}'")
-    return m
-
-
-def open_state(like: Path, key: Key) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """Check the key against ``like``'s manifest and unseal its state; returns (manifest, perturbation, extra).
-
-    ``manifest["params"]`` is replaced by the sealed (authenticated) copy of the parameters."""
-    m = read_manifest(like)
-    entry = m.get("like")
-    if not isinstance(entry, dict):
-        raise UserError(f"--like {like}: no stored perturbation state (written before --like existed); protect "
-                        f"the archive again to make it reusable")
-    if not entry.get("reusable"):
-        raise UserError(f"--like {like}: cannot protect new images: {entry.get('reason', 'not reusable')}; protect "
-                        f"them with a fresh fit instead")
-    if key.fingerprint != m["key_fingerprint"]:
-        raise UserError(f"--key: fingerprint {key.fingerprint} is not the key that protected {like} "
-                        f"({m['key_fingerprint']})")
-    path = like / str(entry.get("state", STATE))
-    if not path.is_file():
-        raise UserError(f"{path}: the stored perturbation state is missing")
-    try:
-        payload = torch.load(io.BytesIO(unseal(path.read_bytes(), key, PURPOSE, str(path))), map_location="cpu",
-                             weights_only=True)
-        kind = REUSABLE[m["method"]]
-        if payload["format"] != FORMAT or payload["method"] != m["method"] or payload["type"] != kind.__name__:
-            raise ValueError("the state does not belong to this manifest")
-        if payload["params"] != m["params"]:
-            raise UserError(f"{like / 'manifest.json'}: its parameters differ from the sealed ones (edited?)")
-        m["params"] = payload["params"]
-        pert = kind(**payload["fields"])
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - anything unreadable inside an authenticated file is still corrupt
-        raise UserError(f"{path}: corrupt stored perturbation state ({type(e).__name__})") from None
-    return m, pert, payload["extra"]
-
-
-def apply_like(algo: Protection, pert: Any, extra: dict[str, Any], target: ImageSet, classes: list[str],
-               device: str = "cpu") -> tuple[torch.Tensor, Any, dict[str, Any]]:
-    """Protect ``target`` with a stored perturbation; returns (uint8 images, the perturbation used, report)."""
-    if isinstance(pert, ClusterPerturbation):
-        pert, info = _assign_clusters(algo, pert, extra, target, device)
-        return algo.apply(target, pert), pert, info
-    return algo.apply(_relabel(target, classes), pert), pert, {}
-
-
-def _relabel(target: ImageSet, classes: list[str]) -> ImageSet:
-    """``target`` with labels indexing the fitted ``classes`` (matched by name: a new upload may hold fewer)."""
-    if tuple(target.classes) == tuple(classes):
-        return target
-    pos = {c: i for i, c in enumerate(classes)}
-    for lab in torch.unique(target.labels).tolist():
-        if target.classes[lab] not in pos:
-            raise UserError(f"class '{target.classes[lab]}' is not one of the {len(classes)} classes the "
+def as_fitted(algo: Protection, cat: Catalog, target: list[int], classes: list[str]) -> Any:
+    """``algo`` itself if ``cat`` has the fitted classes, else an :class:`AsFitted` view; refuses classes the fit
+    never saw (among the samples to protect)."""
+    if tuple(cat.classes) == tuple(classes):
+        return algo
+    labels = set(cat.labels[target].tolist()) if target else set()
+    for lab in sorted(labels):
+        if cat.classes[lab] not in classes:
+            raise UserError(f"class '{cat.classes[lab]}' is not one of the {len(classes)} classes the "
                             f"perturbations were fitted on ({', '.join(classes[:8])})")
-    lut = torch.tensor([pos.get(c, 0) for c in target.classes], dtype=torch.long)
-    return dataclasses.replace(target, labels=lut[target.labels], classes=tuple(classes))
+    return AsFitted(algo, tuple(cat.classes), classes)
 
 
-def _assign_clusters(algo: Protection, pert: ClusterPerturbation, extra: dict[str, Any], target: ImageSet,
-                     device: str) -> tuple[ClusterPerturbation, dict[str, Any]]:
-    """Fitted images keep their cluster; every other image goes to the nearest stored centre."""
+def assign_clusters(algo: Protection, pert: ClusterPerturbation, extra: dict[str, Any], target: ImageSet,
+                    device: str) -> tuple[ClusterPerturbation, dict[str, Any]]:
+    """Fitted images keep their cluster; every other image goes to the nearest stored centre. ``target`` holds the
+    images at the fit's working size."""
     seen = {bytes(d.tolist()): int(c) for d, c in zip(extra["digests"], pert.assign)}
     rows = torch.full((len(target),), -1, dtype=torch.long)
     for i, d in enumerate(image_digests(target.images, target.ids)):
@@ -182,14 +85,24 @@ def _assign_clusters(algo: Protection, pert: ClusterPerturbation, extra: dict[st
     return dataclasses.replace(pert, assign=rows, ids=tuple(target.ids), report={}), info
 
 
+def fit_size(m: dict[str, Any], like: Path) -> tuple[int, int]:
+    """The working size the stored perturbation was fitted at (``manifest.images.fit_size``)."""
+    hw = (m.get("images") or {}).get("fit_size") or m["image_shape"][1:]
+    if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
+        raise UserError(f"--like {like / 'manifest.json'}: no fit size in 'images.fit_size'")
+    return int(hw[0]), int(hw[1])
+
+
 def protect_like(source: str, like: str | Path, out: str | Path, key_path: str | Path | None, splits: str = "train",
                  params: dict[str, Any] | None = None, method: str | None = None, force: bool = False,
                  device: str = "cpu", size: int | None = None, seed: int = 0, test_fraction: float = 0.2,
-                 progress: bool = False, quiet: bool = False) -> dict[str, Any]:
+                 progress: bool = False, quiet: bool = False, image_format: str = "png") -> dict[str, Any]:
     """Protect ``source`` as ``like`` was protected (its key, method, parameters and stored state); write ``out``.
 
-    Nothing is written if any check fails: wrong key, missing or corrupt state, a sample-wise method, images of
-    another size or channel count, classes the fit never saw.
+    New images go through the same streamed pass as a fresh fit: applied at their native size (the stored
+    perturbation was fitted at ``like``'s working size) and written in the source's own format. Nothing is written
+    if any check fails: wrong key, missing or corrupt state, a sample-wise method, another channel count, classes
+    the fit never saw.
     """
     from .run import MANIFEST, _write
 
@@ -208,31 +121,32 @@ def protect_like(source: str, like: str | Path, out: str | Path, key_path: str |
     check_output_free(out, force)
     if out.resolve() == like.resolve():
         raise UserError(f"--out {out}: must differ from --like")
+    fmt = parse_image_format(image_format)
     key = load_key(key_path)
     m, pert, extra = open_state(like, key)
+    hw = fit_size(m, like)
     cls = METHODS.get(m["method"])
     # The sealed parameters were validated by the fit (re-validating would ask for e.g. UC's weights file by the
     # relative path it was given then; the surrogate itself is found through the sealed reference).
     algo = cls(params=cls.Params(**m["params"]), device=device, progress=progress)
     t0 = time.perf_counter()
-    ds = load(source, size=size, seed=seed, test_fraction=test_fraction, progress=progress)
-    want = [int(v) for v in m["image_shape"]]
-    got = list(ds.images.shape[1:])
-    if got[0] != want[0]:
-        raise UserError(f"{source}: images have {got[0]} channel(s); {like} was protected with {want[0]}")
-    if got[1:] != want[1:]:
-        raise UserError(f"{source}: images are {got[1]}x{got[2]}; {like} was protected at {want[1]}x{want[2]} "
-                        f"(pass --size {want[1]} to resize)")
-    split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
+    cat = open_catalog(source, seed=seed, test_fraction=test_fraction)
+    if cat.channels != int(m["image_shape"][0]):
+        raise UserError(f"{source}: images have {cat.channels} channel(s); {like} was protected with "
+                        f"{m['image_shape'][0]}")
+    split_list = cat.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
     for s in split_list:
-        if s not in ds.split_names():
-            raise UserError(f"--splits: split '{s}' not in the data (present: {', '.join(ds.split_names())})")
-    idx = ds.indices(split_list)
+        if s not in cat.split_names():
+            raise UserError(f"--splits: split '{s}' not in the data (present: {', '.join(cat.split_names())})")
+    target = cat.indices(split_list)
+    applied = as_fitted(algo, cat, target, list(m["classes"]))
     if not quiet:
-        log(f"protecting {len(idx)} images ({', '.join(split_list)}) of {source} like {like} ('{m['method']}', key "
-            f"{key.fingerprint}, no refit)")
-    images, used, info = apply_like(algo, pert, extra, ds.subset(idx), list(m["classes"]), device)
+        log(f"protecting {len(target)} images ({', '.join(split_list)}) of {source} like {like} ('{m['method']}', "
+            f"key {key.fingerprint}, fitted at {hw[1]}x{hw[0]}, no refit)")
+    info: dict[str, Any] = {}
+    if isinstance(pert, ClusterPerturbation):
+        pert, info = assign_clusters(algo, pert, extra, cat.imageset(target, size=hw), device)
     reused = {"from": str(like), "from_manifest_sha256": sha256_file(like / MANIFEST), **info}
-    return _write(out, force, ds, ds.with_images(images, idx), used, algo, m["method"], algo.params, key, False,
-                  Path(key_path), split_list, source, seed, test_fraction, size, time.perf_counter() - t0, quiet,
-                  {"reused": reused})
+    job = {"target": set(target), "hw": hw, "image_format": fmt, "t0": t0, "fit_s": time.perf_counter() - t0}
+    return _write(out, force, cat, job, pert, applied, m["method"], algo.params, key, False, Path(key_path),
+                  split_list, source, seed, test_fraction, size, quiet, {"reused": reused})

@@ -27,6 +27,7 @@ class LinearlySeparablePatches(Protection):
     """Class-wise random patch colours tiled over the image, scaled to an L-inf or L2 budget (model-free)."""
 
     summary = "class-wise random colour patches, linearly separable shortcuts (Yu et al., KDD 2022); model-free"
+    fit_reads_pixels = False
 
     @dataclass(frozen=True)
     class Params:

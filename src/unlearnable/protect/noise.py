@@ -12,18 +12,10 @@ import torch
 
 from ..data.imageset import ImageSet
 from ..errors import UserError
+from ..perturbation import NoiseTable
 from ..registry import look_up_option
 from .base import METHODS, Protection, add_within_linf, eps_levels
 from .keys import Key
-
-
-@dataclass(frozen=True)
-class NoiseTable:
-    """Integer grey-level offsets: ``(K, C, H, W)`` per class, or ``(N, C, H, W)`` per sample id."""
-
-    steps: torch.Tensor
-    mode: str
-    ids: tuple[str, ...] = ()
 
 
 @METHODS.register("random")
@@ -31,6 +23,7 @@ class RandomNoise(Protection):
     """Uniform or sign noise, sample-wise or class-wise, within ``eps`` (L-infinity)."""
 
     summary = "random noise within an L-inf budget, sample-wise or class-wise (baseline control)"
+    fit_reads_pixels = False
 
     @dataclass(frozen=True)
     class Params:

@@ -3,47 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..audit.metrics import perturbation_stats
-from ..data import ImageSet, load, save
+from .._version import __version__
+from ..data import ImageSet, load
+from ..data.formats.catalog import Catalog
+from ..data.formats.images import parse_image_format
+from ..data.io import open_catalog
 from ..errors import UserError
 from ..log import log, warn
-from ..train import distributed as D
+from ..runtime import distributed as D
 from ..utils import atomic_dir, check_output_free, sha256_file, write_json
-from .base import METHODS, make_params, protect, select
+from .base import METHODS, make_params, select
 from .keys import Key, load_key, load_or_create_key, save_key
-from .like import seal_for_reuse
+from .native import working_size
+from .sealed import seal_for_reuse
+from .stream import stream_protect
 
 MANIFEST = "manifest.json"
-
-
-def tree_digest(paths: Sequence[Path], root: Path) -> str:
-    """SHA-256 over (relative path, file SHA-256) pairs: one fingerprint for a whole folder of images."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(f"{p.relative_to(root)}\0{sha256_file(p)}\n".encode())
-    return h.hexdigest()
-
-
-def source_digest(ds: ImageSet) -> str:
-    src = ds.meta.get("source")
-    if ds.meta.get("format") in ("npz",) and src:
-        return sha256_file(src)
-    if ds.meta.get("relpaths") and src:
-        root = Path(src)
-        return tree_digest([root / r for r in ds.meta["relpaths"]], root)
-    h = hashlib.sha256(ds.images.numpy().tobytes())
-    h.update(ds.labels.numpy().tobytes())
-    return h.hexdigest()
 
 
 def default_key_path(out: Path) -> Path:
@@ -65,18 +48,27 @@ def protect_source(
     progress: bool = False,
     quiet: bool = False,
     resume: bool = False,
+    image_format: str = "png",
+    work_size: int | None = None,
     review: Callable[..., tuple[ImageSet, Any, Any, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Run the whole protect job; returns the manifest. Nothing is written if any step fails.
+
+    The source is listed, not loaded: the method fits on a working view of the samples to protect (their common
+    size, else ``size`` or ``work_size``; no pixels at all for methods whose fit needs none), then one streamed
+    pass applies it at each image's native size, measures, writes and hashes chunk by chunk (bounded memory).
+    ``image_format`` (``png``, ``keep``, ``jpeg:Q``) says how protected images are encoded; see
+    :mod:`unlearnable.data.formats.images`.
 
     DDP-aware: under torchrun/SLURM/LSF every rank loads the data and takes part in ``fit`` (methods that train,
     such as UC, shard their batches); rank 0 alone writes, the others wait. Methods with a ``checkpoint_dir``
     checkpoint every epoch into ``.OUT.partial/`` beside the output; ``resume`` continues from there (the key
     of an interrupted run is kept there too, mode 0600, until the output is complete).
 
-    ``review(ds, protected, perturbation, method, refit)`` (e.g. ``--verify``/``--target-acc``, built by
-    :mod:`unlearnable.audit.verify`) runs on every rank after the fit and before anything is written; it may
-    replace the protection (``refit(overrides)`` re-fits with other parameters) and returns manifest entries.
+    ``review(data, protected, perturbation, method, refit)`` (``--verify``/``--target-acc``, built by
+    :mod:`unlearnable.audit.verify`) runs on every rank after the fit and before anything is written, on every
+    split at the working size; it may replace the protection (``refit(overrides)`` re-fits with other parameters)
+    and returns manifest entries.
     """
     out = Path(out)
     cls = METHODS.get(method)
@@ -89,31 +81,30 @@ def protect_source(
     device = info.device if info.distributed else device
     work = partial_dir(out)
     t0 = time.perf_counter()
-    ds = load(source, size=size, seed=seed, test_fraction=test_fraction, progress=progress)
-    split_list = ds.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
+    fmt = parse_image_format(image_format)
+    cat = open_catalog(source, seed=seed, test_fraction=test_fraction)
+    split_list = cat.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
     algo = cls(params=p, device=device, progress=progress)
-    n_target = len(select(ds, algo, split_list))  # validate before any work or any file (a parked key included)
+    # validate before any work or any file (a parked key included), on a view without pixels
+    target = select(cat.imageset(size=(1, 1), pixels=False), algo, split_list).tolist()
     if review is not None and hasattr(review, "check"):
-        review.check(ds)
+        review.check(cat.imageset(size=(1, 1), pixels=False))
+    hw = working_size([cat.sizes[i] for i in target], size, work_size)
+    n_target = len(target)
     checkpoints = hasattr(cls, "checkpoint_dir")
     key, created = _key_for_run(kpath, work, resume, park=checkpoints)
     say = (lambda m: None) if quiet else log
     say(f"protecting {n_target} images ({', '.join(split_list)}) of {source} with '{method}' "
-        f"(key {key.fingerprint}, {info.world_size} process(es), device {device})")
+        f"(key {key.fingerprint}, {info.world_size} process(es), device {device}, fitted at {hw[1]}x{hw[0]})")
     if checkpoints:
         algo.checkpoint_dir = work
         if resume and work.is_dir():
             say(f"resuming from checkpoints in {work}")
-    def refit(overrides: Mapping[str, Any]) -> tuple[ImageSet, Any, Any]:
-        a = cls(params=make_params(cls, {**(params or {}), **overrides}), device=device, progress=progress)
-        prot, pe = protect(ds, a, key=key, splits=split_list, return_perturbation=True)
-        return prot, pe, a
-
-    extra: dict[str, Any] = {}
     try:
-        protected, pert = protect(ds, algo, key=key, splits=split_list, return_perturbation=True)
+        pert = algo.fit(cat.imageset(target, size=hw, pixels=algo.fit_reads_pixels), key)
+        extra: dict[str, Any] = {}
         if review is not None:
-            protected, pert, algo, extra = review(ds, protected, pert, algo, refit)
+            pert, algo, extra = _review(review, cat, target, hw, algo, pert, key, params or {})
             p = algo.params
     except UserError:
         if D.is_main():  # bad input: leave nothing behind (an interruption keeps its checkpoints for --resume)
@@ -124,12 +115,35 @@ def protect_source(
         D.barrier()
         return {}
     try:
-        manifest = _write(out, force, ds, protected, pert, algo, method, p, key, created, kpath, split_list,
-                          source, seed, test_fraction, size, elapsed, quiet, extra)
+        job = {"target": set(target), "hw": hw, "image_format": fmt, "t0": t0, "fit_s": elapsed}
+        manifest = _write(out, force, cat, job, pert, algo, method, p, key, created, kpath, split_list,
+                          source, seed, test_fraction, size, quiet, extra)
     finally:
         D.barrier()
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tuple[int, int], algo: Any,
+            pert: Any, key: Key, params: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Hand the fitted protection to ``review`` on an in-memory view of every split at the working size (victims
+    need one size); returns the (possibly re-fitted) perturbation, method and manifest entries."""
+    import torch
+
+    view = cat.imageset(size=hw)
+    idx = torch.tensor(target, dtype=torch.long)
+    cls = type(algo)
+
+    def protected(a: Any, pe: Any) -> ImageSet:
+        return view.with_images(a.apply(view.subset(idx), pe), idx)
+
+    def refit(overrides: Mapping[str, Any]) -> tuple[ImageSet, Any, Any]:
+        a = cls(params=make_params(cls, {**params, **overrides}), device=algo.device, progress=algo.progress)
+        pe = a.fit(view.subset(idx) if a.fit_reads_pixels else cat.imageset(target, size=hw, pixels=False), key)
+        return protected(a, pe), pe, a
+
+    _, pert, algo, extra = review(view, protected(algo, pert), pert, algo, refit)
+    return pert, algo, extra
 
 
 def partial_dir(out: Path) -> Path:
@@ -158,19 +172,22 @@ def _key_for_run(kpath: Path, work: Path, resume: bool, park: bool) -> tuple[Key
     return Key(secret), created
 
 
-def _write(out: Path, force: bool, ds: ImageSet, protected: ImageSet, pert: Any, algo: Any, method: str, p: Any,
+def _write(out: Path, force: bool, cat: Catalog, job: dict[str, Any], pert: Any, algo: Any, method: str, p: Any,
            key: Key, created: bool, kpath: Path, split_list: list[str], source: str, seed: int,
-           test_fraction: float, size: int | None, elapsed: float, quiet: bool,
+           test_fraction: float, size: int | None, quiet: bool,
            extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     say = (lambda m: None) if quiet else log
-    metrics = {}
-    for s in ds.split_names():
-        idx = ds.indices(s)
-        metrics[s] = perturbation_stats(ds.images[idx], protected.images[idx])
+    fmt, hw = job["image_format"], job["hw"]
     with atomic_dir(out, force) as tmp, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        files = save(protected, tmp, original=ds)
-        data_rel = _data_entry(protected, files, tmp)
+        res = stream_protect(cat, tmp, algo, pert, job["target"], hw, size, fmt)
+        if res.lossy_written:
+            warnings.warn(f"--image-format {fmt}: {res.lossy_written} protected image(s) were saved lossily, which "
+                          f"erases part of the perturbation (the metrics measure what was written; png keeps it "
+                          f"all)", stacklevel=1)
+        files = [tmp / _data_root(cat) / r for r in res.files] if cat.format not in ("npz", "builtin") else \
+            [tmp / r for r in res.files]
+        sizes = {tuple(s) for s in cat.sizes}
         manifest = {
             "unlearnable_version": __version__,
             "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -178,24 +195,31 @@ def _write(out: Path, force: bool, ds: ImageSet, protected: ImageSet, pert: Any,
             "params": {f: getattr(p, f) for f in p.__dataclass_fields__},
             "key_fingerprint": key.fingerprint,
             "splits_protected": split_list,
-            "source": {"path": str(source), "format": ds.meta.get("format"), "sha256": source_digest(ds)},
-            "load": {"data": data_rel, "format": ds.meta.get("format") if ds.meta.get("format") != "builtin"
+            "source": {"path": str(source), "format": cat.format, "sha256": res.source_sha256},
+            "load": {"data": _data_entry(cat, res.files), "format": cat.format if cat.format != "builtin"
                      else "npz", "seed": seed, "test_fraction": test_fraction, "size": size},
-            "counts": {s: int(len(ds.indices(s))) for s in ds.split_names()},
-            "classes": list(ds.classes),
-            "image_shape": list(ds.images.shape[1:]),
-            "metrics": metrics,
+            "counts": {s: len(cat.indices(s)) for s in cat.split_names()},
+            "classes": list(cat.classes),
+            "image_shape": [cat.channels, size, size] if size else (
+                [cat.channels, *next(iter(sizes))] if len(sizes) == 1 else [cat.channels, None, None]),
+            "images": {"size": f"{size}x{size} (resized, --size)" if size else "native",
+                       "fit_size": list(hw), "native_fit": algo.size_free or len(sizes) == 1 or bool(size),
+                       "image_format": str(fmt)},
+            "metrics": res.metrics,
             "linf_budget": algo.linf_budget(),
-            "time_s": round(elapsed, 3),
+            "time_s": round(time.perf_counter() - job["t0"], 3),
+            "fit_s": round(job["fit_s"], 3),
         }
         if hasattr(pert, "save_artifacts"):  # e.g. UC's clusters.csv
             files = files + pert.save_artifacts(tmp)
         if getattr(pert, "report", None):
             manifest["fit"] = pert.report
-        state, manifest["like"] = seal_for_reuse(tmp, method, manifest["params"], pert, key, ds)  # protect --like
+        state, manifest["like"] = seal_for_reuse(tmp, method, manifest["params"], pert, key, cat, hw)  # --like
         files = files + state
         manifest.update(extra or {})
-        manifest["output"] = {"sha256": {str(f.relative_to(tmp)): sha256_file(f) for f in files}}
+        digests = {str(f.relative_to(tmp)): d for f, d in zip(files, res.files.values())}
+        digests |= {str(f.relative_to(tmp)): sha256_file(f) for f in files[len(res.files):]}
+        manifest["output"] = {"sha256": digests}
         write_json(tmp / MANIFEST, manifest)
         if created:
             save_key(key, kpath)
@@ -208,14 +232,14 @@ def _write(out: Path, force: bool, ds: ImageSet, protected: ImageSet, pert: Any,
     return manifest
 
 
-def _data_entry(ds: ImageSet, files: list[Path], root: Path) -> str:
-    if ds.meta.get("format") in ("npz", "builtin"):
-        return str(files[0].relative_to(root))
-    if ds.meta.get("format") == "pets":
-        return "oxford-iiit-pet"
-    if ds.meta.get("format") == "flowers102":
-        return "flowers-102"
-    return "."
+def _data_root(cat: Catalog) -> str:
+    return getattr(cat, "prefix", "")
+
+
+def _data_entry(cat: Catalog, files: dict[str, str]) -> str:
+    if cat.format in ("npz", "builtin"):
+        return next(iter(files))
+    return _data_root(cat) or "."
 
 
 def load_output(path: str | os.PathLike, progress: bool = False) -> tuple[ImageSet, dict[str, Any] | None]:

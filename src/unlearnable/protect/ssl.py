@@ -22,7 +22,8 @@ from ..errors import UserError
 from ..log import log
 from ..models.classifiers import Classifier
 from ..models.pretrained import load_pretrained_file
-from ..train import distributed as D
+from ..runtime import checkpoint as CK
+from ..runtime import distributed as D
 from ..utils import sha256_file
 
 PROJ_DIM = 64
@@ -101,12 +102,13 @@ def train_ssl_surrogate(
     g = torch.Generator().manual_seed(seed + 7919 * D.rank())  # each rank its own augmentations
     losses: list[float] = []
     start = 0
-    if checkpoint is not None and checkpoint.is_file():
-        st = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    st = CK.load(checkpoint) if checkpoint is not None else None
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         g.set_state(st["rng"][D.rank()] if D.rank() < len(st["rng"]) else st["rng"][0])
         start, losses = st["epoch"], st["losses"]
+        CK.restore_rng(st["rng_global"])
         log(f"surrogate: resuming self-supervised training at epoch {start + 1}")
     bar = _bar(progress, epochs, start, "surrogate (SimCLR)")
     for epoch in range(start, epochs):
@@ -130,8 +132,9 @@ def train_ssl_surrogate(
         if checkpoint is not None:
             states = _gather_rng(g)
             if D.is_main():
-                _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                                   "losses": losses, "rng": states})
+                CK.save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                                     "losses": losses, "rng": states, "rng_global": CK.rng_state(),
+                                     "data": CK.data_order(epoch + 1, 0, seed)})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -144,13 +147,6 @@ def _gather_rng(g: torch.Generator) -> list[torch.Tensor]:
     """Every rank's generator state (rank order), so a resumed run draws the same augmentations."""
     state = g.get_state()
     return list(D.all_gather_tensor(state[None]).unbind(0))
-
-
-def _save(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def _bar(progress: bool, total: int, initial: int, desc: str):

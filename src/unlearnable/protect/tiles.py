@@ -88,24 +88,35 @@ class PeriodicTiles(Protection):
     """Class-wise periodic +-eps tiles at a per-image phase: shift- and flip-robust shortcuts (model-free)."""
 
     summary = "class-wise periodic sign tiles, robust to crop/flip augmentation (model-free, any image size)"
+    size_free = True  # the noise is generated at each image's own size
+    fit_reads_pixels = False  # fit needs labels, ids and the channel count only
 
     @dataclass(frozen=True)
     class Params:
         eps: float = 8 / 255
-        period: int = 4  # tile side in pixels
+        period: int = 0  # tile side in pixels; 0 = auto: 2 for colour images, 4 for grey ones (docs/methods.md)
 
         def validate(self) -> None:
             if not 0 < self.eps <= 1:
                 raise UserError(f"--param eps={self.eps}: must be in (0, 1] (e.g. 8/255)")
-            if not 2 <= self.period <= 16:
-                raise UserError(f"--param period={self.period}: must be in 2..16 pixels")
+            if self.period != 0 and not 2 <= self.period <= 16:
+                raise UserError(f"--param period={self.period}: must be 0 (auto) or in 2..16 pixels")
+
+    def period_for(self, channels: int, num_classes: int) -> int:
+        """The tile side: the parameter, or the measured best (colour: 2, grey: 4), grown until the tiles can
+        still tell ``num_classes`` classes apart under every shift and mirror."""
+        p = self.params.period or (2 if channels == 3 else 4)
+        while 2 ** (channels * p * p) < 16 * num_classes and p < 16:
+            p += 1
+        return p
 
     def fit(self, data: ImageSet, key: Key) -> TileCodes:
         require_labels(self.name, data)
-        p = self.params
-        if 2 ** (data.channels * p.period ** 2) < 4 * data.num_classes:
-            raise UserError(f"--param period={p.period}: too small for {data.num_classes} classes")
-        tiles = draw_tiles(data.num_classes, data.channels, p.period, key.generator("tiles/codes"))
+        period = self.period_for(data.channels, data.num_classes)
+        if self.params.period and period != self.params.period:
+            raise UserError(f"--param period={self.params.period}: too small to tell {data.num_classes} classes "
+                            f"apart (use {period} or more)")
+        tiles = draw_tiles(data.num_classes, data.channels, period, key.generator("tiles/codes"))
         return TileCodes(tiles, key.seed("tiles/phases"))
 
     def apply(self, data: ImageSet, perturbation: TileCodes) -> torch.Tensor:

@@ -28,12 +28,13 @@ from ..models import MODELS
 from ..models.classifiers import Classifier
 from ..models.generators import NoiseGenerator
 from ..registry import look_up_option
-from ..train import distributed as D
-from ..train.loop import Recipe, lr_at
+from ..runtime import checkpoint as CK
+from ..runtime import distributed as D
+from ..runtime.schedule import lr_at, scaled_lr
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
 from .kmeans import kmeans
-from .ssl import PROJ_DIM, _bar, _save, load_surrogate_weights, surrogate_spec, train_ssl_surrogate
+from .ssl import PROJ_DIM, _bar, load_surrogate_weights, surrogate_spec, train_ssl_surrogate
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,14 @@ class UnlearnableClusters(Protection):
         mu, sd = raw.mean(0), raw.std(0).clamp_min(1e-6)
         feats = (raw - mu) / sd
         km_path = ck / "kmeans.pt" if ck else None
-        if km_path is not None and km_path.is_file():
-            centers, assign, inertia = _load(km_path, "centers", "assign", "inertia")
+        km_state = CK.load(km_path) if km_path is not None else None
+        if km_state is not None:
+            centers, assign, inertia = km_state["centers"], km_state["assign"], km_state["inertia"]
         else:
             km = kmeans(feats.to(self.device), p.clusters, key.generator("uc/kmeans"), iters=p.kmeans_iters)
             centers, assign, inertia = km.centers.cpu(), km.assign.cpu(), km.inertia
             if km_path is not None and D.is_main():
-                _save(km_path, {"centers": centers, "assign": assign, "inertia": inertia})
+                CK.save(km_path, {"centers": centers, "assign": assign, "inertia": inertia})
         sizes = torch.bincount(assign, minlength=p.clusters).tolist()
         log(f"uc: K-means on {feats.shape[1]}-d surrogate features: {p.clusters} clusters, sizes {sizes}")
         gen, history = self._train_generator(data.images, assign, centers, _Standardised(surrogate, mu, sd), key, ck)
@@ -208,17 +210,16 @@ class UnlearnableClusters(Protection):
             torch.manual_seed(key.seed("uc/generator-init"))
             gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks, size=(h, w)).to(dev)
         net = D.wrap(gen)
-        sched = Recipe(model=p.surrogate, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, base_batch=p.base_batch,
-                       lr_scaling=p.lr_scaling, warmup_epochs=p.warmup_epochs, schedule="constant")
-        opt = torch.optim.Adam(gen.parameters(), lr=sched.scaled_lr())
+        peak = scaled_lr(p.lr, p.batch_size, p.base_batch, p.lr_scaling)
+        opt = torch.optim.Adam(gen.parameters(), lr=peak)
         sampler = D.train_sampler(len(images), seed=key.seed("uc/sampler") % (1 << 62), shuffle=True)
         steps = math.ceil(len(sampler) / per_rank)
         setup = {"world_size": info.world_size, "global_batch_size": p.batch_size, "per_rank_batch_size": per_rank,
                  "lr_scaling": p.lr_scaling, "base_lr": p.lr, "base_batch": p.base_batch,
-                 "scaled_lr": sched.scaled_lr(), "warmup_epochs": p.warmup_epochs, "steps_per_epoch": steps,
+                 "scaled_lr": peak, "warmup_epochs": p.warmup_epochs, "steps_per_epoch": steps,
                  "backend": info.backend, "launcher": info.launcher}
         log(f"uc generator: {p.epochs} epochs, K={p.clusters}, global batch {p.batch_size} = {info.world_size} "
-            f"rank(s) x {per_rank}, lr {sched.scaled_lr():.4g} ({p.lr_scaling} scaling of {p.lr} @ {p.base_batch}, "
+            f"rank(s) x {per_rank}, lr {peak:.4g} ({p.lr_scaling} scaling of {p.lr} @ {p.base_batch}, "
             f"warm-up {p.warmup_epochs} epochs), device {dev}")
         # UC: each cluster is pushed towards the centre of a different cluster (a key-drawn derangement).
         target = _target_clusters(p.clusters, key)
@@ -227,11 +228,12 @@ class UnlearnableClusters(Protection):
         epochs_log: list[dict[str, float]] = []
         start = 0
         path = ck / "generator.pt" if ck else None
-        if path is not None and path.is_file():
-            st = torch.load(path, map_location="cpu", weights_only=False)
+        st = CK.load(path) if path is not None else None
+        if st is not None:
             gen.load_state_dict(st["generator"])
             opt.load_state_dict(st["optimizer"])
             start, epochs_log = st["epoch"], st["history"]
+            CK.restore_rng(st["rng"])
             log(f"uc generator: resuming at epoch {start + 1}")
         bar = _bar(self.progress, p.epochs, start, f"uc generator (K={p.clusters})")
         step = start * steps
@@ -243,7 +245,7 @@ class UnlearnableClusters(Protection):
             for i in range(0, len(order), per_rank):
                 idx = order[i:i + per_rank]
                 for grp in opt.param_groups:
-                    grp["lr"] = lr_at(sched, step, steps)
+                    grp["lr"] = lr_at(peak, step, steps, p.epochs, p.warmup_epochs, "constant")
                 deltas = net()  # (K, C, H, W): all clusters in one generator pass
                 x = images[idx].to(dev).float().div_(255.0)
                 c = assign_dev[idx]
@@ -258,8 +260,9 @@ class UnlearnableClusters(Protection):
             tot = D.all_reduce_sum(tot)
             epochs_log.append({"epoch": epoch + 1, "kl": float(tot[0] / tot[1])})
             if path is not None and D.is_main():
-                _save(path, {"generator": gen.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                             "history": epochs_log})
+                CK.save(path, {"generator": gen.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                               "history": epochs_log, "rng": CK.rng_state(),
+                               "data": CK.data_order(epoch + 1, 0, key.seed("uc/sampler") % (1 << 62))})
             D.barrier()
             if bar is not None:
                 bar.update(1)
@@ -304,8 +307,3 @@ def _target_clusters(k: int, key: Key) -> torch.Tensor:
     target = torch.empty(k, dtype=torch.long)
     target[perm] = perm.roll(-shift)  # a cyclic shift of a random order: never a fixed point
     return target
-
-
-def _load(path: Path, *names: str) -> tuple[Any, ...]:
-    st = torch.load(path, map_location="cpu", weights_only=False)
-    return tuple(st[n] for n in names)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+from . import pyplot
 
 SPLITS = ("retain", "forget", "test")
 
@@ -42,10 +43,7 @@ def results_table(results: dict[str, Any]) -> str:
 
 def dice_bars(results: dict[str, Any], path: Path) -> None:
     """Grouped bars: mean Dice on retain/forget/test for the original model and every strategy × horizon."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [("original", results["original"])] + [(f"{n}\n{h} ep", r) for n, runs in results["strategies"].items()
                                                    for h, r in runs.items()]
@@ -64,27 +62,24 @@ def dice_bars(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def overlay(image: torch.Tensor, truth: torch.Tensor, before: torch.Tensor, after: dict[str, torch.Tensor],
-            classes: Sequence[str], path: Path, title: str = "forget subject") -> None:
-    """Middle axial slice of one subject: image, ground truth, before, and after each strategy.
+def overlay(slices: dict[str, np.ndarray], path: Path, title: str = "forget subject") -> None:
+    """One axial slice of a subject: image, ground truth, before, and after each strategy.
 
     Args:
-        image: ``(C, D, H, W)`` uint8 (channel 0 shown). truth, before, after[...]: ``(D, H, W)`` labels.
+        slices: ``overlay.npz`` as written by ``forget``: ``image``, ``truth``, ``before``, ``after_<i>`` ``(D, H)``,
+            ``strategies`` (names of the ``after_<i>``) and ``classes``.
     """
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    z = image.shape[-1] // 2
-    panels = [("ground truth", truth), ("before", before), *[(f"after {n}", a) for n, a in after.items()]]
+    after = [(f"after {n}", slices[f"after_{i}"]) for i, n in enumerate(slices["strategies"])]
+    panels = [("ground truth", slices["truth"]), ("before", slices["before"]), *after]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
     axes = np.atleast_1d(axes)
-    base = image[0, :, :, z].numpy().T
+    base = slices["image"].T
     for ax, (name, lab) in zip(axes, panels, strict=True):
         ax.imshow(base, cmap="gray", origin="lower")
-        m = np.ma.masked_equal(lab[:, :, z].numpy().T, 0)
-        ax.imshow(m, cmap="tab10", vmin=0, vmax=max(9, len(classes) - 1), alpha=0.5, origin="lower",
+        m = np.ma.masked_equal(lab.T, 0)
+        ax.imshow(m, cmap="tab10", vmin=0, vmax=max(9, len(slices["classes"]) - 1), alpha=0.5, origin="lower",
                   interpolation="nearest")
         ax.set_title(name, fontsize=8)
         ax.axis("off")
@@ -94,17 +89,22 @@ def overlay(image: torch.Tensor, truth: torch.Tensor, before: torch.Tensor, afte
     plt.close(fig)
 
 
-def write_report(out: Path, results: dict[str, Any], image: torch.Tensor, truth: torch.Tensor, before: torch.Tensor,
-                 after: dict[str, torch.Tensor], classes: Sequence[str]) -> None:
-    """``dice_bars.png``, ``overlay.png`` and ``report.md`` into ``out``."""
+def write_report(out: Path) -> None:
+    """Read ``results.json`` (and ``overlay.npz`` when present) in folder ``out``; write ``dice_bars.png``,
+    ``overlay.png`` and ``report.md`` beside them."""
+    out = Path(out)
+    results = json.loads((out / "results.json").read_text())
     dice_bars(results, out / "dice_bars.png")
     synthetic = results.get("setup", {}).get("synthetic")
-    overlay(image, truth, before, after, classes, out / "overlay.png",
-            "a forget subject (synthetic)" if synthetic else "a forget subject")
+    figures = ["![Dice per strategy](dice_bars.png)", ""]
+    if (out / "overlay.npz").is_file():
+        with np.load(out / "overlay.npz", allow_pickle=False) as z:
+            slices = {k: z[k] for k in z.files}
+        overlay(slices, out / "overlay.png", "a forget subject (synthetic)" if synthetic else "a forget subject")
+        figures += ["![Overlay of a forget subject](overlay.png)", ""]
     s = results.get("setup", {})
     text = [f"# Unlearning report{' (synthetic brain-phantoms)' if synthetic else ''}", "",
             f"{s.get('n_retain')} retain, {s.get('n_forget')} forget, {s.get('n_test')} test subjects; "
             f"Dice/MAE averaged over {', '.join(s.get('scored_classes', []))}. MIA AUC: loss-based attack, forget vs "
-            "test subjects (0.5 = cannot tell them apart).", "", results_table(results), "",
-            "![Dice per strategy](dice_bars.png)", "", "![Overlay of a forget subject](overlay.png)", ""]
+            "test subjects (0.5 = cannot tell them apart).", "", results_table(results), "", *figures]
     (out / "report.md").write_text("\n".join(text))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 from monai.inferers import sliding_window_inference
 
-from ..train.distributed import shard_indices, unwrap
+from ..runtime.distributed import shard_indices, unwrap
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Patch-based 3D segmentation training (DDP through ``train/distributed.py``) and the model folder format.
+"""Patch-based 3D segmentation training (DDP through ``runtime/distributed.py``) and the model folder format.
 
 A model folder holds ``model.pt`` (architecture + weights) and ``model.json`` (classes, modalities, patch, the
 subject ids it was trained on and held out, the training history). The unlearning strategies reuse
@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..models.seg3d import build_seg_model
-from ..train.distributed import all_reduce_mean, batches, info, is_main, per_rank_batch, train_sampler, unwrap, wrap
+from ..runtime import checkpoint as CK
+from ..runtime.distributed import all_reduce_mean, batches, info, is_main, per_rank_batch, train_sampler, unwrap, wrap
 from ..utils import sha256_file
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -95,7 +96,7 @@ def train_epochs(model: torch.nn.Module, data: PatchData, cfg: SegConfig, start:
                  desc: str = "train") -> list[float]:
     """Run epochs ``start .. stop-1`` in place; returns the mean loss of each epoch (averaged over ranks).
 
-    ``model`` may already be DDP-wrapped (see :func:`~unlearnable.train.distributed.wrap`).
+    ``model`` may already be DDP-wrapped (see :func:`~unlearnable.runtime.distributed.wrap`).
     """
     n_items = len(data) * cfg.patches_per_subject
     per_rank = per_rank_batch(cfg.batch_size)
@@ -146,19 +147,22 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     data = PatchData(images, labels, torch.zeros(len(images), dtype=torch.bool))
     start, history = 0, []
     ck = ckpt_dir / "last.pt" if ckpt_dir else None
-    if ck is not None and ck.exists():
-        state = torch.load(ck, map_location=device, weights_only=False)
+    state = CK.load(ck, map_location=device) if ck is not None else None
+    if state is not None:
+        if state.get("config", asdict(cfg)) != asdict(cfg):
+            raise UserError(f"{ck}: checkpoint was made with different training settings; rerun without --resume")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], state["history"]
+        CK.restore_rng(state["rng"])
     ddp = wrap(model)
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         history += train_epochs(ddp, data, cfg, epoch, epoch + 1, opt, device=device, desc=f"segment {cfg.model}")
         if ck is not None and is_main():
-            ck.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                        "history": history}, ck)
+            CK.save(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                         "history": history, "config": asdict(cfg), "rng": CK.rng_state(),
+                         "data": CK.data_order(epoch + 1, 0, cfg.seed)})
     return unwrap(ddp), {"loss": history, "time_s": time.perf_counter() - t0, "pretrained": report,
                          "world_size": info().world_size, "per_rank_batch": per_rank_batch(cfg.batch_size)}
 

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import UserError
-from ..protect.base import _coerce  # the same string -> typed value rules as --param
+from ..params import coerce  # the same string -> typed value rules as --param
+from ..perturbation import project, step
 from ..registry import Registry, did_you_mean
-from . import distributed as D
+from ..runtime import distributed as D
 from .loop import BatchHook, Recipe, train_classifier
 
 DEFENSES: Registry[type[Defense]] = Registry("defence")
@@ -86,7 +87,7 @@ def parse_defense(spec: str) -> Defense:
             raise UserError(f"{what}: too many arguments for '{name}' (takes {_usage(cls)})")
         if k not in fields:
             raise UserError(f"{what}: '{name}' has no argument '{k}'{did_you_mean(k, fields)}; takes {_usage(cls)}")
-        values[k] = _coerce(v, hints[k], f"{what}: {k}")
+        values[k] = coerce(v, hints[k], f"{what}: {k}")
     params = cls.Params(**values)
     check = getattr(params, "validate", None)
     if check is not None:
@@ -321,8 +322,6 @@ class CutMix(Mixup):
 def pgd_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float, norm: str, steps: int,
                alpha: float) -> torch.Tensor:
     """PGD (Madry et al., ICLR 2018): maximise the loss from a random start; returns ``x_adv`` within ``eps``."""
-    from ..protect._gradient import project, step
-
     m = D.unwrap(model)
     was_training = m.training
     m.eval()  # the attack must not move BatchNorm statistics

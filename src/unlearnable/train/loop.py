@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..models import build_model
 from ..registry import look_up_option
-from . import distributed as D
+from ..runtime import checkpoint as CK
+from ..runtime import distributed as D
+from ..runtime import schedule
 
 # A batch hook sees float images in [0, 1] and targets, and may return new ones (targets may become soft,
 # (B, K) probabilities, e.g. mixup). It also gets the model, for adversarial training.
@@ -47,8 +49,8 @@ class Recipe:
     eval_batch_size: int = 512
 
     def validate(self) -> None:
-        look_up_option(self.lr_scaling, ("none", "linear", "sqrt"), "--lr-scaling")
-        look_up_option(self.schedule, ("cosine", "constant"), "--schedule")
+        look_up_option(self.lr_scaling, schedule.RULES, "--lr-scaling")
+        look_up_option(self.schedule, schedule.SCHEDULES, "--schedule")
         if self.epochs < 1:
             raise UserError(f"--epochs {self.epochs}: must be at least 1")
         if self.batch_size < 1:
@@ -57,8 +59,7 @@ class Recipe:
             raise UserError(f"--lr {self.lr}: must be positive")
 
     def scaled_lr(self) -> float:
-        ratio = self.batch_size / self.base_batch
-        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+        return schedule.scaled_lr(self.lr, self.batch_size, self.base_batch, self.lr_scaling)
 
 
 @dataclass
@@ -70,15 +71,8 @@ class History:
 
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     """Learning rate at ``step`` (0-based): linear warm-up, then cosine (or constant) over the remaining steps."""
-    peak = recipe.scaled_lr()
-    total = recipe.epochs * steps_per_epoch
-    warm = int(recipe.warmup_epochs * steps_per_epoch)
-    if step < warm:
-        return peak * (step + 1) / warm
-    if recipe.schedule == "constant":
-        return peak
-    t = (step - warm) / max(1, total - warm)
-    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, t)))
+    return schedule.lr_at(recipe.scaled_lr(), step, steps_per_epoch, recipe.epochs, recipe.warmup_epochs,
+                          recipe.schedule)
 
 
 @torch.no_grad()
@@ -142,13 +136,14 @@ def train_classifier(
                           "launcher": info.launcher, "recipe": asdict(recipe)})
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = CK.load(ckpt) if ckpt is not None else None
+    if state is not None:
         if state.get("recipe") != asdict(recipe):
             raise UserError(f"{ckpt}: checkpoint was made with a different recipe; remove it or change --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         hist.epochs, start_epoch, hist.wall_s = state["history"], state["epoch"], state["wall_s"]
+        CK.restore_rng(state["rng"])  # hooks (mixup, augmentation) draw what they would have drawn
     bar = None
     if progress and D.is_main():
         from tqdm import tqdm
@@ -184,10 +179,9 @@ def train_classifier(
         hist.epochs.append(row)
         hist.wall_s = row["wall_s"]
         if ckpt is not None and D.is_main():
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                        "history": hist.epochs, "wall_s": hist.wall_s, "recipe": asdict(recipe)}, tmp)
-            tmp.replace(ckpt)
+            CK.save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                           "history": hist.epochs, "wall_s": hist.wall_s, "recipe": asdict(recipe),
+                           "rng": CK.rng_state(), "data": CK.data_order(epoch + 1, 0, recipe.seed)})
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("acc")})

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-
 from ...errors import UserError
 from ..imageset import SPLITS, ImageSet
 from . import FORMATS
-from .images import is_image, read_images, write_files
+from .catalog import FileCatalog, save_files
+from .images import is_image
 
 
 def _stable_fraction(seed: int, ident: str) -> float:
@@ -28,8 +27,7 @@ class FolderFormat:
         return path.is_dir()
 
     @staticmethod
-    def read(path: Path, size: int | None = None, seed: int = 0, test_fraction: float = 0.2,
-             progress: bool = False, **_: object) -> ImageSet:
+    def catalog(path: Path, seed: int = 0, test_fraction: float = 0.2, **_: object) -> FileCatalog:
         subdirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
         split_layout = bool(subdirs) and all(d.name in SPLITS for d in subdirs)
         entries: list[tuple[str, str, Path]] = []  # (split, class, file)
@@ -55,28 +53,17 @@ class FolderFormat:
             classes = [d.name for d in subdirs]
         if not entries:
             raise UserError(f"{path}: no images found ({', '.join(s for s in ('.png', '.jpg'))} ...)")
-        images, resized = read_images([f for _, _, f in entries], size, progress)
         cls_index = {c: i for i, c in enumerate(classes)}
-        rel = [str(f.relative_to(path)) for _, _, f in entries]
-        ids = [str(Path(r).with_suffix("")) for r in rel]
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise UserError(f"{path}: two files share the name '{dup}' with different suffixes")
-        labels = torch.tensor([cls_index[c] for _, c, _ in entries], dtype=torch.long)
-        meta = {"format": "folder", "source": str(path), "relpaths": rel, "resized": resized,
-                "layout": "split" if split_layout else "class", "seed": seed, "test_fraction": test_fraction}
-        return ImageSet(images, labels, tuple(ids), tuple(s for s, _, _ in entries), tuple(classes),
-                        "NHW" if images.shape[1] == 1 else "NHWC", meta)
+        meta = {"layout": "split" if split_layout else "class", "seed": seed, "test_fraction": test_fraction}
+        return FileCatalog("folder", path, [str(f.relative_to(path)) for _, _, f in entries],
+                           [cls_index[c] for _, c, _ in entries], [s for s, _, _ in entries], classes, meta=meta)
 
     @staticmethod
-    def write(ds: ImageSet, out_dir: Path, source: Path | None = None, original: ImageSet | None = None,
-              **_: object) -> list[Path]:
+    def read(path: Path, size: int | None = None, seed: int = 0, test_fraction: float = 0.2,
+             **_: object) -> ImageSet:
+        return FolderFormat.catalog(path, seed, test_fraction).imageset(size=size)
+
+    @staticmethod
+    def write(ds: ImageSet, out_dir: Path, original: ImageSet | None = None, **_: object) -> list[Path]:
         """Mirror the source tree; unchanged files are copied byte for byte."""
-        rel = ds.meta.get("relpaths")
-        if source is None or rel is None:
-            rel = [f"{s}/{ds.classes[int(y)]}/{i.replace('/', '_')}.png"
-                   for s, y, i in zip(ds.splits, ds.labels, ds.ids)]
-            src = [Path(r) for r in rel]
-            return write_files(ds, None, src, [out_dir / r for r in rel], force_rewrite=True)
-        return write_files(ds, original, [source / r for r in rel], [out_dir / r for r in rel],
-                           force_rewrite=bool(ds.meta.get("resized")))
+        return save_files(ds, out_dir, original)

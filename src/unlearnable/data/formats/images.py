@@ -1,10 +1,15 @@
-"""Reading and writing individual image files, shared by the folder-like formats."""
+"""Single image files: probing, decoding, resizing and encoding, shared by the folder-like formats.
+
+Protected pixels are written as lossless PNG bytes under the source's own file name by default (``--image-format
+png``): PIL, torchvision and every decoder that opens by content read ``x.jpg`` holding PNG bytes exactly, so the
+file list users' loaders expect stays the same and the perturbation survives the save. ``keep`` re-encodes in each
+file's own codec (JPEG at quality 95 for ``.jpg``), ``jpeg:Q`` writes JPEG at quality Q: both are lossy.
+"""
 
 from __future__ import annotations
 
-import shutil
-import warnings
-from collections.abc import Sequence
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,81 +17,127 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ...errors import UserError
-from ..imageset import ImageSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LOSSLESS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
+GREY_MODES = ("L", "1", "I;16", "I")
+KEEP_JPEG_QUALITY = 95
 
 
 def is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
-def read_images(paths: Sequence[Path], size: int | None, progress: bool = False) -> tuple[torch.Tensor, bool]:
-    """Decode ``paths`` into uint8 ``(N, C, H, W)``; returns (images, resized).
+# -- --image-format ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageFormat:
+    """How changed images are encoded: ``png`` (lossless, default), ``keep`` (each file's own codec), ``jpeg:Q``."""
 
-    All grey (mode L/I;16/1) -> C=1, otherwise RGB. Differing sizes need ``size`` (images are then resized to
-    ``size x size``, as the Pets/Flowers102 studies do); a corrupt file is named in the error.
+    kind: str = "png"
+    quality: int = KEEP_JPEG_QUALITY
+
+    def __str__(self) -> str:
+        return f"jpeg:{self.quality}" if self.kind == "jpeg" else self.kind
+
+    def codec(self, suffix: str) -> str:
+        """The PIL format written for a file named ``*suffix``: PNG, JPEG or the suffix's own format."""
+        if self.kind == "png":
+            return "PNG"
+        if self.kind == "jpeg":
+            return "JPEG"
+        return Image.registered_extensions().get(suffix.lower(), "PNG")
+
+    def lossy_for(self, suffix: str) -> bool:
+        return self.codec(suffix) in ("JPEG", "WEBP")
+
+
+def parse_image_format(text: str | ImageFormat | None) -> ImageFormat:
+    """``keep``, ``png`` or ``jpeg:Q`` (Q in 1..100); a UserError names the bad value otherwise."""
+    if isinstance(text, ImageFormat):
+        return text
+    s = (text or "png").strip().lower()
+    if s in ("png", "keep"):
+        return ImageFormat(s)
+    if s.startswith("jpeg") or s.startswith("jpg"):
+        q = s.partition(":")[2] or str(KEEP_JPEG_QUALITY)
+        if not q.isdigit() or not 1 <= int(q) <= 100:
+            raise UserError(f"--image-format {text}: JPEG quality must be a whole number in 1..100 (e.g. jpeg:90)")
+        return ImageFormat("jpeg", int(q))
+    raise UserError(f"--image-format {text}: expected keep, png or jpeg:Q (e.g. jpeg:90)")
+
+
+# -- decode / resize / encode -----------------------------------------------------------------------------------
+def probe(path: Path) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (H, W)) from the file header only; a broken file is named in the error."""
+    try:
+        with Image.open(path) as im:
+            return im.mode, (im.size[1], im.size[0])
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
+
+
+def decode(raw: bytes, grey: bool, name: Path | str) -> np.ndarray:
+    """Encoded bytes -> uint8 ``(C, H, W)`` with C = 1 (grey) or 3 (RGB)."""
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            a = np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"{name}: not a readable image ({type(e).__name__})") from None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _pil(arr_chw: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(arr_chw[0] if arr_chw.shape[0] == 1 else arr_chw.transpose(1, 2, 0)))
+
+
+def resize(arr_chw: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize uint8 ``(C, H, W)`` to ``hw`` (bicubic, or nearest for label maps); a no-op at the same size."""
+    if tuple(arr_chw.shape[1:]) == tuple(hw):
+        return arr_chw
+    im = _pil(arr_chw).resize((hw[1], hw[0]), Image.NEAREST if nearest else Image.BICUBIC)
+    a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def encode(arr_chw: np.ndarray, codec: str, quality: int = KEEP_JPEG_QUALITY) -> bytes:
+    """uint8 ``(C, H, W)`` -> file bytes in ``codec`` (a PIL format name)."""
+    buf = io.BytesIO()
+    kw = {"quality": quality} if codec in ("JPEG", "WEBP") else {}
+    _pil(arr_chw).save(buf, format=codec, **kw)
+    return buf.getvalue()
+
+
+def reencode(images: torch.Tensor, image_format: str | ImageFormat, suffix: str = ".jpg") -> torch.Tensor:
+    """Round-trip uint8 ``(N, C, H, W)`` through the codec ``image_format`` would write for ``*suffix``, in memory.
+
+    This is exactly what a protect output holds after the save, so the efficacy of a protection can be measured on
+    what users actually get (``png`` gives back the same pixels).
     """
-    pil: list[Image.Image] = []
-    it = paths
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(paths, desc="reading images", unit="img", leave=False)
-    for p in it:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                pil.append(im.copy())
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise UserError(f"{p}: not a readable image ({type(e).__name__})") from None
-    grey = all(im.mode in ("L", "1", "I;16", "I") for im in pil)
-    mode = "L" if grey else "RGB"
-    sizes = {im.size for im in pil}
+    fmt = parse_image_format(image_format)
+    codec = fmt.codec(suffix)
+    grey = images.shape[1] == 1
+    out = [decode(encode(a, codec, fmt.quality), grey, f"<{codec} buffer>") for a in images.numpy()]
+    return torch.from_numpy(np.stack(out)) if out else images.clone()
+
+
+def hw_of(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    return (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)  # type: ignore
+
+
+def stack(arrays: list[np.ndarray], size: int | tuple[int, int] | None, names: list[str]) -> tuple[torch.Tensor, bool]:
+    """Stack ``(C, H, W)`` arrays into ``(N, C, H, W)``, resizing to ``size`` (N or (H, W)) if given; returns
+    (images, resized). Differing sizes without ``size`` are an error naming two of them."""
     resized = False
-    if size is None and len(sizes) > 1:
-        (w0, h0), (w1, h1) = sorted(sizes)[:2]
-        raise UserError(f"images have different sizes ({w0}x{h0}, {w1}x{h1}, ...); pass --size N to resize to NxN")
-    arrs = []
-    for im in pil:
-        im = im.convert(mode)
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
-            resized = True
-        a = np.asarray(im, dtype=np.uint8)
-        arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(arrs)) if arrs else torch.zeros(0, 1, 1, 1, dtype=torch.uint8), resized
-
-
-def write_image(arr_chw: np.ndarray, path: Path) -> None:
-    img = arr_chw[0] if arr_chw.shape[0] == 1 else arr_chw.transpose(1, 2, 0)
-    Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG")
-
-
-def write_files(ds: ImageSet, original: ImageSet | None, src_paths: Sequence[Path], out_paths: Sequence[Path],
-                force_rewrite: bool = False) -> list[Path]:
-    """Write each sample to its mirrored path.
-
-    A sample whose pixels are unchanged from the source (and not resized) is copied byte for byte. A changed
-    sample is written as PNG: a lossy format would erase most of a perturbation, so ``x.jpg`` becomes ``x.png``
-    (with one warning).
-    """
-    written: list[Path] = []
-    lossy_rewritten = 0
-    arr = ds.images.numpy()
-    for i, (src, dst) in enumerate(zip(src_paths, out_paths)):
-        unchanged = (not force_rewrite and original is not None
-                     and torch.equal(ds.images[i], original.images[i]))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if unchanged:
-            shutil.copyfile(src, dst)
-        else:
-            if src.suffix.lower() not in LOSSLESS or dst.suffix.lower() != ".png":
-                lossy_rewritten += src.suffix.lower() not in LOSSLESS
-                dst = dst.with_suffix(".png")
-            write_image(arr[i], dst)
-        written.append(dst)
-    if lossy_rewritten:
-        warnings.warn(f"{lossy_rewritten} lossy source image(s) were written as PNG (JPEG would erase the "
-                      f"perturbation); file names keep their stem with a .png suffix", stacklevel=2)
-    return written
+    hw = hw_of(size)
+    if hw is not None:
+        resized = any(a.shape[1:] != hw for a in arrays)
+        arrays = [resize(a, hw) for a in arrays]
+    sizes = {a.shape[1:] for a in arrays}
+    if len(sizes) > 1:
+        (h0, w0), (h1, w1) = sorted(sizes)[:2]
+        first = next(n for n, a in zip(names, arrays) if a.shape[1:] == (h0, w0))
+        raise UserError(f"images have different sizes ({w0}x{h0} e.g. {first}, {w1}x{h1}, ...); pass --size N to "
+                        f"resize to NxN")
+    if not arrays:
+        return torch.zeros(0, 1, 1, 1, dtype=torch.uint8), resized
+    return torch.from_numpy(np.stack(arrays)), resized

@@ -1,166 +1,132 @@
-"""NIfTI subjects: the MRBrainS18 folder layout and a CSV of paths, readers and writers.
+"""NIfTI volumes, read and written faithfully.
 
-MRBrainS18 layout::
-
-    <root>/<id>/pre/T1.nii.gz  <root>/<id>/pre/T1_IR.nii.gz  <root>/<id>/pre/FLAIR.nii.gz  <root>/<id>/segm.nii.gz
-
-CSV layout: a header ``id,label,<modality>...[,split]``; each cell a NIfTI path (relative to the CSV's folder).
-
-Raw intensities are normalised per channel to uint8 (robust min-max, :func:`normalise_intensity`); a volume that is
-already uint8 on disk is taken as normalised (this is what the writers produce, so read ∘ write is the identity).
-Arrays keep the file's voxel axes, called ``(D, H, W)`` here.
+A volume read here keeps its header (:class:`VolumeHeader`): affine, qform/sform and their codes, xyzt units,
+description, intent, on-disk data type and scaling (``scl_slope``/``scl_inter``, which nibabel moves from the header
+into the array proxy on load). :func:`write_volume` writes values back through that header, so a volume that a
+command did not change is written with the same header fields, the same data type and the same stored integers;
+values that the header's type and scaling cannot hold are refused, never clipped or rescaled silently.
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 
 from ...errors import UserError
-from ..subjects import MRBRAINS_CLASSES, MRBRAINS_SCORED, SubjectSet, normalise_intensity, resample
 
-MRBRAINS_MODALITIES = ("T1", "T1_IR", "FLAIR")
+LABEL_INTENT = 1002  # NIFTI_INTENT_LABEL: voxel values are indices into a list of labels (intent_name names it)
 
 
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not path.exists():
+@dataclass(frozen=True, eq=False)
+class VolumeHeader:
+    """A NIfTI header as read (``header``, its scaling in ``slope``/``inter``) and the file it came from."""
+
+    header: nib.Nifti1Header
+    slope: float = 1.0
+    inter: float = 0.0
+    path: str = ""
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.header.get_best_affine()
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.header.get_data_dtype()
+
+    @property
+    def scheme(self) -> str | None:
+        """The label scheme a label map names in its intent (``intent_name``), if it declares one."""
+        if int(self.header["intent_code"]) != LABEL_INTENT:
+            return None
+        return self.header.get_intent()[2] or None
+
+    def as_label_map(self, scheme: str, descrip: str | None = None) -> VolumeHeader:
+        """A copy that declares a label map of ``scheme`` (NIfTI label intent; ``descrip`` replaced if given)."""
+        h = self.header.copy()
+        h.set_intent(LABEL_INTENT, (), scheme[:15])
+        if descrip is not None:
+            h["descrip"] = descrip.encode()[:79]
+        return VolumeHeader(h, self.slope, self.inter, self.path)
+
+    def with_affine(self, affine: np.ndarray) -> VolumeHeader:
+        """The same header on another grid (after resampling): qform/sform replaced, their codes kept."""
+        h = self.header.copy()
+        h.set_qform(affine, int(h["qform_code"]) or 1)
+        h.set_sform(affine, int(h["sform_code"]) or 1)
+        return VolumeHeader(h, self.slope, self.inter, self.path)
+
+
+def new_header(affine: np.ndarray, dtype: type | np.dtype = np.uint8, descrip: str = "", code: int = 1,
+               scheme: str | None = None) -> VolumeHeader:
+    """A fresh header: qform = sform = ``affine`` with ``code`` (1 scanner), mm/s units, optional label intent."""
+    h = nib.Nifti1Header()
+    h.set_data_dtype(dtype)
+    h.set_qform(affine, code)
+    h.set_sform(affine, code)
+    h.set_xyzt_units("mm", "sec")
+    h["descrip"] = descrip.encode()[:79]
+    if scheme is not None:
+        h.set_intent(LABEL_INTENT, (), scheme[:15])
+    return VolumeHeader(h)
+
+
+def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
+    """Read a 3D NIfTI: values (scaled when the file is scaled; the stored type otherwise) and its header."""
+    path = Path(path)
+    if not path.is_file():
         raise UserError(f"{path}: missing file")
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel raises many types for a broken file
         raise UserError(f"{path}: not a readable NIfTI file ({type(e).__name__})") from None
+    if not isinstance(img, nib.Nifti1Pair):
+        raise UserError(f"{path}: not a NIfTI file ({type(img).__name__})")
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise UserError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    return data, img.affine
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    return data, VolumeHeader(img.header.copy(), float(slope), float(inter), str(path))
 
 
-def _subject(sid: str, paths: dict[str, Path], label_path: Path, shape: Sequence[int] | None,
-             ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Read one subject: ``(C, D, H, W)`` uint8, ``(D, H, W)`` int64 labels, affine (4, 4)."""
-    chans, affine, ref = [], None, None
-    for mod, p in paths.items():
-        data, aff = _load(p)
-        if ref is not None and data.shape != ref:
-            raise UserError(f"subject {sid}: modality {mod} has shape {data.shape}, others {ref}")
-        ref, affine = data.shape, aff if affine is None else affine
-        chans.append(data)
-    lab, _ = _load(label_path)
-    if lab.shape != ref:
-        raise UserError(f"subject {sid}: label map shape {lab.shape} differs from the image shape {ref}")
-    if not np.all(np.mod(lab, 1) == 0):
-        raise UserError(f"subject {sid}: label map is not integer-valued")
-    raw = np.stack(chans).astype(np.float32)
-    img = torch.from_numpy(raw).round().to(torch.uint8) if all(c.dtype == np.uint8 for c in chans) else None
-    labels = torch.from_numpy(lab.astype(np.int64))
-    if shape is not None and tuple(shape) != tuple(ref):
-        # resample first, normalise after, so interpolation does not smear the clipped range
-        affine = affine.copy()
-        affine[:3, :3] = affine[:3, :3] * (np.array(ref) / np.array(shape))[None, :]
-        raw = resample(torch.from_numpy(raw), shape).numpy()
-        labels = resample(labels, shape, labels=True)
-        img = torch.from_numpy(raw).round().clamp(0, 255).to(torch.uint8) if img is not None else None
-    if img is None:
-        img = normalise_intensity(raw)
-    return img, labels, affine
+def write_volume(path: str | Path, values: np.ndarray, like: VolumeHeader, dtype: type | np.dtype | None = None,
+                 ) -> Path:
+    """Write ``values`` (D, H, W) through ``like``'s header: same geometry, codes, units, description, intent,
+    type and scaling (``dtype`` stores the values as that type, unscaled, instead).
 
-
-def _stack(sids: list[str], vols: list, classes: Sequence[str], scored: Sequence[int], mods: Sequence[str],
-           splits: Sequence[str], source: str) -> SubjectSet:
-    shapes = {tuple(v[0].shape[1:]) for v in vols}
-    if len(shapes) > 1:
-        raise UserError(f"subjects have different shapes {sorted(shapes)}; pass --shape D,H,W to resample them")
-    labels = torch.stack([v[1] for v in vols])
-    n_cls = max(len(classes), int(labels.max()) + 1)
-    if n_cls > len(classes):
-        classes = tuple(classes) + tuple(str(i) for i in range(len(classes), n_cls))
-    return SubjectSet(torch.stack([v[0] for v in vols]), labels, tuple(sids), tuple(classes), tuple(scored),
-                      tuple(mods), tuple(splits), meta={"format": source, "affines": [v[2] for v in vols]})
-
-
-def read_mrbrains(root: str | Path, modalities: Sequence[str] = MRBRAINS_MODALITIES,
-                  shape: Sequence[int] | None = None) -> SubjectSet:
-    """Read every ``<root>/<id>/`` that holds a ``pre/`` folder; labels 9 and 10 are kept but not scored."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: not a folder")
-    dirs = sorted(d for d in root.iterdir() if (d / "pre").is_dir())
-    if not dirs:
-        raise UserError(f"{root}: no subjects found (expected <root>/<id>/pre/{{T1,T1_IR,FLAIR}}.nii.gz)")
-    vols = []
-    for d in dirs:
-        paths = {m: d / "pre" / f"{m}.nii.gz" for m in modalities}
-        missing = [m for m, p in paths.items() if not p.exists()]
-        if missing:
-            raise UserError(f"subject {d.name}: missing modality {', '.join(missing)} ({d / 'pre'})")
-        vols.append(_subject(d.name, paths, d / "segm.nii.gz", shape))
-    n_cls = max(len(MRBRAINS_CLASSES), max(int(v[1].max()) for v in vols) + 1)
-    scored = [c for c in MRBRAINS_SCORED if c < n_cls]
-    return _stack([d.name for d in dirs], vols, MRBRAINS_CLASSES, scored, modalities, (), "mrbrains")
-
-
-def read_csv(path: str | Path, shape: Sequence[int] | None = None) -> SubjectSet:
-    """Read a CSV ``id,label,<modality>...[,split]`` of NIfTI paths; labels 1.. are scored."""
+    Stored integers are ``(values - inter) / slope``; values that do not map onto the type exactly are refused.
+    """
     path = Path(path)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise UserError(f"{path}: no rows")
-    cols = list(rows[0])
-    for need in ("id", "label"):
-        if need not in cols:
-            raise UserError(f"{path}: missing column '{need}' (header: {','.join(cols)})")
-    mods = [c for c in cols if c not in ("id", "label", "split")]
-    if not mods:
-        raise UserError(f"{path}: no modality columns (header: {','.join(cols)})")
-    vols, sids, splits = [], [], []
-    for r in rows:
-        sid = r["id"].strip()
-        empty = [m for m in mods if not (r.get(m) or "").strip()]
-        if empty:
-            raise UserError(f"subject {sid}: missing modality {', '.join(empty)} in {path.name}")
-        paths = {m: path.parent / r[m].strip() for m in mods}
-        vols.append(_subject(sid, paths, path.parent / r["label"].strip(), shape))
-        sids.append(sid)
-        splits.append((r.get("split") or "train").strip())
-    n_cls = max(int(v[1].max()) for v in vols) + 1
-    return _stack(sids, vols, [str(i) for i in range(n_cls)], range(1, n_cls), mods, splits, "csv")
-
-
-def _affine(s: SubjectSet, i: int) -> np.ndarray:
-    aff = s.meta.get("affines")
-    return np.asarray(aff[i]) if aff else np.eye(4)
-
-
-def _save(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    hdr = like.header.copy()
+    slope, inter = like.slope, like.inter
+    if dtype is not None:
+        hdr.set_data_dtype(dtype)
+        slope, inter = 1.0, 0.0
+    out = hdr.get_data_dtype()
+    vals = np.asarray(values)
+    raw = vals if (slope, inter) == (1.0, 0.0) else (vals.astype(np.float64) - inter) / slope
+    if np.issubdtype(out, np.integer):
+        info = np.iinfo(out)
+        rounded = np.rint(raw)
+        if raw.size and (not np.allclose(raw, rounded, rtol=0, atol=1e-3)
+                         or rounded.min() < info.min or rounded.max() > info.max):
+            raise UserError(f"{path}: values {vals.min()}..{vals.max()} cannot be stored as {out} "
+                            f"(slope {slope}, intercept {inter})")
+        raw = rounded
+    klass = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+    img = klass(np.ascontiguousarray(raw).astype(out), None, hdr)
+    img.header.set_slope_inter(slope, inter)  # explicit scaling: nibabel then stores the integers as given
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(arr, affine), str(path))
-
-
-def write_mrbrains(s: SubjectSet, root: str | Path) -> Path:
-    """Write ``s`` in the MRBrainS18 layout (uint8 intensities, uint8 labels); returns ``root``."""
-    root = Path(root)
-    for i, sid in enumerate(s.ids):
-        for c, mod in enumerate(s.modalities):
-            _save(s.images[i, c].numpy(), _affine(s, i), root / sid / "pre" / f"{mod}.nii.gz")
-        _save(s.labels[i].numpy().astype(np.uint8), _affine(s, i), root / sid / "segm.nii.gz")
-    return root
-
-
-def write_csv(s: SubjectSet, path: str | Path) -> Path:
-    """Write NIfTIs beside ``path`` (``<dir>/<id>/<modality>.nii.gz``) and the CSV that lists them."""
-    path = Path(path)
-    write_mrbrains(s, path.parent)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label", *s.modalities, "split"])
-        for sid, split in zip(s.ids, s.splits, strict=True):
-            w.writerow([sid, f"{sid}/segm.nii.gz", *(f"{sid}/pre/{m}.nii.gz" for m in s.modalities), split])
+    nib.save(img, str(path))
     return path
+
+
+def same_grid(a: VolumeHeader, b: VolumeHeader, atol: float = 1e-3) -> float:
+    """0.0 when two volumes share a voxel-to-world affine (to ``atol`` mm), else the largest difference."""
+    diff = float(np.abs(a.affine - b.affine).max())
+    return 0.0 if diff <= atol else diff

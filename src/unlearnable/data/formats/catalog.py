@@ -1,0 +1,261 @@
+"""Datasets listed but not decoded: a :class:`Catalog` knows every sample's id, split, label and native size, and
+decodes pixels only when asked, a chunk at a time, so a protect job streams in bounded memory.
+
+A catalog gives an in-memory :class:`~unlearnable.data.imageset.ImageSet` for small sets (``imageset()``), the
+chunks of a streamed pass (``chunks()``) and a writer that mirrors the source (``writer()``). Decoding and encoding
+run on a thread pool: PIL's codecs, zlib and hashlib release the GIL, and threads share the pixels without the
+pickling a process pool would add.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from ...errors import UserError
+from ..imageset import SPLITS, ImageSet
+from .images import GREY_MODES, ImageFormat, decode, encode, hw_of, probe, resize, stack
+
+T = TypeVar("T")
+CHUNK_PIXELS = 1 << 21  # pixels per streamed chunk (~42 images at 224 x 224, ~2,700 at 28 x 28): enough to amortise
+# per-call overhead, small enough that the chunks in flight stay a few hundred MiB whatever the dataset size
+
+
+def workers() -> int:
+    """Threads for decoding/encoding: the CPUs this process may use (``UNLEARNABLE_WORKERS`` overrides)."""
+    env = os.environ.get("UNLEARNABLE_WORKERS")
+    return max(1, int(env)) if env else max(1, len(os.sched_getaffinity(0)))
+
+
+def ordered_map(fn: Callable[[T], Any], items: Iterable[T], n_workers: int | None = None) -> Iterator[Any]:
+    """``map(fn, items)`` on a thread pool, in order, with at most ``2 x workers`` results in flight (bounded
+    memory). Items are drawn from ``items`` lazily in the calling thread."""
+    n = n_workers or workers()
+    if n == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="unlearnable-io") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for it in items:
+                pending.append(pool.submit(fn, it))
+                if len(pending) >= 2 * n:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+@dataclass
+class Chunk:
+    """Consecutive samples of one pass: catalog indices, source bytes (``None`` where there are none) and pixels
+    ``(C, H, W)`` at native size."""
+
+    index: list[int]
+    raws: list[bytes | None]
+    arrays: list[np.ndarray]
+
+
+@dataclass
+class Catalog:
+    """Everything an ImageSet holds except the pixels. Subclasses implement ``chunks`` and ``writer``."""
+
+    format: str
+    ids: tuple[str, ...]
+    splits: tuple[str, ...]
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    channels: int
+    layout: str
+    sizes: list[tuple[int, int]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def split_names(self) -> list[str]:
+        present = set(self.splits)
+        return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
+
+    def indices(self, split: str | Sequence[str]) -> list[int]:
+        want = {split} if isinstance(split, str) else set(split)
+        return [i for i, s in enumerate(self.splits) if s in want]
+
+    def order(self) -> list[int]:
+        """The order in which the writer takes samples (the source's own order)."""
+        return list(range(len(self)))
+
+    def chunks(self, index: Sequence[int], raw: bool = True) -> Iterator[Callable[[], Chunk]]:
+        raise NotImplementedError
+
+    def chunk_size(self, index: Sequence[int]) -> int:
+        """Images per chunk: about :data:`CHUNK_PIXELS` pixels of a typical image of ``index``."""
+        h, w = self.sizes[index[len(index) // 2]] if len(index) else (1, 1)
+        return max(1, CHUNK_PIXELS // max(1, h * w))
+
+    def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> Any:
+        raise NotImplementedError
+
+    def source_digest(self, raw_hashes: dict[int, str]) -> str:
+        raise NotImplementedError
+
+    def read(self, index: Sequence[int], size: int | tuple[int, int] | None = None) -> tuple[torch.Tensor, bool]:
+        """Decode ``index`` into uint8 ``(N, C, H, W)`` (resized to ``size`` if given); returns (images, resized)."""
+        arrays: list[np.ndarray] = []
+        for ch in ordered_map(lambda f: f(), self.chunks(index, raw=False)):
+            arrays += ch.arrays
+        return stack(arrays, size, [self.ids[i] for i in index])
+
+    def imageset(self, index: Sequence[int] | None = None, size: int | tuple[int, int] | None = None,
+                 pixels: bool = True) -> ImageSet:
+        """An in-memory ImageSet of ``index`` (default all). ``pixels=False`` gives a view whose images are one
+        zero image broadcast to every sample (no memory) at ``size`` (default: the common native size), for
+        methods whose ``fit`` needs only shapes, ids and labels."""
+        idx = list(range(len(self))) if index is None else list(index)
+        resized = False
+        if pixels:
+            images, resized = self.read(idx, size)
+        else:
+            h, w = hw_of(size) or self.common_size(idx)
+            images = torch.zeros(1, self.channels, h, w, dtype=torch.uint8).expand(len(idx), -1, -1, -1)
+        meta = dict(self.meta, format=self.format, resized=resized)
+        return ImageSet(images, self.labels[idx], tuple(self.ids[i] for i in idx),
+                        tuple(self.splits[i] for i in idx), self.classes, self.layout, meta)
+
+    def common_size(self, index: Sequence[int]) -> tuple[int, int]:
+        sizes = {self.sizes[i] for i in index}
+        if len(sizes) != 1:
+            raise UserError(f"images have {len(sizes)} different sizes; pass --size N to resize to NxN")
+        return next(iter(sizes))
+
+
+# -- image files ----------------------------------------------------------------------------------------------
+class FileCatalog(Catalog):
+    """One image file per sample under ``root`` (``rels`` relative paths), plus files to copy alongside."""
+
+    def __init__(self, fmt: str, root: Path, rels: list[str], labels: Sequence[int], splits: Sequence[str],
+                 classes: Sequence[str], ids: Sequence[str] | None = None, extras: Sequence[str] = (),
+                 masks: str | None = None, meta: dict[str, Any] | None = None, prefix: str = "") -> None:
+        probes = list(ordered_map(probe, [root / r for r in rels]))
+        grey = bool(probes) and all(m in GREY_MODES for m, _ in probes)
+        ids = list(ids) if ids is not None else [str(Path(r).with_suffix("")) for r in rels]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise UserError(f"{root}: two files share the name '{dup}' with different suffixes")
+        super().__init__(fmt, tuple(ids), tuple(splits), torch.tensor(list(labels), dtype=torch.long),
+                         tuple(classes), 1 if grey else 3, "NHW" if grey else "NHWC", [s for _, s in probes],
+                         dict(meta or {}, source=str(root), relpaths=list(rels)))
+        self.root, self.rels, self.grey, self.extras, self.masks = root, list(rels), grey, list(extras), masks
+        self.prefix = prefix  # the output tree's top folder (e.g. "oxford-iiit-pet"), as torchvision expects
+
+    def _load(self, idx: list[int], raw: bool) -> Chunk:
+        raws, arrays = [], []
+        for i in idx:
+            path = self.root / self.rels[i]
+            data = path.read_bytes()
+            raws.append(data if raw else None)
+            arrays.append(decode(data, self.grey, path))
+        return Chunk(idx, raws, arrays)
+
+    def chunks(self, index: Sequence[int], raw: bool = True) -> Iterator[Callable[[], Chunk]]:
+        index = list(index)
+        size = self.chunk_size(index)
+        for s in range(0, len(index), size):
+            part = index[s:s + size]
+            yield lambda part=part: self._load(part, raw)
+
+    def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> FileWriter:
+        return FileWriter(self.root, out_dir / self.prefix, self.rels, self.extras, self.masks, size, image_format)
+
+    def source_digest(self, raw_hashes: dict[int, str]) -> str:
+        """SHA-256 over sorted (relative path, file SHA-256) pairs; files not hashed during the pass are read."""
+        h = hashlib.sha256()
+        for rel, i in sorted((r, i) for i, r in enumerate(self.rels)):
+            digest = raw_hashes.get(i) or hashlib.sha256((self.root / rel).read_bytes()).hexdigest()
+            h.update(f"{rel}\0{digest}\n".encode())
+        return h.hexdigest()
+
+
+class FileWriter:
+    """Writes each sample to its source's relative path inside ``out_dir``, as it comes.
+
+    Unchanged samples (``array is None``) are copied byte for byte; changed ones are encoded per ``image_format``
+    under the same file name. Files in ``extras`` (annotations, ``.mat`` files) are copied; with ``size`` the label
+    maps under ``masks`` (Pets trimaps) are resized with nearest neighbour to match the images.
+    """
+
+    def __init__(self, src_root: Path, out_dir: Path, rels: list[str], extras: Sequence[str], masks: str | None,
+                 size: int | None, image_format: ImageFormat) -> None:
+        self.out, self.rels, self.fmt = out_dir, rels, image_format
+        self.hashes: dict[str, str] = {}
+        for rel in extras:
+            src, dst = src_root / rel, out_dir / rel
+            if not src.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copyfile(src, dst)
+        if masks and size and (out_dir / masks).is_dir():
+            for p in sorted((out_dir / masks).glob("*.png")):
+                if not p.name.startswith("."):
+                    arr = decode(p.read_bytes(), True, p)
+                    p.write_bytes(encode(resize(arr, (size, size), nearest=True), "PNG"))
+        for d in sorted({(out_dir / r).parent for r in rels}):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def encode(self, i: int, array: np.ndarray, raw: bytes | None, changed: bool) -> tuple[str, np.ndarray | None]:
+        """Write sample ``i`` (thread-safe: one file per sample): its source bytes if unchanged, else ``array``
+        ``(C, H, W)`` encoded. Returns (the file's SHA-256, the pixels a decoder reads back where the codec is lossy,
+        else ``None``)."""
+        rel = self.rels[i]
+        back = None
+        if not changed and raw is not None:
+            data = raw
+        else:
+            suffix = Path(rel).suffix
+            data = encode(array, self.fmt.codec(suffix), self.fmt.quality)
+            if self.fmt.lossy_for(suffix):
+                back = decode(data, array.shape[0] == 1, rel)
+        (self.out / rel).write_bytes(data)
+        return hashlib.sha256(data).hexdigest(), back
+
+    def put(self, i: int, digest: str) -> None:
+        self.hashes[self.rels[i]] = digest
+
+    def close(self) -> dict[str, str]:
+        return dict(self.hashes)
+
+
+# -- in memory ------------------------------------------------------------------------------------------------
+def save_files(ds: ImageSet, out_dir: Path, original: ImageSet | None, extras: Sequence[str] = (),
+               masks: str | None = None, image_format: ImageFormat | None = None) -> list[Path]:
+    """Write an in-memory ImageSet that came from image files back into the source's tree (samples equal to
+    ``original`` are copied byte for byte); without a source, as ``<split>/<class>/<id>.png``."""
+    src, rels = ds.meta.get("source"), ds.meta.get("relpaths")
+    if src is None or rels is None:
+        rels = [f"{s}/{ds.classes[int(y)]}/{i.replace('/', '_')}.png" for s, y, i in zip(ds.splits, ds.labels, ds.ids)]
+        root, original = None, None
+    else:
+        root = Path(src)
+    size = ds.size[0] if ds.meta.get("resized") else None
+    w = FileWriter(root or out_dir, out_dir, rels, extras if root else (), masks, size, image_format or ImageFormat())
+    for i in range(len(ds)):
+        changed = (root is None or original is None or bool(ds.meta.get("resized"))
+                   or not torch.equal(ds.images[i], original.images[i]))
+        raw = None if changed else (root / rels[i]).read_bytes()  # type: ignore[operator]
+        w.put(i, w.encode(i, ds.images[i].numpy(), raw, changed)[0])
+    return [out_dir / r for r in w.close()]

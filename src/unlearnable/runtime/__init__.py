@@ -1,0 +1,1 @@
+"""The runtime layer everything trains through: distributed helpers and the one checkpoint format."""

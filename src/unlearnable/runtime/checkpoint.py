@@ -1,0 +1,123 @@
+"""The one checkpoint format: atomic save, verified load, and the state that makes a resume exact.
+
+A checkpoint file is a fixed header (magic, payload length, SHA-256 of the payload) followed by a ``torch.save``
+payload. :func:`save` writes it to a temporary file in the same folder, flushes and fsyncs it, renames it over the
+target and fsyncs the folder, so a crash at any moment leaves either the old checkpoint or the new one, never a
+half-written file. :func:`load` checks the header, length and digest before unpickling anything, and refuses a
+damaged file with a one-line :class:`~unlearnable.errors.UserError` naming it.
+
+Exact resume: :func:`rng_state` captures the global RNGs of torch (CPU and CUDA), numpy and Python, and
+:func:`data_order` the position in the data (epoch, step within it, sampler seed). Both travel with the weights,
+and :func:`restore_rng` puts the RNGs back, so that a resumed run draws the same numbers as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+MAGIC = b"UNLCKPT1"
+_HEADER = struct.Struct("<8sQ32s")  # magic, payload length, SHA-256 of the payload
+
+
+def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temp file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getbuffer()
+    header = _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The state saved at ``path``, or ``None`` when there is no file there.
+
+    Raises:
+        UserError: the file is truncated, corrupt or not a checkpoint (nothing of it is unpickled).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    problem = _check(data)
+    if problem:
+        raise UserError(f"{path}: damaged checkpoint ({problem}); delete it to redo this stage, or rerun without "
+                        "--resume")
+    return torch.load(io.BytesIO(data[_HEADER.size:]), map_location=map_location, weights_only=False)
+
+
+def _check(data: bytes) -> str:
+    """Why ``data`` is not a complete checkpoint, or ``""`` when it is."""
+    if len(data) < _HEADER.size:
+        return f"{len(data)} bytes, shorter than the header"
+    magic, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        return "not an unlearnable checkpoint"
+    got = len(data) - _HEADER.size
+    if got != length:
+        return f"truncated: {got} of {length} payload bytes"
+    if hashlib.sha256(memoryview(data)[_HEADER.size:]).digest() != digest:
+        return "checksum mismatch"
+    return ""
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable; some file systems (and Windows) cannot open a folder, which is harmless."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of torch (CPU, and CUDA when present), numpy and Python."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Put back the RNG states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def data_order(epoch: int, position: int = 0, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    """Where the next batch comes from: ``epoch`` (0-based, the sampler's ``set_epoch``), ``position`` (batches
+    already taken in that epoch), the sampler ``seed`` and any generator states the caller adds."""
+    return {"epoch": epoch, "position": position, "seed": seed, **extra}

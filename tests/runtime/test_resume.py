@@ -1,0 +1,83 @@
+"""Interrupt and resume gives the same bytes as never stopping: the victim loop and segmentation training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnable.data.phantoms import brain_phantoms
+from unlearnable.errors import UserError
+from unlearnable.runtime import checkpoint as CK
+from unlearnable.segment import train as seg
+from unlearnable.train.loop import Recipe, train_classifier
+
+
+def _noise_hook(x: torch.Tensor, y: torch.Tensor, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draws from the global torch RNG, so an exact resume needs the RNG state saved with the weights."""
+    return (x + 0.05 * torch.randn_like(x)).clamp(0, 1), y
+
+
+def _same_bytes(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_victim_loop_resumes_to_identical_bytes(grey_set, tmp_path: Path) -> None:
+    r = Recipe(model="smallcnn", epochs=3, batch_size=4, lr=0.05)
+    full, ref = train_classifier(grey_set.images, grey_set.labels, 4, r, hooks=[_noise_hook])
+    seen = {"batches": 0}
+
+    def interrupt_in_epoch_2(x, y, model):
+        seen["batches"] += 1
+        if seen["batches"] == 6:  # 4 batches per epoch: stop inside the second epoch
+            raise KeyboardInterrupt
+        return _noise_hook(x, y, model)
+
+    ck = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(grey_set.images, grey_set.labels, 4, r, hooks=[interrupt_in_epoch_2], checkpoint=ck)
+    assert CK.load(ck)["epoch"] == 1
+    torch.manual_seed(12345)  # a fresh process starts from other RNG states
+    resumed, hist = train_classifier(grey_set.images, grey_set.labels, 4, r, hooks=[_noise_hook], checkpoint=ck)
+    assert [row["epoch"] for row in hist.epochs] == [1, 2, 3]
+    assert [row["train_loss"] for row in hist.epochs] == [row["train_loss"] for row in ref.epochs]
+    _same_bytes(full, resumed)
+
+
+def test_victim_loop_refuses_a_truncated_checkpoint(grey_set, tmp_path: Path) -> None:
+    r = Recipe(model="smallcnn", epochs=1, batch_size=8, lr=0.05)
+    ck = tmp_path / "run.ckpt"
+    train_classifier(grey_set.images, grey_set.labels, 4, r, checkpoint=ck)
+    ck.write_bytes(ck.read_bytes()[:-100])
+    with pytest.raises(UserError, match="run.ckpt: damaged checkpoint"):
+        train_classifier(grey_set.images, grey_set.labels, 4, r, checkpoint=ck)
+
+
+def test_segment_training_resumes_to_identical_bytes(tmp_path: Path, monkeypatch) -> None:
+    s = brain_phantoms(n=3, size=16)
+    cfg = seg.SegConfig(model="resnet10", width=4, patch=16, epochs=2, batch_size=2, patches_per_subject=1)
+    full, ref = seg.train_segmenter(s.images, s.labels, s.num_classes, cfg)
+    real, calls = seg.train_epochs, {"n": 0}
+
+    def interrupt_in_epoch_2(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seg, "train_epochs", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        seg.train_segmenter(s.images, s.labels, s.num_classes, cfg, ckpt_dir=tmp_path)
+    monkeypatch.undo()
+    assert CK.load(tmp_path / "last.pt")["epoch"] == 1
+    torch.manual_seed(12345)
+    resumed, summary = seg.train_segmenter(s.images, s.labels, s.num_classes, cfg, ckpt_dir=tmp_path)
+    assert summary["loss"] == ref["loss"]
+    _same_bytes(full, resumed)
+    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:-1])
+    with pytest.raises(UserError, match="last.pt: damaged checkpoint"):
+        seg.train_segmenter(s.images, s.labels, s.num_classes, cfg, ckpt_dir=tmp_path)

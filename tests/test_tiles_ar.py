@@ -1,0 +1,82 @@
+"""The model-free shift-robust methods: tiles (periodic class-wise sign tiles) and ar (autoregressive noise)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unlearnable.data import ImageSet
+from unlearnable.errors import UserError
+from unlearnable.protect import METHODS, Key
+from unlearnable.protect.ar import generate, matched_response
+from unlearnable.protect.tiles import _variants
+
+
+def _flat(n: int = 24, c: int = 3, size: int = 16, classes: int = 4, value: int = 128) -> ImageSet:
+    img = torch.full((n, c, size, size), value, dtype=torch.uint8)
+    labels = torch.arange(n) % classes
+    return ImageSet(img, labels, tuple(f"s{i}" for i in range(n)), ("train",) * n, tuple("abcdefghij"[:classes]))
+
+
+def _run(method: str, data: ImageSet, seed: int = 1, **params) -> tuple[torch.Tensor, object]:
+    algo = METHODS.get(method)(**params)
+    fit = algo.fit(data, Key.from_seed(seed))
+    return algo.apply(data, fit), fit
+
+
+def test_tiles_are_periodic_full_budget_and_classwise():
+    data = _flat()
+    out, fit = _run("tiles", data, period=4)
+    delta = out.int() - data.images.int()
+    assert set(delta.unique().tolist()) == {-8, 8}  # every pixel spends the whole 8/255 budget
+    assert torch.equal(delta[..., 4:, :], delta[..., :-4, :])  # period 4 down the rows ...
+    assert torch.equal(delta[..., :, 4:], delta[..., :, :-4])  # ... and along the columns
+    # two images of one class carry the same tile up to a cyclic shift; other classes' tiles never match
+    a, b = delta[0, :, :4, :4].float().sign(), delta[4, :, :4, :4].float().sign()
+    assert (_variants(a) @ b.flatten()).max() == b.numel()
+    c = delta[1, :, :4, :4].float().sign()
+    assert (_variants(a) @ c.flatten()).max() < c.numel()
+
+
+def test_tiles_apply_at_any_size_and_reject_bad_params():
+    data = _flat(size=16)
+    algo = METHODS.get("tiles")(period=4)
+    fit = algo.fit(data, Key.from_seed(1))
+    big = ImageSet(torch.full((4, 3, 37, 23), 100, dtype=torch.uint8), torch.arange(4), tuple(f"s{i}" for i in
+                   range(4)), ("train",) * 4, data.classes)
+    out = algo.apply(big, fit)
+    assert out.shape == big.images.shape and (out.int() - 100).abs().max() == 8
+    small = _run("tiles", data, period=4)[0][:4].int() - 128
+    # same id, same phase: the 16 px image is a crop of the 37 px one
+    assert torch.equal(out[:, :, :16, :16].int() - 100, small)
+    with pytest.raises(UserError, match="period"):
+        METHODS.get("tiles")(period=1)
+    with pytest.raises(UserError, match="maximum"):
+        METHODS.get("tiles")(eps=64 / 255)
+
+
+def test_ar_noise_is_the_class_process_and_budgeted():
+    data = _flat(n=16, c=1, classes=4)
+    algo = METHODS.get("ar")(gain=0)
+    fit = algo.fit(data, Key.from_seed(3))
+    z = algo.noise(data, fit)
+    assert z.abs().max() <= 8 / 255 + 1e-6
+    coeffs = fit.coeffs
+    # each image's own class filter responds (almost) zero; another class's filter clearly does not
+    own = torch.stack([matched_response(coeffs[int(y)], z[i:i + 1].double()) for i, y in enumerate(data.labels)])
+    other = torch.stack([matched_response(coeffs[(int(y) + 1) % 4], z[i:i + 1].double())
+                         for i, y in enumerate(data.labels)])
+    assert (own < 0.05 * other).all()
+    out = algo.apply(data, fit)
+    assert (out.int() - 128).abs().max() <= 8
+    # deterministic per sample id: a subset gets exactly the same noise
+    sub = data.subset([3, 5])
+    assert torch.equal(algo.apply(sub, fit), out[[3, 5]])
+
+
+def test_ar_generate_is_stationary():
+    g = torch.Generator().manual_seed(0)
+    coeffs = METHODS.get("ar")().fit(_flat(c=1, classes=4), Key.from_seed(0)).coeffs
+    x = generate(coeffs, torch.randn(4, 1, 35, 35, generator=g, dtype=torch.float64))
+    top, bottom = x[..., :8, :].pow(2).mean(), x[..., -8:, :].pow(2).mean()
+    assert bottom < 4 * top  # a diverging process would put all its energy in the last rows

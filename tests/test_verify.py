@@ -1,0 +1,69 @@
+"""protect --verify / --target-acc through the real CLI: a verdict in the manifest, and refusals that write nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import run_cli, write_medmnist
+from unlearnable.audit.verify import verdict
+
+SMALL = "mni-tissue:n=240,test=120"
+
+
+def test_verify_writes_a_verdict(tmp_path, capsys):
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", SMALL, "--method", "tiles", "--eps", "8/255", "--out", str(out), "--verify",
+                            "--verify-epochs", "4"], capsys)
+    assert code == 0, err
+    v = json.loads((out / "manifest.json").read_text())["verify"]
+    assert v["victim"] == "smallcnn" and v["epochs"] == 4 and v["chance"] == 0.25
+    assert {"clean_acc", "protected_acc", "psnr", "verdict", "reason"} <= set(v)
+    assert v["verdict"] == verdict(v["clean_acc"], v["protected_acc"], v["chance"])[0]
+    assert 29.5 < v["psnr"] < 33  # 8/255 sign noise: 30.1 dB before clipping
+    assert "verify:" in err
+
+
+def test_verdicts():
+    assert verdict(0.9, 0.12, 0.1)[0] == "protected"
+    assert verdict(0.9, 0.5, 0.1)[0] == "not protected"
+    assert verdict(0.2, 0.1, 0.1)[0] == "invalid"  # the clean victim did not learn: nothing is proved
+
+
+def test_target_acc_that_cannot_be_met_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", SMALL, "--method", "random", "--out", str(out), "--target-acc", "0.05",
+                            "--verify-epochs", "3"], capsys)
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert "--target-acc 0.05" in line and "32/255" in line and "nothing written" in line
+    assert not out.exists() and not (tmp_path / "prot.key").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--target-acc", "1.5"], "--target-acc 1.5"),
+    (["--target-acc", "0"], "--target-acc 0"),
+    (["--eps", "40/255"], "eps=40/255"),
+    (["--verify", "--verify-victim", "nosuchnet"], "nosuchnet"),
+])
+def test_bad_verify_options(npz_path, tmp_path, capsys, args, needle):
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", str(npz_path), "--method", "tiles", "--out", str(out), *args], capsys)
+    assert code == 2 and needle in err.strip().splitlines()[-1]
+    assert not out.exists()
+
+
+def test_verify_needs_two_classes_and_a_test_split(tmp_path, capsys):
+    one = tmp_path / "one.npz"
+    write_medmnist(one, classes=1)
+    code, _, err = run_cli(["protect", str(one), "--method", "random", "--out", str(tmp_path / "a"), "--verify"],
+                           capsys)
+    assert code == 2 and "class" in err and not (tmp_path / "a").exists()
+    notest = tmp_path / "notest.npz"
+    x = np.random.default_rng(0).integers(0, 255, (20, 8, 8), dtype=np.uint8)
+    np.savez(notest, train_images=x, train_labels=(np.arange(20) % 2)[:, None])
+    code, _, err = run_cli(["protect", str(notest), "--method", "random", "--out", str(tmp_path / "b"), "--verify"],
+                           capsys)
+    assert code == 2 and "'test' split" in err and not (tmp_path / "b").exists()
