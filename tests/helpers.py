@@ -62,3 +62,13 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = int(e.code or 0)
     cap = capsys.readouterr()
     return code, cap.out, cap.err
+
+
+def write_train_test_npz(path: Path, seed: int = 0, n: int = 16, c: int = 1, size: int = 16, classes: int = 4,
+                         order: slice = slice(None)) -> Path:
+    """A MedMNIST-style archive of ``n`` train images (``order`` re-orders them) and 8 test images."""
+    x, y = make_images(n, c, size, classes, seed)
+    xt, yt = make_images(8, c, size, classes, seed + 100)
+    np.savez(path, train_images=x[order], train_labels=y[order, None].astype(np.uint8), test_images=xt,
+             test_labels=yt[:, None].astype(np.uint8))
+    return path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import UserError
 from ..log import progress_enabled
 from ..utils import parse_number
 from . import app
@@ -15,7 +16,7 @@ from .common import parse_params
 @app.command("protect")
 def protect_cmd(
     source: str = typer.Argument(..., help="a .npz file, an image folder, a Pets/Flowers102 root, or a built-in name"),
-    method: str = typer.Option(..., "--method", "-m", help="protection method (see `unlearnable datasets`)"),
+    method: str = typer.Option(None, "--method", "-m", help="protection method (see `unlearnable datasets`)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (written atomically)"),
     key: Path = typer.Option(None, "--key", help="key file (mode 0600); created if missing; default OUT.key"),
     splits: str = typer.Option("train", "--splits", help="splits to protect: train (default), all, or a,b"),
@@ -23,6 +24,8 @@ def protect_cmd(
     eps: str = typer.Option(None, "--eps", help="L-inf budget for budgeted methods, e.g. 8/255 (same as "
                                                   "--param eps=...)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output"),
+    like: Path = typer.Option(None, "--like", help="protect SOURCE with the stored perturbations of an earlier "
+                              "output (same --key; no refit; class-wise methods, ar, tiles, cuda, lsp, uc)"),
     size: int = typer.Option(None, "--size", help="resize every image to SIZE x SIZE (default: keep native sizes)"),
     image_format: str = typer.Option("png", "--image-format", help="how protected images are saved: png (lossless "
                                      "PNG bytes under the original file name; default), keep (each file's own "
@@ -63,6 +66,17 @@ def protect_cmd(
              "batch_size": batch_size, "epochs": epochs, "lr_scaling": lr_scaling, "warmup_epochs": warmup_epochs}
     params.update({k: str(v) for k, v in flags.items() if v is not None})
     dev = D.resolve_device(device, D.launcher_env()[3])
+    if like is not None:
+        from ..protect.like import protect_like
+
+        if verify or target_acc is not None or resume or work_size is not None:
+            raise UserError("--like: cannot be combined with --verify, --target-acc, --resume or --work-size (the "
+                            "stored perturbation keeps its fit size)")
+        protect_like(source, like, out, key, splits, params, method, force, dev, size, seed,
+                     parse_number(test_fraction, "--test-fraction"), progress_enabled(), image_format=image_format)
+        return
+    if method is None:
+        raise UserError("--method: missing (or pass --like OUT to protect like an earlier output)")
     review = None
     if verify or target_acc is not None:
         from ..audit.verify import VerifyOptions, make_review

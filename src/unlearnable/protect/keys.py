@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import UserError
@@ -101,3 +102,43 @@ def load_or_create_key(path: str | os.PathLike) -> tuple[Key, bool]:
     if path.exists():
         return load_key(path), False
     return Key.new(), True
+
+
+# -- sealing: state that only the key holder can read -----------------------------------------------------------------
+SEAL_MAGIC = b"ULSEAL01"
+
+
+def _seal_keys(key: Key, purpose: str) -> tuple[bytes, bytes]:
+    enc = hmac.new(key.secret, f"seal/enc/{purpose}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(key.secret, f"seal/mac/{purpose}".encode(), hashlib.sha256).digest()
+    return enc, mac
+
+
+def _xor_stream(data: bytes, enc: bytes, iv: bytes) -> bytes:
+    stream = hashlib.shake_256(enc + iv).digest(len(data))
+    a, b = np.frombuffer(data, dtype=np.uint8), np.frombuffer(stream, dtype=np.uint8)
+    return np.bitwise_xor(a, b).tobytes()
+
+
+def seal(data: bytes, key: Key, purpose: str) -> bytes:
+    """Encrypt and authenticate ``data`` under ``key`` (deterministic: same key and data, same bytes).
+
+    Synthetic-IV construction from the standard library: the IV is HMAC-SHA256 of the plaintext under a MAC key,
+    the ciphertext is the plaintext XOR a SHAKE-256 stream keyed by an encryption key and that IV; both keys are
+    HMAC-derived from the secret and ``purpose``. Without the key the bytes reveal nothing but their length.
+    """
+    enc, mac = _seal_keys(key, purpose)
+    iv = hmac.new(mac, data, hashlib.sha256).digest()
+    return SEAL_MAGIC + iv + _xor_stream(data, enc, iv)
+
+
+def unseal(blob: bytes, key: Key, purpose: str, what: str = "sealed file") -> bytes:
+    """Decrypt :func:`seal`'s output; a different key or any changed byte raises UserError."""
+    if len(blob) < len(SEAL_MAGIC) + 32 or not blob.startswith(SEAL_MAGIC):
+        raise UserError(f"{what}: not a sealed state file (corrupt or truncated)")
+    enc, mac = _seal_keys(key, purpose)
+    iv = blob[len(SEAL_MAGIC):len(SEAL_MAGIC) + 32]
+    data = _xor_stream(blob[len(SEAL_MAGIC) + 32:], enc, iv)
+    if not hmac.compare_digest(hmac.new(mac, data, hashlib.sha256).digest(), iv):
+        raise UserError(f"{what}: authentication failed (the file is corrupt or was sealed with another key)")
+    return data

@@ -23,6 +23,7 @@ from ..utils import atomic_dir, check_output_free, check_separate, keep_or_remov
 from .base import METHODS, make_params, select
 from .keys import Key, load_key, load_or_create_key, save_key
 from .native import working_size
+from .sealed import seal_for_reuse
 from .stream import stream_protect
 
 MANIFEST = "manifest.json"
@@ -219,6 +220,8 @@ def _write(out: Path, force: bool, cat: Catalog, job: dict[str, Any], pert: Any,
             files = files + pert.save_artifacts(tmp)
         if getattr(pert, "report", None):
             manifest["fit"] = pert.report
+        state, manifest["like"] = seal_for_reuse(tmp, method, manifest["params"], pert, key, cat, hw)  # --like
+        files = files + state
         manifest.update(extra or {})
         digests = {str(f.relative_to(tmp)): d for f, d in zip(files, res.files.values())}
         digests |= {str(f.relative_to(tmp)): sha256_file(f) for f in files[len(res.files):]}

@@ -21,53 +21,32 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..log import log
 from ..models.classifiers import Classifier
+from ..models.pretrained import load_pretrained_file
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
+from ..utils import sha256_file
 
 PROJ_DIM = 64
 
 
-def load_surrogate_weights(model: Classifier, path: str | os.PathLike, min_match: float = 0.9) -> dict[str, Any]:
-    """Load a state dict into ``model.features`` and prove that it went in.
+def load_surrogate_weights(model: Classifier, path: str | os.PathLike, min_match: float = 0.9,
+                           arch: str = "") -> dict[str, Any]:
+    """Load a local weights file into ``model.features`` and prove that it went in.
 
-    Accepts a plain state dict, ``{"model": sd}`` or ``{"state_dict": sd}``, keys with or without ``module.`` /
-    ``features.`` prefixes. Tensors whose name and shape match are loaded; the head is ignored.
+    Accepts this package's classifiers and torchvision/timm checkpoints of ``arch`` (ResNet-18/50, MobileNetV2),
+    plain or wrapped (``{"state_dict": ...}``, ``{"model": ...}``, ``module.`` prefixes); names are mapped
+    explicitly by :mod:`unlearnable.models.pretrained`, which also adapts the stem and input to the checkpoint.
 
     Returns:
-        ``{"file", "matched", "missing", "unexpected", "mismatched_shape"}`` (counts of feature tensors).
+        ``{"file", "looks_like", "matched", "missing", "unexpected", "mismatched_shape", "head", "adapted"}``.
     Raises:
-        UserError: unreadable file, or fewer than ``min_match`` of the feature tensors matched.
+        UserError: unreadable file, or fewer than ``min_match`` of the feature tensors matched (the message names
+        the architecture the file looks like).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--surrogate-weights {p}: no such file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad user file
-        raise UserError(f"--surrogate-weights {p}: not a PyTorch weights file ({type(e).__name__})") from None
-    for k in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(k), dict):
-            obj = obj[k]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"--surrogate-weights {p}: expected a state dict of tensors")
-    want = model.features.state_dict()
-    given: dict[str, torch.Tensor] = {}
-    for k, v in obj.items():
-        k = k.removeprefix("module.")
-        if k.startswith("head."):
-            continue
-        given[k.removeprefix("features.")] = v
-    matched = {k: v for k, v in given.items() if k in want and want[k].shape == v.shape}
-    report = {"file": str(p), "matched": len(matched), "missing": len([k for k in want if k not in matched]),
-              "unexpected": len([k for k in given if k not in want]),
-              "mismatched_shape": len([k for k in given if k in want and want[k].shape != given[k].shape])}
-    if len(matched) < min_match * len(want):
-        raise UserError(f"--surrogate-weights {p}: only {len(matched)} of {len(want)} feature tensors match the "
-                        f"architecture ({report['missing']} missing, {report['unexpected']} unexpected, "
-                        f"{report['mismatched_shape']} wrong shape); is --surrogate the right architecture?")
-    model.features.load_state_dict(matched, strict=False)
-    log(f"surrogate weights {p}: {len(matched)}/{len(want)} feature tensors loaded, {report['missing']} missing, "
-        f"{report['unexpected']} unexpected")
+    report = load_pretrained_file(model, arch, path, min_match)
+    log(f"surrogate weights {path} ({report['looks_like']}): {report['matched']} feature tensors loaded, "
+        f"{report['missing']} missing, {report['unexpected']} unexpected, {report['mismatched_shape']} wrong shape, "
+        f"{report['head']} head tensor(s) ignored" + "".join(f"; {a}" for a in report["adapted"]))
     return report
 
 
@@ -176,3 +155,35 @@ def _bar(progress: bool, total: int, initial: int, desc: str):
     from ..log import Progress
 
     return Progress(total, desc, "epoch", initial=initial)
+
+
+# -- a frozen surrogate that can be rebuilt later (``protect --like``) --------------------------------------------
+def surrogate_spec(model: Classifier, arch: str, build: dict[str, Any], weights_file: str = "") -> dict[str, Any]:
+    """What rebuilds the frozen surrogate: its architecture and constructor arguments, plus either a reference to
+    the user's weights file (path and SHA-256; public weights are not copied) or the learnt feature weights."""
+    spec: dict[str, Any] = {"arch": arch, "build": dict(build)}
+    if weights_file:
+        spec["weights_file"] = str(Path(weights_file).resolve())
+        spec["weights_sha256"] = sha256_file(weights_file)
+    else:
+        spec["features"] = {k: v.detach().cpu().clone() for k, v in model.features.state_dict().items()}
+    return spec
+
+
+def rebuild_surrogate(spec: dict[str, Any], device: str = "cpu") -> Classifier:
+    """The frozen surrogate described by :func:`surrogate_spec`, in eval mode."""
+    from ..models import MODELS
+
+    model = MODELS.get(spec["arch"])(**spec["build"])
+    if "weights_file" in spec:
+        path = Path(spec["weights_file"])
+        if not path.is_file() or sha256_file(path) != spec["weights_sha256"]:
+            raise UserError(f"{path}: the surrogate weights file the clusters were fitted with is missing or has "
+                            f"changed (SHA-256 {spec['weights_sha256'][:16]}...)")
+        load_pretrained_file(model, spec["arch"], path)
+    else:
+        model.features.load_state_dict(spec["features"])
+    model = model.to(device).eval()
+    for q in model.parameters():
+        q.requires_grad_(False)
+    return model

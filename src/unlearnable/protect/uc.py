@@ -34,17 +34,25 @@ from ..runtime.schedule import lr_at, scaled_lr
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
 from .kmeans import kmeans
-from .ssl import PROJ_DIM, _bar, load_surrogate_weights, train_ssl_surrogate
+from .ssl import PROJ_DIM, _bar, load_surrogate_weights, surrogate_spec, train_ssl_surrogate
 
 
 @dataclass(frozen=True)
 class ClusterPerturbation:
-    """K perturbations ``(K, C, H, W)`` in [0, 1] units, one cluster id per fitted sample id, and the fit report."""
+    """K perturbations ``(K, C, H, W)`` in [0, 1] units, one cluster id per fitted sample id, and the fit report.
+
+    ``centers`` ``(K, D)``, ``mu``/``sd`` ``(D,)`` (feature standardisation) and ``surrogate`` (see
+    :func:`~unlearnable.protect.ssl.surrogate_spec`) let a new image be assigned to its nearest centre later.
+    """
 
     deltas: torch.Tensor
     assign: torch.Tensor  # (N,) int64
     ids: tuple[str, ...]
     report: dict[str, Any] = field(default_factory=dict)
+    centers: torch.Tensor | None = None
+    mu: torch.Tensor | None = None
+    sd: torch.Tensor | None = None
+    surrogate: dict[str, Any] | None = None
 
     def save_artifacts(self, folder: Path) -> list[Path]:
         """Write ``clusters.csv`` (sample id -> cluster id) into ``folder``."""
@@ -118,7 +126,7 @@ class UnlearnableClusters(Protection):
             raise UserError(f"--clusters {p.clusters}: more clusters than images ({len(data)})")
         D.per_rank_batch(p.batch_size)
         ck = self._checkpoints(data, key)
-        surrogate, sur_report = self._surrogate(data, key, ck)
+        surrogate, sur_report, spec = self._surrogate(data, key, ck)
         raw = self._features(surrogate, data.images)  # (N, D), identical on every rank
         # Standardise each feature dimension so that the softmax of UC's KL objective is neither flat nor
         # saturated whatever the surrogate's feature scale (raw pooled ReLU features give a near-uniform softmax).
@@ -140,7 +148,7 @@ class UnlearnableClusters(Protection):
             deltas = gen().detach().cpu()
         report = {"surrogate": sur_report, "kmeans": {"inertia": inertia, "cluster_sizes": sizes},
                   "targets": _target_clusters(p.clusters, key).tolist(), "generator": history}
-        return ClusterPerturbation(deltas, assign, tuple(data.ids), report)
+        return ClusterPerturbation(deltas, assign, tuple(data.ids), report, centers, mu, sd, spec)
 
     def _checkpoints(self, data: ImageSet, key: Key) -> Path | None:
         """The checkpoint folder, tied to (params, key, data): a different run never resumes from it."""
@@ -155,17 +163,17 @@ class UnlearnableClusters(Protection):
         D.barrier()
         return d
 
-    def _surrogate(self, data: ImageSet, key: Key, ck: Path | None) -> tuple[Classifier, dict[str, Any]]:
+    def _surrogate(self, data: ImageSet, key: Key, ck: Path | None) -> tuple[Classifier, dict[str, Any], dict]:
         p = self.params
         ssl = not p.surrogate_weights and p.ssl_epochs > 0
-        extra = {"width": p.width} if p.surrogate == "smallcnn" else {}
+        # The head is a SimCLR projection when self-supervised, unused otherwise.
+        build = {"in_channels": data.channels, "num_classes": PROJ_DIM if ssl else 2,
+                 "image_size": int(data.images.shape[-1]), **({"width": p.width} if p.surrogate == "smallcnn" else {})}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed("uc/surrogate-init"))
-            # The head is a SimCLR projection when self-supervised, unused otherwise.
-            model = MODELS.get(p.surrogate)(in_channels=data.channels, num_classes=PROJ_DIM if ssl else 2,
-                                            image_size=int(data.images.shape[-1]), **extra)
+            model = MODELS.get(p.surrogate)(**build)
         if p.surrogate_weights:
-            report = {"source": "weights", **load_surrogate_weights(model, p.surrogate_weights)}
+            report = {"source": "weights", **load_surrogate_weights(model, p.surrogate_weights, arch=p.surrogate)}
         elif ssl:
             losses = train_ssl_surrogate(model, data.images, p.ssl_epochs, p.surrogate_batch_size, p.surrogate_lr,
                                          key.seed("uc/ssl") % (1 << 62), self.device,
@@ -176,7 +184,7 @@ class UnlearnableClusters(Protection):
         model = model.to(self.device).eval()  # frozen surrogate, eval mode (UC Sec. 3.2)
         for q in model.parameters():
             q.requires_grad_(False)
-        return model, report
+        return model, report, surrogate_spec(model, p.surrogate, build, p.surrogate_weights)
 
     @torch.no_grad()
     def _features(self, model: Classifier, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
