@@ -134,7 +134,9 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
             "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
-            "verdict": v, "reason": why, "recipe": asdict(recipe)}
+            "verdict": v, "reason": why, "recipe": asdict(recipe),
+            # per-epoch curves and times, so a report can draw the verification without training again
+            "curves": r["curves"], "wall_s": r["wall_s"]}
 
 
 def _search(ds: ImageSet, algo: Protection, refit: Refit, recipe: Recipe, chance: float,
