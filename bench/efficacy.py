@@ -48,13 +48,15 @@ BATCH, LR = 32, 0.05  # small batches: enough SGD steps on the 2,000-image train
 
 
 def method_rows(method: str, eps_list: Sequence[float], victim: str) -> list[float | None]:
-    """The budgets one method runs at: every ``eps`` if its parameters have one, else a single row (None)."""
-    fields = {f.name for f in dataclasses.fields(METHODS.get(method).Params)}
+    """The budgets one method runs at: every ``eps`` if its parameters have one, else a single row (None) at its
+    defaults. A method whose default ``eps`` is 0 (unbounded, e.g. the published ``cuda``) gets both."""
+    fields = {f.name: f for f in dataclasses.fields(METHODS.get(method).Params)}
     if "eps" not in fields:
         return [None]
+    default_row: list[float | None] = [None] if fields["eps"].default == 0 else []
     if victim != "smallcnn":
-        return [e for e in eps_list if math.isclose(e, RESNET_EPS)]
-    return list(eps_list)
+        return default_row + [e for e in eps_list if math.isclose(e, RESNET_EPS)]
+    return default_row + list(eps_list)
 
 
 def stratified_subset(ds: ImageSet, n: int, seed: int) -> ImageSet:

@@ -36,7 +36,8 @@ def test_rows_per_method_and_victim(bench):
     assert bench.method_rows("random", eps, "smallcnn") == eps
     assert bench.method_rows("random", eps, "resnet18") == [8 / 255]
     assert bench.method_rows("ops", eps, "smallcnn") == [None]  # no eps parameter: one row at its defaults
-    assert bench.method_rows("cuda", eps, "resnet18") == [None]
+    # cuda is unbounded by default (eps=0): the published row plus its budgeted variant
+    assert bench.method_rows("cuda", eps, "resnet18") == [None, 8 / 255]
 
 
 def test_quick_run_json_and_table(bench, tmp_path, capsys):
