@@ -65,6 +65,7 @@ def test_ops_colour_is_the_extreme_far_from_the_class_mean():
     assert (METHODS.get("ops")().fit(bright, Key.from_seed(0)).colour == 0).all()
 
 
+@pytest.mark.slow  # ~30 s; tiles' efficacy test covers the synthetic-shortcut path by default
 def test_lsp_lowers_victim_accuracy():
     base = clean_acc()
     acc = protected_acc("lsp", eps=16 / 255)

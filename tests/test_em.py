@@ -131,6 +131,7 @@ def test_em_samplewise_lowers_victim_accuracy_fast():
     assert base > 0.75 and acc < base - 0.12, (base, acc)
 
 
+@pytest.mark.slow  # ~35 s under load; the two EM efficacy tests stay in the default suite
 def test_em_samplewise_eval_mode_surrogate_is_weaker():
     """The batch-norm fix matters: the same schedule against the eval-mode surrogate protects less."""
     fixed, old = _short_samplewise("batch"), _short_samplewise("eval")

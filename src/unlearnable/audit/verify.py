@@ -26,7 +26,7 @@ import torch
 from ..data import ImageSet
 from ..data.quality import psnr
 from ..errors import UserError
-from ..log import log
+from ..log import log, progress_enabled
 from ..models import MODELS
 from ..protect.base import Protection, eps_levels
 from ..train.defenses import parse_defense
@@ -96,7 +96,8 @@ def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str,
 def _measure(ds: ImageSet, protected: ImageSet, recipe: Recipe, device: str,
              clean_result: dict[str, Any] | None) -> dict[str, Any]:
     aug = [parse_defense(VERIFY_AUG)]
-    return evaluate(protected, ds, recipe, device=device, defenses=aug, clean_result=clean_result)
+    return evaluate(protected, ds, recipe, device=device, defenses=aug, clean_result=clean_result,
+                    progress=progress_enabled())
 
 
 def _mean_psnr(ds: ImageSet, protected: ImageSet) -> float | None:
