@@ -12,7 +12,7 @@ import hashlib
 FIXED = {
     # training data / protection methods
     "clean": "#1f77b4", "random": "#bcbd22", "cuda": "#d62728", "em": "#9467bd", "uc": "#8c564b",
-    "beo": "#e377c2", "lsp": "#ff7f0e", "ops": "#17becf",
+    "beo": "#e377c2", "lsp": "#ff7f0e", "ops": "#17becf", "tiles": "#d95f02", "ar": "#1b9e77",
     # forget splits
     "retain": "#2ca02c", "forget": "#d62728", "test": "#1f77b4",
 }
