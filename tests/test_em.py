@@ -112,6 +112,7 @@ def test_bad_params(bad):
         algo.fit(_data(), Key.from_seed(0))
 
 
+@pytest.mark.slow  # ~40 s; the sample-wise EM efficacy test stays in the default suite
 def test_em_classwise_lowers_victim_accuracy():
     base = clean_acc()
     # 3 rounds of 5 steps; measured 46.8% vs 88.0% clean (digits in shuffled order)

@@ -87,7 +87,7 @@ def tile_noise(tiles: torch.Tensor, labels: torch.Tensor, ids: tuple[str, ...], 
 class PeriodicTiles(Protection):
     """Class-wise periodic +-eps tiles at a per-image phase: shift- and flip-robust shortcuts (model-free)."""
 
-    summary = "class-wise periodic sign tiles, robust to crop/flip augmentation (model-free, any image size)"
+    summary = "recommended: class-wise periodic sign tiles, robust to crop/flip (model-free, any size)"
     size_free = True  # the noise is generated at each image's own size
     fit_reads_pixels = False  # fit needs labels, ids and the channel count only
 
