@@ -44,6 +44,7 @@ def _run(args: list[str], cwd: Path, nproc: int) -> subprocess.CompletedProcess:
     return subprocess.run(pre + ["unlearnable", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.slow  # ~22 s; torchrun is covered in the default suite by evaluate, verify and segment
 @pytest.mark.distributed
 def test_torchrun_two_processes_protect_uc_matches_one_process(tmp_path: Path) -> None:
     """Same global batch on 2 ranks as on 1: the same perturbation (up to float rounding), written once."""

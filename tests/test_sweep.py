@@ -106,6 +106,7 @@ def test_sweep_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, change:
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # ~22 s; torchrun is covered in the default suite by evaluate, verify and segment
 @pytest.mark.distributed
 def test_sweep_cell_as_two_process_torchrun_job(tmp_path: Path) -> None:
     f = study(tmp_path, {"protect.batch_size": [8]}, methods={"uc": UC | {"ssl_epochs": 1,
