@@ -67,3 +67,11 @@ def test_verify_needs_two_classes_and_a_test_split(tmp_path, capsys):
     code, _, err = run_cli(["protect", str(notest), "--method", "random", "--out", str(tmp_path / "b"), "--verify"],
                            capsys)
     assert code == 2 and "'test' split" in err and not (tmp_path / "b").exists()
+
+
+def test_target_acc_needs_an_eps_and_says_so_before_any_work(npz_path, tmp_path, capsys):
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", str(npz_path), "--method", "ops", "--out", str(out), "--target-acc", "0.3"],
+                           capsys)
+    assert code == 2 and "method 'ops' has no L-inf budget" in err.strip().splitlines()[-1]
+    assert "verify: training" not in err and not out.exists() and not (tmp_path / "prot.key").exists()

@@ -38,8 +38,9 @@ PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
 MAX_FITS = 6
 VERIFY_AUG = "aug"  # random crop (pad 4) + horizontal flip: the standard recipe a data thief would use
 
-# Re-run the protection with other parameters: overrides -> (protected data, perturbation, method instance).
-Refit = Callable[[dict[str, Any]], tuple[ImageSet, Any, Protection]]
+# Fit the protection ({} = as asked, else with these parameters overridden) and apply it to the training split:
+# overrides -> (data with the protected training split, perturbation, method instance).
+Fit = Callable[[dict[str, Any]], tuple[ImageSet, Any, Protection]]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class VerifyOptions:
             raise UserError(f"--verify-epochs {self.epochs}: must be at least 1")
         if self.victim != "auto":
             MODELS.get(self.victim)
+
+
+def check_searchable(algo: Protection) -> None:
+    """``--target-acc`` searches an L-inf ``eps``; a method without one cannot be searched."""
+    if not hasattr(algo.params, "eps") or getattr(algo.params, "norm", "linf") != "linf":
+        raise UserError(f"--target-acc: method '{algo.name}' has no L-inf budget (eps) to search")
 
 
 def check_verifiable(ds: ImageSet) -> None:
@@ -107,25 +114,31 @@ def _mean_psnr(ds: ImageSet, protected: ImageSet) -> float | None:
     return round(float(finite.mean()), 2) if len(finite) else None
 
 
-def make_review(opts: VerifyOptions) -> Callable[..., tuple[ImageSet, Any, Protection, dict[str, Any]]]:
-    """The callback ``protect_source`` runs after fitting: verify (and search the budget) before anything is
-    written. Returns (protected, perturbation, method, manifest entries)."""
+def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dict[str, Any]]]:
+    """The callback ``protect_source`` runs in place of its own fit: it fits through ``fit`` (once for
+    ``--verify``, once per budget tried for ``--target-acc``), verifies, and returns (perturbation, method,
+    manifest entries) before anything is written. ``review.check(data, method)`` runs on a pixel-free view of the
+    data before any work."""
     opts.validate()
 
-    def review(ds: ImageSet, protected: ImageSet, pert: Any, algo: Protection,
-               refit: Refit) -> tuple[ImageSet, Any, Protection, dict[str, Any]]:
+    def check(ds: ImageSet, algo: Protection) -> None:
         check_verifiable(ds)
+        if opts.target_acc is not None:
+            check_searchable(algo)
+
+    def review(ds: ImageSet, algo: Protection, fit: Fit) -> tuple[Any, Protection, dict[str, Any]]:
         victim = pick_victim(opts, algo)
         recipe = Recipe(model=victim, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed)
         chance = 1.0 / ds.num_classes
         log(f"verify: training a '{victim}' victim for {opts.epochs} epochs (crop/flip augmentation) on the protected "
             f"and on the clean training split")
         if opts.target_acc is None:
+            protected, pert, a = fit({})
             r = _measure(ds, protected, recipe, opts.device, None)
-            return protected, pert, algo, {"verify": _entry(ds, protected, r, recipe, chance, algo)}
-        return _search(ds, algo, refit, recipe, chance, opts)
+            return pert, a, {"verify": _entry(ds, protected, r, recipe, chance, a)}
+        return _search(ds, algo, fit, recipe, chance, opts)
 
-    review.check = check_verifiable  # type: ignore[attr-defined]  # run on the loaded data before any fit
+    review.check = check  # type: ignore[attr-defined]
     return review
 
 
@@ -140,31 +153,30 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "curves": r["curves"], "wall_s": r["wall_s"]}
 
 
-def _search(ds: ImageSet, algo: Protection, refit: Refit, recipe: Recipe, chance: float,
-            opts: VerifyOptions) -> tuple[ImageSet, Any, Protection, dict[str, Any]]:
+def _search(ds: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: float,
+            opts: VerifyOptions) -> tuple[Any, Protection, dict[str, Any]]:
     target = float(opts.target_acc)  # type: ignore[arg-type]
-    if not hasattr(algo.params, "eps") or getattr(algo.params, "norm", "linf") != "linf":
-        raise UserError(f"--target-acc: method '{algo.name}' has no L-inf budget (eps) to search")
     hi = eps_levels(type(algo).max_eps)
     tried: list[dict[str, Any]] = []
     clean: dict[str, Any] | None = None
-    best: tuple[ImageSet, Any, Protection, dict[str, Any]] | None = None
+    best: tuple[Any, Protection, dict[str, Any]] | None = None
 
     def attempt(level: int) -> bool:
         nonlocal clean, best
-        prot, pert, a = refit({"eps": f"{level}/255"})
+        prot, pert, a = fit({"eps": f"{level}/255"})
         r = _measure(ds, prot, recipe, opts.device, clean)
         if clean is None:
             clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
-            if verdict(r["clean_acc"], 0.0, chance)[0] == "invalid":
-                raise UserError(f"--target-acc: {verdict(r['clean_acc'], 0.0, chance)[1]}")
+            learnt, why = verdict(r["clean_acc"], 0.0, chance)
+            if learnt == "invalid":
+                raise UserError(f"--target-acc: {why}")
         ok = r["protected_acc"] <= target
         e = _entry(ds, prot, r, recipe, chance, a)
         tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "psnr": e["psnr"], "met": ok})
         log(f"target {target:.1%}: eps {level}/255 -> protected accuracy {r['protected_acc']:.1%} "
             f"({'met' if ok else 'not met'})")
         if ok:
-            best = (prot, pert, a, e)
+            best = (pert, a, e)
         return ok
 
     if not attempt(hi):
@@ -179,8 +191,8 @@ def _search(ds: ImageSet, algo: Protection, refit: Refit, recipe: Recipe, chance
         else:
             lo = mid
     assert best is not None
-    prot, pert, a, e = best
+    pert, a, e = best
     e["target_acc"] = target
     e["search"] = tried
     log(f"target {target:.1%}: chose eps {hi}/255 (PSNR {e['psnr']} dB) after {len(tried)} fit(s)")
-    return prot, pert, a, {"verify": e}
+    return pert, a, {"verify": e}

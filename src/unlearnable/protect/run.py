@@ -50,7 +50,7 @@ def protect_source(
     resume: bool = False,
     image_format: str = "png",
     work_size: int | None = None,
-    review: Callable[..., tuple[ImageSet, Any, Any, dict[str, Any]]] | None = None,
+    review: Callable[..., tuple[Any, Any, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Run the whole protect job; returns the manifest. Nothing is written if any step fails.
 
@@ -65,10 +65,10 @@ def protect_source(
     checkpoint every epoch into ``.OUT.partial/`` beside the output; ``resume`` continues from there (the key
     of an interrupted run is kept there too, mode 0600, until the output is complete).
 
-    ``review(data, protected, perturbation, method, refit)`` (``--verify``/``--target-acc``, built by
-    :mod:`unlearnable.audit.verify`) runs on every rank after the fit and before anything is written, on every
-    split at the working size; it may replace the protection (``refit(overrides)`` re-fits with other parameters)
-    and returns manifest entries.
+    ``review(data, method, fit)`` (``--verify``/``--target-acc``, built by :mod:`unlearnable.audit.verify`) runs on
+    every rank in place of the plain fit, on every split at the working size: it fits through ``fit(overrides)``
+    (``{}``: as asked; e.g. ``{"eps": ...}`` for a budget search), verifies, and returns the perturbation and method
+    to write plus manifest entries. ``review.check(data, method)`` runs on a pixel-free view before any work.
     """
     out = Path(out)
     cls = METHODS.get(method)
@@ -87,9 +87,10 @@ def protect_source(
     split_list = cat.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
     algo = cls(params=p, device=device, progress=progress)
     # validate before any work or any file (a parked key included), on a view without pixels
-    target = select(cat.imageset(size=(1, 1), pixels=False), algo, split_list).tolist()
+    shapes = cat.imageset(size=(1, 1), pixels=False)
+    target = select(shapes, algo, split_list).tolist()
     if review is not None and hasattr(review, "check"):
-        review.check(cat.imageset(size=(1, 1), pixels=False))
+        review.check(shapes, algo)
     hw = working_size([cat.sizes[i] for i in target], size, work_size)
     n_target = len(target)
     checkpoints = hasattr(cls, "checkpoint_dir")
@@ -102,10 +103,11 @@ def protect_source(
         if resume and work.is_dir():
             say(f"resuming from checkpoints in {work}")
     try:
-        pert = algo.fit(cat.imageset(target, size=hw, pixels=algo.fit_reads_pixels), key)
         extra: dict[str, Any] = {}
-        if review is not None:
-            pert, algo, extra = _review(review, cat, target, hw, algo, pert, key, params or {})
+        if review is None:
+            pert = algo.fit(cat.imageset(target, size=hw, pixels=algo.fit_reads_pixels), key)
+        else:
+            pert, algo, extra = _review(review, cat, target, hw, algo, key, params or {})
             p = algo.params
     except UserError:
         if D.is_main():  # bad input: leave nothing behind (an interruption keeps its checkpoints for --resume)
@@ -130,25 +132,23 @@ def protect_source(
 
 
 def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tuple[int, int], algo: Any,
-            pert: Any, key: Key, params: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
-    """Hand the fitted protection to ``review`` on an in-memory view of every split at the working size (victims
-    need one size); returns the (possibly re-fitted) perturbation, method and manifest entries."""
+            key: Key, params: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Run ``review`` on an in-memory view of every split at the working size (victims need one size; it is decoded
+    once and also serves the fits); returns the perturbation and method to write, and manifest entries."""
     import torch
 
     view = cat.imageset(size=hw)
     idx = torch.tensor(target, dtype=torch.long)
     cls = type(algo)
 
-    def protected(a: Any, pe: Any) -> ImageSet:
-        return view.with_images(a.apply(view.subset(idx), pe), idx)
+    def fit(overrides: Mapping[str, Any]) -> tuple[ImageSet, Any, Any]:
+        a = algo if not overrides else cls(params=make_params(cls, {**params, **overrides}), device=algo.device,
+                                           progress=algo.progress)
+        train = view.subset(idx)
+        pe = a.fit(train if a.fit_reads_pixels else cat.imageset(target, size=hw, pixels=False), key)
+        return view.with_images(a.apply(train, pe), idx), pe, a
 
-    def refit(overrides: Mapping[str, Any]) -> tuple[ImageSet, Any, Any]:
-        a = cls(params=make_params(cls, {**params, **overrides}), device=algo.device, progress=algo.progress)
-        pe = a.fit(view.subset(idx) if a.fit_reads_pixels else cat.imageset(target, size=hw, pixels=False), key)
-        return protected(a, pe), pe, a
-
-    _, pert, algo, extra = review(view, protected(algo, pert), pert, algo, refit)
-    return pert, algo, extra
+    return review(view, algo, fit)
 
 
 def partial_dir(out: Path) -> Path:
