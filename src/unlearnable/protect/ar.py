@@ -20,7 +20,6 @@ class coefficients and a per-purpose seed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -29,8 +28,8 @@ import torch.nn.functional as F
 from ..data.imageset import ImageSet
 from ..errors import UserError
 from . import _gradient as G
-from .base import METHODS, Protection, add_within_linf, require_labels
-from .keys import Key
+from .base import METHODS, Protection, add_within_linf, require_fitted, require_labels
+from .keys import Key, sample_seed
 
 WINDOW = 3
 MIN_RESPONSE = 0.3  # matched filters of other classes must respond at least this much (unit-std signals)
@@ -109,12 +108,6 @@ def _run(coeffs: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def sample_seed(seed: int, sample_id: str) -> int:
-    """A per-sample seed derived from the secret seed and the sample id (stable across runs and processes)."""
-    h = hashlib.sha256(f"{seed}\0{sample_id}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
-
-
 @METHODS.register("ar")
 class Autoregressive(Protection):
     """Class-wise AR processes, a fresh realisation per image, within an L-inf or L2 budget (model-free)."""
@@ -141,9 +134,7 @@ class Autoregressive(Protection):
 
     def noise(self, data: ImageSet, filters: ARFilters) -> torch.Tensor:
         """Float perturbation ``(N, C, H, W)`` in [0, 1] units, within the budget before quantisation."""
-        if int(data.labels.max()) >= filters.coeffs.shape[0] or data.channels != filters.coeffs.shape[1]:
-            raise UserError(f"labels/channels: the AR filters were fitted for {filters.coeffs.shape[0]} classes "
-                            f"and {filters.coeffs.shape[1]} channel(s)")
+        require_fitted(data, filters.coeffs.shape[0], filters.coeffs.shape[1], "AR filters")
         h, w = data.size
         out = torch.empty(data.images.shape, dtype=torch.float32)
         for s in range(0, len(data), CHUNK):

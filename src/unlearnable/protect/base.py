@@ -114,6 +114,13 @@ def require_labels(method: str, data: ImageSet) -> None:
         raise UserError(f"method '{method}' needs at least 2 classes, found {data.num_classes}")
 
 
+def require_fitted(data: ImageSet, num_classes: int, channels: int, what: str) -> None:
+    """``data`` must hold only classes and a channel count that the class-wise perturbation ``what`` was fitted for."""
+    if len(data) and (int(data.labels.max()) >= num_classes or data.channels != channels):
+        raise UserError(f"labels/channels: the {what} were fitted for {num_classes} classes and {channels} "
+                        f"channel(s)")
+
+
 def select(data: ImageSet, algo: Protection, splits: str | Sequence[str]) -> torch.Tensor:
     """Indices of the samples to protect; checks the splits exist and (for label-using methods) every class has
     samples there."""

@@ -68,6 +68,13 @@ class Key:
         return torch.Generator().manual_seed(self.seed(purpose))
 
 
+def sample_seed(seed: int, sample_id: str) -> int:
+    """A 63-bit per-sample seed from a secret per-purpose ``seed`` (:meth:`Key.seed`) and a sample id: stable across
+    runs, processes and subsets, so a sample's noise never depends on which other samples are protected with it."""
+    h = hashlib.sha256(f"{seed}\0{sample_id}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
 def save_key(key: Key, path: str | os.PathLike) -> Path:
     """Write a key file readable by its owner only (0600), created atomically with those permissions."""
     path = Path(path)

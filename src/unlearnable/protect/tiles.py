@@ -16,15 +16,15 @@ image per class, ``apply`` is pure and works at any image size, and nothing per 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 
 from ..data.imageset import ImageSet
 from ..errors import UserError
-from .base import METHODS, Protection, add_within_linf, require_labels
-from .keys import Key
+from . import _gradient as G
+from .base import METHODS, Protection, add_within_linf, require_fitted, require_labels
+from .keys import Key, sample_seed
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator,
 
 
 def _phase(seed: int, sample_id: str, period: int) -> tuple[int, int]:
-    h = hashlib.sha256(f"{seed}\0{sample_id}".encode()).digest()
-    return h[0] % period, h[1] % period
+    s = sample_seed(seed, sample_id)
+    return (s & 0xFF) % period, ((s >> 8) & 0xFF) % period
 
 
 def tile_noise(tiles: torch.Tensor, labels: torch.Tensor, ids: tuple[str, ...], seed: int,
@@ -97,8 +97,7 @@ class PeriodicTiles(Protection):
         period: int = 0  # tile side in pixels; 0 = auto: 2 for colour images, 4 for grey ones (docs/methods.md)
 
         def validate(self) -> None:
-            if not 0 < self.eps <= 1:
-                raise UserError(f"--param eps={self.eps}: must be in (0, 1] (e.g. 8/255)")
+            G.check_budget(self.eps, "linf")
             if self.period != 0 and not 2 <= self.period <= 16:
                 raise UserError(f"--param period={self.period}: must be 0 (auto) or in 2..16 pixels")
 
@@ -121,8 +120,6 @@ class PeriodicTiles(Protection):
 
     def apply(self, data: ImageSet, perturbation: TileCodes) -> torch.Tensor:
         t = perturbation.tiles
-        if len(data) and (int(data.labels.max()) >= t.shape[0] or data.channels != t.shape[1]):
-            raise UserError(f"labels/channels: the tiles were fitted for {t.shape[0]} classes and {t.shape[1]} "
-                            f"channel(s)")
+        require_fitted(data, t.shape[0], t.shape[1], "tiles")
         noise = tile_noise(t, data.labels, data.ids, perturbation.seed, data.size)
         return add_within_linf(data.images, noise * self.params.eps, self.params.eps)
