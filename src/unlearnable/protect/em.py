@@ -28,11 +28,20 @@ from ..data.imageset import ImageSet
 from ..errors import UserError
 from ..log import log
 from ..models import MODELS
+from ..perturbation import random_crop_flip
 from ..registry import look_up_option
 from . import _gradient as G
 from .base import METHODS, Protection
 from .keys import Key
 from .noise import NoiseTable
+from .tiles import PeriodicTiles, tile_noise
+
+
+def tile_start(data: ImageSet, key: Key, eps: float) -> torch.Tensor:
+    """The float noise ``(N, C, H, W)`` that ``tiles`` at ``eps`` adds with the same key (before clipping)."""
+    tiles = PeriodicTiles(eps=eps)
+    codes = tiles.fit(data, key)
+    return tile_noise(codes.tiles, data.labels, data.ids, codes.seed, data.size) * eps
 
 
 @METHODS.register("em")
@@ -58,12 +67,22 @@ class ErrorMinimisingNoise(Protection):
         bn: str = "batch"  # batch | eval: batch-norm statistics of the surrogate while the noise is optimised
         batch_size: int = 128
         lr: float = 0.1
+        init: str = "random"  # random | tiles: start from the class tiles of `tiles` (sample-wise only)
+        augment: int = 0  # crop padding of the keyed crop/flip applied in both min steps (0: none)
+        saturate: bool = False  # L-inf only: push every pixel's noise to +-eps along its sign after the descent
 
         def validate(self) -> None:
             G.check_budget(self.eps, self.norm, self.step_size)
             MODELS.get(self.surrogate)  # unknown name -> "did you mean"
             look_up_option(self.mode, ("samplewise", "classwise"), "--param mode")
             look_up_option(self.bn, ("batch", "eval"), "--param bn")
+            look_up_option(self.init, ("random", "tiles"), "--param init")
+            if self.init == "tiles" and self.mode != "samplewise":
+                raise UserError("--param init=tiles: needs mode=samplewise (each image has its own tile phase)")
+            if self.saturate and self.norm != "linf":
+                raise UserError("--param saturate=true: needs norm=linf")
+            if not 0 <= self.augment <= 16:
+                raise UserError(f"--param augment={self.augment}: crop padding must be in 0..16 (0: none)")
             G.check_positive(train_steps=self.train_steps, pgd_steps=self.pgd_steps, max_outer=self.max_outer,
                              batch_size=self.batch_size, lr=self.lr)
             if self.min_rounds < 0:
@@ -80,16 +99,20 @@ class ErrorMinimisingNoise(Protection):
         # Per-sample (N, C, H, W) or per-class (K, C, H, W) noise, random start inside the ball (sample-wise: also
         # inside [0, 1], so the part of the start that saturated pixels would clip is not carried along).
         delta = G.random_start((rows, *x.shape[1:]), p.eps, p.norm, g).to(dev)
+        if p.init == "tiles":
+            delta = tile_start(data, key, p.eps).to(dev)
         if p.mode == "samplewise":
             delta = G.project(delta, p.eps, p.norm, x)
         model = G.make_surrogate(p.surrogate, data, key, "em/surrogate", dev)
+        g_aug = key.generator("em/augment")
+        self._transform = (lambda xb: random_crop_flip(xb, p.augment, True, g_aug)) if p.augment else None
         trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"))
         alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
         row_of = (lambda idx: y[idx]) if p.mode == "classwise" else (lambda idx: idx.to(dev))
         g_order = key.generator("em/order")
         self.rounds = 0
         for outer in range(p.max_outer):
-            trainer.train(x, y, p.train_steps, delta, row_of)  # min over theta
+            trainer.train(x, y, p.train_steps, delta, row_of, self._transform)  # min over theta
             # bn="batch": descend against the network that is being trained (batch statistics), not its eval-mode
             # twin, whose running statistics lag far behind in the first rounds (10% accuracy: chance).
             # Shuffled batches, as in training: data sorted by class would otherwise give one-class batches, whose
@@ -103,6 +126,10 @@ class ErrorMinimisingNoise(Protection):
                 log(f"em round {outer + 1}: surrogate accuracy on perturbed data {acc:.3f}")
             if acc >= p.stop_acc and outer + 1 >= p.min_rounds:  # the paper's stopping rule
                 break
+        if p.saturate:  # spend the whole budget: the descent leaves most pixels well inside the cube
+            delta = torch.sign(delta) * p.eps
+            if p.mode == "samplewise":
+                delta = G.project(delta, p.eps, p.norm, x)
         return G.make_table(delta, p.eps, p.norm, p.mode, data)
 
     def _minimise_noise(self, model, x, y, delta, row_of, alpha, batches) -> torch.Tensor:
@@ -115,15 +142,20 @@ class ErrorMinimisingNoise(Protection):
                 if p.mode == "classwise":
                     # Class noise is shared: the gradient w.r.t. delta[k] sums over the batch's samples of class k.
                     d = delta.clone().requires_grad_(True)
-                    loss = F.cross_entropy(model((xb + d[rb]).clamp(0, 1)), yb)
+                    loss = F.cross_entropy(model(self._view(xb + d[rb])), yb)
                     (grad,) = torch.autograd.grad(loss, d)
                     delta = G.project(G.step(delta, -grad, alpha, p.norm), p.eps, p.norm)
                 else:
                     d = delta[rb].clone().requires_grad_(True)
-                    loss = F.cross_entropy(model((xb + d).clamp(0, 1)), yb)
+                    loss = F.cross_entropy(model(self._view(xb + d)), yb)
                     (grad,) = torch.autograd.grad(loss, d)
                     delta[rb] = G.project(G.step(d.detach(), -grad, alpha, p.norm), p.eps, p.norm, xb)
         return delta
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        """What the surrogate sees of a perturbed batch: clipped to [0, 1], then augmented if ``augment`` is on."""
+        x = x.clamp(0, 1)
+        return self._transform(x) if self._transform is not None else x
 
     def apply(self, data: ImageSet, perturbation: NoiseTable) -> torch.Tensor:
         return G.apply_table(data, perturbation)
