@@ -1,0 +1,177 @@
+"""Efficacy sweep on one accelerator: many (dataset, victim, protection) jobs in parallel worker processes.
+
+Small victims (32 px, 2,000 images) leave a large GPU idle, so this runner keeps several trainings in flight on the
+same device and writes one JSON line per finished job. It complements ``bench/efficacy.py`` (one job at a time,
+Markdown table): the same built-in datasets, crop/flip augmentation (digits: crop only) and clean test splits, with
+victim recipes long enough to converge on clean data (``VICTIMS``). A machine without the datasets' source packages
+(nilearn) runs it from files written by ``export`` on a machine that has them.
+
+    python bench/efficacy_sweep.py export DATA_DIR
+    python bench/efficacy_sweep.py run --data DATA_DIR --grid gpu1 --workers 8 --budget-s 330 --out rows.jsonl
+    python bench/efficacy_sweep.py table rows.jsonl          # Markdown, one row per job
+
+Jobs are ordered most important first; a job still queued when ``--budget-s`` runs out is skipped (the JSON lines
+say which ran). Each job: the protection is fitted with key ``7 + seed`` on the training split (ids ``000000``..),
+a victim is trained from scratch, and its final-epoch accuracy on the clean test split is reported with the best
+epoch's, the train accuracy, PSNR of the protected training images and the fit/train seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DATASETS = ("mni-tissue", "textures", "mnist5k")
+VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
+           "resnet18": {"epochs": 40, "batch_size": 64, "lr": 0.05}}
+AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
+E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
+TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
+
+
+def grid(name: str) -> list[tuple[str, str, str, int]]:
+    """The named job lists that were run (docs/benchmarks.md cites them by name)."""
+    if name == "gpu1":
+        first = ["clean", "tiles", TILE_EM, "ar", "em", "em,augment=4"]
+        second = ["tiles,period=3", "tiles,period=4", "em,init=tiles,min_rounds=5", "random", "lsp", "ops",
+                  f"cuda,eps={E8}", f"tiles,eps={E4}", f"tiles,eps={E16}", f"{TILE_EM},eps={E4}"]
+        jobs = [(d, v, s, 0) for specs in (first, second) for v in ("resnet18", "smallcnn") for d in DATASETS
+                for s in specs]
+        return jobs + [(d, v, "tiles,period=2", 0) for v in ("resnet18", "smallcnn") for d in DATASETS[::2]]
+    if name == "gpu2":
+        specs = [f"{TILE_EM},saturate=true", f"{TILE_EM},surrogate=resnet18",
+                 f"{TILE_EM},surrogate=resnet18,saturate=true", "em,augment=4,min_rounds=5,surrogate=resnet18"]
+        return [(d, v, s, 0) for v in ("resnet18", "smallcnn") for s in specs for d in DATASETS]
+    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2)")
+
+
+def export(out: Path) -> None:
+    from unlearnable.data import load
+    out.mkdir(parents=True, exist_ok=True)
+    for name in DATASETS:
+        ds = load(name)
+        tr, te = ds.split("train"), ds.split("test")
+        torch.save({"tr": (tr.images, tr.labels, ds.classes), "te": (te.images, te.labels)}, out / f"{name}.pt")
+        print(f"{out / name}.pt: {len(tr)} train, {len(te)} test", file=sys.stderr)
+
+
+def _load(data_dir: str, name: str):
+    from unlearnable.data import ImageSet
+    d = torch.load(Path(data_dir) / f"{name}.pt")
+    im, lab, cls = d["tr"]
+    tr = ImageSet(im, lab, tuple(f"{i:06d}" for i in range(len(lab))), ("train",) * len(lab), tuple(cls))
+    return tr, *d["te"]
+
+
+def run_job(job: tuple[str, str, str, int], data_dir: str, device: str, cache: dict) -> dict[str, Any]:
+    from unlearnable.data.quality import psnr
+    from unlearnable.protect import METHODS, Key
+    from unlearnable.train.defenses import parse_defense
+    from unlearnable.train.loop import Recipe, train_classifier
+    name, victim, spec, seed = job
+    if name not in cache:
+        cache[name] = _load(data_dir, name)
+    tr, te_im, te_lab = cache[name]
+    t = time.time()
+    if spec == "clean":
+        imgs = tr.images
+    else:
+        method, *kv = spec.split(",")
+        algo = METHODS.get(method)(**dict(x.split("=", 1) for x in kv))
+        algo.device = device
+        imgs = algo.apply(tr, algo.fit(tr, Key.from_seed(7 + seed)))
+    fit_s = time.time() - t
+    aug = parse_defense(AUG.get(name, "aug:4")).hook(tr.num_classes)
+    recipe = Recipe(model=victim, seed=seed, **VICTIMS[victim])
+    _, h = train_classifier(imgs, tr.labels, tr.num_classes, recipe, device=device,
+                            eval_sets={"test": (te_im, te_lab)}, hooks=[aug])
+    chance = float(torch.bincount(te_lab).max()) / len(te_lab)
+    return {"data": name, "victim": victim, "spec": spec, "seed": seed, "chance": round(chance, 4),
+            "test": round(h.epochs[-1]["test_acc"], 4), "best_test": round(max(e["test_acc"] for e in h.epochs), 4),
+            "train": round(h.epochs[-1]["train_acc"], 4), "curve": [round(e["test_acc"], 3) for e in h.epochs][::5],
+            "psnr": None if spec == "clean" else float(psnr(tr.images, imgs).clamp(max=99).mean()),
+            "fit_s": round(fit_s, 1), "train_s": round(time.time() - t - fit_s, 1)}
+
+
+def _worker(q, out_path: str, deadline: float, wid: int, data_dir: str, device: str) -> None:
+    torch.set_num_threads(2)
+    cache: dict = {}
+    while time.time() < deadline:
+        try:
+            job = q.get_nowait()
+        except Exception:  # queue empty
+            return
+        try:
+            row = run_job(job, data_dir, device, cache)
+        except Exception as e:  # one failed job must not stop the sweep; its line says why
+            row = {"job": list(job), "error": repr(e), "traceback": traceback.format_exc()[-800:]}
+        row["worker"] = wid
+        with open(out_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row)[:300], flush=True)
+
+
+def run(a: argparse.Namespace) -> None:
+    import torch.multiprocessing as mp
+    jobs = grid(a.grid)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    for j in jobs:
+        q.put(j)
+    deadline = time.time() + a.budget_s
+    procs = [ctx.Process(target=_worker, args=(q, a.out, deadline, i, a.data, a.device)) for i in range(a.workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=max(1.0, deadline - time.time() + 60))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    print(json.dumps({"grid": a.grid, "jobs": len(jobs), "workers": a.workers, "device": a.device,
+                      "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
+                      "wall_s": round(time.time() - deadline + a.budget_s, 1)}))
+
+
+def table(path: str) -> str:
+    rows = [json.loads(x) for x in open(path) if x.strip()]
+    rows = sorted((r for r in rows if "error" not in r), key=lambda r: (r["data"], r["victim"], r["spec"] != "clean"))
+    lines = ["| dataset | victim | protection | clean-test % (final) | best epoch % | train % | PSNR dB | fit s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ps = "—" if r["psnr"] is None else f"{r['psnr']:.1f}"
+        lines.append(f"| {r['data']} | {r['victim']} | `{r['spec']}` | {100 * r['test']:.1f} | "
+                     f"{100 * r['best_test']:.1f} | {100 * r['train']:.1f} | {ps} | {r['fit_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("export").add_argument("dir", type=Path)
+    r = sub.add_parser("run")
+    r.add_argument("--data", required=True)
+    r.add_argument("--grid", default="gpu1")
+    r.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    r.add_argument("--budget-s", type=float, default=330.0)
+    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    r.add_argument("--out", required=True)
+    sub.add_parser("table").add_argument("rows")
+    a = ap.parse_args(argv)
+    if a.cmd == "export":
+        export(a.dir)
+    elif a.cmd == "run":
+        run(a)
+    else:
+        print(table(a.rows), end="")
+
+
+if __name__ == "__main__":
+    main()
