@@ -42,7 +42,7 @@ SIZES = {
     "full": {"images": 10240, "image_size": 32, "batch": 256, "em_images": 4096, "surrogate": "resnet18",
              "em_train_steps": 10, "em_pgd_steps": 20, "seg_subjects": 16, "seg_volume": 96, "seg_patch": 64,
              "seg_width": 64},
-    "quick": {"images": 16, "image_size": 16, "batch": 8, "em_images": 16, "surrogate": "smallcnn",
+    "quick": {"images": 8, "image_size": 8, "batch": 4, "em_images": 8, "surrogate": "smallcnn",
               "em_train_steps": 2, "em_pgd_steps": 2, "seg_subjects": 2, "seg_volume": 16, "seg_patch": 16,
               "seg_width": 4},
 }
