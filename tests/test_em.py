@@ -105,7 +105,9 @@ def test_batch_statistics_mode_leaves_running_statistics_alone():
 
 
 @pytest.mark.parametrize("bad", [{"mode": "pixelwise"}, {"eps": "0"}, {"stop_acc": "1.5"}, {"surrogate": "resnet"},
-                                 {"bn": "frozen"}, {"min_rounds": "-1"}])
+                                 {"bn": "frozen"}, {"min_rounds": "-1"},
+                                 {"init": "zeros"}, {"init": "tiles", "mode": "classwise"}, {"augment": "17"},
+                                 {"saturate": "true", "norm": "l2"}])
 def test_bad_params(bad):
     with pytest.raises(UserError):
         algo = METHODS.get("em")(**bad)
@@ -113,6 +115,22 @@ def test_bad_params(bad):
 
 
 @pytest.mark.slow  # ~40 s; the sample-wise EM efficacy test stays in the default suite
+def test_tiles_start_augment_and_saturate():
+    """init=tiles starts from the tiles method's noise (same key); augment is keyed (same key, same bytes);
+    saturate spends the whole budget wherever clipping allows."""
+    data = _data(value=128)
+    key = Key.from_seed(3)
+    tiles = METHODS.get("tiles")()
+    tile_noise = tiles.apply(data, tiles.fit(data, key)).int() - 128
+    start = METHODS.get("em")(init="tiles", **{**TINY, "pgd_steps": 1, "step_size": 1 / 255})
+    delta = start.apply(data, start.fit(data, key)).int() - 128
+    assert (torch.sign(delta) == torch.sign(tile_noise)).float().mean() > 0.8  # one small step from the tiles
+    sat = METHODS.get("em")(init="tiles", augment=2, saturate=True, **TINY)
+    a = sat.apply(data, sat.fit(data, key))
+    assert torch.equal(a, sat.apply(data, sat.fit(data, key)))
+    assert ((a.int() - 128).abs() == 8).all()  # mid-grey images: nothing clips, every pixel at +-8/255
+
+
 def test_em_classwise_lowers_victim_accuracy():
     base = clean_acc()
     # 3 rounds of 5 steps; measured 46.8% vs 88.0% clean (digits in shuffled order)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,20 @@ def project(delta: torch.Tensor, eps: float, norm: str, x: torch.Tensor | None =
     if x is not None:
         delta = (x + delta).clamp(0.0, 1.0) - x
     return delta
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator | None = None) -> torch.Tensor:
+    """Zero-pad ``(B, C, H, W)`` by ``pad``, crop back to ``(H, W)`` at a random offset per image, flip half
+    horizontally. Differentiable in ``x`` (an indexing op), so protections can optimise through it (EOT);
+    ``g`` (CPU generator) makes the draws reproducible from a key, else the global RNG is used."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    rows = (oy[:, None] + torch.arange(h)).to(x.device)
+    cols = (ox[:, None] + torch.arange(w)).to(x.device)
+    if flip:
+        cols = torch.where((torch.rand(b, generator=g) < 0.5).to(x.device)[:, None], cols.flip(1), cols)
+    n = torch.arange(b, device=x.device)
+    return xp[n[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+              rows[:, None, :, None], cols[:, None, None, :]]

@@ -121,10 +121,12 @@ class SurrogateTrainer:
         self.stream = index_batches(n, batch_size, g)
 
     def train(self, x: torch.Tensor, y: torch.Tensor, steps: int, delta: torch.Tensor | None = None,
-              row_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+              row_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """``steps`` SGD steps on ``x`` ``(N, C, H, W)``, labels ``y`` ``(N,)``, perturbed by ``delta`` if given.
 
-        ``delta`` has one row per sample, or per ``row_of(idx)`` (e.g. the labels, for class-wise noise).
+        ``delta`` has one row per sample, or per ``row_of(idx)`` (e.g. the labels, for class-wise noise);
+        ``transform`` (e.g. a keyed crop/flip) is applied to each perturbed batch, as a victim's augmentation is.
         """
         self.model.train()
         for _ in range(steps):
@@ -132,6 +134,8 @@ class SurrogateTrainer:
             xb = x[idx]
             if delta is not None:
                 xb = (xb + delta[row_of(idx) if row_of is not None else idx]).clamp(0.0, 1.0)
+            if transform is not None:
+                xb = transform(xb)
             with P.autocast(self.device, self.precision):
                 loss = F.cross_entropy(self.model(xb).float(), y[idx])
             self.stepper.step(loss)

@@ -19,7 +19,8 @@ rounds on MNIST), and noise fitted to it barely transfers (docs/methods.md has t
 Under torchrun the sample-wise noise pass is sharded: every rank draws the same batches from the key, runs the
 surrogate's SGD steps (identical on every rank), and perturbs only its round-robin share of the batches; the rows
 are then gathered, so every rank holds the same noise as one process would (``tests/test_gpu_paths.py``).
-Class-wise noise is shared by all batches of a class and updated batch after batch, so it is not sharded.
+Class-wise noise is shared by all batches of a class and updated batch after batch, and ``augment`` draws its
+crops from one key stream batch after batch, so those two run whole on every rank instead.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..data.imageset import ImageSet
 from ..errors import UserError
 from ..log import log
 from ..models import MODELS
+from ..perturbation import random_crop_flip
 from ..registry import look_up_option
 from ..runtime import distributed as D
 from ..runtime import precision as P
@@ -40,6 +42,14 @@ from . import _gradient as G
 from .base import METHODS, Protection
 from .keys import Key
 from .noise import NoiseTable
+from .tiles import PeriodicTiles, tile_noise
+
+
+def tile_start(data: ImageSet, key: Key, eps: float) -> torch.Tensor:
+    """The float noise ``(N, C, H, W)`` that ``tiles`` at ``eps`` adds with the same key (before clipping)."""
+    tiles = PeriodicTiles(eps=eps)
+    codes = tiles.fit(data, key)
+    return tile_noise(codes.tiles, data.labels, data.ids, codes.seed, data.size) * eps
 
 
 @METHODS.register("em")
@@ -65,12 +75,22 @@ class ErrorMinimisingNoise(Protection):
         bn: str = "batch"  # batch | eval: batch-norm statistics of the surrogate while the noise is optimised
         batch_size: int = 128
         lr: float = 0.1
+        init: str = "random"  # random | tiles: start from the class tiles of `tiles` (sample-wise only)
+        augment: int = 0  # crop padding of the keyed crop/flip applied in both min steps (0: none)
+        saturate: bool = False  # L-inf only: push every pixel's noise to +-eps along its sign after the descent
 
         def validate(self) -> None:
             G.check_budget(self.eps, self.norm, self.step_size)
             MODELS.get(self.surrogate)  # unknown name -> "did you mean"
             look_up_option(self.mode, ("samplewise", "classwise"), "--param mode")
             look_up_option(self.bn, ("batch", "eval"), "--param bn")
+            look_up_option(self.init, ("random", "tiles"), "--param init")
+            if self.init == "tiles" and self.mode != "samplewise":
+                raise UserError("--param init=tiles: needs mode=samplewise (each image has its own tile phase)")
+            if self.saturate and self.norm != "linf":
+                raise UserError("--param saturate=true: needs norm=linf")
+            if not 0 <= self.augment <= 16:
+                raise UserError(f"--param augment={self.augment}: crop padding must be in 0..16 (0: none)")
             G.check_positive(train_steps=self.train_steps, pgd_steps=self.pgd_steps, max_outer=self.max_outer,
                              batch_size=self.batch_size, lr=self.lr)
             if self.min_rounds < 0:
@@ -87,9 +107,13 @@ class ErrorMinimisingNoise(Protection):
         # Per-sample (N, C, H, W) or per-class (K, C, H, W) noise, random start inside the ball (sample-wise: also
         # inside [0, 1], so the part of the start that saturated pixels would clip is not carried along).
         delta = G.random_start((rows, *x.shape[1:]), p.eps, p.norm, g).to(dev)
+        if p.init == "tiles":
+            delta = tile_start(data, key, p.eps).to(dev)
         if p.mode == "samplewise":
             delta = G.project(delta, p.eps, p.norm, x)
         model = G.make_surrogate(p.surrogate, data, key, "em/surrogate", dev)
+        g_aug = key.generator("em/augment")
+        self._transform = (lambda xb: random_crop_flip(xb, p.augment, True, g_aug)) if p.augment else None
         trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"), dev,
                                      self.accel.precision)
         alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
@@ -97,19 +121,22 @@ class ErrorMinimisingNoise(Protection):
         g_order = key.generator("em/order")
         self.rounds = 0
         for outer in range(p.max_outer):
-            trainer.train(x, y, p.train_steps, delta, row_of)  # min over theta
+            trainer.train(x, y, p.train_steps, delta, row_of, self._transform)  # min over theta
             # bn="batch": descend against the network that is being trained (batch statistics), not its eval-mode
             # twin, whose running statistics lag far behind in the first rounds (10% accuracy: chance).
             # Shuffled batches, as in training: data sorted by class would otherwise give one-class batches, whose
             # batch statistics are nothing like the ones the surrogate is trained with.
             batches = list(torch.randperm(len(x), generator=g_order).to(dev).split(p.batch_size))
-            mine = G.my_batches(batches) if p.mode == "samplewise" else batches
+            # Sharded when every batch is independent: sample-wise noise without augmentation (the keyed crops
+            # are drawn batch after batch from one stream, so they would differ on another rank).
+            sharded = D.world_size() > 1 and p.mode == "samplewise" and not p.augment
+            mine = G.my_batches(batches) if sharded else batches
             with G.bn_mode(model, p.bn):
                 delta = self._minimise_noise(model, x, y, delta, row_of, alpha, mine)  # min over delta
-                if mine is not batches:
+                if sharded:
                     delta = G.gather_batches(delta, batches)
                 correct = _correct(model, x, y, delta, row_of, mine, dev, self.accel.precision)
-            if mine is not batches:  # each rank counted its own batches
+            if sharded:  # each rank counted its own batches
                 correct = int(D.all_reduce_sum(torch.tensor([correct]))[0])
             acc = correct / max(1, len(x))
             self.rounds = outer + 1
@@ -117,6 +144,10 @@ class ErrorMinimisingNoise(Protection):
                 log(f"em round {outer + 1}: surrogate accuracy on perturbed data {acc:.3f}")
             if acc >= p.stop_acc and outer + 1 >= p.min_rounds:  # the paper's stopping rule
                 break
+        if p.saturate:  # spend the whole budget: the descent leaves most pixels well inside the cube
+            delta = torch.sign(delta) * p.eps
+            if p.mode == "samplewise":
+                delta = G.project(delta, p.eps, p.norm, x)
         return G.make_table(delta, p.eps, p.norm, p.mode, data)
 
     def _minimise_noise(self, model, x, y, delta, row_of, alpha, batches) -> torch.Tensor:
@@ -131,16 +162,21 @@ class ErrorMinimisingNoise(Protection):
                     # Class noise is shared: the gradient w.r.t. delta[k] sums over the batch's samples of class k.
                     d = delta.clone().requires_grad_(True)
                     with P.autocast(dev, prec):
-                        loss = F.cross_entropy(model((xb + d[rb]).clamp(0, 1)).float(), yb)
+                        loss = F.cross_entropy(model(self._view(xb + d[rb])).float(), yb)
                     grad = P.input_grad(loss, d, prec)
                     delta = G.project(G.step(delta, -grad, alpha, p.norm), p.eps, p.norm)
                 else:
                     d = delta[rb].clone().requires_grad_(True)
                     with P.autocast(dev, prec):
-                        loss = F.cross_entropy(model((xb + d).clamp(0, 1)).float(), yb)
+                        loss = F.cross_entropy(model(self._view(xb + d)).float(), yb)
                     grad = P.input_grad(loss, d, prec)
                     delta[rb] = G.project(G.step(d.detach(), -grad, alpha, p.norm), p.eps, p.norm, xb)
         return delta
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        """What the surrogate sees of a perturbed batch: clipped to [0, 1], then augmented if ``augment`` is on."""
+        x = x.clamp(0, 1)
+        return self._transform(x) if self._transform is not None else x
 
     def apply(self, data: ImageSet, perturbation: NoiseTable) -> torch.Tensor:
         return G.apply_table(data, perturbation)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..errors import UserError
 from ..params import coerce  # the same string -> typed value rules as --param
-from ..perturbation import project, step
+from ..perturbation import project, random_crop_flip, step
 from ..registry import Registry, did_you_mean
 from ..runtime import distributed as D
 from .loop import BatchHook, Recipe, train_classifier
@@ -207,21 +207,6 @@ class GaussianBlur(Defense):
 
 
 # ---------------------------------------------------------------------------------------------- batch hooks
-def random_crop_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
-    """Zero-pad by ``pad``, crop back to ``(H, W)`` at a random offset per image, flip half horizontally."""
-    b, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,))
-    ox = torch.randint(0, 2 * pad + 1, (b,))
-    rows = (oy[:, None] + torch.arange(h)).to(x.device)
-    cols = (ox[:, None] + torch.arange(w)).to(x.device)
-    if flip:
-        cols = torch.where((torch.rand(b) < 0.5).to(x.device)[:, None], cols.flip(1), cols)
-    n = torch.arange(b, device=x.device)
-    return xp[n[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-              rows[:, None, :, None], cols[:, None, None, :]]
-
-
 @DEFENSES.register("aug")
 class StandardAugmentation(Defense):
     summary = "standard augmentation: random crop (zero padding) and horizontal flip"
