@@ -16,6 +16,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from ..runtime import distributed as D
 from ..utils import write_json
 
 RESULTS = "results.json"
@@ -50,7 +51,8 @@ def run_cells(
     """Run every unfinished cell with ``run(cell, cell_dir)`` and return ``config | results`` rows in cell order.
 
     ``run`` may leave checkpoints in ``cell_dir``; the returned mapping is stored as ``results.json`` (with the
-    cell's config under ``"config"``).
+    cell's config under ``"config"``). Under torchrun every rank runs every cell (the victims train data-parallel);
+    rank 0 alone writes, and the others read its file after a barrier, so all ranks return the same rows.
     """
     keys = list(name_keys) if name_keys is not None else None
     rows = []
@@ -62,7 +64,9 @@ def run_cells(
         else:
             d.mkdir(parents=True, exist_ok=True)
             res = dict(run(cell, d))
-            write_json(d / RESULTS, {"config": cell} | res)
+            if D.is_main():
+                write_json(d / RESULTS, {"config": cell} | res)
+            D.barrier()
         rows.append(load_cell(d))
     return rows
 

@@ -27,6 +27,8 @@ from ..protect.base import protect
 from ..report.audit_figures import heatmap
 from ..report.render import markdown_table
 from ..runtime import checkpoint as CK
+from ..runtime import distributed as D
+from ..runtime.precision import Accel
 from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from .cells import expand_grid, run_cells
@@ -78,7 +80,8 @@ def run_audit(
 
     def protected(method: str) -> ImageSet:
         if method not in cache:
-            cache[method] = _protect_cached(ds, method, dict(methods[method]), key_seed, out / "protected", device)
+            cache[method] = _protect_cached(ds, method, dict(methods[method]), key_seed, out / "protected", device,
+                                            recipe.accel())
         return cache[method]
 
     def run_baseline(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
@@ -99,7 +102,8 @@ def run_audit(
                        clean_result={"acc": b["clean_acc"], "curve": b["curve"], "wall_s": b["wall_s"]},
                        defenses=parsed[cell["defense"]], mix=float(cell["mix"]))
         res["params"] = dict(methods[cell["method"]])
-        for f in cell_dir.glob("*.ckpt"):
+        D.barrier()  # every rank is done with the checkpoints before rank 0 removes them
+        for f in cell_dir.glob("*.ckpt") if D.is_main() else ():
             f.unlink()
         return res
 
@@ -109,7 +113,9 @@ def run_audit(
             c["params"] = json.dumps(dict(methods[c["method"]]), sort_keys=True)
     rows = run_cells(cells, out / "cells", run_method, name_keys=("method", "defense", "mix"))
     rows = mark_validity(base_rows + rows, 1.0 / ds.num_classes)
-    write_summary(rows, out, defenses, recipe)
+    if D.is_main():
+        write_summary(rows, out, defenses, recipe)
+    D.barrier()
     return rows
 
 
@@ -124,17 +130,20 @@ def mark_validity(rows: Sequence[Mapping[str, Any]], chance: float) -> list[dict
 
 
 def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed: int, folder: Path,
-                    device: str) -> ImageSet:
+                    device: str, accel: Accel | None = None) -> ImageSet:
     """Protect the training split once; the protected images are kept in ``folder`` for resumed audits."""
     h = hashlib.sha256(ds.images.numpy().tobytes())
-    h.update(json.dumps([method, params, key_seed], sort_keys=True, default=str).encode())
+    reduced = [accel.precision] if accel is not None and accel.precision != "fp32" else []  # other numbers
+    h.update(json.dumps([method, params, key_seed, *reduced], sort_keys=True, default=str).encode())
     path = folder / f"{method}-{h.hexdigest()[:12]}.pt"
     cached = CK.load(path)
     if cached is not None:
         return ds.with_images(cached["images"])
     log(f"audit: protecting the training split with '{method}'")
-    result = protect(ds, method, key=key_seed, splits="train", device=device, **params)
-    CK.save(path, {"images": result.images})
+    result = protect(ds, method, key=key_seed, splits="train", device=device, accel=accel, **params)
+    if D.is_main():  # every rank took part in the fit (sharded methods need them all); one writes
+        CK.save(path, {"images": result.images})
+    D.barrier()
     return result
 
 

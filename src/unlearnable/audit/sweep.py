@@ -33,7 +33,7 @@ from .validity import baseline_valid
 
 TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed")
 DATA_KEYS = ("data.train_limit", "data.test_limit", "data.size")
-CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "valid"]
+CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "valid", "sync_bn", "precision"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,14 +202,9 @@ def run_study(study: Study, device: str, only: int | None = None) -> list[dict[s
         D.barrier()
         return out
 
-    if D.is_main():
-        return run_cells(cells, study.out / "cells", run, name_keys=keys,
-                         on_skip=lambda c: log(f"skip finished cell {cell_name(c, keys)}"))
-    for cell in cells:  # other ranks take part in training but never write results
-        d = study.out / "cells" / cell_name(cell, keys)
-        if not is_done(d):
-            run(cell, d)
-    return []
+    # every rank takes part in training; run_cells lets rank 0 alone write the results
+    return run_cells(cells, study.out / "cells", run, name_keys=keys,
+                     on_skip=lambda c: log(f"skip finished cell {cell_name(c, keys)}"))
 
 
 def status(study: Study) -> list[tuple[int, dict[str, Any], bool]]:
@@ -228,7 +223,10 @@ def merge(study: Study) -> tuple[Path, Path | None]:
             valid, _ = baseline_valid(r["clean_acc"], r["chance_acc"])
             rows.append({"dataset": cell["dataset"], "method": cell["method"], "batch_size": bs,
                          "seed": cell["seed"], "clean_acc": r["clean_acc"], "protected_acc": r["protected_acc"],
-                         "valid": "yes" if valid else "no"}
+                         "valid": "yes" if valid else "no",
+                         # per-rank or global batch statistics matter to a batch-size study (issue 14)
+                         "sync_bn": r.get("setup", {}).get("sync_bn", "off"),
+                         "precision": r.get("recipe", {}).get("precision", "fp32")}
                         | {k: cell[k] for k in keys if k not in ("dataset", "method", "seed")})
     cols = CSV_FIRST + [k for k in keys if k not in CSV_FIRST]
     buf = io.StringIO()

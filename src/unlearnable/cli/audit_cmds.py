@@ -10,7 +10,7 @@ from ..audit.evaluate import VICTIM_HELP, default_victim
 from ..errors import UserError
 from ..log import log
 from ..utils import check_separate, resumable_dir
-from . import app
+from . import accel_opts, app
 from .evaluate_cmds import parse_mix, recipe_options
 
 
@@ -59,17 +59,24 @@ def audit_cmd(
     lr_scaling: str = typer.Option("none", "--lr-scaling"),
     warmup_epochs: float = typer.Option(0.0, "--warmup-epochs"),
     seed: int = typer.Option(0, "--seed", help="victim seed; also picks the protected rows for --mix"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (per rank under torchrun)"),
+    precision: str = accel_opts.PRECISION,
+    sync_bn: bool = accel_opts.SYNC_BN,
+    compile_: bool = accel_opts.COMPILE,
 ) -> None:
-    """Audit methods against training-time defences and partial protection; writes audit.csv/md and heatmap.png."""
+    """Audit methods against training-time defences and partial protection; writes audit.csv/md and heatmap.png.
+
+    Runs unchanged under torchrun / srun / jsrun: every rank protects and trains each cell data-parallel, rank 0
+    writes."""
     from ..audit.matrix import run_audit, subsample
     from ..data import load
     from ..log import progress_enabled
-    from ..runtime.distributed import resolve_device
+    from ..runtime import distributed as D
     from ..train.defenses import parse_defense
 
-    device = resolve_device(device)
-    recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed, device)
+    dev = D.resolve_device(device, D.launcher_env()[3])
+    acc = accel_opts.accel(precision, sync_bn, compile_)
+    recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed, dev, acc)
     method_list = _items(methods, "--methods")
     params = method_params(method_list, param)
     defense_list = _items(defenses, "--defenses")
@@ -81,15 +88,24 @@ def audit_cmd(
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     check_separate({"SOURCE": source}, {"--out": out})
-    ds = load(source)
-    for split in ("train", "test"):
-        if split not in ds.split_names():
-            raise UserError(f"{source}: no '{split}' split (present: {', '.join(ds.split_names())})")
-    ds = subsample(ds, limit, seed)
-    log(default_victim(device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
-    with resumable_dir(out, "re-run the same command to resume the audit"):  # finished cells are kept
-        rows = run_audit(ds, params, defense_list, mixes, recipe, out, device=device, key_seed=key_seed,
-                         source=str(source), progress=progress_enabled())
+    info = D.init_from_env(device)
+    try:
+        D.sync_bn_state(recipe.sync_bn)  # a CPU job that asks for SyncBatchNorm is refused before any work
+        ds = load(source)
+        for split in ("train", "test"):
+            if split not in ds.split_names():
+                raise UserError(f"{source}: no '{split}' split (present: {', '.join(ds.split_names())})")
+        ds = subsample(ds, limit, seed)
+        log(default_victim(info.device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
+        # finished cells are kept; rank 0 alone writes
+        with resumable_dir(out, "re-run the same command to resume the audit", writer=D.is_main()):
+            D.barrier()
+            rows = run_audit(ds, params, defense_list, mixes, recipe, out, device=info.device, key_seed=key_seed,
+                             source=str(source), progress=progress_enabled())
+    finally:
+        D.shutdown()
+    if not D.is_main():
+        return
     typer.echo((out / "audit.md").read_text().split("\n\n", 2)[-1].rstrip())
     typer.echo(f"\n{len(rows)} cells -> {out / 'audit.csv'}, {out / 'audit.md'}, {out / 'heatmap.png'}")
     bad = {r["defense"]: r["invalid_reason"] for r in rows if not r["valid"]}

@@ -12,17 +12,21 @@ from ..audit.evaluate import VICTIM_HELP, check_pair, default_victim
 from ..audit.validity import EXIT_INCONCLUSIVE
 from ..log import log, progress_enabled, warn
 from ..utils import parse_number
-from . import app
+from . import accel_opts, app
 
 
 def recipe_options(model: str | None, epochs: int | None, batch_size: int, lr: str, lr_scaling: str,
-                   warmup_epochs: float, seed: int, device: str = "cpu"):
-    """The victim recipe; an unset model/epochs is chosen for ``device`` (see default_victim)."""
+                   warmup_epochs: float, seed: int, device: str = "cpu", accel=None):
+    """The victim recipe; an unset model/epochs is chosen for ``device`` (see default_victim). ``accel``: the
+    :class:`~unlearnable.runtime.precision.Accel` of ``--precision``/``--sync-bn``/``--compile``."""
+    from ..runtime.precision import Accel
     from ..train.loop import Recipe
 
+    a = accel or Accel()
     model, epochs, _ = default_victim(device, model, epochs)  # announced once the inputs are checked
     r = Recipe(model=model, epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr"),
-               lr_scaling=lr_scaling, warmup_epochs=warmup_epochs, seed=seed)
+               lr_scaling=lr_scaling, warmup_epochs=warmup_epochs, seed=seed, precision=a.precision,
+               sync_bn=a.sync_bn, compile=a.compile)
     r.validate()
     from ..models import MODELS
 
@@ -57,6 +61,9 @@ def evaluate_cmd(
     defense: list[str] = typer.Option([], "--defense", help="training-time defence NAME[:ARGS] (repeatable), e.g. "
                                       "jpeg:10, grayscale, at:linf:8/255:steps=5, finetune"),
     mix: str = typer.Option("1.0", "--mix", help="fraction of the training split that is protected (rest clean)"),
+    precision: str = accel_opts.PRECISION,
+    sync_bn: bool = accel_opts.SYNC_BN,
+    compile_: bool = accel_opts.COMPILE,
 ) -> None:
     """Audit a protection: clean test accuracy of a victim trained on protected vs clean data."""
     from ..audit.evaluate import evaluate
@@ -69,7 +76,7 @@ def evaluate_cmd(
     from ..utils import atomic_dir, check_output_free, check_separate, resumable_dir, write_json
 
     recipe = recipe_options(model, epochs, batch_size, lr, lr_scaling, warmup_epochs, seed,
-                            resolve_device(device, launcher_env()[3]))
+                            resolve_device(device, launcher_env()[3]), accel_opts.accel(precision, sync_bn, compile_))
     defenses = parse_defenses(defense)
     mix_ratio = parse_mix(mix)
     out = out or Path(f"{str(protected).rstrip('/')}-audit")
@@ -78,6 +85,7 @@ def evaluate_cmd(
     info = D.init_from_env(device)
     try:
         D.per_rank_batch(recipe.batch_size)
+        D.sync_bn_state(recipe.sync_bn)  # a CPU job that asks for SyncBatchNorm is refused before any work
         prot, manifest = load_output(protected)
         clean_ds = load(clean, size=prot.size[0] if prot.meta.get("resized") else None,
                         seed=(manifest or {}).get("load", {}).get("seed", 0),

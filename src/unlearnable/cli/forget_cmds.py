@@ -12,7 +12,7 @@ import typer
 from ..errors import UserError
 from ..forget import STRATEGIES
 from ..models.seg3d import SEG_MODELS
-from . import app
+from . import accel_opts, app
 from .common import choices_help
 
 SEG_MODEL_NAMES, STRATEGY_NAMES = SEG_MODELS.names(), STRATEGIES.names()
@@ -56,13 +56,15 @@ def segment_train(
     device: str = typer.Option("auto", "--device"),
     force: bool = typer.Option(False, "--force", help="replace an existing output"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last epoch"),
+    precision: str = accel_opts.PRECISION,
+    sync_bn: bool = accel_opts.SYNC_BN,
 ) -> None:
     """Train a 3D segmenter; held-out subjects are chosen by id and recorded in model.json."""
     from ..data.subjects import load_subjects, parse_modalities, parse_shape, split_by_id
     from ..forget.metrics import evaluate, public
     from ..models.seg3d import SEG_MODELS
     from ..registry import look_up_option
-    from ..runtime.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown
+    from ..runtime.distributed import barrier, init_from_env, is_main, per_rank_batch, shutdown, sync_bn_state
     from ..segment.train import SegConfig, arch_of, config_dict, save_model, train_segmenter
     from ..utils import atomic_dir, check_output_free, check_separate, keep_or_remove
 
@@ -74,10 +76,12 @@ def segment_train(
     check_separate({"SUBJECTS": subjects, "--pretrained": pretrained}, {"--out": out})
     info = init_from_env(device)
     per_rank_batch(batch_size)
+    sync_bn_state(sync_bn)
     s = load_subjects(subjects, parse_shape(shape), parse_modalities(modalities))
     s = s.with_splits(split_by_id(s.ids, test_fraction, seed))
     train, test = s.select(s.ids_in("train")), s.select(s.ids_in("test"))
-    cfg = SegConfig(model, width, patch, epochs, batch_size, lr, patches_per_subject, seed)
+    cfg = SegConfig(model, width, patch, epochs, batch_size, lr, patches_per_subject, seed,
+                    accel_opts.accel(precision).precision, sync_bn)
     ck = _ckpt_dir(out)
     if not resume and is_main():
         shutil.rmtree(ck, ignore_errors=True)

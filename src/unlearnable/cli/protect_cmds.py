@@ -9,7 +9,7 @@ import typer
 from ..errors import UserError
 from ..log import progress_enabled
 from ..utils import parse_number
-from . import app
+from . import accel_opts, app
 from .common import parse_params
 
 
@@ -53,6 +53,9 @@ def protect_cmd(
                                       "resnet18 when smallcnn was the surrogate)"),
     verify_epochs: int = typer.Option(8, "--verify-epochs", help="epochs of each --verify victim (about 1 min per "
                                       "1,000 images of 32x32 per victim on 2 CPU cores)"),
+    precision: str = accel_opts.PRECISION,
+    sync_bn: bool = accel_opts.SYNC_BN,
+    compile_: bool = accel_opts.COMPILE,
 ) -> None:
     """Protect the training split of SOURCE and write it to OUT in the same format, with a manifest.
 
@@ -66,6 +69,7 @@ def protect_cmd(
              "batch_size": batch_size, "epochs": epochs, "lr_scaling": lr_scaling, "warmup_epochs": warmup_epochs}
     params.update({k: str(v) for k, v in flags.items() if v is not None})
     dev = D.resolve_device(device, D.launcher_env()[3])
+    acc = accel_opts.accel(precision, sync_bn, compile_)
     if like is not None:
         from ..protect.like import protect_like
 
@@ -87,7 +91,7 @@ def protect_cmd(
     try:
         manifest = protect_source(source, method, out, key, splits, params, force, dev, size, seed,
                                   parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume,
-                                  review=review, image_format=image_format, work_size=work_size)
+                                  review=review, image_format=image_format, work_size=work_size, accel=acc)
     finally:
         D.shutdown()
     checked = manifest.get("verify") or {}

@@ -20,6 +20,8 @@ from ..errors import UserError
 from ..models import MODELS, Classifier, build_model
 from ..perturbation import NoiseTable, per_sample_norm, project, step  # noqa: F401  (step: used by the methods)
 from ..registry import look_up_option
+from ..runtime import distributed as D
+from ..runtime import precision as P
 from .base import eps_levels
 from .keys import Key
 
@@ -96,7 +98,7 @@ def make_surrogate(name: str, data: ImageSet, key: Key, purpose: str, device: st
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(key.seed(purpose))
         model = build_model(name, data.channels, data.num_classes, data.size[0])
-    return model.to(device)
+    return P.prepare(model, device, P.Accel())
 
 
 def index_batches(n: int, batch_size: int, g: torch.Generator) -> Iterator[torch.Tensor]:
@@ -110,9 +112,12 @@ def index_batches(n: int, batch_size: int, g: torch.Generator) -> Iterator[torch
 class SurrogateTrainer:
     """SGD on a surrogate, one mini-batch at a time, batches drawn from a key-derived stream."""
 
-    def __init__(self, model: nn.Module, n: int, batch_size: int, lr: float, g: torch.Generator) -> None:
+    def __init__(self, model: nn.Module, n: int, batch_size: int, lr: float, g: torch.Generator,
+                 device: str = "cpu", precision: str = "fp32") -> None:
         self.model = model
+        self.device, self.precision = device, precision
         self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+        self.stepper = P.Stepper(self.opt, device, precision)
         self.stream = index_batches(n, batch_size, g)
 
     def train(self, x: torch.Tensor, y: torch.Tensor, steps: int, delta: torch.Tensor | None = None,
@@ -131,10 +136,9 @@ class SurrogateTrainer:
                 xb = (xb + delta[row_of(idx) if row_of is not None else idx]).clamp(0.0, 1.0)
             if transform is not None:
                 xb = transform(xb)
-            loss = F.cross_entropy(self.model(xb), y[idx])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            with P.autocast(self.device, self.precision):
+                loss = F.cross_entropy(self.model(xb).float(), y[idx])
+            self.stepper.step(loss)
         self.model.eval()
 
 
@@ -156,6 +160,24 @@ def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
         for m, (mom, tr) in zip(bns, saved, strict=True):
             m.momentum = mom
             m.train(tr)
+
+
+# -- sharding over ranks ---------------------------------------------------------------------------------------
+def my_batches(batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """This rank's share of a list of index batches that every rank drew identically (round-robin).
+
+    The gradient methods update each sample's noise from its own batch alone (the surrogate is frozen during the
+    noise pass), so a batch gives the same result on whichever rank runs it: sharding whole batches keeps the
+    output identical to one process, batch-norm batch statistics included.
+    """
+    return batches[D.rank()::D.world_size()]
+
+
+def gather_batches(delta: torch.Tensor, batches: list[torch.Tensor]) -> torch.Tensor:
+    """After each rank updated the rows of its :func:`my_batches`, give every rank all rows (copied, not summed)."""
+    w = D.world_size()
+    owned = [torch.cat(batches[r::w]).cpu() if batches[r::w] else torch.zeros(0, dtype=torch.long) for r in range(w)]
+    return D.gather_rows(delta, owned)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

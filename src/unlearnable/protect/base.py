@@ -18,6 +18,7 @@ from ..data.imageset import ImageSet, check_classes_nonempty
 from ..errors import UserError
 from ..params import coerce as _coerce  # old private name, kept for code that imports it from here
 from ..registry import Registry, did_you_mean
+from ..runtime.precision import Accel
 from .keys import Key
 
 METHODS: Registry[type[Protection]] = Registry("method")
@@ -45,10 +46,12 @@ class Protection:
     class Params:
         pass
 
-    def __init__(self, params: Params | None = None, device: str = "cpu", progress: bool = False, **overrides: Any):
+    def __init__(self, params: Params | None = None, device: str = "cpu", progress: bool = False,
+                 accel: Accel | None = None, **overrides: Any):
         self.params = params if params is not None else make_params(type(self), overrides)
         self.device = device
         self.progress = progress
+        self.accel = (accel or Accel()).validate()  # precision/compile/sync-bn of the methods that train
 
     # -- the two halves ----------------------------------------------------------------------------------------
     def fit(self, data: ImageSet, key: Key) -> Any:
@@ -145,6 +148,7 @@ def protect(
     device: str = "cpu",
     progress: bool = False,
     return_perturbation: bool = False,
+    accel: Accel | None = None,
     **params: Any,
 ) -> ImageSet | tuple[ImageSet, Any]:
     """Protect the samples of ``splits`` (``"all"`` for every split) and return a new ImageSet.
@@ -153,7 +157,7 @@ def protect(
     experiments). Extra keyword arguments are the method's parameters, e.g. ``blur=0.3``.
     """
     algo = method if isinstance(method, Protection) else METHODS.get(method)(device=device, progress=progress,
-                                                                             **params)
+                                                                             accel=accel, **params)
     k = Key.coerce(key)
     idx = select(data, algo, splits)
     target = data.subset(idx)

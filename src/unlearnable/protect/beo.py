@@ -35,6 +35,8 @@ from ..data.imageset import ImageSet
 from ..errors import UserError
 from ..log import log
 from ..models import MODELS
+from ..runtime import distributed as D
+from ..runtime import precision as P
 from . import _gradient as G
 from .base import METHODS, Protection
 from .keys import Key
@@ -121,7 +123,8 @@ class BayesErrorOptimisation(Protection):
         delta = G.random_start(tuple(x.shape), p.eps, p.norm, key.generator("beo/init")).to(dev)
         delta = G.project(delta, p.eps, p.norm, x)
         model = G.make_surrogate(p.surrogate, data, key, "beo/extractor", dev)
-        trainer = G.SurrogateTrainer(model, len(data), min(p.batch_size, 128), p.lr, key.generator("beo/batches"))
+        trainer = G.SurrogateTrainer(model, len(data), min(p.batch_size, 128), p.lr, key.generator("beo/batches"),
+                                     dev, self.accel.precision)
         trainer.train(x, y, p.pretrain_epochs * G.steps_per_epoch(len(data), min(p.batch_size, 128)))
         alpha = G.default_step(p.eps, p.norm, p.steps, p.step_size)
         g = key.generator("beo/order")
@@ -137,9 +140,10 @@ class BayesErrorOptimisation(Protection):
 
     @torch.no_grad()
     def features(self, model, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """Features ``(N, D)`` of the perturbed set, in chunks (no graph)."""
-        return torch.cat([model.features((x[s:s + 512] + delta[s:s + 512]).clamp(0, 1))
-                          for s in range(0, len(x), 512)])
+        """Features ``(N, D)`` float32 of the perturbed set, in chunks (no graph)."""
+        with P.autocast(self.device, self.accel.precision):
+            return torch.cat([model.features((x[s:s + 512] + delta[s:s + 512]).clamp(0, 1)).float()
+                              for s in range(0, len(x), 512)])
 
     def _ascent_step(self, model, x, y, delta, alpha: float, k: int, g: torch.Generator) -> tuple[torch.Tensor, float]:
         p = self.params
@@ -147,15 +151,23 @@ class BayesErrorOptimisation(Protection):
         h = p.bandwidth * knn_bandwidth(refs, g)
         delta = delta.clone()
         total = 0.0
-        for idx in torch.randperm(len(x), generator=g).to(x.device).split(p.batch_size):
+        prec = self.accel.precision
+        # Sharded over ranks by whole batches: every batch reads the same frozen ``refs``, so the result does not
+        # depend on which rank ran it (see G.my_batches).
+        batches = list(torch.randperm(len(x), generator=g).to(x.device).split(p.batch_size))
+        for idx in G.my_batches(batches):
             d = delta[idx].clone().requires_grad_(True)
-            z = model.features((x[idx] + d).clamp(0, 1))
+            with P.autocast(self.device, prec):
+                z = model.features((x[idx] + d).clamp(0, 1)).float()
             # The batch's own rows of the reference set carry gradients too (they vote for each other).
             r = refs.index_put((idx,), z)
             be = bayes_error(loo_posteriors(z, idx, r, y, k, h, p.chunk))
-            (grad,) = torch.autograd.grad(be * len(idx), d)
+            grad = P.input_grad(be * len(idx), d, prec)
             delta[idx] = G.project(G.step(d.detach(), grad, alpha, p.norm), p.eps, p.norm, x[idx])  # ascent
             total += float(be.detach()) * len(idx)
+        if D.world_size() > 1:
+            delta = G.gather_batches(delta, batches)
+            total = float(D.all_reduce_sum(torch.tensor([total]))[0])
         return delta, total / len(x)
 
     def apply(self, data: ImageSet, perturbation: NoiseTable) -> torch.Tensor:

@@ -15,6 +15,12 @@ Batch norm: the noise is optimised against the surrogate with *batch* statistics
 that its SGD steps actually train; running statistics are not updated by the noise passes. With only a few SGD
 steps per round the eval-mode network is a different, much worse function early on (chance accuracy after two
 rounds on MNIST), and noise fitted to it barely transfers (docs/methods.md has the measurements).
+
+Under torchrun the sample-wise noise pass is sharded: every rank draws the same batches from the key, runs the
+surrogate's SGD steps (identical on every rank), and perturbs only its round-robin share of the batches; the rows
+are then gathered, so every rank holds the same noise as one process would (``tests/test_gpu_paths.py``).
+Class-wise noise is shared by all batches of a class and updated batch after batch, and ``augment`` draws its
+crops from one key stream batch after batch, so those two run whole on every rank instead.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from ..log import log
 from ..models import MODELS
 from ..perturbation import random_crop_flip
 from ..registry import look_up_option
+from ..runtime import distributed as D
+from ..runtime import precision as P
 from . import _gradient as G
 from .base import METHODS, Protection
 from .keys import Key
@@ -106,7 +114,8 @@ class ErrorMinimisingNoise(Protection):
         model = G.make_surrogate(p.surrogate, data, key, "em/surrogate", dev)
         g_aug = key.generator("em/augment")
         self._transform = (lambda xb: random_crop_flip(xb, p.augment, True, g_aug)) if p.augment else None
-        trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"))
+        trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"), dev,
+                                     self.accel.precision)
         alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
         row_of = (lambda idx: y[idx]) if p.mode == "classwise" else (lambda idx: idx.to(dev))
         g_order = key.generator("em/order")
@@ -117,10 +126,19 @@ class ErrorMinimisingNoise(Protection):
             # twin, whose running statistics lag far behind in the first rounds (10% accuracy: chance).
             # Shuffled batches, as in training: data sorted by class would otherwise give one-class batches, whose
             # batch statistics are nothing like the ones the surrogate is trained with.
-            batches = torch.randperm(len(x), generator=g_order).to(dev).split(p.batch_size)
+            batches = list(torch.randperm(len(x), generator=g_order).to(dev).split(p.batch_size))
+            # Sharded when every batch is independent: sample-wise noise without augmentation (the keyed crops
+            # are drawn batch after batch from one stream, so they would differ on another rank).
+            sharded = D.world_size() > 1 and p.mode == "samplewise" and not p.augment
+            mine = G.my_batches(batches) if sharded else batches
             with G.bn_mode(model, p.bn):
-                delta = self._minimise_noise(model, x, y, delta, row_of, alpha, batches)  # min over delta
-                acc = _accuracy(model, x, y, delta, row_of, batches)
+                delta = self._minimise_noise(model, x, y, delta, row_of, alpha, mine)  # min over delta
+                if sharded:
+                    delta = G.gather_batches(delta, batches)
+                correct = _correct(model, x, y, delta, row_of, mine, dev, self.accel.precision)
+            if sharded:  # each rank counted its own batches
+                correct = int(D.all_reduce_sum(torch.tensor([correct]))[0])
+            acc = correct / max(1, len(x))
             self.rounds = outer + 1
             if self.progress:
                 log(f"em round {outer + 1}: surrogate accuracy on perturbed data {acc:.3f}")
@@ -135,6 +153,7 @@ class ErrorMinimisingNoise(Protection):
     def _minimise_noise(self, model, x, y, delta, row_of, alpha, batches) -> torch.Tensor:
         """``pgd_steps`` of projected gradient descent on the loss, batch by batch (model weights frozen)."""
         p = self.params
+        dev, prec = self.device, self.accel.precision
         delta = delta.clone()
         for idx in batches:
             xb, yb, rb = x[idx], y[idx], row_of(idx)
@@ -142,13 +161,15 @@ class ErrorMinimisingNoise(Protection):
                 if p.mode == "classwise":
                     # Class noise is shared: the gradient w.r.t. delta[k] sums over the batch's samples of class k.
                     d = delta.clone().requires_grad_(True)
-                    loss = F.cross_entropy(model(self._view(xb + d[rb])), yb)
-                    (grad,) = torch.autograd.grad(loss, d)
+                    with P.autocast(dev, prec):
+                        loss = F.cross_entropy(model(self._view(xb + d[rb])).float(), yb)
+                    grad = P.input_grad(loss, d, prec)
                     delta = G.project(G.step(delta, -grad, alpha, p.norm), p.eps, p.norm)
                 else:
                     d = delta[rb].clone().requires_grad_(True)
-                    loss = F.cross_entropy(model(self._view(xb + d)), yb)
-                    (grad,) = torch.autograd.grad(loss, d)
+                    with P.autocast(dev, prec):
+                        loss = F.cross_entropy(model(self._view(xb + d)).float(), yb)
+                    grad = P.input_grad(loss, d, prec)
                     delta[rb] = G.project(G.step(d.detach(), -grad, alpha, p.norm), p.eps, p.norm, xb)
         return delta
 
@@ -162,8 +183,10 @@ class ErrorMinimisingNoise(Protection):
 
 
 @torch.no_grad()
-def _accuracy(model, x, y, delta, row_of, batches) -> float:
+def _correct(model, x, y, delta, row_of, batches, device: str, precision: str) -> int:
+    """Perturbed samples of ``batches`` that the surrogate classifies correctly."""
     correct = 0
     for idx in batches:
-        correct += int((model((x[idx] + delta[row_of(idx)]).clamp(0, 1)).argmax(1) == y[idx]).sum())
-    return correct / max(1, len(x))
+        with P.autocast(device, precision):
+            correct += int((model((x[idx] + delta[row_of(idx)]).clamp(0, 1)).argmax(1) == y[idx]).sum())
+    return correct

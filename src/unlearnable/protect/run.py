@@ -19,6 +19,7 @@ from ..data.io import open_catalog
 from ..errors import UserError
 from ..log import log, warn
 from ..runtime import distributed as D
+from ..runtime.precision import Accel
 from ..utils import atomic_dir, check_output_free, check_separate, keep_or_remove, sha256_file, write_json
 from .base import METHODS, make_params, select
 from .keys import Key, load_key, load_or_create_key, save_key
@@ -51,6 +52,7 @@ def protect_source(
     image_format: str = "png",
     work_size: int | None = None,
     review: Callable[..., tuple[Any, Any, dict[str, Any]]] | None = None,
+    accel: Accel | None = None,
 ) -> dict[str, Any]:
     """Run the whole protect job; returns the manifest. Nothing is written if any step fails.
 
@@ -85,7 +87,7 @@ def protect_source(
     fmt = parse_image_format(image_format)
     cat = open_catalog(source, seed=seed, test_fraction=test_fraction)
     split_list = cat.split_names() if splits == "all" else [s.strip() for s in splits.split(",") if s.strip()]
-    algo = cls(params=p, device=device, progress=progress)
+    algo = cls(params=p, device=device, progress=progress, accel=accel)
     # validate before any work or any file (a parked key included), on a view without pixels
     shapes = cat.imageset(size=(1, 1), pixels=False)
     target = select(shapes, algo, split_list).tolist()
@@ -143,7 +145,7 @@ def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tup
 
     def fit(overrides: Mapping[str, Any]) -> tuple[ImageSet, Any, Any]:
         a = algo if not overrides else cls(params=make_params(cls, {**params, **overrides}), device=algo.device,
-                                           progress=algo.progress)
+                                           progress=algo.progress, accel=algo.accel)
         train = view.subset(idx)
         pe = a.fit(train if a.fit_reads_pixels else cat.imageset(target, size=hw, pixels=False), key)
         return view.with_images(a.apply(train, pe), idx), pe, a
@@ -215,6 +217,8 @@ def _write(out: Path, force: bool, cat: Catalog, job: dict[str, Any], pert: Any,
             "linf_budget": algo.linf_budget(),
             "time_s": round(time.perf_counter() - job["t0"], 3),
             "fit_s": round(job["fit_s"], 3),
+            "runtime": {"device": algo.device, "world_size": D.world_size(),
+                        "sync_bn": D.sync_bn_state(algo.accel.sync_bn)} | algo.accel.record(algo.device),
         }
         if hasattr(pert, "save_artifacts"):  # e.g. UC's clusters.csv
             files = files + pert.save_artifacts(tmp)

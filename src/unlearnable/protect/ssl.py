@@ -24,6 +24,7 @@ from ..models.classifiers import Classifier
 from ..models.pretrained import load_pretrained_file
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
+from ..runtime import precision as P
 from ..utils import sha256_file
 
 PROJ_DIM = 64
@@ -86,6 +87,7 @@ def train_ssl_surrogate(
     device: str,
     checkpoint: Path | None = None,
     progress: bool = False,
+    accel: P.Accel | None = None,
 ) -> list[float]:
     """Train ``model`` (its head is the projection) with SimCLR on uint8 ``images`` ``(N, C, H, W)``, no labels.
 
@@ -95,9 +97,12 @@ def train_ssl_surrogate(
         The mean loss per epoch; ``model`` is trained in place (on ``device``).
     """
     per_rank = D.per_rank_batch(batch_size)
-    model = model.to(device)
-    net = D.wrap(model)
+    accel = accel or P.Accel()
+    net = D.wrap(P.prepare(model, device, accel), accel.sync_bn)
+    fwd = P.maybe_compile(net, accel)
+    cl = P.use_channels_last(model, device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    stepper = P.Stepper(opt, device, accel.precision)
     sampler = D.train_sampler(len(images), seed=seed, shuffle=True, drop_last=True)
     g = torch.Generator().manual_seed(seed + 7919 * D.rank())  # each rank its own augmentations
     losses: list[float] = []
@@ -121,11 +126,14 @@ def train_ssl_surrogate(
             idx = order[i:i + per_rank]
             if len(idx) < 2:
                 continue
-            x = images[idx].to(device).float().div_(255.0)
-            loss = nt_xent(net(random_views(x, g)), net(random_views(x, g)))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            x = P.to_device(images[idx], device).float().div_(255.0)
+            v1, v2 = random_views(x, g), random_views(x, g)
+            if cl:
+                v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+            with P.autocast(device, accel.precision):
+                z1, z2 = fwd(v1), fwd(v2)
+            loss = nt_xent(z1.float(), z2.float())  # the contrastive softmax in float32
+            stepper.step(loss)
             tot += torch.tensor([float(loss.detach()) * len(idx), len(idx)])
         tot = D.all_reduce_sum(tot)
         losses.append(float(tot[0] / tot[1]) if tot[1] > 0 else math.nan)

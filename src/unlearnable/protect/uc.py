@@ -30,6 +30,7 @@ from ..models.generators import NoiseGenerator
 from ..registry import look_up_option
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
+from ..runtime import precision as P
 from ..runtime.schedule import lr_at, scaled_lr
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
@@ -177,7 +178,7 @@ class UnlearnableClusters(Protection):
         elif ssl:
             losses = train_ssl_surrogate(model, data.images, p.ssl_epochs, p.surrogate_batch_size, p.surrogate_lr,
                                          key.seed("uc/ssl") % (1 << 62), self.device,
-                                         ck / "surrogate.pt" if ck else None, self.progress)
+                                         ck / "surrogate.pt" if ck else None, self.progress, self.accel)
             report = {"source": "simclr", "epochs": p.ssl_epochs, "loss": losses}
         else:
             report = {"source": "random-init"}
@@ -209,15 +210,19 @@ class UnlearnableClusters(Protection):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed("uc/generator-init"))
             gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks, size=(h, w)).to(dev)
-        net = D.wrap(gen)
+        net = D.wrap(gen, self.accel.sync_bn)
+        fwd = P.maybe_compile(net, self.accel)
+        prec = self.accel.precision
         peak = scaled_lr(p.lr, p.batch_size, p.base_batch, p.lr_scaling)
         opt = torch.optim.Adam(gen.parameters(), lr=peak)
+        stepper = P.Stepper(opt, dev, prec)
         sampler = D.train_sampler(len(images), seed=key.seed("uc/sampler") % (1 << 62), shuffle=True)
         steps = math.ceil(len(sampler) / per_rank)
         setup = {"world_size": info.world_size, "global_batch_size": p.batch_size, "per_rank_batch_size": per_rank,
                  "lr_scaling": p.lr_scaling, "base_lr": p.lr, "base_batch": p.base_batch,
                  "scaled_lr": peak, "warmup_epochs": p.warmup_epochs, "steps_per_epoch": steps,
-                 "backend": info.backend, "launcher": info.launcher}
+                 "backend": info.backend, "launcher": info.launcher,
+                 "sync_bn": D.sync_bn_state(self.accel.sync_bn)} | self.accel.record(dev)
         log(f"uc generator: {p.epochs} epochs, K={p.clusters}, global batch {p.batch_size} = {info.world_size} "
             f"rank(s) x {per_rank}, lr {peak:.4g} ({p.lr_scaling} scaling of {p.lr} @ {p.base_batch}, "
             f"warm-up {p.warmup_epochs} epochs), device {dev}")
@@ -246,15 +251,15 @@ class UnlearnableClusters(Protection):
                 idx = order[i:i + per_rank]
                 for grp in opt.param_groups:
                     grp["lr"] = lr_at(peak, step, steps, p.epochs, p.warmup_epochs, "constant")
-                deltas = net()  # (K, C, H, W): all clusters in one generator pass
-                x = images[idx].to(dev).float().div_(255.0)
+                x = P.to_device(images[idx], dev).float().div_(255.0)
                 c = assign_dev[idx]
-                xp = (x + deltas[c]).clamp(0.0, 1.0)
-                logp = F.log_softmax(surrogate.features(xp) / p.temperature, dim=1)
+                with P.autocast(dev, prec):
+                    deltas = fwd()  # (K, C, H, W): all clusters in one generator pass
+                    xp = (x + deltas[c]).clamp(0.0, 1.0)
+                    feats = surrogate.features(xp).float()
+                logp = F.log_softmax(feats / p.temperature, dim=1)  # the KL in float32
                 loss = F.kl_div(logp, target_prob[c], reduction="batchmean")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                stepper.step(loss)
                 step += 1
                 tot += torch.tensor([float(loss.detach()) * len(idx), len(idx)])
             tot = D.all_reduce_sum(tot)

@@ -188,6 +188,25 @@ def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([o.cpu() for o in out], 0)
 
 
+def gather_rows(t: torch.Tensor, owned: list[torch.Tensor]) -> torch.Tensor:
+    """Every rank's rows of ``t`` ``(N, ...)`` in one tensor: rank ``r`` computed rows ``owned[r]`` (indices).
+
+    All ranks know ``owned`` (it is derived from a shared seed), so only the values travel; rows are copied, never
+    added, so the result is bit-for-bit what the owning ranks hold.
+    """
+    if not _INFO.distributed:
+        return t
+    rows = max(len(o) for o in owned)
+    mine = owned[_INFO.rank].to(t.device)
+    padded = torch.zeros((rows, *t.shape[1:]), dtype=t.dtype)
+    padded[:len(mine)] = t[mine].cpu()
+    parts = all_gather_tensor(padded).view(_INFO.world_size, rows, *t.shape[1:])
+    out = t.clone()
+    for r, o in enumerate(owned):
+        out[o.to(t.device)] = parts[r, :len(o)].to(t.device)
+    return out
+
+
 def gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:
     """Reassemble per-rank results computed on :func:`shard_indices` ``(n_r, ...)`` into ``(n, ...)`` in order.
 
@@ -207,10 +226,32 @@ def gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
-def wrap(model: torch.nn.Module) -> torch.nn.Module:
-    """DDP-wrap ``model`` (already on the right device) when running distributed; no-op otherwise."""
+def sync_bn_state(requested: bool) -> str:
+    """What ``--sync-bn`` does in this job, as recorded in results: ``on``, ``off`` or ``no-op (1 process)``.
+
+    SyncBatchNorm normalises with the statistics of the *global* batch instead of each rank's share; PyTorch runs
+    it on GPUs only, so a data-parallel CPU job that asks for it is refused rather than silently left per-rank.
+    """
+    if not requested:
+        return "off"
+    if not _INFO.distributed:
+        return "no-op (1 process)"
+    if not _INFO.device.startswith("cuda"):
+        raise UserError(f"--sync-bn: SyncBatchNorm runs on GPUs only in PyTorch, and this job's device is "
+                        f"{_INFO.device}; drop --sync-bn or use --device cuda")
+    return "on"
+
+
+def wrap(model: torch.nn.Module, sync_bn: bool = False) -> torch.nn.Module:
+    """DDP-wrap ``model`` (already on the right device) when running distributed; no-op otherwise.
+
+    With ``sync_bn`` its batch-norm layers become SyncBatchNorm first (in place: the parameters are the same
+    objects, so an optimizer built on ``model.parameters()`` keeps working).
+    """
     if not _INFO.distributed:
         return model
+    if sync_bn_state(sync_bn) == "on":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [torch.device(_INFO.device).index] if _INFO.device.startswith("cuda") else None
     # Single-input-channel convolutions have weights whose size-1 dim makes the stride check fire; the
     # gradients are still correct (the tensors are equal), so the warning is noise for grey images.

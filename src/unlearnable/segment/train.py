@@ -22,7 +22,18 @@ from ..errors import UserError
 from ..log import Progress
 from ..models.seg3d import build_seg_model
 from ..runtime import checkpoint as CK
-from ..runtime.distributed import all_reduce_mean, batches, info, is_main, per_rank_batch, train_sampler, unwrap, wrap
+from ..runtime import precision as P
+from ..runtime.distributed import (
+    all_reduce_mean,
+    batches,
+    info,
+    is_main,
+    per_rank_batch,
+    sync_bn_state,
+    train_sampler,
+    unwrap,
+    wrap,
+)
 from ..utils import sha256_file
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -41,6 +52,8 @@ class SegConfig:
     lr: float = 1e-3
     patches_per_subject: int = 2
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; a grad scaler for fp16)
+    sync_bn: bool = False  # SyncBatchNorm over ranks (GPUs, world size > 1)
 
 
 @dataclass
@@ -103,16 +116,17 @@ def train_epochs(model: torch.nn.Module, data: PatchData, cfg: SegConfig, start:
     sampler = train_sampler(n_items, seed=cfg.seed)
     history = []
     model.train()
+    stepper = P.Stepper(optimizer, device, cfg.precision)
     bar = Progress((stop - start) * -(-len(sampler) // per_rank), desc, "batch")
     for epoch in range(start, stop):
         sampler.set_epoch(epoch)
         total, count = torch.zeros(()), 0
         for items in batches(list(sampler), per_rank):
             x, y, f = crop_patches(data, items, cfg.patch, cfg.seed, epoch, cfg.patches_per_subject)
-            loss = loss_fn(model(x.to(device)), y.to(device), f.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with P.autocast(device, cfg.precision):
+                logits = model(P.to_device(x, device))
+            loss = loss_fn(logits.float(), P.to_device(y, device), P.to_device(f, device))
+            stepper.step(loss)
             total += loss.detach().cpu()
             count += 1
             bar.update(1, line=False)
@@ -154,7 +168,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], state["history"]
         CK.restore_rng(state["rng"])
-    ddp = wrap(model)
+    ddp = wrap(model, cfg.sync_bn)
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         history += train_epochs(ddp, data, cfg, epoch, epoch + 1, opt, device=device, desc=f"segment {cfg.model}")
@@ -163,7 +177,8 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
                          "history": history, "config": asdict(cfg), "rng": CK.rng_state(),
                          "data": CK.data_order(epoch + 1, 0, cfg.seed)})
     return unwrap(ddp), {"loss": history, "time_s": time.perf_counter() - t0, "pretrained": report,
-                         "world_size": info().world_size, "per_rank_batch": per_rank_batch(cfg.batch_size)}
+                         "world_size": info().world_size, "per_rank_batch": per_rank_batch(cfg.batch_size),
+                         "sync_bn": sync_bn_state(cfg.sync_bn)} | P.Accel(cfg.precision).record(device)
 
 
 # ---------------------------------------------------------------------------------------------- model folders

@@ -25,6 +25,7 @@ from ..models import build_model
 from ..registry import look_up_option
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
+from ..runtime import precision as P
 from ..runtime import schedule
 
 # A batch hook sees float images in [0, 1] and targets, and may return new ones (targets may become soft,
@@ -48,8 +49,12 @@ class Recipe:
     schedule: str = "cosine"  # cosine | constant
     seed: int = 0
     eval_batch_size: int = 512
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; a grad scaler for fp16)
+    sync_bn: bool = False  # SyncBatchNorm over ranks (GPUs, world size > 1)
+    compile: bool = False  # torch.compile the victim
 
     def validate(self) -> None:
+        self.accel().validate()
         look_up_option(self.lr_scaling, schedule.RULES, "--lr-scaling")
         look_up_option(self.schedule, schedule.SCHEDULES, "--schedule")
         if self.epochs < 1:
@@ -58,6 +63,9 @@ class Recipe:
             raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.lr <= 0:
             raise UserError(f"--lr {self.lr}: must be positive")
+
+    def accel(self) -> P.Accel:
+        return P.Accel(self.precision, self.compile, self.sync_bn)
 
     def scaled_lr(self) -> float:
         return schedule.scaled_lr(self.lr, self.batch_size, self.base_batch, self.lr_scaling)
@@ -78,15 +86,16 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str,
-             batch_size: int = 512) -> float:
+             batch_size: int = 512, precision: str = "fp32") -> float:
     """Top-1 accuracy on uint8 ``(N, C, H, W)`` images, sharded over ranks without padding."""
     m = D.unwrap(model)
     was_training = m.training
     m.eval()
     correct = total = 0
     for idx in D.batches(D.shard_indices(len(labels)), batch_size):
-        x = images[idx].to(device).float().div_(255.0)
-        pred = m(x).argmax(1).cpu()
+        x = P.to_device(images[idx], device, P.use_channels_last(m, device)).float().div_(255.0)
+        with P.autocast(device, precision):
+            pred = m(x).argmax(1).cpu()
         correct += int((pred == labels[idx]).sum())
         total += len(idx)
     m.train(was_training)
@@ -123,18 +132,24 @@ def train_classifier(
     torch.manual_seed(recipe.seed)  # same init on every rank (DDP also broadcasts it)
     if model is None:
         model = build_model(recipe.model, images.shape[1], num_classes, int(images.shape[-1]))
-    model = model.to(device)
-    net = D.wrap(model)
+    accel = recipe.accel()
+    model = P.prepare(model, device, accel)
+    net = D.wrap(model, recipe.sync_bn)
+    model = D.unwrap(net)
+    fwd = P.maybe_compile(net, accel)
+    cl = P.use_channels_last(model, device)
     lr0 = recipe.scaled_lr()
     opt = torch.optim.SGD(model.parameters(), lr=lr0, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                           nesterov=recipe.momentum > 0)
+    stepper = P.Stepper(opt, device, recipe.precision)
     sampler = D.train_sampler(len(labels), seed=recipe.seed, shuffle=True, drop_last=False)
     steps_per_epoch = math.ceil(len(sampler) / per_rank)
     hist = History(setup={"world_size": info.world_size, "global_batch_size": recipe.batch_size,
                           "per_rank_batch_size": per_rank, "lr_scaling": recipe.lr_scaling, "base_lr": recipe.lr,
                           "base_batch": recipe.base_batch, "scaled_lr": lr0, "warmup_epochs": recipe.warmup_epochs,
                           "steps_per_epoch": steps_per_epoch, "backend": info.backend, "device": device,
-                          "launcher": info.launcher, "recipe": asdict(recipe)})
+                          "launcher": info.launcher, "recipe": asdict(recipe),
+                          "sync_bn": D.sync_bn_state(recipe.sync_bn)} | accel.record(device, model))
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
     state = CK.load(ckpt) if ckpt is not None else None
@@ -154,25 +169,24 @@ def train_classifier(
         order = list(sampler)
         loss_sum = torch.zeros(3)  # loss*n, correct, n
         for b in D.batches(order, per_rank):
-            x = images[b].to(device).float().div_(255.0)
-            y = labels[b].to(device)
+            x = P.to_device(images[b], device, cl).float().div_(255.0)
+            y = P.to_device(labels[b], device)
             target: torch.Tensor = y
             for hook in hooks:
                 x, target = hook(x, target, net)
             for g in opt.param_groups:
                 g["lr"] = lr_at(recipe, step, steps_per_epoch)
-            out = net(x)
-            loss = F.cross_entropy(out, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with P.autocast(device, recipe.precision):
+                out = fwd(x)
+                loss = F.cross_entropy(out.float(), target)
+            stepper.step(loss)
             step += 1
             loss_sum += torch.tensor([float(loss.detach()) * len(b), float((out.argmax(1) == y).sum()), len(b)])
         tot = D.all_reduce_sum(loss_sum)
         row = {"epoch": epoch + 1, "train_loss": float(tot[0] / tot[2]), "train_acc": float(tot[1] / tot[2]),
                "lr": opt.param_groups[0]["lr"]}
         for name, (xi, yi) in (eval_sets or {}).items():
-            row[f"{name}_acc"] = accuracy(net, xi, yi, device, recipe.eval_batch_size)
+            row[f"{name}_acc"] = accuracy(net, xi, yi, device, recipe.eval_batch_size, recipe.precision)
         row["wall_s"] = time.perf_counter() - t0
         hist.epochs.append(row)
         hist.wall_s = row["wall_s"]
