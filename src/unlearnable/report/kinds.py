@@ -106,7 +106,8 @@ def evaluate(folder: Path) -> list[str]:
     rows = [{"training data": "clean", "clean test acc": _acc(r["clean_acc"])},
             {"training data": name, "clean test acc": _acc(r["protected_acc"])}]
     out = [markdown_table(rows, ["training data", "clean test acc"]), "",
-           f"Gap {_acc(r.get('gap'))}, relative drop {_acc(r.get('relative_drop'))}, chance {_acc(r.get('chance_acc'))}."]
+           f"Gap {_acc(r.get('gap'))}, relative drop {_acc(r.get('relative_drop'))}, "
+           f"chance {_acc(r.get('chance_acc'))}."]
     if r.get("valid") is False:
         out += ["", f"**INVALID**: {r.get('invalid_reason')}; these accuracies prove nothing about protection."]
     rec = r.get("recipe") or {}
