@@ -88,5 +88,7 @@ def test_types_are_strict_and_round_trip(tmp_path):
     values = {"source": "a b.npz", "out": Path("o"), "param": ["eps=8/255"], "size": None, "verify": False}
     (tmp_path / "config.yaml").write_text(dump_config(Config("protect", values)))
     schema = {"source": str, "out": Path, "param": list[str], "size": int, "verify": bool}
+    hidden = dump_config(Config("forget", {"forget_ids": "s1,s2", "out": "o"}, withheld=frozenset({"forget_ids"})))
+    assert "s1" not in hidden and "withheld (pass them again): forget_ids" in hidden
     back = load_config(tmp_path / "config.yaml", "protect", schema, ["protect", "evaluate"])
     assert dict(back.values) == values | {"out": "o"}

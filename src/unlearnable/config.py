@@ -34,11 +34,14 @@ class Config:
         command: the command path without the program name, e.g. ``protect`` or ``segment train``.
         values: every parameter's final value, by parameter name (``batch_size``), in signature order.
         from_file: names whose value came from the config file (the rest: flags or defaults).
+        withheld: names never written out (their values would disclose what the output must not, e.g. the ids of
+            forgotten subjects); a re-run asks for them again.
     """
 
     command: str
     values: Mapping[str, Any]
     from_file: frozenset[str] = field(default_factory=frozenset)
+    withheld: frozenset[str] = field(default_factory=frozenset)
 
 
 def _type_name(typ: Any) -> str:
@@ -154,7 +157,9 @@ def dump_config(config: Config, version: str = "") -> str:
 
     head = (f"# unlearnable {version}: every parameter of this `unlearnable {config.command}` run, as resolved.\n"
             f"# Re-run it with: unlearnable {config.command} --config config.yaml (flags override the file)\n")
-    body = {config.command: {k: plain(v) for k, v in config.values.items()}}
+    if config.withheld:
+        head += f"# withheld (pass them again): {', '.join(sorted(config.withheld))}\n"
+    body = {config.command: {k: plain(v) for k, v in config.values.items() if k not in config.withheld}}
     return head + yaml.safe_dump(body, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 

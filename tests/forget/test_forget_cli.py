@@ -78,7 +78,7 @@ def test_outputs_and_erasure_record(forget_all) -> None:
     after = rec["models_after"]["noisy-label"]["2"]
     assert after["sha256"] != rec["model_before"]["sha256"] and (out / after["path"]).exists()
     for f in out.rglob("*"):  # no raw forget id anywhere in the output
-        if f.suffix in (".json", ".md"):
+        if f.suffix in (".json", ".md", ".yaml", ".html"):
             assert not any(i in f.read_text() for i in ids), f
     model, meta = load_model(out / "models" / "noisy-label" / "2")
     assert meta["unlearning"]["strategy"] == "noisy-label" and not set(ids) & set(meta["train_ids"])

@@ -27,6 +27,7 @@ from ..errors import UserError
 EXIT_INCONCLUSIVE = 3  # audit.validity.EXIT_INCONCLUSIVE: results were written, the run proved nothing
 _UNSET = object()
 _declared: list[Any] = [_UNSET]  # the output folder a running command named with wrote()
+_withheld: set[str] = set()  # parameters the running command keeps out of config.yaml (withhold())
 
 
 def wrote(folder: str | Path | None) -> None:
@@ -34,6 +35,12 @@ def wrote(folder: str | Path | None) -> None:
 
     Only needed where the folder is not the command's ``out`` parameter as given."""
     _declared[0] = None if folder is None else Path(folder)
+
+
+def withhold(*names: str) -> None:
+    """Keep these parameters of the running command out of ``config.yaml`` and its report (values that the output
+    must not disclose, such as the ids of forgotten subjects)."""
+    _withheld.update(names)
 
 
 def split_config(args: Sequence[str]) -> tuple[list[str], Path | None]:
@@ -111,6 +118,7 @@ def _finishing(command: Any, name: str) -> Any:
     @functools.wraps(invoke)
     def run(ctx: typer.Context) -> Any:
         _declared[0] = _UNSET
+        _withheld.clear()
         try:
             rv = invoke(ctx)
         except typer.Exit as e:
@@ -139,7 +147,7 @@ def finish(ctx: typer.Context, name: str) -> None:
     from ..log import warn
 
     values = {p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}  # signature order
-    write_config(out, Config(name, values), __version__)
+    write_config(out, Config(name, values, withheld=frozenset(_withheld)), __version__)
     try:  # the run's results are written; a report that cannot be drawn must not turn it into a failure
         from ..report.folder import render_folder
 
