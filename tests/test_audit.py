@@ -47,6 +47,9 @@ def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
     md = (out / "audit.md").read_text()
     assert "clean (no protection)" in md and "ops (mix 0.5)" in md and "| jpeg:20 |" in md
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()  # the per-cell table of the report, and its heat map embedded
+    assert report.count("| lsp | jpeg:20 |") == 2 and "![heatmap.png](heatmap.png)" in report
+    assert "data:image/png;base64," in (out / "report.html").read_text() and (out / "config.yaml").is_file()
     assert len(list((out / "protected").glob("*.pt"))) == 2  # each method protected once
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/results.json")}
     assert len(stamps) == 15

@@ -25,7 +25,8 @@ def test_protect_npz_writes_data_manifest_and_private_key(npz_path, tmp_path, ca
     code, _, err = run_cli(["protect", str(npz_path), "--method", "cuda", "--out", str(out), "-p", "blur=0.4"],
                            capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "perturbation.sealed", "tinymnist.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "manifest.json", "perturbation.sealed",
+                                                     "report.html", "report.md", "tinymnist.npz"]
     key = tmp_path / "prot.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     man = json.loads((out / "manifest.json").read_text())
@@ -63,7 +64,8 @@ def test_protect_folder_mirrors_the_tree(folder_path, tmp_path, capsys):
     out = tmp_path / "pf"
     code, _, err = run_cli(["protect", str(folder_path), "-m", "cuda", "-o", str(out)], capsys)
     assert code == 0, err
-    assert listing(out) - {"manifest.json", "perturbation.sealed"} == listing(folder_path)
+    written = {"manifest.json", "perturbation.sealed", "config.yaml", "report.md", "report.html"}
+    assert listing(out) - written == listing(folder_path)
     assert load(out).ids == load(folder_path).ids
 
 

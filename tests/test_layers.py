@@ -13,7 +13,7 @@ PKG = "unlearnable"
 
 # Lowest first. A module may import its own room and any room below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "registry", "utils", "params", "perturbation", "_version"),
+    ("errors", "registry", "utils", "params", "perturbation", "_version", "config"),
     ("data", "runtime", "models", "log"),
     ("protect",),
     ("train",),

@@ -43,6 +43,22 @@ def test_results_json_contract(forget_all) -> None:
     assert r["strategies"]["retrain"]["1"]["gap_to_retrain"]["forget_dice"] == 0.0
 
 
+def test_forget_report_keeps_its_table_and_embeds_its_figures(forget_all) -> None:
+    out, _ = forget_all
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Unlearning report") and md.count("| retrain | 2 |") == 1  # not rendered twice
+    assert "forget:" in (out / "config.yaml").read_text()
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and 'src="dice_bars.png"' not in page
+
+
+def test_segment_train_report(tiny_model_dir: Path) -> None:
+    meta = json.loads((tiny_model_dir / "model.json").read_text())
+    md = (tiny_model_dir / "report.md").read_text()
+    assert f"| test | {len(meta['test_ids'])} | {meta['scores']['test']['dice']:.3f} |" in md
+    assert "segment train:" in (tiny_model_dir / "config.yaml").read_text()
+
+
 def test_outputs_and_erasure_record(forget_all) -> None:
     out, ids = forget_all
     for f in ("dice_bars.png", "overlay.png", "overlay.npz", "report.md", "erasure_record.json"):
@@ -62,7 +78,7 @@ def test_outputs_and_erasure_record(forget_all) -> None:
     after = rec["models_after"]["noisy-label"]["2"]
     assert after["sha256"] != rec["model_before"]["sha256"] and (out / after["path"]).exists()
     for f in out.rglob("*"):  # no raw forget id anywhere in the output
-        if f.suffix in (".json", ".md"):
+        if f.suffix in (".json", ".md", ".yaml", ".html"):
             assert not any(i in f.read_text() for i in ids), f
     model, meta = load_model(out / "models" / "noisy-label" / "2")
     assert meta["unlearning"]["strategy"] == "noisy-label" and not set(ids) & set(meta["train_ids"])

@@ -24,8 +24,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_export_writes_the_published_layout(exported: Path) -> None:
-    assert sorted(d.name for d in exported.iterdir()) == [f"synth-{i:03d}" for i in range(6)]
-    for d in exported.iterdir():
+    assert sorted(d.name for d in exported.iterdir() if d.is_dir()) == [f"synth-{i:03d}" for i in range(6)]
+    assert sorted(f.name for f in exported.iterdir() if f.is_file()) == ["config.yaml", "report.html", "report.md"]
+    for d in (d for d in exported.iterdir() if d.is_dir()):
         assert {str(f.relative_to(d)) for f in d.rglob("*")} == PUBLISHED
     # the T1 channel read back is, voxel for voxel, the subjects a model trained on TINY learnt
     assert load_subjects(str(exported), modalities=["T1"]).hashes() == load_subjects(TINY).hashes()

@@ -18,6 +18,7 @@ import typer
 from .. import __version__
 from ..errors import UserError
 from ..utils import KEPT
+from . import outputs
 
 app = typer.Typer(
     name="unlearnable",
@@ -49,6 +50,7 @@ from . import demo_cmds  # noqa: E402,F401
 from . import audit_cmds  # noqa: E402,F401
 from . import forget_cmds  # noqa: E402,F401
 from . import sweep_cmds  # noqa: E402,F401
+from . import report_cmds  # noqa: E402,F401
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -107,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command = typer.main.get_command(app)
         readable_metavars(command)
-        rv = command.main(args=args, prog_name="unlearnable", standalone_mode=False)
+        outputs.install(command)  # every command: config.yaml and a report in its output folder
+        args, config = outputs.split_config(args)
+        defaults = outputs.defaults_from(command, args, config) if config is not None else None
+        rv = command.main(args=args, prog_name="unlearnable", standalone_mode=False, default_map=defaults)
     except UserError as e:
         _fail(str(e))
     except typer.Exit as e:

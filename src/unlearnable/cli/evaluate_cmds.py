@@ -13,6 +13,7 @@ from ..audit.validity import EXIT_INCONCLUSIVE
 from ..log import log, progress_enabled, warn
 from ..utils import parse_number
 from . import accel_opts, app
+from .outputs import wrote
 
 
 def recipe_options(model: str | None, epochs: int | None, batch_size: int, lr: str, lr_scaling: str,
@@ -80,6 +81,7 @@ def evaluate_cmd(
     defenses = parse_defenses(defense)
     mix_ratio = parse_mix(mix)
     out = out or Path(f"{str(protected).rstrip('/')}-audit")
+    wrote(out)  # the default output folder gets config.yaml and the report too
     check_output_free(out, force)
     check_separate({"--protected": protected, "--clean": clean}, {"--out": out})
     info = D.init_from_env(device)

@@ -14,6 +14,7 @@ from ..forget import STRATEGIES
 from ..models.seg3d import SEG_MODELS
 from . import accel_opts, app
 from .common import choices_help
+from .outputs import withhold
 
 SEG_MODEL_NAMES, STRATEGY_NAMES = SEG_MODELS.names(), STRATEGIES.names()
 
@@ -146,6 +147,7 @@ def forget(
     from ..runtime.distributed import init_from_env, is_main, per_rank_batch, shutdown
     from ..utils import check_separate, keep_or_remove
 
+    withhold("forget_ids")  # the output names forgotten subjects only by HMAC: config.yaml must not list them
     check_separate({"MODEL_DIR": model_dir, "SUBJECTS": subjects}, {"--out": out, "--record-key": record_key})
     info = init_from_env(device)
     if batch_size is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from . import app
+from .outputs import wrote
 
 ARRAY_TEMPLATES = {
     "slurm": """#!/bin/bash
@@ -63,6 +64,7 @@ def sweep_cmd(
     study = load_study(study_file, out)
     check_separate({f"dataset '{k}'": v for k, v in study.datasets.items()}, {"--out": study.out})
     cells = status(study)
+    wrote(study.out if not (dry_run or emit or cell is not None) else None)  # config + report once merged
     base = [sys.executable, "-m", "unlearnable", "sweep", str(study_file.resolve()), "--out", str(study.out.resolve()),
             "--device", device]
     if dry_run:

@@ -1,0 +1,204 @@
+"""What each command's output folder holds, as Markdown: one renderer per kind of folder, from its files only.
+
+A kind is a name, a test on the folder's files and a renderer that returns Markdown sections. Kinds are tried in
+registration order; the first whose test passes renders the folder, and :func:`generic` renders anything else
+(every JSON file's top-level scalars). A new command's folder gets its own tables by registering one more kind here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .render import markdown_table, pct
+
+Renderer = Callable[[Path], list[str]]
+KINDS: dict[str, tuple[Callable[[Path], bool], Renderer]] = {}
+
+
+def kind(name: str, test: Callable[[Path], bool]) -> Callable[[Renderer], Renderer]:
+    """Register the renderer of the folders that pass ``test`` (duplicate names are refused)."""
+
+    def deco(fn: Renderer) -> Renderer:
+        if name in KINDS:
+            raise ValueError(f"report kind '{name}' is already registered")
+        KINDS[name] = (test, fn)
+        return fn
+
+    return deco
+
+
+def read_json(path: Path) -> Any:
+    """A results file, or ``None`` when it is absent or unreadable (a report shows what it can)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _has(name: str, *keys: str) -> Callable[[Path], bool]:
+    def test(folder: Path) -> bool:
+        doc = read_json(folder / name)
+        return isinstance(doc, dict) and all(k in doc for k in keys)
+
+    return test
+
+
+def num(x: Any, fmt: str = "{:.3f}") -> str:
+    return "–" if x is None or isinstance(x, bool) or not isinstance(x, (int, float)) else fmt.format(x)
+
+
+def _acc(x: Any) -> str:
+    return pct(x) if isinstance(x, (int, float)) else "–"
+
+
+def kv_table(items: Mapping[str, Any]) -> str:
+    """A two-column Markdown table of names and values (nested values shown as compact JSON)."""
+    rows = [{"name": k, "value": v if not isinstance(v, (dict, list)) else json.dumps(v, separators=(",", ":"))}
+            for k, v in items.items()]
+    return markdown_table(rows, ["name", "value"], floats="{:.4g}")
+
+
+def scalars(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if v is None or isinstance(v, (str, int, float, bool))}
+
+
+# ------------------------------------------------------------------------------------------------------- protect
+def quality_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per split: PSNR (dB), SSIM, largest and mean L-inf change (grey levels), mean L2, share of images changed."""
+    rows = [{"split": s, "PSNR (dB)": num(m.get("psnr_db"), "{:.2f}"), "SSIM": num(m.get("ssim"), "{:.4f}"),
+             "L-inf max": num(255 * m["linf_max"] if m.get("linf_max") is not None else None, "{:.1f}/255"),
+             "L-inf mean": num(255 * m["linf_mean"] if m.get("linf_mean") is not None else None, "{:.1f}/255"),
+             "L2 mean": num(m.get("l2_mean")), "changed": _acc(m.get("changed_fraction"))}
+            for s, m in metrics.items() if isinstance(m, dict)]
+    return markdown_table(rows, ["split", "PSNR (dB)", "SSIM", "L-inf max", "L-inf mean", "L2 mean", "changed"])
+
+
+@kind("protect", _has("manifest.json", "method", "metrics"))
+def protect(folder: Path) -> list[str]:
+    m = read_json(folder / "manifest.json")
+    src = m.get("source") or {}
+    out = [f"Protected with **{m['method']}** (key fingerprint `{m.get('key_fingerprint', '?')}`); splits protected: "
+           f"{', '.join(m.get('splits_protected') or [])}; source `{src.get('path', '?')}` ({src.get('format', '?')}).",
+           "", "### Parameters", "", kv_table(m.get("params") or {}), "",
+           "### What the protection changed (measured on the written images)", "", quality_table(m["metrics"]), ""]
+    v = m.get("verify")
+    if isinstance(v, dict):
+        out += ["### Verification (`--verify`)", "",
+                markdown_table([{"verdict": f"**{v.get('verdict')}**", "clean victim": _acc(v.get("clean_acc")),
+                                 "protected victim": _acc(v.get("protected_acc")), "chance": _acc(v.get("chance"))}],
+                               ["verdict", "clean victim", "protected victim", "chance"]), "",
+                str(v.get("reason") or ""), ""]
+    counts = m.get("counts") or {}
+    if counts:
+        out += [f"Images per split: {', '.join(f'{k} {n}' for k, n in counts.items())}.", ""]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ evaluate
+@kind("evaluate", _has("results.json", "clean_acc", "protected_acc"))
+def evaluate(folder: Path) -> list[str]:
+    r = read_json(folder / "results.json")
+    name = f"protected: {r['method']}" if r.get("method") else "protected"
+    rows = [{"training data": "clean", "clean test acc": _acc(r["clean_acc"])},
+            {"training data": name, "clean test acc": _acc(r["protected_acc"])}]
+    out = [markdown_table(rows, ["training data", "clean test acc"]), "",
+           f"Gap {_acc(r.get('gap'))}, relative drop {_acc(r.get('relative_drop'))}, "
+           f"chance {_acc(r.get('chance_acc'))}."]
+    if r.get("valid") is False:
+        out += ["", f"**INVALID**: {r.get('invalid_reason')}; these accuracies prove nothing about protection."]
+    rec = r.get("recipe") or {}
+    if rec:
+        out += ["", f"Victim `{rec.get('model')}`, {rec.get('epochs')} epochs, global batch {rec.get('batch_size')}, "
+                f"lr {rec.get('lr')} ({rec.get('lr_scaling')} scaling), seed {rec.get('seed')}; defences: "
+                f"{', '.join(map(str, r.get('defenses') or [])) or 'none'}; protected share {r.get('mix', 1.0)}."]
+    return out + [""]
+
+
+# ----------------------------------------------------------------------------------------------- audit and sweep
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def csv_table(rows: list[dict[str, str]], acc_cols: tuple[str, ...] = ("clean_acc", "protected_acc")) -> str:
+    """A results CSV as a Markdown table; accuracy columns as percentages."""
+    if not rows:
+        return "(no finished cells)"
+    shown = [{k: (_acc(float(v)) if k in acc_cols and v not in ("", None) else v) for k, v in r.items()} for r in rows]
+    return markdown_table(shown, list(rows[0]))
+
+
+@kind("audit", lambda f: (f / "audit.csv").is_file())
+def audit(folder: Path) -> list[str]:
+    rows = read_csv(folder / "audit.csv")
+    bad = sum(r.get("valid") in ("no", "False", "false") for r in rows)
+    return ["One row per cell (method x defence x protected share); `clean` rows are the baseline of each defence.",
+            "", csv_table(rows), "", f"{len(rows)} cells, {bad} invalid (their clean victim did not beat chance).", ""]
+
+
+@kind("sweep", lambda f: (f / "sweep.csv").is_file())
+def sweep(folder: Path) -> list[str]:
+    rows = read_csv(folder / "sweep.csv")
+    return ["One row per finished cell of the study.", "", csv_table(rows), ""]
+
+
+# -------------------------------------------------------------------------------------------- segment and forget
+@kind("forget", _has("results.json", "original", "strategies"))
+def forget(folder: Path) -> list[str]:
+    from .forget_figures import results_table
+
+    return [results_table(read_json(folder / "results.json")), ""]
+
+
+@kind("segment", _has("model.json", "scores", "config"))
+def segment(folder: Path) -> list[str]:
+    m = read_json(folder / "model.json")
+    rows = [{"subjects": split, "n": len(m.get(f"{split}_ids") or []), "Dice": num(s.get("dice")),
+             "MAE": num(s.get("mae"))} for split, s in (m.get("scores") or {}).items()]
+    return [f"3D segmenter on `{m.get('subjects')}` ({'synthetic' if m.get('synthetic') else 'real'} subjects, "
+            f"{m.get('shape')} voxels, classes {', '.join(map(str, m.get('classes') or []))}; Dice/MAE over "
+            f"{', '.join(map(str, m.get('scored') or []))}).", "",
+            markdown_table(rows, ["subjects", "n", "Dice", "MAE"]), "", "### Training", "",
+            kv_table(m.get("config") or {}), ""]
+
+
+# -------------------------------------------------------------------------------------------------------- generic
+def generic(folder: Path) -> list[str]:
+    """Every JSON file's top-level scalars, one table per file (the rendering of an unknown folder)."""
+    out: list[str] = []
+    for path in sorted(folder.glob("*.json")):
+        doc = read_json(path)
+        if isinstance(doc, dict) and scalars(doc):
+            out += [f"### {path.name}", "", kv_table(scalars(doc)), ""]
+        elif doc is None:
+            out += [f"### {path.name}", "", "(not readable as JSON)", ""]
+    return out
+
+
+def detect(folder: Path) -> str:
+    """The kind of output ``folder`` is (``generic`` when no registered kind matches)."""
+    return next((name for name, (test, _) in KINDS.items() if test(folder)), "generic")
+
+
+def sections(folder: Path, depth: int = 2, prefix: str = "") -> list[str]:
+    """Markdown of ``folder`` by its kind; a folder of no known kind (the demo's) also shows each sub-folder that is
+    an output itself (a known kind's sub-folders are its working files: audit cells, sweep caches)."""
+    name = detect(folder)
+    out = (KINDS[name][1] if name in KINDS else generic)(folder)
+    if depth and name == "generic":
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            inner = sections(sub, depth - 1, f"{prefix}{sub.name}/")
+            if detect(sub) != "generic":
+                out += [f"## {prefix}{sub.name}/ ({detect(sub)})", "", *inner]
+            elif any(line.startswith("## ") for line in inner):  # an output further down
+                out += inner[_first(inner):]
+    return out
+
+
+def _first(lines: list[str]) -> int:
+    """Index of the first nested output heading in ``lines`` (the generic tables of a plain folder are skipped)."""
+    return next(i for i, line in enumerate(lines) if line.startswith("## "))

@@ -1,0 +1,130 @@
+"""``unlearnable report DIR`` and the report every command leaves in its output folder."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import run_cli, write_train_test_npz
+
+FAST = ["--model", "smallcnn", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+class _Images(HTMLParser):
+    """Collects the ``src`` of every <img> in a page (and checks that it parses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def images(page: Path) -> list[str]:
+    p = _Images()
+    p.feed(page.read_text())
+    return p.srcs
+
+
+def assert_self_contained(folder: Path, n_figures: int) -> None:
+    """Every figure of the HTML is an embedded PNG that decodes to the bytes of a PNG in the folder."""
+    srcs = images(folder / "report.html")
+    assert len(srcs) == n_figures and all(s.startswith("data:image/png;base64,") for s in srcs)
+    pngs = {p.read_bytes() for p in folder.rglob("*.png")}
+    assert all(base64.b64decode(s.split(",", 1)[1]) in pngs for s in srcs)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A protect output and its evaluate output, made by the real CLI (evaluate exits 3 on these tiny data)."""
+    tmp = tmp_path_factory.mktemp("report")
+    npz = write_train_test_npz(tmp / "tiny.npz", n=16)
+    assert run_cli(["protect", str(npz), "-m", "random", "--eps", "8/255", "-p", "mode=classwise",
+                    "-o", str(tmp / "prot")],
+                   _NoCapture())[0] == 0
+    code = run_cli(["evaluate", "--protected", str(tmp / "prot"), "--clean", str(npz), *FAST], _NoCapture())[0]
+    assert code in (0, 3)
+    return {"protect": tmp / "prot", "evaluate": tmp / "prot-audit", "npz": npz}
+
+
+class _NoCapture:
+    """``run_cli`` without pytest's capsys (module-scoped fixtures cannot use it)."""
+
+    def readouterr(self):
+        return type("C", (), {"out": "", "err": ""})()
+
+
+def test_protect_output_reports_its_measured_quality(runs):
+    out = runs["protect"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    md = (out / "report.md").read_text()
+    m = manifest["metrics"]["train"]
+    assert "# Protection report: prot" in md and f"| train | {m['psnr_db']:.2f} | {m['ssim']:.4f} | 8.0/255 |" in md
+    assert (out / "config.yaml").is_file() and "## Configuration" in md
+    assert_self_contained(out, 0)
+
+
+def test_evaluate_output_reports_accuracies_verdict_and_curves(runs):
+    out = runs["evaluate"]
+    r = json.loads((out / "results.json").read_text())
+    md = (out / "report.md").read_text()
+    assert f"| clean | {100 * r['clean_acc']:.1f}% |" in md
+    assert f"| protected: random | {100 * r['protected_acc']:.1f}% |" in md
+    assert ("**INVALID**" in md) == (not r["valid"])  # exit 3 still leaves its report
+    assert "![curves.png](curves.png)" in md
+    assert_self_contained(out, 1)
+
+
+def test_a_protected_output_with_a_report_still_loads_and_is_protected_like_before(runs, tmp_path, capsys):
+    """The report and config.yaml beside the data change nothing for the tools that read a protect output."""
+    from unlearnable.protect.run import load_output
+
+    data, manifest = load_output(runs["protect"])
+    assert manifest["method"] == "random" and len(data) == 24
+    code, _, err = run_cli(["protect", str(runs["npz"]), "--like", str(runs["protect"]), "-o", str(tmp_path / "l"),
+                            "--key", str(runs["protect"]) + ".key"], capsys)
+    assert code == 0, err
+    with np.load(runs["protect"] / "tiny.npz") as a, np.load(tmp_path / "l" / "tiny.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_report_keeps_authored_text_and_renders_unknown_folders(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "report.md").write_text("# My study\n\nWritten by hand.\n")
+    (folder / "stats.json").write_text(json.dumps({"score": 0.25, "name": "x", "nested": {"a": 1}}))
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(folder / "fig.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "report.md"}
+    code, out, err = run_cli(["report", str(folder)], capsys)
+    assert code == 0 and "generic report" in out, err
+    md = (folder / "report.md").read_text()
+    assert md.startswith("# My study\n\nWritten by hand.\n") and "![fig.png](fig.png)" in md
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in before} == before  # inputs untouched
+    code, _, _ = run_cli(["report", str(folder)], capsys)
+    assert code == 0 and (folder / "report.md").read_text() == md  # re-rendering replaces only its own block
+    assert_self_contained(folder, 1)
+
+
+def test_report_of_a_folder_without_authored_text_shows_every_json_scalar(tmp_path, capsys):
+    (tmp_path / "r.json").write_text(json.dumps({"dice": 0.875, "ok": True, "rows": [1, 2]}))
+    assert run_cli(["report", str(tmp_path)], capsys)[0] == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "### r.json" in md and "| dice | 0.875 |" in md and "| ok | True |" in md and "rows" not in md
+
+
+@pytest.mark.parametrize("make", [lambda p: p.write_text("x"), lambda p: None])
+def test_report_of_a_non_folder_is_one_line_exit_2(tmp_path, capsys, make):
+    target = tmp_path / "thing"
+    make(target)
+    code, _, err = run_cli(["report", str(target)], capsys)
+    assert code == 2 and err.count("\n") == 1 and f"{target}: not a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["thing"] if target.exists() else [])
