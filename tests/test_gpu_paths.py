@@ -99,6 +99,7 @@ def test_gather_rows_is_identity_in_one_process():
     assert D.gather_rows(t, [torch.tensor([0, 3, 5])]) is t
 
 
+@pytest.mark.slow  # two torchrun starts and three EM fits: about 45 s on the shared 2-core machine
 @pytest.mark.distributed
 def test_em_two_processes_give_the_same_bytes_as_one(npz_path, tmp_path):
     """The EM noise pass is sharded by whole batches; the surrogate steps are the same on every rank, so two gloo

@@ -140,4 +140,6 @@ def vit_small(in_channels: int, num_classes: int, image_size: int) -> Classifier
     vit = VisionTransformer(image_size=image_size, patch_size=patch, num_layers=6, num_heads=3, hidden_dim=192,
                             mlp_dim=768, num_classes=num_classes)
     vit.conv_proj = nn.Conv2d(in_channels, 192, patch, patch)
+    # The Classifier has its own head; torchvision's would never get a gradient, which DDP refuses.
+    vit.heads = nn.Identity()
     return Classifier(_ViTFeatures(vit), 192, num_classes)
