@@ -64,6 +64,7 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
         resized = [c.shape != a.shape for c, a in zip(clean, ch.arrays)]
         out = list(clean)
         tk = [k for k, i in enumerate(ch.index) if i in target]
+        protected = set(tk)  # membership per sample below: a list would make a chunk quadratic (2,700 at 28 x 28)
         if tk and algo is not None:
             prot = apply_arrays(algo, pert, [clean[k] for k in tk], template.subset([ch.index[k] for k in tk]), hw)
             for k, p in zip(tk, prot):
@@ -71,7 +72,9 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
         payloads, written, hashes, lossy = [], [], {}, 0
         for k, i in enumerate(ch.index):
             raw = ch.raws[k]
-            changed = resized[k] or not copy_only or (k in tk and not np.array_equal(out[k], clean[k]))
+            # only a sample with source bytes can be copied, so only then is "did the method change it" asked
+            changed = raw is None or resized[k] or not copy_only or (
+                k in protected and not np.array_equal(out[k], clean[k]))
             if raw is not None:
                 hashes[i] = hashlib.sha256(raw).hexdigest()
             payload, back = writer.encode(i, out[k], raw, changed)
