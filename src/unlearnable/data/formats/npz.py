@@ -250,8 +250,8 @@ class NpzFormat:
         return NpzCatalog(path)
 
     @staticmethod
-    def read(path: Path, **_: object) -> ImageSet:
-        return NpzCatalog(path).imageset()
+    def read(path: Path, size: int | None = None, **_: object) -> ImageSet:
+        return NpzCatalog(path).imageset(size=size)
 
     @staticmethod
     def write(ds: ImageSet, out_dir: Path, source: Path | None = None, **_: object) -> list[Path]:
