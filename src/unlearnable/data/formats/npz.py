@@ -85,6 +85,8 @@ def _open(path: Path) -> tuple[zipfile.ZipFile, dict[str, _Member]]:
 class NpzCatalog(Catalog):
     """A MedMNIST archive listed from its headers and label arrays only."""
 
+    digest_from_source = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.zf, self.members = _open(path)
