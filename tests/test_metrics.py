@@ -61,13 +61,14 @@ def test_streamed_stats_merge_to_the_whole_batch_and_match_the_float64_formulas(
     assert whole["changed_fraction"] == 0.9
 
 
-@pytest.mark.parametrize("c,size", [(1, 28), (3, 28), (3, 80)])  # 28: filtered by matrix products; 80: convolutions
-def test_ssim_matches_scikit_image_gaussian_ssim(c, size):
+# up to 64 px: filtered by matrix products; above: by convolutions; non-square images in both
+@pytest.mark.parametrize("c,h,w", [(1, 28, 28), (3, 28, 28), (3, 20, 36), (3, 80, 80), (1, 72, 96)])
+def test_ssim_matches_scikit_image_gaussian_ssim(c, h, w):
     """The reference implementation with the paper's settings (Gaussian 11/1.5, population covariance)."""
     from skimage.metrics import structural_similarity
 
-    g = torch.Generator().manual_seed(c * size)
-    x = torch.randint(0, 256, (3, c, size, size), generator=g, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(c * h + w)
+    x = torch.randint(0, 256, (3, c, h, w), generator=g, dtype=torch.uint8)
     y = (x.int() + torch.randint(-30, 31, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
     got = ssim(x, y)
     for i in range(3):
