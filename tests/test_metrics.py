@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from unlearnable.data.quality import l2, linf, perturbation_stats, psnr, ssim
@@ -58,3 +59,19 @@ def test_streamed_stats_merge_to_the_whole_batch_and_match_the_float64_formulas(
     assert math.isclose(whole["linf_max"], float(linf(a, b).max()), rel_tol=1e-12)
     assert math.isclose(whole["l2_mean"], float(l2(a, b).mean()), rel_tol=1e-9)
     assert whole["changed_fraction"] == 0.9
+
+
+# up to 64 px: filtered by matrix products; above: by convolutions; non-square images in both
+@pytest.mark.parametrize("c,h,w", [(1, 28, 28), (3, 28, 28), (3, 20, 36), (3, 80, 80), (1, 72, 96)])
+def test_ssim_matches_scikit_image_gaussian_ssim(c, h, w):
+    """The reference implementation with the paper's settings (Gaussian 11/1.5, population covariance)."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(c * h + w)
+    x = torch.randint(0, 256, (3, c, h, w), generator=g, dtype=torch.uint8)
+    y = (x.int() + torch.randint(-30, 31, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    got = ssim(x, y)
+    for i in range(3):
+        want = structural_similarity(x[i].numpy() / 255.0, y[i].numpy() / 255.0, data_range=1.0, channel_axis=0,
+                                     gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert math.isclose(float(got[i]), want, abs_tol=2e-5), (i, float(got[i]), want)

@@ -14,6 +14,7 @@ from scipy.io import savemat
 
 from helpers import make_images, run_cli
 from unlearnable.data.formats.images import reencode
+from unlearnable.errors import UserError
 
 tv = pytest.importorskip("torchvision.datasets")
 
@@ -176,3 +177,39 @@ def test_bad_roots_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert message in lines[0], lines[0]
     assert _listing(tmp_path) == before
+
+
+EVAL = ["--model", "smallcnn", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+
+
+def test_evaluate_native_pets_output_trains_at_the_fit_size_and_says_so(tmp_path, capsys):
+    src = make_pets(tmp_path / "src")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["protect", str(src), "-m", "cuda", "-o", str(out), "--work-size", "16"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", "--protected", str(out), "--clean", str(src), "-o", str(tmp_path / "r"),
+                            *EVAL], capsys)
+    assert code in (0, 3), err  # 3: a one-epoch victim on six images need not beat chance
+    assert "images come in 3 sizes (16x18 to 24x20): resized to 16x16 on load" in err
+    res = json.loads((tmp_path / "r/results.json").read_text())
+    assert res["image_size"]["trained_at"] == [16, 16] and res["image_size"]["resized"]
+    assert "fitted at" in res["image_size"]["note"]
+    # --size chooses; the clean set is resized to match
+    code, _, err = run_cli(["evaluate", "--protected", str(out), "--clean", str(src), "-o", str(tmp_path / "r12"),
+                            "--size", "12", *EVAL], capsys)
+    assert code in (0, 3), err
+    res = json.loads((tmp_path / "r12/results.json").read_text())
+    assert res["image_size"] == {"trained_at": [12, 12], "resized": True, "note": None}
+    assert "sizes" not in err
+
+
+def test_evaluate_plain_mixed_size_root_uses_the_default_working_size(tmp_path, capsys):
+    """Without a manifest there is no fit size: the default working size (224) is used, and the log says so."""
+    from unlearnable.protect.run import load_output
+
+    src = make_pets(tmp_path / "src")
+    ds, manifest = load_output(src, fit_mixed=True)
+    assert manifest is None and ds.size == (224, 224) and ds.meta["resized"]
+    assert "resized to 224x224 on load, the default working size" in ds.meta["size_note"]
+    with pytest.raises(UserError, match="different sizes"):
+        load_output(src)  # without fit_mixed (library callers that need native pixels) mixed sizes still refuse

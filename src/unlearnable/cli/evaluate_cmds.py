@@ -62,6 +62,9 @@ def evaluate_cmd(
     defense: list[str] = typer.Option([], "--defense", help="training-time defence NAME[:ARGS] (repeatable), e.g. "
                                       "jpeg:10, grayscale, at:linf:8/255:steps=5, finetune"),
     mix: str = typer.Option("1.0", "--mix", help="fraction of the training split that is protected (rest clean)"),
+    size: int = typer.Option(None, "--size", min=1, help="train and test at NxN (both sets resized on load); "
+                             "default: the images' own size, or where they differ (native Pets/Flowers102 "
+                             "outputs) the size the protection was fitted at"),
     precision: str = accel_opts.PRECISION,
     sync_bn: bool = accel_opts.SYNC_BN,
     compile_: bool = accel_opts.COMPILE,
@@ -88,8 +91,10 @@ def evaluate_cmd(
     try:
         D.per_rank_batch(recipe.batch_size)
         D.sync_bn_state(recipe.sync_bn)  # a CPU job that asks for SyncBatchNorm is refused before any work
-        prot, manifest = load_output(protected)
-        clean_ds = load(clean, size=prot.size[0] if prot.meta.get("resized") else None,
+        prot, manifest = load_output(protected, size=size, fit_mixed=True)
+        if prot.meta.get("size_note"):
+            log(prot.meta["size_note"])
+        clean_ds = load(clean, size=size or (prot.size[0] if prot.meta.get("resized") else None),
                         seed=(manifest or {}).get("load", {}).get("seed", 0),
                         test_fraction=(manifest or {}).get("load", {}).get("test_fraction", 0.2))
         # Per-epoch checkpoints live beside the output so re-running the same command resumes.
@@ -107,6 +112,8 @@ def evaluate_cmd(
             results = evaluate(prot, clean_ds, recipe, info.device, work_dir=work, progress=progress_enabled(),
                                defenses=defenses, mix=mix_ratio)
         results["protected_source"] = str(protected)
+        results["image_size"] = {"trained_at": list(prot.size), "resized": bool(prot.meta.get("resized")),
+                                 "note": prot.meta.get("size_note")}
         results["clean_source"] = str(clean)
         if manifest is not None:
             results["method"] = manifest.get("method")

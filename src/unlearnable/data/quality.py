@@ -5,6 +5,7 @@ They sit in the data layer because both `protect` (manifest statistics) and `aud
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -38,38 +39,69 @@ def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
+#: Images at most this wide/high are filtered by two matrix products instead of grouped convolutions: measured
+#: 2.5x faster at 28 x 28 (BLAS on a few small matrices beats per-channel convolution set-up), slower at 224 x 224
+#: where the banded matrix is mostly zeros (docs/benchmarks.md).
+MATMUL_MAX_SIDE = 64
+
+
+@functools.lru_cache(maxsize=32)
+def _band(n: int, win: int) -> torch.Tensor:
+    """``(n, n - win + 1)`` float32: column j holds the Gaussian window on rows j..j+win-1, so ``x @ band`` is
+    'valid' filtering of the last dimension of ``x``."""
+    g = _gaussian_1d(win, 1.5 * win / 11).float()
+    m = torch.zeros(n, n - win + 1)
+    for j in range(n - win + 1):
+        m[j:j + win, j] = g
+    return m
+
+
+def _blur_valid(maps: torch.Tensor, win: int) -> torch.Tensor:
+    """Separable Gaussian 'valid' filtering of ``(M, H, W)`` maps -> ``(M, H', W')`` or, by matrix products,
+    ``(M, W', H')``: SSIM only averages elementwise formulas of these maps, so the orientation does not matter.
+    Large maps are filtered channels-last: a copy there and back, and still 2-2.5x faster depthwise convolutions
+    than on ``(M, H, W)`` as it is (the elementwise steps after them need the contiguous layout)."""
+    m, h, w = maps.shape
+    if max(h, w) <= MATMUL_MAX_SIDE:
+        t = (maps.reshape(m * h, w) @ _band(w, win)).reshape(m, h, -1)
+        return (t.transpose(1, 2).reshape(-1, h) @ _band(h, win)).reshape(m, w - win + 1, h - win + 1)
+    g = _band(win, win)[:, 0]  # the window itself
+    x = maps.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    x = F.conv2d(x, g.view(1, 1, win, 1).expand(m, 1, win, 1), groups=m)
+    return F.conv2d(x, g.view(1, 1, 1, win).expand(m, 1, 1, win), groups=m)[0].contiguous()
+
+
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
     """Per-image SSIM ``(N,)`` (Wang et al. 2004; Gaussian window 11/1.5, K1=0.01, K2=0.03), mean over channels.
 
-    The Gaussian is applied separably (two 1-D passes) to the five moment maps at once. The window shrinks for
-    images smaller than 11 px so tiny test images still get a value.
+    Four moment maps are filtered (x, y, x^2 + y^2, xy: the formula needs the variances only as a sum), each by
+    two 1-D passes. The window shrinks for images smaller than 11 px so tiny test images still get a value.
     """
-    # Moments are computed in float32 (fast convolutions) on images shifted by their own mean: variances are
-    # differences of sums, and centring keeps those sums small so float32 cancellation stays negligible.
+    # Moments are computed in float32 (fast filtering) in grey levels (uint8 input; C1, C2 scaled by 255^2, which
+    # leaves SSIM unchanged) on images shifted by their own mean: variances are differences of sums, and centring
+    # keeps those sums small so float32 cancellation stays negligible. Every step after the filter is in place:
+    # fresh large tensors cost page faults that measured as much as the arithmetic (docs/benchmarks.md).
     n, c, h, w = a.shape
-    maps = torch.empty(n, 5, c, h, w)
+    scale = 255.0 if a.dtype == torch.uint8 else 1.0
+    flat = torch.empty(n * 4 * c, h, w)
+    maps = flat.unflatten(0, (n, 4, c))  # (N, 4, C, H, W) view
     x, y = maps[:, 0], maps[:, 1]
-    x.copy_(a).div_(255.0) if a.dtype == torch.uint8 else x.copy_(a)
-    y.copy_(b).div_(255.0) if b.dtype == torch.uint8 else y.copy_(b)
-    shift = x.double().mean(dim=(1, 2, 3), keepdim=True).float()
-    x.sub_(shift)
-    y.sub_(shift)
-    torch.mul(x, x, out=maps[:, 2])
-    torch.mul(y, y, out=maps[:, 3])
-    torch.mul(x, y, out=maps[:, 4])
-    maps = maps.reshape(n, 5 * c, h, w)  # (N, 5C, H, W), filled in place: no stacked copies
+    shift = a.double().mean(dim=(1, 2, 3), keepdim=True).float()
+    torch.sub(a, shift, out=x)
+    torch.sub(b, shift, out=y)
+    torch.mul(x, x, out=maps[:, 2]).addcmul_(y, y)
+    torch.mul(x, y, out=maps[:, 3])
     win = min(window, h, w)
     win -= (win + 1) % 2  # odd
-    g = _gaussian_1d(win, 1.5 * win / 11).float()
-    k = 5 * c
-    maps = F.conv2d(maps, g.view(1, 1, win, 1).expand(k, 1, win, 1), groups=k)
-    maps = F.conv2d(maps, g.view(1, 1, 1, win).expand(k, 1, 1, win), groups=k)
-    mx, my, exx, eyy, exy = maps.reshape(n, 5, c, *maps.shape[-2:]).unbind(1)
-    c1, c2 = 0.01**2, 0.03**2
-    sxx, syy, sxy = exx - mx**2, eyy - my**2, exy - mx * my
-    mx, my = mx + shift, my + shift
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1).float()
+    mx, my, var_sum, cov = _blur_valid(flat, win).unflatten(0, (n, 4, c)).unbind(1)  # (N, C, h', w') each
+    c1, c2 = (0.01 * scale) ** 2, (0.03 * scale) ** 2
+    var_sum.addcmul_(mx, mx, value=-1).addcmul_(my, my, value=-1).add_(c2)  # sigma_x^2 + sigma_y^2 + C2
+    cov.addcmul_(mx, my, value=-1).mul_(2).add_(c2)  # 2 sigma_xy + C2
+    mx.add_(shift)
+    my.add_(shift)
+    num = torch.mul(mx, my).mul_(2).add_(c1).mul_(cov)
+    den = mx.mul_(mx).addcmul_(my, my).add_(c1).mul_(var_sum)
+    return num.div_(den).mean(dim=(1, 2, 3))
 
 
 class PerturbationStats:
@@ -85,7 +117,7 @@ class PerturbationStats:
 
     def update(self, clean: torch.Tensor, protected: torch.Tensor, chunk: int = 0) -> None:
         """Add uint8 batches ``(N, C, H, W)``, measured ``chunk`` images at a time (0: about 256 K values, which
-        keeps SSIM's moment maps in cache: measured 3x faster at 224 x 224 than 32 images at once)."""
+        keeps SSIM's moment maps in cache: the fastest of 1..16 images measured at 28, 128 and 224 px)."""
         n = len(clean)
         chunk = chunk or max(1, (1 << 18) // max(1, clean[0].numel() if n else 1))
         self.n += n
@@ -94,12 +126,15 @@ class PerturbationStats:
         idx = (clean != protected).flatten(1).any(1).nonzero().flatten()
         self.changed += len(idx)
         self.ssim_sum += n - len(idx)
+        every = len(idx) == n  # the usual case for a protected split: slices are views, an index would copy
         for s in range(0, len(idx), chunk):
             i = idx[s:s + chunk]
-            a, b = clean[i], protected[i]
+            a, b = (clean[s:s + chunk], protected[s:s + chunk]) if every else (clean[i], protected[i])
             # PSNR, L-inf and L2 from one integer difference: exact, and far cheaper than three float64 passes.
             d = (b.to(torch.int16) - a.to(torch.int16)).flatten(1)
-            sq = d.to(torch.int32).pow_(2).sum(1, dtype=torch.int64).double()  # (B,) sums of squared grey levels
+            d32 = d.to(torch.int32)
+            sq = d32.mul_(d32).sum(1, dtype=torch.int64).double()  # (B,) sums of squared grey levels (int pow_ is
+            # not vectorised: measured 3x slower)
             li = d.abs().amax(1).double() / 255.0
             p = 10 * torch.log10(255.0**2 * d.shape[1] / sq)  # every row changed, so sq > 0
             self.psnr_sum += float(p.sum())

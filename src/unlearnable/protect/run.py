@@ -252,18 +252,41 @@ def _data_entry(cat: Catalog, files: dict[str, str]) -> str:
     return _data_root(cat) or "."
 
 
-def load_output(path: str | os.PathLike, progress: bool = False) -> tuple[ImageSet, dict[str, Any] | None]:
-    """Load a protect output folder (via its manifest) or any plain source; returns (data, manifest or None)."""
+def load_output(path: str | os.PathLike, progress: bool = False, size: int | None = None,
+                fit_mixed: bool = False) -> tuple[ImageSet, dict[str, Any] | None]:
+    """Load a protect output folder (via its manifest) or any plain source; returns (data, manifest or None).
+
+    ``size`` resizes every image to ``size x size`` (default: the manifest's ``--size``, else native). With
+    ``fit_mixed``, images of differing sizes (native Pets/Flowers102 outputs) are resized to the size the protection
+    was fitted at (the manifest's ``fit_size``; :data:`~unlearnable.protect.native.WORK_SIZE` without one) instead
+    of being refused; ``meta["size_note"]`` then says so, for the command to print and record.
+    """
     import json
 
+    from ..data.io import detect_format, open_catalog
+    from .native import WORK_SIZE
+
     p = Path(path)
+    src, fmt, manifest, kw = str(path), None, None, {}
     if p.is_dir() and (p / MANIFEST).is_file():
         try:
-            m = json.loads((p / MANIFEST).read_text())
-            spec = m["load"]
-        except (ValueError, KeyError) as e:
+            manifest = json.loads((p / MANIFEST).read_text())
+            spec = manifest["load"]
+            src, fmt = str(p / spec["data"]), spec["format"]
+        except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{p / MANIFEST}: unreadable manifest ({e})") from None
-        ds = load(p / spec["data"], format=spec["format"], size=spec.get("size"), seed=spec.get("seed", 0),
-                  test_fraction=spec.get("test_fraction", 0.2), progress=progress)
-        return ds, m
-    return load(path, progress=progress), None
+        kw = {"seed": spec.get("seed", 0), "test_fraction": spec.get("test_fraction", 0.2)}
+        size = size or spec.get("size")
+    note = None
+    if size is None and fit_mixed and (fmt or detect_format(src)) not in ("npz", "builtin"):  # those are uniform
+        sizes = sorted(set(open_catalog(src, format=fmt, **kw).sizes))
+        if len(sizes) > 1:
+            fit = ((manifest or {}).get("images") or {}).get("fit_size") or [WORK_SIZE, WORK_SIZE]
+            size = int(max(fit))
+            where = "the size the protection was fitted at" if manifest else "the default working size"
+            note = (f"images come in {len(sizes)} sizes ({sizes[0][1]}x{sizes[0][0]} to {sizes[-1][1]}x"
+                    f"{sizes[-1][0]}): resized to {size}x{size} on load, {where} (--size N to choose)")
+    ds = load(src, format=fmt, size=size, progress=progress, **kw)
+    if note:
+        ds.meta["size_note"] = note
+    return ds, manifest

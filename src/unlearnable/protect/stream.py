@@ -9,6 +9,7 @@ their source bytes are copied (and hashed) as they are, unless ``--size`` resize
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
         resized = [c.shape != a.shape for c, a in zip(clean, ch.arrays)]
         out = list(clean)
         tk = [k for k, i in enumerate(ch.index) if i in target]
+        protected = set(tk)  # membership per sample below: a list would make a chunk quadratic (2,700 at 28 x 28)
         if tk and algo is not None:
             prot = apply_arrays(algo, pert, [clean[k] for k in tk], template.subset([ch.index[k] for k in tk]), hw)
             for k, p in zip(tk, prot):
@@ -71,7 +73,9 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
         payloads, written, hashes, lossy = [], [], {}, 0
         for k, i in enumerate(ch.index):
             raw = ch.raws[k]
-            changed = resized[k] or not copy_only or (k in tk and not np.array_equal(out[k], clean[k]))
+            # only a sample with source bytes can be copied, so only then is "did the method change it" asked
+            changed = raw is None or resized[k] or not copy_only or (
+                k in protected and not np.array_equal(out[k], clean[k]))
             if raw is not None:
                 hashes[i] = hashlib.sha256(raw).hexdigest()
             payload, back = writer.encode(i, out[k], raw, changed)
@@ -86,15 +90,19 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
     stats: dict[str, PerturbationStats] = {s: PerturbationStats() for s in cat.split_names()}
     raw_hashes: dict[int, str] = {}
     lossy = 0
-    with Progress(len(cat), "writing", "image", enabled=progress and len(cat) >= 1000) as bar:
-        for index, payloads, hashes, part, n_lossy in ordered_map(process, cat.chunks(cat.order()), n_workers):
-            for i, p in zip(index, payloads):
-                writer.put(i, p)
-            raw_hashes.update(hashes)
-            for s, acc in part.items():
-                stats[s] += acc
-            lossy += n_lossy
-            bar.update(len(index))
-    files = writer.close()
-    return PassResult(files, {s: a.result() for s, a in stats.items()}, cat.source_digest(raw_hashes),
+    # a whole-file source hash (.npz) is a second read of the source: run it beside the pass, not after it
+    with ThreadPoolExecutor(1, thread_name_prefix="unlearnable-digest") as side:
+        early = side.submit(cat.source_digest, {}) if cat.digest_from_source else None
+        with Progress(len(cat), "writing", "image", enabled=progress and len(cat) >= 1000) as bar:
+            for index, payloads, hashes, part, n_lossy in ordered_map(process, cat.chunks(cat.order()), n_workers):
+                for i, p in zip(index, payloads):
+                    writer.put(i, p)
+                raw_hashes.update(hashes)
+                for s, acc in part.items():
+                    stats[s] += acc
+                lossy += n_lossy
+                bar.update(len(index))
+        files = writer.close()
+        digest = early.result() if early is not None else cat.source_digest(raw_hashes)
+    return PassResult(files, {s: a.result() for s, a in stats.items()}, digest,
                       resized=size is not None, lossy_written=lossy)

@@ -81,6 +81,8 @@ class Catalog:
     layout: str
     sizes: list[tuple[int, int]]
     meta: dict[str, Any] = field(default_factory=dict)
+    # True where source_digest needs nothing from the pass (a whole-file hash): it then runs beside the pass
+    digest_from_source = False
 
     def __len__(self) -> int:
         return len(self.ids)

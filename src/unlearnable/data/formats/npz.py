@@ -85,6 +85,8 @@ def _open(path: Path) -> tuple[zipfile.ZipFile, dict[str, _Member]]:
 class NpzCatalog(Catalog):
     """A MedMNIST archive listed from its headers and label arrays only."""
 
+    digest_from_source = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.zf, self.members = _open(path)
@@ -250,8 +252,8 @@ class NpzFormat:
         return NpzCatalog(path)
 
     @staticmethod
-    def read(path: Path, **_: object) -> ImageSet:
-        return NpzCatalog(path).imageset()
+    def read(path: Path, size: int | None = None, **_: object) -> ImageSet:
+        return NpzCatalog(path).imageset(size=size)
 
     @staticmethod
     def write(ds: ImageSet, out_dir: Path, source: Path | None = None, **_: object) -> list[Path]:
