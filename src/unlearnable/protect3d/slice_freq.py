@@ -1,0 +1,165 @@
+"""``slice-freq``: class-wise, band-limited, slice-alternating perturbation, in the spirit of VoxShield (Liu et
+al., 2026: inter-slice frequency disruption for 3D segmentation).
+
+Each label class k and channel c carries a 2D pattern ``P[k, c]`` in the slice plane whose spectrum lives in the
+radial band ``[band_lo, band_hi]`` cycles/voxel (drawn from the key: white noise, band-pass filtered, scaled to
+the budget). A voxel at slice z with label k gets ``s(z) * P[k, c]`` at its in-plane position, where
+``s(z) = (-1)^z`` when ``alternate`` (the highest inter-slice frequency: neighbouring slices disagree, which 3D
+convolutions see and clean scans never show) and 1 otherwise. With ``steps > 0`` the patterns are then optimised
+as class-wise error-minimising noise against the 3D surrogate (min-min, :mod:`.surrogate`), projected back onto the
+band and the budget after every step, so the learnt perturbation keeps its structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data.subjectset import SubjectSet
+from ..errors import UserError
+from ..log import log
+from ..protect.keys import Key
+from ..runtime.distributed import all_reduce_sum, shard_indices
+from .base import VOLUME_METHODS, VolumeProtection, by_label, check_eps
+from .surrogate import Recipe, Surrogate, patch_grid, perturbed
+
+CHECKPOINT = "slice-freq.pt"
+
+
+def bandpass(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Keep the radial frequencies in ``[lo, hi]`` (cycles/voxel) of the last two axes of ``x`` ``(..., A, B)``."""
+    a, b = x.shape[-2:]
+    fa = torch.fft.fftfreq(a)[:, None]
+    fb = torch.fft.rfftfreq(b)[None, :]
+    r = (fa**2 + fb**2).sqrt()
+    mask = ((r >= lo) & (r <= hi)).to(x.dtype)
+    return torch.fft.irfft2(torch.fft.rfft2(x) * mask, s=(a, b))
+
+
+@dataclass(frozen=True)
+class SlicePatterns:
+    """Patterns ``(K, C, A, B)`` in the plane orthogonal to ``axis`` (model units), and the fit's report."""
+
+    patterns: torch.Tensor
+    axis: int
+    alternate: bool
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@VOLUME_METHODS.register("slice-freq")
+class SliceFrequency(VolumeProtection):
+    """Class-wise band-limited patterns that alternate in sign across slices (VoxShield-style), optionally optimised
+    against a 3D surrogate."""
+
+    summary = "class-wise band-limited patterns alternating across slices (VoxShield-style), optionally optimised"
+    test_params = {"steps": 1, "rounds": 1, "epochs": 1, "patch": 16, "width": 4}
+
+    @dataclass(frozen=True)
+    class Params:
+        eps: float = 8 / 255
+        band_lo: float = 0.15  # radial band in the slice plane, cycles/voxel (0.5 = Nyquist)
+        band_hi: float = 0.5
+        axis: int = 2  # slice axis among (D, H, W) = the file's voxel axes (i, j, k); 2 = axial for RAS-like data
+        alternate: bool = True  # sign flips from one slice to the next
+        steps: int = 0  # descent steps on the patterns per round (0: model-free, drawn from the key only)
+        rounds: int = 3
+        epochs: int = 2  # surrogate epochs per round
+        step_size: float = 0.0  # 0 -> eps / 4
+        surrogate: str = "unet"
+        width: int = 8
+        patch: int = 32
+        batch_size: int = 2
+        lr: float = 1e-3
+
+        def validate(self) -> None:
+            check_eps(self.eps, SliceFrequency)
+            if not 0 <= self.band_lo < self.band_hi <= 0.71:
+                raise UserError(f"--param band_lo={self.band_lo}, band_hi={self.band_hi}: need 0 <= band_lo < "
+                                "band_hi <= 0.71 (cycles/voxel)")
+            if self.axis not in (0, 1, 2):
+                raise UserError(f"--param axis={self.axis}: must be 0, 1 or 2")
+            if self.steps < 0 or self.rounds < 1 or self.step_size < 0:
+                raise UserError("--param steps >= 0, rounds >= 1 and step_size >= 0 are required")
+            Recipe(self.surrogate, self.width, self.patch, self.batch_size, self.lr, self.epochs).validate()
+
+    def _plane(self, shape: tuple[int, int, int]) -> tuple[int, int]:
+        a, b = (s for j, s in enumerate(shape) if j != self.params.axis)
+        return a, b
+
+    def _project(self, pat: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        return bandpass(pat, p.band_lo, p.band_hi).clamp(-p.eps, p.eps)
+
+    def fit(self, train: SubjectSet, key: Key, work: Path | None = None) -> SlicePatterns:
+        p = self.params
+        a, b = self._plane(train.shape)
+        g = key.generator("slice-freq/patterns")
+        raw = bandpass(torch.randn((train.num_classes, train.channels, a, b), generator=g), p.band_lo, p.band_hi)
+        std = raw.flatten(2).std(2).clamp_min(1e-12)[..., None, None]
+        pat = (raw / std).clamp(-1, 1) * p.eps  # about a third of the voxels sit at the budget
+        report: dict[str, Any] = {}
+        if p.steps:
+            pat, report = self._optimise(train, key, pat, work)
+        return SlicePatterns(pat, p.axis, p.alternate, report)
+
+    def _volume(self, pat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``(C, D, H, W)`` perturbation of one subject from patterns ``(K, C, A, B)`` and its labels."""
+        p = self.params
+        n = labels.shape[p.axis]
+        full = pat.unsqueeze(2 + p.axis)
+        sign = torch.ones(n)
+        if p.alternate:
+            sign[1::2] = -1.0
+        view = [1] * 5
+        view[2 + p.axis] = n
+        return by_label(full * sign.view(view), labels)
+
+    def delta(self, state: SlicePatterns, train: SubjectSet, i: int) -> torch.Tensor:
+        return self._volume(state.patterns, train.labels[i])
+
+    def _optimise(self, train: SubjectSet, key: Key, pat: torch.Tensor, work: Path | None,
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Class-wise min-min: surrogate epochs on the perturbed subjects, then signed descent on the patterns."""
+        p = self.params
+        recipe = Recipe(p.surrogate, p.width, p.patch, p.batch_size, p.lr, p.epochs)
+        sur = Surrogate(recipe, train.channels, train.num_classes, key.seed("slice-freq/surrogate") % (2**31),
+                        self.device)
+        what = {"method": self.name, "params": repr(p), "key": key.fingerprint, "ids": list(train.ids)}
+        ck = work / CHECKPOINT if work is not None else None
+        state = sur.load(ck, what) if ck is not None else None
+        start, history = 0, []
+        if state is not None:
+            pat, start, history = state["patterns"], state["round"], state["history"]
+            log(f"slice-freq: resuming after round {start} of {p.rounds}")
+        alpha = p.step_size or p.eps / 4
+        mine = list(shard_indices(len(train)))
+        for rnd in range(start, p.rounds):
+            deltas = torch.stack([self._volume(pat, train.labels[i]) for i in range(len(train))])
+            history.append(sur.train_round(perturbed(train.images, deltas), train.labels, rnd))
+            sur.eval()
+            for _ in range(p.steps):
+                grad = torch.zeros_like(pat)
+                for i in mine:
+                    grad += self._pattern_grad(sur, train, i, pat)
+                pat = self._project(pat - alpha * all_reduce_sum(grad).float().sign())
+            sur.train()
+            if ck is not None:
+                sur.save(ck, {"what": what, "patterns": pat, "round": rnd + 1, "history": history})
+        return pat, {"surrogate_loss": history, "rounds": len(history)}
+
+    def _pattern_grad(self, sur: Surrogate, train: SubjectSet, i: int, pat: torch.Tensor) -> torch.Tensor:
+        """d(voxel CE of subject ``i``)/d(patterns), summed over the patches that cover the volume."""
+        x, y = train.images[i].float().div(255.0), train.labels[i]
+        grad = torch.zeros_like(pat)
+        for sl in patch_grid(train.shape, self.params.patch):
+            q = pat.clone().requires_grad_(True)
+            d = self._volume(q, y)[(slice(None), *sl)][None]
+            xp = x[(slice(None), *sl)][None]
+            loss = F.cross_entropy(sur.model(((xp + d).clamp(0, 1)).to(sur.device)), y[sl][None].to(sur.device))
+            (gq,) = torch.autograd.grad(loss, q)
+            grad += gq
+        return grad
