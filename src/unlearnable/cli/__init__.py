@@ -49,6 +49,7 @@ from . import demo_cmds  # noqa: E402,F401
 from . import audit_cmds  # noqa: E402,F401
 from . import forget_cmds  # noqa: E402,F401
 from . import sweep_cmds  # noqa: E402,F401
+from . import seg_audit_cmds  # noqa: E402,F401
 
 
 def _fail(message: str, code: int = 2) -> None:

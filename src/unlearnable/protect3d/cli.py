@@ -11,7 +11,6 @@ from ..utils import parse_number
 from .base import VOLUME_METHODS
 
 
-
 def protect_subjects_cmd(source: str, method: str | None, out: Path, key: Path | None, splits: str,
                          params: dict[str, Any], force: bool, device: str, seed: int, test_fraction: str,
                          resume: bool, unused: list[str]) -> None:

@@ -24,9 +24,9 @@ from ..errors import UserError
 from ..log import log, warn
 from ..protect.base import make_params
 from ..protect.keys import save_key
-from ..protect.run import MANIFEST, _key_for_run, default_key_path, partial_dir
+from ..protect.run import MANIFEST, _key_for_run, check_paths, partial_dir
 from ..runtime import distributed as D
-from ..utils import atomic_dir, check_output_free, check_separate, keep_or_remove, sha256_file, write_json
+from ..utils import atomic_dir, keep_or_remove, sha256_file, write_json
 from .base import VOLUME_METHODS
 from .budget import RULE
 from .layout import plan, write_subject
@@ -50,11 +50,7 @@ def protect_subjects(source: str, method: str, out: str | os.PathLike, key_path:
     out = Path(out)
     cls = VOLUME_METHODS.get(method)
     p = make_params(cls, params or {})  # type: ignore[arg-type]
-    check_output_free(out, force)
-    kpath = Path(key_path) if key_path else default_key_path(out)
-    if kpath.resolve().is_relative_to(out.resolve()):
-        raise UserError(f"--key {kpath}: the key must not be stored inside the output folder")
-    check_separate({"SUBJECTS": source}, {"--out": out, "--key": kpath})
+    kpath = check_paths(source, out, key_path, force)
     info = D.init_from_env(device)
     device = info.device if info.distributed else device
     t0 = time.perf_counter()

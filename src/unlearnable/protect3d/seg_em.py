@@ -27,7 +27,7 @@ from ..log import log
 from ..protect.keys import Key
 from ..runtime.distributed import all_reduce_sum, shard_indices
 from .base import VOLUME_METHODS, VolumeProtection, check_eps
-from .surrogate import Recipe, Surrogate, patch_grid, perturbed
+from .surrogate import Surrogate, SurrogateParams, patch_grid, perturbed
 
 CHECKPOINT = "seg-em.pt"
 
@@ -54,22 +54,16 @@ class SegErrorMinimising(VolumeProtection):
     test_params = {"rounds": 1, "epochs": 1, "pgd_steps": 1, "patch": 16, "width": 4}
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(SurrogateParams):  # surrogate, width, patch, batch_size, lr, epochs (per round)
         eps: float = 8 / 255
         rounds: int = 6  # outer rounds of (surrogate epochs, noise steps)
-        epochs: int = 2  # surrogate epochs per round
         pgd_steps: int = 3  # noise descent steps per patch per round
         step_size: float = 0.0  # 0 -> eps / 4
         stop_loss: float = 0.0  # stop once the surrogate's DiceCE on perturbed data is below this (0: never)
-        surrogate: str = "unet"
-        width: int = 8
-        patch: int = 32
-        batch_size: int = 2
-        lr: float = 1e-3
 
         def validate(self) -> None:
             check_eps(self.eps, SegErrorMinimising)
-            Recipe(self.surrogate, self.width, self.patch, self.batch_size, self.lr, self.epochs).validate()
+            self.validate_surrogate()
             if self.rounds < 1 or self.pgd_steps < 1:
                 raise UserError(f"--param rounds={self.rounds}, pgd_steps={self.pgd_steps}: both must be >= 1")
             if self.step_size < 0 or self.stop_loss < 0:
@@ -77,8 +71,7 @@ class SegErrorMinimising(VolumeProtection):
 
     def fit(self, train: SubjectSet, key: Key, work: Path | None = None) -> SubjectNoise:
         p = self.params
-        recipe = Recipe(p.surrogate, p.width, p.patch, p.batch_size, p.lr, p.epochs)
-        sur = Surrogate(recipe, train.channels, train.num_classes, key.seed("seg-em/surrogate") % (2**31),
+        sur = Surrogate(p, train.channels, train.num_classes, key.seed("seg-em/surrogate") % (2**31),
                         self.device)
         g = key.generator("seg-em/init")  # a random start inside the budget, as in EM
         deltas = (torch.rand(train.images.shape, generator=g) * 2 - 1) * p.eps

@@ -25,7 +25,7 @@ from ..log import log
 from ..protect.keys import Key
 from ..runtime.distributed import all_reduce_sum, shard_indices
 from .base import VOLUME_METHODS, VolumeProtection, by_label, check_eps
-from .surrogate import Recipe, Surrogate, patch_grid, perturbed
+from .surrogate import Surrogate, SurrogateParams, patch_grid, perturbed
 
 CHECKPOINT = "slice-freq.pt"
 
@@ -59,7 +59,7 @@ class SliceFrequency(VolumeProtection):
     test_params = {"steps": 1, "rounds": 1, "epochs": 1, "patch": 16, "width": 4}
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(SurrogateParams):  # surrogate, width, patch, batch_size, lr, epochs (per round, when steps > 0)
         eps: float = 8 / 255
         band_lo: float = 0.15  # radial band in the slice plane, cycles/voxel (0.5 = Nyquist)
         band_hi: float = 0.5
@@ -67,13 +67,7 @@ class SliceFrequency(VolumeProtection):
         alternate: bool = True  # sign flips from one slice to the next
         steps: int = 0  # descent steps on the patterns per round (0: model-free, drawn from the key only)
         rounds: int = 3
-        epochs: int = 2  # surrogate epochs per round
         step_size: float = 0.0  # 0 -> eps / 4
-        surrogate: str = "unet"
-        width: int = 8
-        patch: int = 32
-        batch_size: int = 2
-        lr: float = 1e-3
 
         def validate(self) -> None:
             check_eps(self.eps, SliceFrequency)
@@ -84,7 +78,7 @@ class SliceFrequency(VolumeProtection):
                 raise UserError(f"--param axis={self.axis}: must be 0, 1 or 2")
             if self.steps < 0 or self.rounds < 1 or self.step_size < 0:
                 raise UserError("--param steps >= 0, rounds >= 1 and step_size >= 0 are required")
-            Recipe(self.surrogate, self.width, self.patch, self.batch_size, self.lr, self.epochs).validate()
+            self.validate_surrogate()
 
     def _plane(self, shape: tuple[int, int, int]) -> tuple[int, int]:
         a, b = (s for j, s in enumerate(shape) if j != self.params.axis)
@@ -125,8 +119,7 @@ class SliceFrequency(VolumeProtection):
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Class-wise min-min: surrogate epochs on the perturbed subjects, then signed descent on the patterns."""
         p = self.params
-        recipe = Recipe(p.surrogate, p.width, p.patch, p.batch_size, p.lr, p.epochs)
-        sur = Surrogate(recipe, train.channels, train.num_classes, key.seed("slice-freq/surrogate") % (2**31),
+        sur = Surrogate(p, train.channels, train.num_classes, key.seed("slice-freq/surrogate") % (2**31),
                         self.device)
         what = {"method": self.name, "params": repr(p), "key": key.fingerprint, "ids": list(train.ids)}
         ck = work / CHECKPOINT if work is not None else None

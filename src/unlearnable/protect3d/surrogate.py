@@ -9,7 +9,7 @@ RNGs) goes into one atomic checkpoint per round, so an interrupted ``protect`` r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +24,20 @@ from ..segment.train import PatchData, SegConfig, make_optimizer, train_epochs
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How the surrogate trains: architecture, base width, patch edge, global batch, learning rate, epochs per
-    round (an epoch visits every subject twice with a random patch)."""
+class SurrogateParams:
+    """The surrogate's recipe, shared by the methods that train one (their ``Params`` extend it): architecture,
+    base width, patch edge, global batch, learning rate, and epochs per round (an epoch visits every subject twice
+    with a random patch)."""
 
-    model: str = "unet"
+    surrogate: str = "unet"
     width: int = 8
     patch: int = 32
     batch_size: int = 2
     lr: float = 1e-3
     epochs: int = 2
 
-    def validate(self) -> None:
-        SEG_MODELS.get(self.model)
+    def validate_surrogate(self) -> None:
+        SEG_MODELS.get(self.surrogate)
         if self.patch < 16 or self.patch % 8:
             raise UserError(f"--param patch={self.patch}: must be a multiple of 8 and at least 16")
         for k in ("width", "batch_size", "epochs"):
@@ -69,14 +70,14 @@ def patch_grid(shape: tuple[int, ...], patch: int) -> Iterator[tuple[slice, ...]
 class Surrogate:
     """A segmenter trained round by round on perturbed subjects; ``seed`` fixes its initialisation and patches."""
 
-    def __init__(self, recipe: Recipe, in_channels: int, num_classes: int, seed: int, device: str = "cpu"):
+    def __init__(self, recipe: SurrogateParams, in_channels: int, num_classes: int, seed: int, device: str = "cpu"):
         self.recipe, self.device, self.seed = recipe, device, seed
         torch.manual_seed(seed)
-        self.model = build_seg_model(recipe.model, in_channels, num_classes, recipe.width).to(device)
+        self.model = build_seg_model(recipe.surrogate, in_channels, num_classes, recipe.width).to(device)
         self.opt = make_optimizer(self.model.parameters(), recipe.lr)
         self.ddp = wrap(self.model)
-        self.cfg = SegConfig(recipe.model, recipe.width, recipe.patch, recipe.epochs, recipe.batch_size, recipe.lr,
-                             2, seed)
+        self.cfg = SegConfig(recipe.surrogate, recipe.width, recipe.patch, recipe.epochs, recipe.batch_size,
+                             recipe.lr, 2, seed)
 
     def train_round(self, images: torch.Tensor, labels: torch.Tensor, rnd: int) -> float:
         """``recipe.epochs`` epochs on ``images`` (uint8, already perturbed); the mean loss of the last epoch."""
@@ -104,7 +105,7 @@ class Surrogate:
     def save(self, path: Path, extra: dict[str, Any]) -> None:
         if is_main():
             CK.save(path, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                           "recipe": asdict(self.recipe), "rng": CK.rng_state(), **extra})
+                           "rng": CK.rng_state(), **extra})
 
     def load(self, path: Path, what: dict[str, Any]) -> dict[str, Any] | None:
         """Restore from ``path`` if it exists and was made for ``what`` (method, params, key, subjects)."""
