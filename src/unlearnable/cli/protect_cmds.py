@@ -15,7 +15,8 @@ from .common import parse_params
 
 @app.command("protect")
 def protect_cmd(
-    source: str = typer.Argument(..., help="a .npz file, an image folder, a Pets/Flowers102 root, or a built-in name"),
+    source: str = typer.Argument(..., help="a .npz file, an image folder, a Pets/Flowers102 root, a built-in name, "
+                                "or 3D subjects (an MRBrainS18 folder, a .csv of NIfTI paths, brain-phantoms:...)"),
     method: str = typer.Option(None, "--method", "-m", help="protection method (see `unlearnable datasets`)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (written atomically)"),
     key: Path = typer.Option(None, "--key", help="key file (mode 0600); created if missing; default OUT.key"),
