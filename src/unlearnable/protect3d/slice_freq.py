@@ -1,17 +1,22 @@
 """``slice-freq``: class-wise, band-limited, slice-alternating perturbation, in the spirit of VoxShield (Liu et
 al., 2026: inter-slice frequency disruption for 3D segmentation).
 
-Each label class k and channel c carries a 2D pattern ``P[k, c]`` in the slice plane whose spectrum lives in the
-radial band ``[band_lo, band_hi]`` cycles/voxel (drawn from the key: white noise, band-pass filtered, scaled to
-the budget). A voxel at slice z with label k gets ``s(z) * P[k, c]`` at its in-plane position, where
-``s(z) = (-1)^z`` when ``alternate`` (the highest inter-slice frequency: neighbouring slices disagree, which 3D
-convolutions see and clean scans never show) and 1 otherwise. With ``steps > 0`` the patterns are then optimised
-as class-wise error-minimising noise against the 3D surrogate (min-min, :mod:`.surrogate`), projected back onto the
-band and the budget after every step, so the learnt perturbation keeps its structure.
+Each label class k carries a square wave in the slice plane, ``eps * sign(cos(2 pi f_k <u_k, (a, b)> + phi_k))``,
+whose frequency ``f_k`` lies in the band ``[band_lo, band_hi]`` cycles/voxel and whose orientation ``u_k`` differs
+from class to class (evenly spread over 180 degrees; offset, frequencies and phases drawn from the key). A voxel at
+slice z with label k gets its class's wave times ``s(z) = (-1)^z`` when ``alternate`` (the highest inter-slice
+frequency: neighbouring slices disagree, which 3D convolutions see and clean scans never show).
+
+Why orientation per class: a segmenter is translation-equivariant, so a class-wise shortcut must be *locally*
+recognisable. Patterns that differ only as random draws of the same texture (``noise3d``'s tiles, or band-passed
+noise) look alike through a 3x3x3 window and were measured to do nothing; an oriented wave tells its class from
+any small patch. With ``steps > 0`` the waves are then optimised as class-wise error-minimising noise against the
+3D surrogate (min-min, :mod:`.surrogate`), projected back onto the band and the budget after every step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,14 +60,14 @@ class SliceFrequency(VolumeProtection):
     """Class-wise band-limited patterns that alternate in sign across slices (VoxShield-style), optionally optimised
     against a 3D surrogate."""
 
-    summary = "class-wise band-limited patterns alternating across slices (VoxShield-style), optionally optimised"
+    summary = "class-wise oriented in-band waves alternating across slices (VoxShield-style), optionally optimised"
     test_params = {"steps": 1, "rounds": 1, "epochs": 1, "patch": 16, "width": 4}
 
     @dataclass(frozen=True)
     class Params(SurrogateParams):  # surrogate, width, patch, batch_size, lr, epochs (per round, when steps > 0)
         eps: float = 8 / 255
-        band_lo: float = 0.15  # radial band in the slice plane, cycles/voxel (0.5 = Nyquist)
-        band_hi: float = 0.5
+        band_lo: float = 0.15  # band of the in-plane wave frequency, cycles/voxel (0.5 = Nyquist)
+        band_hi: float = 0.35
         axis: int = 2  # slice axis among (D, H, W) = the file's voxel axes (i, j, k); 2 = axial for RAS-like data
         alternate: bool = True  # sign flips from one slice to the next
         steps: int = 0  # descent steps on the patterns per round (0: model-free, drawn from the key only)
@@ -71,9 +76,9 @@ class SliceFrequency(VolumeProtection):
 
         def validate(self) -> None:
             check_eps(self.eps, SliceFrequency)
-            if not 0 <= self.band_lo < self.band_hi <= 0.71:
+            if not 0 <= self.band_lo < self.band_hi <= 0.5:
                 raise UserError(f"--param band_lo={self.band_lo}, band_hi={self.band_hi}: need 0 <= band_lo < "
-                                "band_hi <= 0.71 (cycles/voxel)")
+                                "band_hi <= 0.5 (cycles/voxel)")
             if self.axis not in (0, 1, 2):
                 raise UserError(f"--param axis={self.axis}: must be 0, 1 or 2")
             if self.steps < 0 or self.rounds < 1 or self.step_size < 0:
@@ -90,15 +95,24 @@ class SliceFrequency(VolumeProtection):
 
     def fit(self, train: SubjectSet, key: Key, work: Path | None = None) -> SlicePatterns:
         p = self.params
-        a, b = self._plane(train.shape)
-        g = key.generator("slice-freq/patterns")
-        raw = bandpass(torch.randn((train.num_classes, train.channels, a, b), generator=g), p.band_lo, p.band_hi)
-        std = raw.flatten(2).std(2).clamp_min(1e-12)[..., None, None]
-        pat = (raw / std).clamp(-1, 1) * p.eps  # about a third of the voxels sit at the budget
+        pat = self.waves(train.num_classes, train.channels, self._plane(train.shape), key)
         report: dict[str, Any] = {}
         if p.steps:
             pat, report = self._optimise(train, key, pat, work)
         return SlicePatterns(pat, p.axis, p.alternate, report)
+
+    def waves(self, k: int, c: int, plane: tuple[int, int], key: Key) -> torch.Tensor:
+        """Class-wise square waves ``(K, C, A, B)`` at the budget: one orientation per class, frequency in the band."""
+        p = self.params
+        u = torch.rand((k, 3), generator=key.generator("slice-freq/waves"), dtype=torch.float64)
+        theta = (torch.arange(k, dtype=torch.float64) + u[:, 0]) * math.pi / k
+        freq = p.band_lo + (p.band_hi - p.band_lo) * u[:, 1]
+        ia, ib = torch.meshgrid(torch.arange(plane[0], dtype=torch.float64),
+                                torch.arange(plane[1], dtype=torch.float64), indexing="ij")
+        arg = (theta.cos()[:, None, None] * ia + theta.sin()[:, None, None] * ib) * freq[:, None, None]
+        wave = torch.cos(2 * math.pi * arg + 2 * math.pi * u[:, 2, None, None])
+        sq = torch.where(wave >= 0, 1.0, -1.0).float() * p.eps
+        return sq[:, None].expand(k, c, *plane).clone()
 
     def _volume(self, pat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``(C, D, H, W)`` perturbation of one subject from patterns ``(K, C, A, B)`` and its labels."""
