@@ -110,6 +110,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys) -> N
         ([str(tmp_path / "training"), "--method", "noise3d", "--size", "32"], "--size"),
         ([TINY, "--method", "seg-em", "-p", "patch=12"], "patch=12"),
         ([TINY, "--method", "noise3d", "--splits", "val"], "split 'val'"),
+        ([str(tmp_path / "training" / "1" / "pre"), "--method", "seg-em"], "not a subjects source"),
     ]
     for args, needle in cases:
         capsys.readouterr()

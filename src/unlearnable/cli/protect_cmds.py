@@ -67,7 +67,7 @@ def protect_cmd(
              "batch_size": batch_size, "epochs": epochs, "lr_scaling": lr_scaling, "warmup_epochs": warmup_epochs}
     params.update({k: str(v) for k, v in flags.items() if v is not None})
     dev = D.resolve_device(device, D.launcher_env()[3])
-    from ..protect3d import is_subject_source
+    from ..protect3d import VOLUME_METHODS, is_subject_source
 
     if is_subject_source(source):  # 3D segmentation subjects: their own methods, writer and manifest
         from ..protect3d.cli import protect_subjects_cmd
@@ -77,6 +77,9 @@ def protect_cmd(
         protect_subjects_cmd(source, method, out, key, splits, params, force, dev, seed, test_fraction, resume,
                              [k for k, v in unused.items() if v is not None])
         return
+    if method in VOLUME_METHODS:
+        raise UserError(f"--method {method}: a 3D method, but {source} is not a subjects source (an MRBrainS18 "
+                        "folder, a .csv of NIfTI paths, brain-phantoms:...)")
     if like is not None:
         from ..protect.like import protect_like
 
