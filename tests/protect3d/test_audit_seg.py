@@ -35,3 +35,23 @@ def test_audit_seg_writes_results_and_figure(tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
         assert not bad.exists()
+
+
+def test_augment3d_flips_inputs_and_undoes_them_on_the_logits() -> None:
+    import torch
+
+    from unlearnable.segment.augment import Augment3d, gaussian_blur3d
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 3, 3, padding=1)
+    x = torch.rand(2, 1, 8, 8, 8)
+    aug = Augment3d(net, flip=1.0, shift=0.0, scale=0.0, smooth=0.0)
+    dims = [2, 3, 4]
+    assert torch.allclose(aug.train()(x), net(x.flip(dims)).flip(dims), atol=1e-6)  # = training on flipped (x, y)
+    assert torch.equal(aug.eval()(x), net(x))  # evaluation is never augmented
+    const = torch.full((1, 2, 6, 6, 6), 0.3)
+    assert torch.allclose(gaussian_blur3d(const, 1.0), const, atol=1e-6)
+    spike = torch.zeros(1, 1, 9, 9, 9)
+    spike[0, 0, 4, 4, 4] = 1.0
+    blurred = gaussian_blur3d(spike, 1.0)
+    assert abs(float(blurred.sum()) - 1.0) < 1e-5 and float(blurred.max()) < 0.2
