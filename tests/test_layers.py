@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("audit",),
     ("segment",),
     ("forget",),
+    ("protect3d",),  # 3D protection trains segmenters and audits with forget's Dice/MAE
     ("report",),
     ("cli", "__main__", ""),  # "" is the package itself (the public API facade)
 ]

@@ -38,6 +38,7 @@ def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     from ..models import MODELS
     from ..models.seg3d import SEG_MODELS
     from ..protect import METHODS
+    from ..protect3d import VOLUME_METHODS
     from ..train.defenses import DEFENSES
 
     return [
@@ -48,6 +49,8 @@ def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
             ("FOLDER (MRBrainS18 layout)", plain(read_mrbrains.__doc__)),
             ("FILE.csv", plain(read_csv.__doc__))]),
         ("protection methods (protect --method, audit --methods)", _described(METHODS.names(), METHODS.get)),
+        ("3D protection methods (protect SUBJECTS --method; audit-seg)", _described(VOLUME_METHODS.names(),
+                                                                                      VOLUME_METHODS.get)),
         ("training-time defences (evaluate --defense, audit --defenses)", _described(DEFENSES.names(),
                                                                                      DEFENSES.get)),
         ("victim models (evaluate/audit --model)", _described(MODELS.names(), MODELS.get, "__doc__")),

@@ -15,7 +15,8 @@ from .common import parse_params
 
 @app.command("protect")
 def protect_cmd(
-    source: str = typer.Argument(..., help="a .npz file, an image folder, a Pets/Flowers102 root, or a built-in name"),
+    source: str = typer.Argument(..., help="a .npz file, an image folder, a Pets/Flowers102 root, a built-in name, "
+                                "or 3D subjects (an MRBrainS18 folder, a .csv of NIfTI paths, brain-phantoms:...)"),
     method: str = typer.Option(None, "--method", "-m", help="protection method (see `unlearnable datasets`)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (written atomically)"),
     key: Path = typer.Option(None, "--key", help="key file (mode 0600); created if missing; default OUT.key"),
@@ -70,6 +71,19 @@ def protect_cmd(
     params.update({k: str(v) for k, v in flags.items() if v is not None})
     dev = D.resolve_device(device, D.launcher_env()[3])
     acc = accel_opts.accel(precision, sync_bn, compile_)
+    from ..protect3d import VOLUME_METHODS, is_subject_source
+
+    if is_subject_source(source):  # 3D segmentation subjects: their own methods, writer and manifest
+        from ..protect3d.cli import protect_subjects_cmd
+
+        unused = {"--like": like, "--size": size, "--work-size": work_size, "--verify": verify or None,
+                  "--target-acc": target_acc, "--surrogate-weights": surrogate_weights, "--clusters": clusters}
+        protect_subjects_cmd(source, method, out, key, splits, params, force, dev, seed, test_fraction, resume,
+                             [k for k, v in unused.items() if v is not None])
+        return
+    if method in VOLUME_METHODS:
+        raise UserError(f"--method {method}: a 3D method, but {source} is not a subjects source (an MRBrainS18 "
+                        "folder, a .csv of NIfTI paths, brain-phantoms:...)")
     if like is not None:
         from ..protect.like import protect_like
 

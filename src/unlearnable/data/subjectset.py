@@ -214,6 +214,16 @@ def resample(vol: torch.Tensor, shape: Sequence[int], labels: bool = False) -> t
     return F.interpolate(vol[None].float(), size=shape, mode="trilinear", align_corners=False)[0]
 
 
+def intensity_window(x: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.5) -> tuple[float, float]:
+    """The window ``(lo, hi)`` that :func:`normalise_intensity` maps onto 0..255 for one channel ``(D, H, W)``:
+    the [lo, hi] percentiles of its non-zero voxels (of all voxels when 16 or fewer are non-zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    fg = x[x != 0]
+    ref = fg if fg.size > 16 else x.ravel()
+    lo, hi = np.percentile(ref, [lo_pct, hi_pct])
+    return float(lo), float(hi)
+
+
 def normalise_intensity(vol: np.ndarray | torch.Tensor, lo_pct: float = 1.0, hi_pct: float = 99.5) -> torch.Tensor:
     """Per-channel robust min-max to uint8: clip to the [lo, hi] percentiles of the non-zero voxels.
 
@@ -226,9 +236,7 @@ def normalise_intensity(vol: np.ndarray | torch.Tensor, lo_pct: float = 1.0, hi_
     out = torch.empty(v.shape, dtype=torch.uint8)
     for c in range(v.shape[0]):
         x = v[c]
-        fg = x[x != 0]
-        ref = fg if fg.numel() > 16 else x.flatten()
-        lo, hi = np.percentile(ref.numpy(), [lo_pct, hi_pct])
+        lo, hi = intensity_window(x.numpy(), lo_pct, hi_pct)
         scale = 255.0 / max(float(hi - lo), 1e-6)
         out[c] = ((x - float(lo)) * scale).round().clamp(0, 255).to(torch.uint8)
     return out

@@ -75,11 +75,7 @@ def protect_source(
     out = Path(out)
     cls = METHODS.get(method)
     p = make_params(cls, params or {})  # fail on bad parameters before any work
-    check_output_free(out, force)
-    kpath = Path(key_path) if key_path else default_key_path(out)
-    if kpath.resolve().is_relative_to(out.resolve()):
-        raise UserError(f"--key {kpath}: the key must not be stored inside the output folder")
-    check_separate({"SOURCE": source}, {"--out": out, "--key": kpath})
+    kpath = check_paths(source, out, key_path, force)
     info = D.init_from_env(device)
     device = info.device if info.distributed else device
     work = partial_dir(out)
@@ -151,6 +147,16 @@ def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tup
         return view.with_images(a.apply(train, pe), idx), pe, a
 
     return review(view, algo, fit)
+
+
+def check_paths(source: str, out: Path, key_path: str | os.PathLike | None, force: bool) -> Path:
+    """Refuse an existing output (unless ``force``), a key inside it, or either inside the source; the key path."""
+    check_output_free(out, force)
+    kpath = Path(key_path) if key_path else default_key_path(out)
+    if kpath.resolve().is_relative_to(out.resolve()):
+        raise UserError(f"--key {kpath}: the key must not be stored inside the output folder")
+    check_separate({"SOURCE": source}, {"--out": out, "--key": kpath})
+    return kpath
 
 
 def partial_dir(out: Path) -> Path:

@@ -142,10 +142,12 @@ def make_optimizer(params: Any, lr: float) -> torch.optim.Optimizer:
 
 def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: SegConfig,
                     device: str = "cpu", pretrained: str | None = None,
-                    ckpt_dir: Path | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+                    ckpt_dir: Path | None = None, augment: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a segmenter from scratch (or MedicalNet weights) on ``images`` (N, C, D, H, W) / ``labels``.
 
     With ``ckpt_dir`` the state is saved after every epoch and an existing checkpoint there is resumed.
+    ``augment`` wraps the model for training only (e.g. :class:`~unlearnable.segment.augment.Augment3d`).
     Returns the unwrapped model (on ``device``) and a summary dict (losses, key report, time).
     """
     torch.manual_seed(cfg.seed)
@@ -168,7 +170,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], state["history"]
         CK.restore_rng(state["rng"])
-    ddp = wrap(model, cfg.sync_bn)
+    ddp = wrap(model if augment is None else augment(model), cfg.sync_bn)
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         history += train_epochs(ddp, data, cfg, epoch, epoch + 1, opt, device=device, desc=f"segment {cfg.model}")
@@ -176,7 +178,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
             CK.save(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                          "history": history, "config": asdict(cfg), "rng": CK.rng_state(),
                          "data": CK.data_order(epoch + 1, 0, cfg.seed)})
-    return unwrap(ddp), {"loss": history, "time_s": time.perf_counter() - t0, "pretrained": report,
+    return model, {"loss": history, "time_s": time.perf_counter() - t0, "pretrained": report,
                          "world_size": info().world_size, "per_rank_batch": per_rank_batch(cfg.batch_size),
                          "sync_bn": sync_bn_state(cfg.sync_bn)} | P.Accel(cfg.precision).record(device)
 
