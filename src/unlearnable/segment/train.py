@@ -190,6 +190,11 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, 
     ckpt = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     arch = ckpt["arch"]
     model = build_seg_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
+    if arch.get("shards"):  # a SISA ensemble (segment train --shards)
+        from .shards import ShardEnsemble
+
+        model = ShardEnsemble([build_seg_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
+                               for _ in range(arch["shards"])])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), meta
 
