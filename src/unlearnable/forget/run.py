@@ -128,6 +128,10 @@ def _gap(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or math.isnan(a) or math.isnan(b) else abs(a - b)
 
 
+def _learned(r: dict[str, Any]) -> float | None:
+    return ((r.get("mia") or {}).get("learned") or {}).get("auc")
+
+
 def add_comparisons(results: dict[str, Any]) -> None:
     """Fill headline figures, gaps to ``retrain`` at the same horizon and time/steps relative to it, in place."""
     ref = results["strategies"].get("retrain", {})
@@ -139,9 +143,9 @@ def add_comparisons(results: dict[str, Any]) -> None:
                 "forget_dice": _gap(r["forget"]["dice"], g["forget"]["dice"]) if g else None,
                 "test_dice": _gap(r["test"]["dice"], g["test"]["dice"]) if g else None,
                 "mia_auc": _gap(r["mia_auc"], g["mia_auc"]) if g else None,
-                "mia_learned_auc": _gap(r["mia"]["learned"]["auc"], g["mia"]["learned"]["auc"]) if g else None}
+                "mia_learned_auc": _gap(_learned(r), _learned(g)) if g else None}
             r["time_rel_retrain"] = r["time_s"] / g["time_s"] if g and g["time_s"] > 0 else None
-            r["steps_rel_retrain"] = r["steps"] / g["steps"] if g and g["steps"] > 0 else None
+            r["steps_rel_retrain"] = r.get("steps", 0) / g["steps"] if g and g.get("steps") else None
     results["retrain_mia_auc"] = {h: r["mia_auc"] for h, r in ref.items()} or None
 
 
