@@ -25,7 +25,7 @@ from unlearnable.data.phantoms import brain_phantoms
 from unlearnable.data.subjects import split_by_id
 from unlearnable.forget import STRATEGIES, ForgetTask, run_strategy
 from unlearnable.forget.base import strategy_names
-from unlearnable.forget.run import Plan, _scores, add_comparisons
+from unlearnable.forget.run import Plan, add_comparisons, score_model
 from unlearnable.models.seg3d import build_seg_model
 from unlearnable.report.forget_figures import results_table
 from unlearnable.segment.shards import train_sisa
@@ -74,7 +74,7 @@ def main() -> None:
     trained, _ = train_segmenter(train.images, train.labels, s.num_classes, cfg, dev)
     train_s = time.perf_counter() - t0
     p = Plan(s, retain, forget, test, trained, {"arch": arch}, cfg, [], [args.epochs], {}, args.budget)
-    before, before_mia = _scores(trained, p, dev)
+    before, before_mia = score_model(trained, p, dev)
     results: dict[str, Any] = {"original": {**before, "mia_auc": before_mia["loss"]["auc"], "mia": before_mia},
                                "strategies": {}}
     work = Path(tempfile.mkdtemp(prefix="forget-bench-"))
@@ -85,7 +85,7 @@ def main() -> None:
                                          args.slices, dev, work / "sisa")
         sisa_s = time.perf_counter() - t0
         sisa_meta = {"sisa": summary["sisa"], "arch": {**arch, "shards": args.shards}}
-        sisa_scores = _scores(sisa_model, p, dev)[0]
+        sisa_scores = score_model(sisa_model, p, dev)[0]
     names = [n for n in strategy_names(args.strategies) if n != "sisa" or sisa_model is not None]
     for name in names:
         strat = STRATEGIES.get(name)()
@@ -95,7 +95,7 @@ def main() -> None:
                           work / "sisa" if is_sisa else None, sisa_meta if is_sisa else {})
 
         def on_horizon(h: int, model: torch.nn.Module, t: float, name: str = name, strat: Any = strat) -> None:
-            scores, mia = _scores(model, p, dev)
+            scores, mia = score_model(model, p, dev)
             prog = strat.progress[h]
             results["strategies"][name] = {str(h): {**scores, "mia_auc": mia["loss"]["auc"], "mia": mia,
                                                     "time_s": t, "steps": prog["steps"],

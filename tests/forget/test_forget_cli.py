@@ -133,6 +133,8 @@ def test_forget_a_test_subject(tmp_path, tiny_model_dir, capsys) -> None:
 @pytest.mark.parametrize("extra, message", [
     (["--strategy", "noisy-labels"], "did you mean 'noisy-label'"),
     (["--epochs", "0"], "horizons must be positive"),
+    (["--budget", "0"], "--budget 0.0: must be a share of retrain's steps"),
+    (["--stop", "calibrate"], "did you mean 'calibrated'"),
 ])
 def test_bad_options(tmp_path, tiny_model_dir, capsys, extra, message) -> None:
     _bad(tmp_path, tiny_model_dir, capsys, ["--forget", "synth-000", *extra], message)

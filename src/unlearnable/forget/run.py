@@ -115,7 +115,7 @@ def plan(model_dir: str | Path, source: str, forget_ids: str, strategy: str, epo
                 content, budget, stop)
 
 
-def _scores(model: torch.nn.Module, p: Plan, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def score_model(model: torch.nn.Module, p: Plan, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Public metrics on retain/forget/test and the membership attacks (forget vs held-out, forget/mia.py)."""
     out, raw = {}, {}
     for name, part in (("retain", p.retain), ("forget", p.forget), ("test", p.test)):
@@ -175,7 +175,7 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
                       p.subjects.num_classes, p.cfg, device, p.test.images, p.test.labels, p.budget, p.stop,
                       tuple(p.retain.ids), tuple(p.forget.ids), Path(model_dir), p.meta)
     arch = p.meta["arch"]
-    before, before_mia = _scores(p.model, p, device)
+    before, before_mia = score_model(p.model, p, device)
     results: dict[str, Any] = {
         "original": {**before, "mia_auc": before_mia["loss"]["auc"], "mia": before_mia}, "strategies": {},
         "setup": {"subjects": source, "synthetic": bool(p.subjects.meta.get("synthetic")), "horizons": p.horizons,
@@ -196,7 +196,7 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
 
             def on_horizon(h: int, model: torch.nn.Module, time_s: float, name: str = name,
                            runs: dict[str, Any] = runs, strat: Any = strat) -> None:
-                scores, mia = _scores(model, p, device)
+                scores, mia = score_model(model, p, device)
                 prog = strat.progress.get(h, {})
                 runs[str(h)] = {**scores, "mia_auc": mia["loss"]["auc"], "mia": mia, "time_s": time_s,
                                 "steps": prog.get("steps", 0), "stopped_at": prog.get("stopped_at"),
