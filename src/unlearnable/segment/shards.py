@@ -24,29 +24,12 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
-from ..models.seg3d import build_seg_model
+from ..models.seg3d import ShardEnsemble, build_seg_model
 from ..runtime import checkpoint as CK
 from ..runtime.distributed import barrier, is_main, per_rank_batch
 from .train import PatchData, SegConfig, make_optimizer, train_epochs
 
-
-class ShardEnsemble(nn.Module):
-    """Mean of the members' softmax probabilities, returned as log-probabilities (valid logits): ``(B, C, D, H, W)``
-    → ``(B, K, D, H, W)``."""
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([m(x).softmax(1) for m in self.members]).mean(0)
-        return probs.clamp_min(1e-8).log()
-
-    def encoder(self) -> list[nn.Module]:
-        return [e for m in self.members for e in m.encoder()]
-
-    def decoder(self) -> list[nn.Module]:
-        return [d for m in self.members for d in m.decoder()]
+__all__ = ["ShardEnsemble", "load_slice", "shard_plan", "slice_path", "train_shard", "train_sisa"]
 
 
 def shard_plan(ids: Sequence[str], shards: int, slices: int, seed: int) -> list[list[list[str]]]:

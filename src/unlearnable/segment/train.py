@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..log import Progress
-from ..models.seg3d import build_seg_model
+from ..models.seg3d import ShardEnsemble, build_seg_model
 from ..runtime import checkpoint as CK
 from ..runtime.distributed import all_reduce_mean, batches, info, is_main, per_rank_batch, train_sampler, unwrap, wrap
 from ..utils import sha256_file
@@ -191,8 +191,6 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, 
     arch = ckpt["arch"]
     model = build_seg_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
     if arch.get("shards"):  # a SISA ensemble (segment train --shards)
-        from .shards import ShardEnsemble
-
         model = ShardEnsemble([build_seg_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
                                for _ in range(arch["shards"])])
     model.load_state_dict(ckpt["state_dict"])
