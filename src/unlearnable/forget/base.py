@@ -160,7 +160,9 @@ def train_steps(ddp: nn.Module, strategy: Strategy, data: PatchData, task: Forge
         strategy.after_backward(unwrap(ddp))
         opt.step()
         done = step + 1
-        if check is not None and done % check_every == 0 and check(unwrap(ddp), done):
+        # powers of two as well: an aggressive strategy can cross the held-out spread within the first few steps
+        due = done % check_every == 0 or (done < check_every and done & (done - 1) == 0)
+        if check is not None and due and check(unwrap(ddp), done):
             ddp.train()
             return done, True
         ddp.train()

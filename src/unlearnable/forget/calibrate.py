@@ -2,7 +2,8 @@
 
 A model that never saw a subject gives it a loss drawn from the held-out subjects' distribution; one that remembers
 gives it a lower loss, one that over-forgets a higher one (and both stand out to a membership attack). Every
-``every`` steps the rule computes each forget and held-out subject's mean voxel cross-entropy on a fixed central
+``every`` steps (and after steps 1, 2, 4, 8, … below that, since an aggressive strategy can cross within its first
+steps) the rule computes each forget and held-out subject's mean voxel cross-entropy on a fixed central
 ``patch``³ crop (one forward pass per subject, so a check costs about one training step per four subjects) and
 stops as soon as
 
