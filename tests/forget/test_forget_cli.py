@@ -31,15 +31,23 @@ def test_results_json_contract(forget_all) -> None:
     r = json.loads((out / "results.json").read_text())
     for s in SPLITS:
         assert set(r["original"][s]) >= {"dice", "mae"} and 0 <= r["original"][s]["dice"] <= 1
-    assert set(r["strategies"]) == {"noisy-label", "max-loss", "random-encoder", "fix-decoder", "finetune", "retrain"}
+    assert set(r["strategies"]) == {"noisy-label", "max-loss", "random-encoder", "fix-decoder", "finetune", "retrain",
+                                    "salun", "scrub"}  # no sisa: this model was not trained with --shards
     for runs in r["strategies"].values():
         assert list(runs) == ["1", "2"]
         for h in runs.values():
             for s in SPLITS:
                 assert isinstance(h[s]["dice"], float) and isinstance(h[s]["mae"], float)
             assert 0 <= h["mia_auc"] <= 1 and h["time_s"] > 0
-            assert set(h["gap_to_retrain"]) == {"forget_dice", "test_dice", "mia_auc"}
-    assert r["strategies"]["retrain"]["2"]["time_rel_retrain"] == 1.0
+            assert set(h["gap_to_retrain"]) == {"forget_dice", "test_dice", "mia_auc", "mia_learned_auc"}
+            for attack in ("loss", "learned"):  # point estimate inside its bootstrap interval
+                a, (lo, hi) = h["mia"][attack]["auc"], h["mia"][attack]["ci"]
+                assert 0 <= lo <= a <= hi <= 1, (attack, a, lo, hi)
+            assert h["steps"] >= 1 and h["steps_rel_retrain"] > 0
+    retrain, salun = r["strategies"]["retrain"], r["strategies"]["salun"]
+    assert retrain["2"]["time_rel_retrain"] == 1.0
+    assert retrain["2"]["steps"] == 2 * r["setup"]["retrain_steps_per_epoch"]
+    assert salun["2"]["steps"] <= 0.1 * retrain["2"]["steps"] + 1  # the default budget: 10% of retrain's steps
     assert r["strategies"]["retrain"]["1"]["gap_to_retrain"]["forget_dice"] == 0.0
 
 
@@ -75,6 +83,8 @@ def test_outputs_and_erasure_record(forget_all) -> None:
     text = (out / "erasure_record.json").read_text()
     assert not any(content[i] in text for i in ids)  # no bare content hash either
     assert len(rec["model_before"]["sha256"]) == 64
+    assert rec["guarantee"]["retrain"].startswith("exact") and rec["guarantee"]["salun"].startswith("approximate")
+    assert any(c.startswith("membership") for c in rec["checks_run"]) and "HMAC-SHA256" in rec["how_to_verify"]
     after = rec["models_after"]["noisy-label"]["2"]
     assert after["sha256"] != rec["model_before"]["sha256"] and (out / after["path"]).exists()
     for f in out.rglob("*"):  # no raw forget id anywhere in the output
@@ -139,6 +149,8 @@ def test_forget_a_test_subject(tmp_path, tiny_model_dir, capsys) -> None:
 @pytest.mark.parametrize("extra, message", [
     (["--strategy", "noisy-labels"], "did you mean 'noisy-label'"),
     (["--epochs", "0"], "horizons must be positive"),
+    (["--budget", "0"], "--budget 0.0: must be a share of retrain's steps"),
+    (["--stop", "calibrate"], "did you mean 'calibrated'"),
 ])
 def test_bad_options(tmp_path, tiny_model_dir, capsys, extra, message) -> None:
     _bad(tmp_path, tiny_model_dir, capsys, ["--forget", "synth-000", *extra], message)

@@ -15,7 +15,8 @@ from unlearnable.segment.train import SegConfig
 
 def _task(s: SubjectSet) -> ForgetTask:
     cfg = SegConfig(model="resnet10", width=4, patch=16, batch_size=2, lr=1e-2, patches_per_subject=1)
-    return ForgetTask(s.images[:3], s.labels[:3], s.images[3:5], s.labels[3:5], s.num_classes, cfg)
+    return ForgetTask(s.images[:3], s.labels[:3], s.images[3:5], s.labels[3:5], s.num_classes, cfg,
+                      held_images=s.images[5:], held_labels=s.labels[5:], budget=1.0, stop="none")
 
 
 def _state(m: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -40,8 +41,9 @@ def trained() -> torch.nn.Module:
 
 
 def test_all_strategies_are_registered() -> None:
-    assert STRATEGIES.names() == ["finetune", "fix-decoder", "max-loss", "noisy-label", "random-encoder", "retrain"]
-    assert strategy_names("all")[0] == "retrain" and len(strategy_names("all")) == 6
+    assert STRATEGIES.names() == ["finetune", "fix-decoder", "max-loss", "noisy-label", "random-encoder", "retrain",
+                                 "salun", "scrub", "sisa"]
+    assert strategy_names("all")[0] == "retrain" and len(strategy_names("all")) == 9
     assert strategy_names("noisy-label,finetune,noisy-label") == ["noisy-label", "finetune"]
     with pytest.raises(UserError, match="did you mean 'noisy-label'"):
         strategy_names("noisy-labels")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import finetune, fix_decoder, max_loss, noisy_label, random_encoder, retrain  # noqa: F401  (registration)
+# imported for registration
+from . import finetune, fix_decoder, max_loss, noisy_label, random_encoder, retrain, salun, scrub, sisa  # noqa: F401
 from .base import STRATEGIES, ForgetTask, Strategy, run_strategy
 
 __all__ = ["STRATEGIES", "ForgetTask", "Strategy", "run_strategy"]

@@ -1,34 +1,45 @@
-"""The unlearning strategy interface and the loop that runs one strategy through a list of epoch horizons.
+"""The unlearning strategy interface and the loop that runs one strategy through a list of horizons.
 
-A strategy decides four things: where it starts (the trained model, or a fresh one), how it changes the model before
-training (re-initialise, freeze), what it trains on (:class:`~unlearnable.segment.train.PatchData` with a per-subject
-forget flag) and with which loss. Everything else (patches, DDP, checkpoints per horizon, timing) is shared here.
+Cost is counted in one currency, the optimiser step. ``retrain`` (the reference) trains a fresh model in full passes
+over the retain subjects, so horizon ``h`` is ``h`` epochs = ``h · steps_per_epoch`` steps. Every other strategy
+starts from the trained model and, at horizon ``h``, may take at most ``budget · h · steps_per_epoch`` steps
+(``--budget``, default 0.1). Its batches are *sampled* (retain patches at random, forget patches for strategies that
+use them at the strategy's ``forget_share``), never a full pass over retain + forget, and an optional
+:class:`~unlearnable.forget.calibrate.CalibratedStop` ends it early.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import UserError
 from ..registry import Registry
 from ..runtime import checkpoint as CK
-from ..runtime.distributed import barrier, is_main, unwrap, wrap
-from ..segment.train import PatchData, SegConfig, make_optimizer, seg_loss, train_epochs
+from ..runtime.distributed import barrier, is_main, per_rank_batch, rank, unwrap, wrap
+from ..segment.train import PatchData, SegConfig, crop_patches, make_optimizer, seg_loss, train_epochs
 
 STRATEGIES: Registry[type[Strategy]] = Registry("forgetting strategy")
+STOPS = ("auto", "none", "calibrated")
 
 
 @dataclass
 class ForgetTask:
-    """What to forget: retain/forget volumes ``(N, C, D, H, W)`` uint8 with labels ``(N, D, H, W)``."""
+    """What to forget: retain/forget volumes ``(N, C, D, H, W)`` uint8 with labels ``(N, D, H, W)``.
+
+    ``held_*`` are the held-out (test) subjects, used by the calibrated stop; ``budget`` is the share of
+    ``retrain``'s steps an approximate strategy may take; ``stop`` is ``auto`` (the strategy's own choice), ``none``
+    or ``calibrated``. ``model_dir``/``meta``/ids are for strategies that need the trained model's folder (SISA).
+    """
 
     retain_images: torch.Tensor
     retain_labels: torch.Tensor
@@ -37,6 +48,14 @@ class ForgetTask:
     num_classes: int
     cfg: SegConfig
     device: str = "cpu"
+    held_images: torch.Tensor | None = None
+    held_labels: torch.Tensor | None = None
+    budget: float = 0.1
+    stop: str = "auto"
+    retain_ids: tuple[str, ...] = ()
+    forget_ids: tuple[str, ...] = ()
+    model_dir: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def retain_only(self) -> PatchData:
         return PatchData(self.retain_images, self.retain_labels, torch.zeros(len(self.retain_images), dtype=torch.bool))
@@ -49,23 +68,53 @@ class ForgetTask:
         return PatchData(torch.cat([self.retain_images, self.forget_images]), torch.cat([self.retain_labels, fl]),
                          flags)
 
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps of one ``retrain`` epoch (a full pass over the retain patches in global batches)."""
+        return max(1, math.ceil(len(self.retain_images) * self.cfg.patches_per_subject / self.cfg.batch_size))
+
+    def step_budget(self, horizon: int) -> int:
+        """Most steps an approximate strategy may take by ``horizon`` (in retrain epochs)."""
+        return max(1, math.ceil(self.budget * horizon * self.steps_per_epoch()))
+
 
 class Strategy:
     """Base class: fine-tune the trained model on the retain subjects with the segmentation loss."""
 
     name: ClassVar[str] = "?"
     from_scratch: ClassVar[bool] = False
+    default_stop: ClassVar[str] = "none"
+    guarantee: ClassVar[str] = "approximate"
+
+    def __init__(self) -> None:
+        self.progress: dict[int, dict[str, Any]] = {}  # horizon -> {"steps", "stopped_at", ...}, filled by the run
 
     def prepare(self, model: nn.Module, task: ForgetTask) -> nn.Module:
-        """Change the starting model in place (re-initialise, freeze); default: nothing."""
+        """Change the starting model in place (re-initialise, freeze, compute masks); default: nothing."""
         return model
 
     def data(self, task: ForgetTask) -> PatchData:
         return task.retain_only()
 
+    def forget_share(self, task: ForgetTask) -> float:
+        """Probability that a sampled patch comes from a forget subject (0: retain only)."""
+        data = self.data(task)
+        return float(data.forget.float().mean()) if len(data) else 0.0
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, forget: torch.Tensor) -> torch.Tensor:
         """logits ``(B, K, p, p, p)``, labels ``(B, p, p, p)``, forget ``(B,)`` bool → scalar."""
         return seg_loss(logits, labels)
+
+    def step_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """One batch's loss; strategies that need more than the logits (a teacher) override this."""
+        return self.loss(model(x), y, f)
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Hook between ``backward`` and the optimiser step (SalUn masks gradients here)."""
+
+    def run(self, trained: nn.Module, fresh: Callable[[], nn.Module], task: ForgetTask, horizons: list[int],
+            on_horizon: HorizonFn, ckpt_dir: Path | None) -> bool:
+        """Strategies with their own procedure (SISA) run it here and return True; default: use the shared loop."""
+        return False
 
 
 def reinitialise(modules: list[nn.Module], seed: int) -> None:
@@ -80,38 +129,97 @@ def reinitialise(modules: list[nn.Module], seed: int) -> None:
 HorizonFn = Callable[[int, nn.Module, float], None]
 
 
+def sample_items(data: PatchData, step: int, batch: int, seed: int, forget_share: float) -> list[int]:
+    """A batch of ``batch`` random sample indices (subject · batch + slot) for ``crop_patches``.
+
+    Each slot is a forget subject with probability ``forget_share``, else a retain subject; the draw depends only
+    on (seed, step, rank), so a resumed run draws the same batches.
+    """
+    rng = np.random.default_rng([seed, 7, step, rank()])
+    forget_idx = torch.nonzero(data.forget).flatten().tolist()
+    retain_idx = torch.nonzero(~data.forget).flatten().tolist()
+    items = []
+    for slot in range(batch):
+        pool = forget_idx if forget_idx and (not retain_idx or rng.random() < forget_share) else retain_idx
+        items.append(int(pool[int(rng.integers(len(pool)))]) * batch + slot)
+    return items
+
+
+def train_steps(ddp: nn.Module, strategy: Strategy, data: PatchData, task: ForgetTask, start: int, stop: int,
+                opt: torch.optim.Optimizer, share: float, check: Callable[[nn.Module, int], bool] | None,
+                check_every: int) -> tuple[int, bool]:
+    """Take optimiser steps ``start .. stop-1`` on sampled batches; returns (steps done, stopped early)."""
+    batch = per_rank_batch(task.cfg.batch_size)
+    ddp.train()
+    for step in range(start, stop):
+        items = sample_items(data, step, batch, task.cfg.seed, share)
+        x, y, f = crop_patches(data, items, task.cfg.patch, task.cfg.seed, 1_000_000 + step, batch)
+        loss = strategy.step_loss(ddp, x.to(task.device), y.to(task.device), f.to(task.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        strategy.after_backward(unwrap(ddp))
+        opt.step()
+        done = step + 1
+        # powers of two as well: an aggressive strategy can cross the held-out spread within the first few steps
+        due = done % check_every == 0 or (done < check_every and done & (done - 1) == 0)
+        if check is not None and due and check(unwrap(ddp), done):
+            ddp.train()
+            return done, True
+        ddp.train()
+    return stop, False
+
+
 def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.Module], task: ForgetTask,
                  horizons: list[int], on_horizon: HorizonFn, ckpt_dir: Path | None = None) -> None:
-    """Run ``strategy`` up to each horizon in ``horizons`` (sorted epochs) in one go.
+    """Run ``strategy`` up to each horizon in ``horizons`` (sorted, in retrain epochs) in one go.
 
     ``on_horizon(h, model, time_s)`` is called at every horizon with the unwrapped model and the cumulative
-    training wall time (evaluation excluded). With ``ckpt_dir`` each horizon's state is saved there and a later call
-    resumes after the last saved horizon.
+    training wall time (evaluation excluded, the calibrated stop's checks included); ``strategy.progress[h]`` holds
+    the steps taken by then. With ``ckpt_dir`` each horizon's state is saved there and a later call resumes after
+    the last saved horizon.
     """
+    if strategy.run(trained, fresh, task, horizons, on_horizon, ckpt_dir):
+        return
+    from .calibrate import make_stop
+
     model = fresh() if strategy.from_scratch else copy.deepcopy(unwrap(trained))
     model = strategy.prepare(model.to(task.device), task)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], task.cfg.lr)
     data = strategy.data(task)
+    share = strategy.forget_share(task)
     ddp = wrap(model)
-    start, elapsed = 0, 0.0
+    stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]))
+    start, elapsed, stopped_at = 0, 0.0, None
+    spe = task.steps_per_epoch()
     for h in horizons:
+        target = h * spe if strategy.from_scratch else task.step_budget(h)
         ck = ckpt_dir / f"{strategy.name}-{h}.pt" if ckpt_dir else None
         state = CK.load(ck, map_location=task.device) if ck is not None else None
         if state is not None:
             unwrap(ddp).load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
-            start, elapsed = h, state["time_s"]
+            start, elapsed, stopped_at = state["steps"], state["time_s"], state.get("stopped_at")
             CK.restore_rng(state["rng"])
-            on_horizon(h, unwrap(ddp), elapsed)
-            continue
-        t0 = time.perf_counter()
-        train_epochs(ddp, data, task.cfg, start, h, opt, strategy.loss, task.device, desc=f"{strategy.name} →{h}")
-        elapsed += time.perf_counter() - t0
-        start = h
-        if ck is not None and is_main():
-            CK.save(ck, {"model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "time_s": elapsed,
-                         "rng": CK.rng_state(), "data": CK.data_order(h, 0, task.cfg.seed)})
-        barrier()
+        else:
+            t0 = time.perf_counter()
+            if strategy.from_scratch:
+                train_epochs(ddp, data, task.cfg, start // spe, h, opt, strategy.loss, task.device,
+                             desc=f"{strategy.name} →{h}")
+                start = target
+            elif stopped_at is None and start < target:
+                check = stop_rule.check if stop_rule is not None else None
+                every = stop_rule.every if stop_rule is not None else 1
+                start, stopped = train_steps(ddp, strategy, data, task, start, target, opt, share, check, every)
+                stopped_at = start if stopped else None
+            elapsed += time.perf_counter() - t0
+            if ck is not None and is_main():
+                CK.save(ck, {"model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "time_s": elapsed,
+                             "steps": start, "stopped_at": stopped_at, "rng": CK.rng_state(),
+                             "data": CK.data_order(h, start, task.cfg.seed)})
+            barrier()
+        strategy.progress[h] = {"steps": start, "stopped_at": stopped_at, "budget_steps": target,
+                                "stop": stop_rule.name if stop_rule is not None else "none",
+                                "stop_log": list(stop_rule.log) if stop_rule is not None else []}
         on_horizon(h, unwrap(ddp), elapsed)
 
 

@@ -66,24 +66,29 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     """Dice, MAE and per-subject loss of ``model`` on ``images`` ``(N, C, D, H, W)`` / ``labels`` ``(N, D, H, W)``.
 
     Work is sharded over ranks and summed with an all-reduce (every subject counted once), so every rank returns
-    the same numbers. Returns ``{"dice", "mae", "dice_per_class": [K], "loss": [N], "subject_dice": [N]}``.
+    the same numbers. Returns ``{"dice", "mae", "dice_per_class": [K], "loss": [N], "subject_dice": [N],
+    "features": [N][F]}`` where a subject's membership features are (see forget/mia.py) its mean voxel loss,
+    mean confidence (max softmax probability), mean entropy and per-class Dice.
     """
     n = len(images)
     if n == 0:
-        return {"dice": float("nan"), "mae": float("nan"), "dice_per_class": [], "loss": [], "subject_dice": []}
+        return {"dice": float("nan"), "mae": float("nan"), "dice_per_class": [], "loss": [], "subject_dice": [],
+                "features": []}
     scored = list(scored)
-    table = torch.zeros(n, 3 + len(scored), dtype=torch.float64)  # dice, mae, loss, per-class dice
+    table = torch.zeros(n, 5 + len(scored), dtype=torch.float64)  # dice, mae, loss, confidence, entropy, per class
     for i, logits in predict_logits(model, images, patch, device):
         k = logits.shape[0]
         d = dice_per_class(logits.argmax(0), labels[i], k)[scored]
         probs = logits.softmax(0)
         loss = F.cross_entropy(logits[None], labels[i][None].long())
-        table[i] = torch.cat([torch.tensor([float(d.mean()), mae(probs, labels[i], scored), float(loss)]),
-                              d.double()])
+        conf = probs.max(0).values.mean()
+        entropy = -(probs * logits.log_softmax(0)).sum(0).mean()
+        table[i] = torch.cat([torch.tensor([float(d.mean()), mae(probs, labels[i], scored), float(loss), float(conf),
+                                            float(entropy)]), d.double()])
     table = all_reduce_sum(table)
     return {"dice": float(table[:, 0].mean()), "mae": float(table[:, 1].mean()),
-            "dice_per_class": table[:, 3:].mean(0).tolist(), "loss": table[:, 2].tolist(),
-            "subject_dice": table[:, 0].tolist()}
+            "dice_per_class": table[:, 5:].mean(0).tolist(), "loss": table[:, 2].tolist(),
+            "subject_dice": table[:, 0].tolist(), "features": table[:, 2:].tolist()}
 
 
 def public(m: dict[str, Any]) -> dict[str, Any]:

@@ -55,13 +55,51 @@ def forgotten_entries(key: Key, ids: Sequence[str], hashes: dict[str, str]) -> l
     return sorted(rows, key=lambda r: r["id_hmac"])
 
 
+GUARANTEES = {
+    "exact": "exact: the model is what training without the forgotten subjects gives (SISA: only the shards that "
+             "held them were retrained, from a checkpoint taken before they were added; retrain: a fresh model)",
+    "approximate": "approximate: the subjects' influence is reduced, not provably removed; judge it by the gap to "
+                   "retrain and the membership attacks below",
+}
+
+
+def checks_run(results: dict[str, Any]) -> list[str]:
+    """What this run verified, in words, for the record."""
+    names = set(results["strategies"])
+    out = ["content: every forgotten, retained and held-out subject's volumes matched the content SHA-256 the "
+           "model recorded at training time (same ids, same brains)",
+           "membership: loss-threshold and learned (logistic regression on retain vs held-out features) attacks, "
+           "forget vs held-out subjects, AUC with 95% bootstrap intervals, for every model"]
+    if "retrain" in names:
+        out.append("reference: a model retrained from scratch on the retained subjects; gaps to it are reported")
+    if any(r.get("stop") == "calibrated" for runs in results["strategies"].values() for r in runs.values()):
+        out.append("calibrated stop: forget subjects' loss compared with the held-out subjects' spread during "
+                   "unlearning")
+    if "sisa" in names:
+        out.append("sisa: the retrained shards' recorded training data (checkpoint 'seen' lists) holds none of the "
+                   "forgotten subjects, before resuming and after retraining")
+    return out
+
+
+VERIFY = ("With the key file (fingerprint above) and the subjects' data: for each subject id S you believe was "
+          "forgotten, compute HMAC-SHA256(key, 'subject-id:' + S) and HMAC-SHA256(key, 'subject-content:' + the "
+          "subject's content SHA-256 as 'segment train' records it) and find both in request.subjects; check "
+          "models_after[...].sha256 against the SHA-256 of the model files. Without the key the entries identify no "
+          "one, even for guessable ids.")
+
+
 def erasure_record(*, key: Key, entries: list[dict[str, str]], meta: dict[str, Any], model_dir: str | Path,
                    strategies: list[str], horizons: list[int], results: dict[str, Any],
                    hashes: dict[str, dict[str, str]], n_retain: int, n_test: int) -> dict[str, Any]:
-    """The auditor's record: no raw id, no bare content hash."""
+    """The auditor's record: no raw id, no bare content hash; guarantee and checks per strategy."""
     def brief(r: dict[str, Any]) -> dict[str, Any]:
+        mia = r.get("mia") or {}
         return {s: {"dice": r[s]["dice"], "mae": r[s]["mae"]} for s in ("retain", "forget", "test")} | {
-            "mia_auc": r.get("mia_auc")}
+            "mia_auc": r.get("mia_auc"), "mia_learned_auc": (mia.get("learned") or {}).get("auc"),
+            "mia_learned_ci": (mia.get("learned") or {}).get("ci")}
+
+    guarantee = {n: next(iter(runs.values())).get("guarantee", "approximate") if runs else "approximate"
+                 for n, runs in results["strategies"].items()}
 
     return {
         "record": "unlearnable erasure record", "tool_version": __version__,
@@ -76,11 +114,14 @@ def erasure_record(*, key: Key, entries: list[dict[str, str]], meta: dict[str, A
         "models_after": {n: {h: {"sha256": d, "path": f"models/{n}/{h}/model.pt"} for h, d in hs.items()}
                          for n, hs in hashes.items()},
         "strategies": strategies, "horizons": horizons,
+        "guarantee": {n: GUARANTEES[g] for n, g in guarantee.items()},
+        "checks_run": checks_run(results),
+        "how_to_verify": VERIFY,
         "metrics": {"original": brief(results["original"]),
-                    **{n: {h: brief(r) | {"time_s": r["time_s"]} for h, r in runs.items()}
+                    **{n: {h: brief(r) | {"time_s": r["time_s"], "steps": r.get("steps")} for h, r in runs.items()}
                        for n, runs in results["strategies"].items()}},
         "retained_subjects": n_retain, "test_subjects": n_test,
         "synthetic_data": results["setup"]["synthetic"],
-        "note": "Approximate strategies (all but 'retrain') reduce, but do not provably remove, a subject's "
-                "influence; compare gap_to_retrain and mia_auc in results.json.",
+        "note": "Approximate strategies (all but 'sisa' and 'retrain') reduce, but do not provably remove, a "
+                "subject's influence; compare gap_to_retrain and mia in results.json.",
     }

@@ -14,3 +14,4 @@ class Retrain(Strategy):
     """A fresh model trained from scratch on retain subjects (exact unlearning)."""
 
     from_scratch = True
+    guarantee = "exact"

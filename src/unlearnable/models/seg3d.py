@@ -165,6 +165,25 @@ class UNet3d(nn.Module):
         return self._split()[1]
 
 
+class ShardEnsemble(nn.Module):
+    """SISA's predictor (segment/shards.py): the mean of the members' softmax probabilities, returned as
+    log-probabilities (valid logits): ``(B, C, D, H, W)`` → ``(B, K, D, H, W)``."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-8).log()
+
+    def encoder(self) -> list[nn.Module]:
+        return [e for m in self.members for e in m.encoder()]
+
+    def decoder(self) -> list[nn.Module]:
+        return [d for m in self.members for d in m.decoder()]
+
+
 def build_seg_model(name: str, in_channels: int, num_classes: int, width: int | None = None) -> nn.Module:
     """Build a registered model; ``width`` None means the published default (64 for ResNets, 16 for UNet)."""
     factory = SEG_MODELS.get(name)

@@ -20,24 +20,35 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{x:.0f}%" if pct else f"{x:.3f}"
 
 
+def _mia(r: dict[str, Any], attack: str) -> str:
+    m = (r.get("mia") or {}).get(attack)
+    if not m:
+        return _fmt(r.get("mia_auc")) if attack == "loss" else "–"
+    lo, hi = m["ci"]
+    return f"{_fmt(m['auc'])} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
 def results_table(results: dict[str, Any]) -> str:
-    """Markdown table: one row per strategy × horizon (and the original model) with Dice, MAE, MIA AUC, time."""
+    """Markdown table: one row per strategy × horizon (and the original model) with Dice, MAE, gap to retrain, both
+    MIA AUCs with 95% bootstrap intervals, retain kept, optimiser steps and time (absolute and × retrain)."""
     head = ("| model | epochs | Dice retain | Dice forget | Dice test | MAE retain | MAE forget | MAE test "
-            "| MIA AUC | forget drop | retain kept | gap forget/test to retrain | time s | × retrain |")
+            "| gap forget Dice | MIA loss AUC [95% CI] | MIA learned AUC [95% CI] | gap MIA learned | retain kept "
+            "| steps | × retrain steps | time s | × retrain time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     o = results["original"]
     lines.append("| original | – | " + " | ".join(_fmt(o[s]["dice"]) for s in SPLITS) + " | "
-                 + " | ".join(_fmt(o[s]["mae"]) for s in SPLITS) + f" | {_fmt(o['mia_auc'])} | – | – | – | – | – |")
+                 + " | ".join(_fmt(o[s]["mae"]) for s in SPLITS)
+                 + f" | – | {_mia(o, 'loss')} | {_mia(o, 'learned')} | – | – | – | – | – | – |")
     for name, runs in results["strategies"].items():
         for h, r in runs.items():
             g, hd = r.get("gap_to_retrain") or {}, r.get("headline") or {}
-            gap = (f"{_fmt(g.get('forget_dice'))} / {_fmt(g.get('test_dice'))}"
-                   if g.get("forget_dice") is not None else "–")
+            stopped = "" if r.get("stopped_at") is None else " (stopped)"
             lines.append(
                 f"| {name} | {h} | " + " | ".join(_fmt(r[s]["dice"]) for s in SPLITS) + " | "
                 + " | ".join(_fmt(r[s]["mae"]) for s in SPLITS)
-                + f" | {_fmt(r['mia_auc'])} | {_fmt(hd.get('forget_drop_pct'), True)} "
-                f"| {_fmt(hd.get('retain_kept_pct'), True)} | {gap} | {r['time_s']:.1f} "
+                + f" | {_fmt(g.get('forget_dice'))} | {_mia(r, 'loss')} | {_mia(r, 'learned')} "
+                f"| {_fmt(g.get('mia_learned_auc'))} | {_fmt(hd.get('retain_kept_pct'), True)} "
+                f"| {r.get('steps', '–')}{stopped} | {_fmt(r.get('steps_rel_retrain'))} | {r['time_s']:.1f} "
                 f"| {_fmt(r.get('time_rel_retrain'))} |")
     return "\n".join(lines) + "\n"
 
@@ -120,6 +131,9 @@ def write_report(out: Path) -> None:
     s = results.get("setup", {})
     text = [f"# Unlearning report{' (synthetic brain-phantoms)' if synthetic else ''}", "",
             f"{s.get('n_retain')} retain, {s.get('n_forget')} forget, {s.get('n_test')} test subjects; "
-            f"Dice/MAE averaged over {', '.join(s.get('scored_classes', []))}. MIA AUC: loss-based attack, forget vs "
-            "test subjects (0.5 = cannot tell them apart).", "", results_table(results), "", *figures]
+            f"Dice/MAE averaged over {', '.join(s.get('scored_classes', []))}. MIA AUC: forget vs held-out (test) "
+            "subjects, by the loss-threshold attack and by a logistic regression on per-subject features trained on "
+            "retain vs held-out subjects (0.5 = cannot tell them apart), with 95% bootstrap intervals. Approximate "
+            f"strategies may take {s.get('budget')} of retrain's optimiser steps.", "", results_table(results), "",
+            *figures]
     (out / "report.md").write_text("\n".join(text))

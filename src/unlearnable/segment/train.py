@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..log import Progress
-from ..models.seg3d import build_seg_model
+from ..models.seg3d import ShardEnsemble, build_seg_model
 from ..runtime import checkpoint as CK
 from ..runtime import precision as P
 from ..runtime.distributed import (
@@ -207,6 +207,9 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, 
     ckpt = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     arch = ckpt["arch"]
     model = build_seg_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
+    if arch.get("shards"):  # a SISA ensemble (segment train --shards)
+        model = ShardEnsemble([build_seg_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["width"])
+                               for _ in range(arch["shards"])])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), meta
 
