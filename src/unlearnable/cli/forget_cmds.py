@@ -42,7 +42,7 @@ def _check_patch(patch: int) -> None:
 def segment_train(
     subjects: str = typer.Argument(..., help="brain-phantoms[:n=12,size=32], an MRBrainS18 folder, or a .csv"),
     out: Path = typer.Option(..., "--out", help="model folder to write"),
-    # defaults: test Dice ≥ 0.75 on brain-phantoms:n=24,size=48 in about 11 minutes on 2 shared CPU cores
+    # defaults: test Dice ≥ 0.75 on brain-phantoms:n=24,size=48 in 8-11 minutes on 2 shared CPU cores (60-80 epochs)
     model: str = typer.Option("unet", "--model", show_default=False,
                               help=choices_help("one of:", SEG_MODEL_NAMES, " (default: unet)")),
     width: int = typer.Option(16, "--width", help="base channels (Med3D: 64; UNet: 16)"),
