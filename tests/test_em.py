@@ -131,6 +131,7 @@ def test_tiles_start_augment_and_saturate():
     assert ((a.int() - 128).abs() == 8).all()  # mid-grey images: nothing clips, every pixel at +-8/255
 
 
+@pytest.mark.slow  # ~35 s; the sample-wise EM efficacy test stays in the default suite
 def test_em_classwise_lowers_victim_accuracy():
     base = clean_acc()
     # 3 rounds of 5 steps; measured 46.8% vs 88.0% clean (digits in shuffled order)

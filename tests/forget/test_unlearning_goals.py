@@ -15,6 +15,9 @@ from unlearnable.models.seg3d import build_seg_model
 from unlearnable.segment.shards import ShardEnsemble, load_slice, shard_plan, train_sisa
 from unlearnable.segment.train import SegConfig, train_segmenter
 
+# ~80 s of shared fixtures (a trained segmenter and retrain); every strategy still runs in test_strategies.py
+pytestmark = pytest.mark.slow
+
 CFG = SegConfig(model="resnet10", width=4, patch=16, batch_size=2, lr=1e-2, patches_per_subject=2, epochs=12)
 RETAIN, FORGET, HELD = slice(0, 4), slice(4, 6), slice(6, 8)
 
