@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,39 @@ def test_audit_cell_two_processes_match_one(npz_path, tmp_path):
                           b["curve"] if "curve" in b else b["curves"]["protected"], strict=True):
             assert ea["train_loss"] == pytest.approx(eb["train_loss"], rel=1e-4), name
     assert (tmp_path / "two" / "audit.csv").read_text() == (tmp_path / "one" / "audit.csv").read_text()
+
+
+_APPLY_SCRIPT = """
+import hashlib, json, os, sys, torch
+from unlearnable.data import ImageSet
+from unlearnable.protect import protect
+from unlearnable.runtime import distributed as D
+D.init_from_env("cpu")
+assert D.world_size() == int(os.environ.get("WORLD_SIZE", "1"))  # really sharded under torchrun
+g = torch.Generator().manual_seed(0)
+n = 13  # not a multiple of the world size: the shards differ in length
+ds = ImageSet(torch.randint(0, 256, (n, 3, 12, 12), generator=g, dtype=torch.uint8), torch.arange(n) % 3,
+              tuple(f"s{i}" for i in range(n)), ("train",) * n, ("a", "b", "c"))
+out = {m: hashlib.sha256(protect(ds, m, key=5).images.numpy().tobytes()).hexdigest() for m in sys.argv[2].split(",")}
+if D.is_main():
+    open(sys.argv[1], "w").write(json.dumps(out))
+"""
+
+
+@pytest.mark.slow  # two interpreter starts plus a 2-process torchrun: ~30 s on the shared machine
+@pytest.mark.distributed
+def test_model_free_methods_apply_sharded_over_two_processes(tmp_path):
+    """ul.protect under torchrun: each rank perturbs its share, the shares are gathered; same bytes as one process."""
+    script = tmp_path / "apply.py"
+    script.write_text(_APPLY_SCRIPT)
+    methods = "tiles,ar,cuda,lsp,ops,random"
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), methods], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                          str(script), str(tmp_path / "two.json"), methods], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    assert a == b and len(a) == 6

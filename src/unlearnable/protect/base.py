@@ -18,6 +18,7 @@ from ..data.imageset import ImageSet, check_classes_nonempty
 from ..errors import UserError
 from ..params import coerce as _coerce  # old private name, kept for code that imports it from here
 from ..registry import Registry, did_you_mean
+from ..runtime import distributed as D
 from ..runtime.precision import Accel
 from .keys import Key
 
@@ -140,6 +141,17 @@ def select(data: ImageSet, algo: Protection, splits: str | Sequence[str]) -> tor
     return idx
 
 
+def apply_sharded(algo: Protection, data: ImageSet, perturbation: Any) -> torch.Tensor:
+    """``algo.apply(data, perturbation)``; under torchrun each rank applies it to its strided share of the samples
+    and the shares are gathered (copied, never summed). ``apply`` is pure per sample (the streamed pass already
+    applies chunk by chunk), so the bytes equal one process's. Every rank must call it, as with any collective."""
+    w = D.world_size()
+    if w == 1 or len(data) < w:
+        return algo.apply(data, perturbation)
+    mine = list(D.shard_indices(len(data)))
+    return D.gather_shards(algo.apply(data.subset(mine), perturbation), len(data))
+
+
 def protect(
     data: ImageSet,
     method: str | Protection,
@@ -162,7 +174,7 @@ def protect(
     idx = select(data, algo, splits)
     target = data.subset(idx)
     pert = algo.fit(target, k)
-    out = algo.apply(target, pert)
+    out = apply_sharded(algo, target, pert)
     if out.shape != target.images.shape or out.dtype != torch.uint8:
         raise RuntimeError(f"method {algo.name} returned {out.dtype} {tuple(out.shape)}")
     result = data.with_images(out, idx)
