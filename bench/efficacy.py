@@ -35,9 +35,10 @@ from unlearnable.utils import parse_number
 DATASETS = ("mni-tissue", "textures", "mnist5k")
 EPS = (4 / 255, 8 / 255, 16 / 255)
 RESNET_EPS = 8 / 255  # the deeper victim runs at the papers' budget only
-# Victim recipes per dataset for the full run. The epochs are a starting point, not yet confirmed on the full
-# splits: every baseline records its per-epoch clean test curve (``baselines[].test_curve``) so convergence can be
-# read off the results. Digits are not mirror-symmetric, so their augmentation crops without flipping.
+# Victim recipes per dataset for the full run on a CPU. Converged recipes were measured with bench/efficacy_sweep.py
+# (30 epochs smallcnn / 40 resnet18, batch 64: docs/benchmarks.md); these epochs are a starting point: every
+# baseline records its per-epoch clean test curve (``baselines[].test_curve``) so convergence can be read off the
+# results. Digits are not mirror-symmetric, so their augmentation crops without flipping.
 RECIPES: dict[str, dict[str, Any]] = {
     "mni-tissue": {"epochs": 30, "aug": "aug:4"},
     "textures": {"epochs": 30, "aug": "aug:4"},
