@@ -53,6 +53,13 @@ def grid(name: str) -> list[tuple[str, str, str, int]]:
     raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2)")
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"em,init=tiles,augment=4"`` -> ``("em", {"init": "tiles", "augment": "4"})`` (values stay strings, as
+    ``--param`` gives them; the method's Params coerce and validate them)."""
+    method, *kv = spec.split(",")
+    return method, dict(x.split("=", 1) for x in kv)
+
+
 def export(out: Path) -> None:
     from unlearnable.data import load
     out.mkdir(parents=True, exist_ok=True)
@@ -84,8 +91,8 @@ def run_job(job: tuple[str, str, str, int], data_dir: str, device: str, cache: d
     if spec == "clean":
         imgs = tr.images
     else:
-        method, *kv = spec.split(",")
-        algo = METHODS.get(method)(**dict(x.split("=", 1) for x in kv))
+        method, params = parse_spec(spec)
+        algo = METHODS.get(method)(**params)
         algo.device = device
         imgs = algo.apply(tr, algo.fit(tr, Key.from_seed(7 + seed)))
     fit_s = time.time() - t

@@ -21,8 +21,8 @@ def test_grid_specs_are_valid(name):
     for data, victim, spec, _ in jobs:
         assert data in S.DATASETS and victim in S.VICTIMS
         if spec != "clean":
-            method, *kv = spec.split(",")
-            METHODS.get(method)(**dict(x.split("=", 1) for x in kv))  # parses and validates, or raises
+            method, params = S.parse_spec(spec)
+            METHODS.get(method)(**params)  # parses and validates, or raises
 
 
 def test_table_skips_failed_jobs(tmp_path):

@@ -33,7 +33,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(mse > 0, 10 * torch.log10(1.0 / mse.clamp_min(1e-20)), torch.full_like(mse, math.inf))
 
 
-def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
+def gaussian_1d(size: int, sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian window of ``size`` taps (float64), shared by the 2D and 3D SSIM."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -49,7 +50,7 @@ MATMUL_MAX_SIDE = 64
 def _band(n: int, win: int) -> torch.Tensor:
     """``(n, n - win + 1)`` float32: column j holds the Gaussian window on rows j..j+win-1, so ``x @ band`` is
     'valid' filtering of the last dimension of ``x``."""
-    g = _gaussian_1d(win, 1.5 * win / 11).float()
+    g = gaussian_1d(win, 1.5 * win / 11).float()
     m = torch.zeros(n, n - win + 1)
     for j in range(n - win + 1):
         m[j:j + win, j] = g

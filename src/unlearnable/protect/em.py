@@ -102,13 +102,15 @@ class ErrorMinimisingNoise(Protection):
         p = self.params
         dev = self.device
         x, y = data.float().to(dev), data.labels.to(dev)
-        g = key.generator(f"em/{p.mode}/init")
         rows = data.num_classes if p.mode == "classwise" else len(data)
         # Per-sample (N, C, H, W) or per-class (K, C, H, W) noise, random start inside the ball (sample-wise: also
-        # inside [0, 1], so the part of the start that saturated pixels would clip is not carried along).
-        delta = G.random_start((rows, *x.shape[1:]), p.eps, p.norm, g).to(dev)
+        # inside [0, 1], so the part of the start that saturated pixels would clip is not carried along), or the
+        # class tiles of `tiles` (init=tiles).
         if p.init == "tiles":
             delta = tile_start(data, key, p.eps).to(dev)
+        else:
+            g = key.generator(f"em/{p.mode}/init")
+            delta = G.random_start((rows, *x.shape[1:]), p.eps, p.norm, g).to(dev)
         if p.mode == "samplewise":
             delta = G.project(delta, p.eps, p.norm, x)
         model = G.make_surrogate(p.surrogate, data, key, "em/surrogate", dev)

@@ -9,11 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def _gauss(size: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
+from ..data.quality import gaussian_1d
 
 
 def ssim3d(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5) -> float:
@@ -21,7 +17,7 @@ def ssim3d(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5
     K1 = 0.01, K2 = 0.03), averaged over the valid voxels."""
     win = min(window, *a.shape)
     win -= (win + 1) % 2
-    g = _gauss(win, sigma * win / window)
+    g = gaussian_1d(win, sigma * win / window)
     maps = torch.stack([a, b, a * a, b * b, a * b]).double()[:, None]  # (5, 1, D, H, W)
     for axis in range(3):
         shape = [1, 1, 1, 1, 1]
