@@ -114,6 +114,29 @@ def test_report_keeps_authored_text_and_renders_unknown_folders(tmp_path, capsys
     assert_self_contained(folder, 1)
 
 
+def test_a_protected_image_folder_keeps_its_images_out_of_the_report(tmp_path, capsys):
+    """``out/<class>/*.png`` is the protected dataset, not figures: the report embeds none of it, while a sub-output
+    one level down (a folder with its own results) still shows its figures."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (tmp_path / "src" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "src" / c / f"{i}.png")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["protect", str(tmp_path / "src"), "--method", "tiles", "--out", str(out),
+                            "--key", str(tmp_path / "k.key")], capsys)
+    assert code == 0, err
+    assert "![" not in (out / "report.md").read_text() and images(out / "report.html") == []
+    sub = tmp_path / "study" / "cell"
+    sub.mkdir(parents=True)
+    (sub / "results.json").write_text("{}")
+    Image.new("RGB", (4, 4)).save(sub / "fig.png")
+    assert run_cli(["report", str(tmp_path / "study")], capsys)[0] == 0
+    assert "![cell/fig.png](cell/fig.png)" in (tmp_path / "study" / "report.md").read_text()
+
+
 def test_report_of_a_folder_without_authored_text_shows_every_json_scalar(tmp_path, capsys):
     (tmp_path / "r.json").write_text(json.dumps({"dice": 0.875, "ok": True, "rows": [1, 2]}))
     assert run_cli(["report", str(tmp_path)], capsys)[0] == 0

@@ -37,9 +37,16 @@ def split_authored(text: str) -> tuple[str, str]:
     return text, ""
 
 
+def _is_output(d: Path) -> bool:
+    """A sub-output (a demo's protect run, a sweep cell), as opposed to a data folder (an image class folder)."""
+    return any((d / name).is_file() for name in ("manifest.json", "results.json", "report.md"))
+
+
 def _figures(folder: Path, mentioned: str) -> list[str]:
-    """Every PNG in ``folder`` (and one level down) that the text does not show yet, as Markdown images."""
-    pngs = sorted(folder.glob("*.png")) + sorted(p for p in folder.glob("*/*.png") if not p.parent.name.startswith("."))
+    """Every PNG in ``folder`` and in the sub-outputs one level down that the text does not show yet, as Markdown
+    images. The images of a protected image folder (``out/<class>/*.png``) are data, not figures: never embedded."""
+    subs = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".") and _is_output(d)]
+    pngs = sorted(folder.glob("*.png")) + [p for d in subs for p in sorted(d.glob("*.png"))]
     rel = [p.relative_to(folder).as_posix() for p in pngs]
     return [f"![{r}]({r})\n" for r in rel if f"]({r})" not in mentioned]
 
