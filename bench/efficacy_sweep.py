@@ -50,7 +50,22 @@ def grid(name: str) -> list[tuple[str, str, str, int]]:
         specs = [f"{TILE_EM},saturate=true", f"{TILE_EM},surrogate=resnet18",
                  f"{TILE_EM},surrogate=resnet18,saturate=true", "em,augment=4,min_rounds=5,surrogate=resnet18"]
         return [(d, v, s, 0) for v in ("resnet18", "smallcnn") for s in specs for d in DATASETS]
-    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2)")
+    if name == "gpu3":
+        # How much one seed says: the ResNet-18 rows of gpu1 again with two more seeds; then the adversarial
+        # poisons (`adv`) with both surrogates, a tile start and the untargeted variant, on every victim.
+        seeds = [(d, "resnet18", s, seed) for seed in (1, 2) for s in ("clean", "tiles", TILE_EM) for d in DATASETS]
+        advs = ["adv", "adv,surrogate=resnet18", "adv,target=own", "adv,init=tiles", "adv,target=away"]
+        adv = [(d, v, s + (",flip=false" if d == "mnist5k" else ""), 0) for s in advs for v in ("resnet18", "smallcnn")
+               for d in DATASETS]
+        return adv[:18] + seeds + adv[18:] + [(d, "smallcnn", f"uc,eps={E16}", 0) for d in DATASETS]
+    if name == "gpu4":
+        # `adv` against ResNet-18: two more seeds, a longer attack on a longer-trained surrogate, 4/255 and 16/255,
+        # and the attack without its crop/flip expectation.
+        specs = [("adv", 1), ("adv", 2), ("adv,epochs=30,steps=100", 0), ("adv,init=tiles", 1),
+                 (f"adv,eps={E16}", 0), (f"adv,eps={E4}", 0), ("adv,augment=0", 0)]
+        return [(d, "resnet18", s + (",flip=false" if d == "mnist5k" and "augment=0" not in s else ""), seed)
+                for s, seed in specs for d in DATASETS]
+    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2, gpu3, gpu4)")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
