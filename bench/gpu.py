@@ -7,7 +7,8 @@ Measures, through the package's own code paths (so the numbers are what users ge
 one UC surrogate (SimCLR) epoch, one EM round (surrogate steps + noise pass), one victim epoch for ``smallcnn`` and
 ``resnet18``, and 3D segmentation training steps of the Med3D ResNet-10. Each is timed after a warm-up run (cuDNN
 autotuning, allocator), between ``torch.cuda.synchronize()`` calls. With more than one GPU visible, the victim
-epoch is re-run under torchrun on all of them (``--ddp-worker``) and the weak-scaling efficiency is reported.
+epoch is re-run under torchrun on all of them (``--ddp-worker``, NCCL) and the weak-scaling efficiency is reported;
+``--ddp-procs N`` picks the process count (on a CPU: N gloo processes, which is how the tests run that path).
 """
 
 from __future__ import annotations
@@ -129,25 +130,31 @@ def bench_seg(n: int, edge: int, patch: int, width: int, device: str, precision:
 
 
 def ddp_scaling(args: argparse.Namespace, single: dict[str, float]) -> tuple[dict | None, str]:
-    """Weak scaling of the resnet18 victim epoch over all visible GPUs (per-GPU batch fixed)."""
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not args.device.startswith("cuda"):
-        return None, "not measured: the device is not CUDA"
-    if gpus < 2:
+    """Weak scaling of the resnet18 victim epoch under torchrun (per-process batch fixed): over every visible GPU
+    (NCCL), or over ``--ddp-procs`` processes (gloo on a CPU: that checks the path, its efficiency means little)."""
+    cuda = args.device.startswith("cuda")
+    gpus = torch.cuda.device_count() if cuda else 0
+    procs = args.ddp_procs if args.ddp_procs is not None else gpus
+    if cuda and procs > gpus:
+        return None, f"not measured: --ddp-procs {procs} but {gpus} GPU(s) visible"
+    if procs < 2:
+        if not cuda:
+            return None, "not measured: the device is not CUDA (--ddp-procs N runs N CPU processes)"
         return None, f"not measured: {gpus} GPU visible (DDP scaling needs at least 2)"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ddp.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-               str(Path(__file__).resolve()), "--ddp-worker", "--device", "cuda", "--out", str(out)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+               str(Path(__file__).resolve()), "--ddp-worker", "--device", "cuda" if cuda else "cpu", "--out", str(out)]
         if args.quick:
             cmd.append("--quick")
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             return None, f"torchrun failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}"
         multi = json.loads(out.read_text())
-    eff = multi["images_per_s"] / (gpus * single["images_per_s"])
-    return {"gpus": gpus, "images_per_s": multi["images_per_s"], "single_gpu_images_per_s": single["images_per_s"],
-            "efficiency": eff, "rule": "weak scaling: per-GPU batch fixed, global batch x GPUs"}, ""
+    eff = multi["images_per_s"] / (procs * single["images_per_s"])
+    return {"processes": procs, "backend": multi["backend"], "images_per_s": multi["images_per_s"],
+            "single_process_images_per_s": single["images_per_s"], "efficiency": eff,
+            "rule": "weak scaling: per-process batch fixed, global batch x processes"}, ""
 
 
 def ddp_worker(args: argparse.Namespace) -> None:
@@ -158,7 +165,7 @@ def ddp_worker(args: argparse.Namespace) -> None:
         ds = synthetic(n * info.world_size, size)
         res = bench_victim(ds, "resnet18", info.device, batch * info.world_size, "fp32")
         if D.is_main():
-            Path(args.out).write_text(json.dumps(res))
+            Path(args.out).write_text(json.dumps(res | {"backend": info.backend, "world_size": info.world_size}))
     finally:
         D.shutdown()
 
@@ -168,6 +175,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda (cuda:N)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds on a CPU; for tests)")
     ap.add_argument("--out", default=None, help="also write the JSON object to this file")
+    ap.add_argument("--ddp-procs", type=int, default=None, help="processes of the DDP scaling run (default: every "
+                    "visible GPU; on a CPU, N gloo processes check the path)")
     ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.device = D.resolve_device(args.device)

@@ -49,6 +49,22 @@ def test_bench_gpu_quick_runs_on_cpu(tmp_path, monkeypatch, capsys):
     assert printed["ddp_scaling"] is None and "not CUDA" in printed["ddp_note"]
 
 
+@pytest.mark.slow  # the quick benchmark plus a 2-process torchrun: ~40 s on the shared 2-core machine
+@pytest.mark.distributed
+def test_bench_gpu_measures_ddp_scaling_over_processes(tmp_path):
+    """The scaling branch for real: torchrun starts 2 gloo workers that train the victim data-parallel."""
+    out = tmp_path / "gpu.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--quick", "--ddp-procs", "2", "--out",
+                        str(out)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    ddp = res["ddp_scaling"]
+    assert res["ddp_note"] is None and ddp["processes"] == 2 and ddp["backend"] == "gloo"
+    assert ddp["images_per_s"] > 0 and ddp["efficiency"] == pytest.approx(
+        ddp["images_per_s"] / (2 * res["results"]["victim_epoch_resnet18"]["fp32"]["images_per_s"]))
+
+
 def test_bf16_and_fp16_victims_train_on_cpu_and_are_recorded(grey_set):
     x, y = grey_set.images, grey_set.labels
     for prec in ("bf16", "fp16"):
@@ -183,3 +199,48 @@ def test_model_free_methods_apply_sharded_over_two_processes(tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert a == b and len(a) == 6
+
+
+_EM_SCRIPT = """
+import hashlib, json, os, sys, torch
+from unlearnable.data import ImageSet
+from unlearnable.protect.base import METHODS
+from unlearnable.protect.keys import Key
+from unlearnable.runtime import distributed as D
+D.init_from_env("cpu")
+assert D.world_size() == int(os.environ.get("WORLD_SIZE", "1"))
+g = torch.Generator().manual_seed(1)
+n = 22  # batches of 4: six, the last one short, so the ranks' shares differ
+ds = ImageSet(torch.randint(0, 256, (n, 3, 12, 12), generator=g, dtype=torch.uint8), torch.arange(n) % 3,
+              tuple(f"s{i}" for i in range(n)), ("train",) * n, ("a", "b", "c"))
+tiny = {"max_outer": 2, "train_steps": 2, "pgd_steps": 3, "batch_size": 4, "stop_acc": 1.0}
+runs = {"classwise": {"mode": "classwise"}, "augment": {"augment": 2}, "classwise+augment": {"mode": "classwise",
+        "augment": 2}, "classwise-l2": {"mode": "classwise", "norm": "l2", "eps": 0.5}}
+out = {}
+for name, extra in runs.items():
+    table = METHODS.get("em")(**tiny, **extra).fit(ds, Key.from_seed(9))
+    out[name] = [hashlib.sha256(table.steps.numpy().tobytes()).hexdigest(), int(table.steps.abs().sum())]
+if D.is_main():
+    open(sys.argv[1], "w").write(json.dumps(out))
+"""
+
+
+@pytest.mark.slow  # one process and a 2-process torchrun, four small EM fits each: ~40 s on the shared machine
+@pytest.mark.distributed
+def test_classwise_and_augmented_em_two_processes_give_the_same_noise_as_one(tmp_path):
+    """Class-wise EM all-reduces each descent step's class gradient (summed in float64); augmented EM draws each
+    batch's crops from a generator keyed by (round, batch, step). Both must give one process's noise table,
+    byte for byte, under two gloo ranks."""
+    script = tmp_path / "em.py"
+    script.write_text(_EM_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                          str(script), str(tmp_path / "two.json")], capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    assert a == b and len(a) == 4
+    assert all(total > 0 for _, total in a.values())  # every fit perturbed something

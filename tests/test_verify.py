@@ -26,6 +26,15 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     assert "verify:" in err
 
 
+def test_verify_victims_take_the_precision_and_record_it(npz_path, tmp_path, capsys):
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", str(npz_path), "--method", "tiles", "--out", str(out), "--verify",
+                            "--verify-epochs", "1", "--precision", "bf16"], capsys)
+    m = json.loads((out / "manifest.json").read_text())
+    assert code in (0, 3), err  # a 1-epoch victim on 24 images may well not learn: written, "invalid"
+    assert m["verify"]["precision"] == m["verify"]["recipe"]["precision"] == m["runtime"]["precision"] == "bf16"
+
+
 def test_verdicts():
     assert verdict(0.9, 0.12, 0.1)[0] == "protected"
     assert verdict(0.9, 0.5, 0.1)[0] == "not protected"

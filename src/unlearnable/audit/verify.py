@@ -52,10 +52,14 @@ class VerifyOptions:
     seed: int = 0
     target_acc: float | None = None
     device: str = "cpu"
+    precision: str = "fp32"  # the protect command's --precision, --sync-bn and --compile, for its victims too
+    sync_bn: bool = False
+    compile: bool = False
 
     def validate(self) -> None:
         if self.target_acc is not None and not 0.0 < self.target_acc < 1.0:
             raise UserError(f"--target-acc {self.target_acc}: must be a fraction in (0, 1), e.g. 0.2")
+        Recipe(precision=self.precision).accel().validate()
         if self.epochs < 1:
             raise UserError(f"--verify-epochs {self.epochs}: must be at least 1")
         if self.victim != "auto":
@@ -128,7 +132,8 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
 
     def review(ds: ImageSet, algo: Protection, fit: Fit) -> tuple[Any, Protection, dict[str, Any]]:
         victim = pick_victim(opts, algo)
-        recipe = Recipe(model=victim, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed)
+        recipe = Recipe(model=victim, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
+                        precision=opts.precision, sync_bn=opts.sync_bn, compile=opts.compile)
         chance = 1.0 / ds.num_classes
         log(f"verify: training a '{victim}' victim for {opts.epochs} epochs (crop/flip augmentation) on the protected "
             f"and on the clean training split")
@@ -146,6 +151,7 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
            algo: Protection) -> dict[str, Any]:
     v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
+            "precision": recipe.precision,
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
             "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
             "verdict": v, "reason": why, "recipe": asdict(recipe),

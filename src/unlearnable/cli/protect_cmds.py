@@ -101,7 +101,8 @@ def protect_cmd(
 
         target = parse_number(target_acc, "--target-acc") if target_acc is not None else None
         review = make_review(VerifyOptions(victim=verify_victim, epochs=verify_epochs, target_acc=target,
-                                           device=dev))
+                                           device=dev, precision=acc.precision, sync_bn=acc.sync_bn,
+                                           compile=acc.compile))
     try:
         manifest = protect_source(source, method, out, key, splits, params, force, dev, size, seed,
                                   parse_number(test_fraction, "--test-fraction"), progress_enabled(), resume=resume,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -26,6 +27,7 @@ from .base import eps_levels
 from .keys import Key
 
 NORMS = ("linf", "l2")
+T = TypeVar("T")
 
 
 def check_budget(eps: float, norm: str, step_size: float = 0.0) -> None:
@@ -163,8 +165,9 @@ def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
 
 
 # -- sharding over ranks ---------------------------------------------------------------------------------------
-def my_batches(batches: list[torch.Tensor]) -> list[torch.Tensor]:
-    """This rank's share of a list of index batches that every rank drew identically (round-robin).
+def my_batches(batches: list[T]) -> list[T]:
+    """This rank's share of a list of index batches (or batch numbers) that every rank drew identically
+    (round-robin).
 
     The gradient methods update each sample's noise from its own batch alone (the surrogate is frozen during the
     noise pass), so a batch gives the same result on whichever rank runs it: sharding whole batches keeps the

@@ -16,11 +16,13 @@ that its SGD steps actually train; running statistics are not updated by the noi
 steps per round the eval-mode network is a different, much worse function early on (chance accuracy after two
 rounds on MNIST), and noise fitted to it barely transfers (docs/methods.md has the measurements).
 
-Under torchrun the sample-wise noise pass is sharded: every rank draws the same batches from the key, runs the
-surrogate's SGD steps (identical on every rank), and perturbs only its round-robin share of the batches; the rows
-are then gathered, so every rank holds the same noise as one process would (``tests/test_gpu_paths.py``).
-Class-wise noise is shared by all batches of a class and updated batch after batch, and ``augment`` draws its
-crops from one key stream batch after batch, so those two run whole on every rank instead.
+Under torchrun the noise pass is sharded in both modes: every rank draws the same batches from the key, runs the
+surrogate's SGD steps (identical on every rank) and handles only its round-robin share of the batches. Sample-wise,
+each rank descends on the rows of its batches and the rows are gathered (copied, never summed). Class-wise, each
+descent step sums the class-noise gradient over every batch (each rank its share, then an all-reduce), so all ranks
+take the same step: a full-data projected descent of ``pgd_steps`` steps per round. With ``augment``, the crops of
+batch ``b``, step ``s`` of round ``t`` come from a generator keyed by ``(t, b, s)``, so any rank reproduces them.
+Two processes give the bytes of one (``tests/test_gpu_paths.py``).
 """
 
 from __future__ import annotations
@@ -114,8 +116,11 @@ class ErrorMinimisingNoise(Protection):
         if p.mode == "samplewise":
             delta = G.project(delta, p.eps, p.norm, x)
         model = G.make_surrogate(p.surrogate, data, key, "em/surrogate", dev)
+        # The surrogate's steps are the same on every rank, so their crops come from one stream; the noise pass draws
+        # its crops per (round, batch, step) instead (see _crops), so that a batch's crops do not depend on the rank.
         g_aug = key.generator("em/augment")
-        self._transform = (lambda xb: random_crop_flip(xb, p.augment, True, g_aug)) if p.augment else None
+        train_tf = (lambda xb: random_crop_flip(xb, p.augment, True, g_aug)) if p.augment else None
+        self._key = key
         trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"), dev,
                                      self.accel.precision)
         alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
@@ -123,23 +128,22 @@ class ErrorMinimisingNoise(Protection):
         g_order = key.generator("em/order")
         self.rounds = 0
         for outer in range(p.max_outer):
-            trainer.train(x, y, p.train_steps, delta, row_of, self._transform)  # min over theta
+            trainer.train(x, y, p.train_steps, delta, row_of, train_tf)  # min over theta
             # bn="batch": descend against the network that is being trained (batch statistics), not its eval-mode
             # twin, whose running statistics lag far behind in the first rounds (10% accuracy: chance).
             # Shuffled batches, as in training: data sorted by class would otherwise give one-class batches, whose
             # batch statistics are nothing like the ones the surrogate is trained with.
             batches = list(torch.randperm(len(x), generator=g_order).to(dev).split(p.batch_size))
-            # Sharded when every batch is independent: sample-wise noise without augmentation (the keyed crops
-            # are drawn batch after batch from one stream, so they would differ on another rank).
-            sharded = D.world_size() > 1 and p.mode == "samplewise" and not p.augment
-            mine = G.my_batches(batches) if sharded else batches
+            mine = G.my_batches(list(range(len(batches))))  # numbers of this rank's batches (all in one process)
             with G.bn_mode(model, p.bn):
-                delta = self._minimise_noise(model, x, y, delta, row_of, alpha, mine)  # min over delta
-                if sharded:
+                if p.mode == "classwise":
+                    delta = self._classwise_descent(model, x, y, delta, alpha, batches, mine, outer)
+                else:
+                    delta = self._samplewise_descent(model, x, y, delta, alpha, batches, mine, outer)
                     delta = G.gather_batches(delta, batches)
-                correct = _correct(model, x, y, delta, row_of, mine, dev, self.accel.precision)
-            if sharded:  # each rank counted its own batches
-                correct = int(D.all_reduce_sum(torch.tensor([correct]))[0])
+                correct = _correct(model, x, y, delta, row_of, [batches[b] for b in mine], dev,
+                                   self.accel.precision)
+            correct = int(D.all_reduce_sum(torch.tensor([correct]))[0])  # each rank counted its own batches
             acc = correct / max(1, len(x))
             self.rounds = outer + 1
             if self.progress:
@@ -152,33 +156,50 @@ class ErrorMinimisingNoise(Protection):
                 delta = G.project(delta, p.eps, p.norm, x)
         return G.make_table(delta, p.eps, p.norm, p.mode, data)
 
-    def _minimise_noise(self, model, x, y, delta, row_of, alpha, batches) -> torch.Tensor:
-        """``pgd_steps`` of projected gradient descent on the loss, batch by batch (model weights frozen)."""
+    def _samplewise_descent(self, model, x, y, delta, alpha, batches, mine, outer) -> torch.Tensor:
+        """``pgd_steps`` of projected gradient descent on the rows ``(N, C, H, W)`` of batches ``mine``, batch after
+        batch (model weights frozen; each row depends on its own batch only)."""
         p = self.params
         dev, prec = self.device, self.accel.precision
         delta = delta.clone()
-        for idx in batches:
-            xb, yb, rb = x[idx], y[idx], row_of(idx)
-            for _ in range(p.pgd_steps):
-                if p.mode == "classwise":
-                    # Class noise is shared: the gradient w.r.t. delta[k] sums over the batch's samples of class k.
-                    d = delta.clone().requires_grad_(True)
-                    with P.autocast(dev, prec):
-                        loss = F.cross_entropy(model(self._view(xb + d[rb])).float(), yb)
-                    grad = P.input_grad(loss, d, prec)
-                    delta = G.project(G.step(delta, -grad, alpha, p.norm), p.eps, p.norm)
-                else:
-                    d = delta[rb].clone().requires_grad_(True)
-                    with P.autocast(dev, prec):
-                        loss = F.cross_entropy(model(self._view(xb + d)).float(), yb)
-                    grad = P.input_grad(loss, d, prec)
-                    delta[rb] = G.project(G.step(d.detach(), -grad, alpha, p.norm), p.eps, p.norm, xb)
+        for b in mine:
+            idx = batches[b]
+            xb, yb = x[idx], y[idx]
+            for s in range(p.pgd_steps):
+                d = delta[idx].clone().requires_grad_(True)
+                with P.autocast(dev, prec):
+                    loss = F.cross_entropy(model(self._view(xb + d, outer, b, s)).float(), yb)
+                grad = P.input_grad(loss, d, prec)
+                delta[idx] = G.project(G.step(d.detach(), -grad, alpha, p.norm), p.eps, p.norm, xb)
         return delta
 
-    def _view(self, x: torch.Tensor) -> torch.Tensor:
-        """What the surrogate sees of a perturbed batch: clipped to [0, 1], then augmented if ``augment`` is on."""
+    def _classwise_descent(self, model, x, y, delta, alpha, batches, mine, outer) -> torch.Tensor:
+        """``pgd_steps`` of projected gradient descent on the class noise ``(K, C, H, W)``. Each step's gradient is
+        the sum over every batch of the gradient of its mean loss: this rank's batches in float64, then an
+        all-reduce, so every rank takes the same step (float64 sums of float32 terms: the order does not show after
+        the cast back to float32)."""
+        p = self.params
+        dev, prec = self.device, self.accel.precision
+        for s in range(p.pgd_steps):
+            grad = torch.zeros(delta.shape, dtype=torch.float64, device=dev)
+            for b in mine:
+                idx = batches[b]
+                xb, yb = x[idx], y[idx]
+                d = delta.clone().requires_grad_(True)  # class noise is shared: d[yb] sums over a class's samples
+                with P.autocast(dev, prec):
+                    loss = F.cross_entropy(model(self._view(xb + d[yb], outer, b, s)).float(), yb)
+                grad += P.input_grad(loss, d, prec).double()
+            grad = D.all_reduce_sum(grad).to(dev, torch.float32)
+            delta = G.project(G.step(delta, -grad, alpha, p.norm), p.eps, p.norm)
+        return delta
+
+    def _view(self, x: torch.Tensor, outer: int, batch: int, step: int) -> torch.Tensor:
+        """What the surrogate sees of a perturbed batch: clipped to [0, 1], then (``augment``) cropped and flipped
+        by a generator keyed by (round, batch number, step), so any rank draws the same crops for that batch."""
         x = x.clamp(0, 1)
-        return self._transform(x) if self._transform is not None else x
+        if not self.params.augment:
+            return x
+        return random_crop_flip(x, self.params.augment, True, self._key.generator(f"em/augment/{outer}/{batch}/{step}"))
 
     def apply(self, data: ImageSet, perturbation: NoiseTable) -> torch.Tensor:
         return G.apply_table(data, perturbation)

@@ -25,7 +25,7 @@ from .base import METHODS, make_params, select
 from .keys import Key, load_key, load_or_create_key, save_key
 from .native import working_size
 from .sealed import seal_for_reuse
-from .stream import stream_protect
+from .stream import PassStart, sharded, stream_protect
 
 MANIFEST = "manifest.json"
 
@@ -63,7 +63,9 @@ def protect_source(
     :mod:`unlearnable.data.formats.images`.
 
     DDP-aware: under torchrun/SLURM/LSF every rank loads the data and takes part in ``fit`` (methods that train,
-    such as UC, shard their batches); rank 0 alone writes, the others wait. Methods with a ``checkpoint_dir``
+    such as UC, shard their batches). Sources written file by file are then written by every rank, each its share
+    of the files (:mod:`unlearnable.protect.stream`); rank 0 alone writes the manifest and moves the output into
+    place (and writes a ``.npz`` archive alone). Methods with a ``checkpoint_dir``
     checkpoint every epoch into ``.OUT.partial/`` beside the output; ``resume`` continues from there (the key
     of an interrupted run is kept there too, mode 0600, until the output is complete).
 
@@ -116,14 +118,21 @@ def protect_source(
             keep_or_remove(work, "re-run with --resume to continue")
         raise
     elapsed = time.perf_counter() - t0
-    if not D.is_main():  # rank 0 alone writes; the others wait until the output is in place
-        D.barrier()
+    start = PassStart(sharded(cat))
+    if not D.is_main():  # rank 0 writes the manifest; the others write their share of the files, if sharded
+        try:
+            where = start.receive()
+            if where is not None:
+                stream_protect(cat, where, algo, pert, set(target), hw, size, fmt)
+        finally:
+            D.barrier()
         return {}
     try:
-        job = {"target": set(target), "hw": hw, "image_format": fmt, "t0": t0, "fit_s": elapsed}
+        job = {"target": set(target), "hw": hw, "image_format": fmt, "t0": t0, "fit_s": elapsed, "start": start}
         manifest = _write(out, force, cat, job, pert, algo, method, p, key, created, kpath, split_list,
                           source, seed, test_fraction, size, quiet, extra)
     finally:
+        start.send(None)  # a no-op once the pass started; else the other ranks learn there will be none
         D.barrier()
     shutil.rmtree(work, ignore_errors=True)
     return manifest
@@ -193,6 +202,8 @@ def _write(out: Path, force: bool, cat: Catalog, job: dict[str, Any], pert: Any,
     fmt, hw = job["image_format"], job["hw"]
     with atomic_dir(out, force) as tmp, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if job.get("start") is not None:
+            job["start"].send(tmp)  # the other ranks of a sharded pass write into the same folder
         res = stream_protect(cat, tmp, algo, pert, job["target"], hw, size, fmt,
                              progress=bool(getattr(algo, "progress", False)) and not quiet)
         if res.lossy_written:

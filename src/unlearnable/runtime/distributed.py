@@ -178,6 +178,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def gather_object(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every rank's picklable ``obj``, in rank order, on rank ``dst`` (``None`` on the others)."""
+    if not _INFO.distributed:
+        return [obj]
+    box: list[Any] | None = [None] * _INFO.world_size if _INFO.rank == dst else None
+    dist.gather_object(obj, box, dst=dst)
+    return box
+
+
 def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     """Concatenate equally-shaped tensors from all ranks along dim 0, in rank order."""
     if not _INFO.distributed:

@@ -31,6 +31,13 @@ CHUNK_PIXELS = 1 << 21  # pixels per streamed chunk (~42 images at 224 x 224, ~2
 # per-call overhead, small enough that the chunks in flight stay a few hundred MiB whatever the dataset size
 
 
+def chunk_pixels() -> int:
+    """Pixels per streamed chunk: :data:`CHUNK_PIXELS`, or ``UNLEARNABLE_CHUNK_PIXELS`` (smaller chunks spread a
+    small set over the ranks of a sharded pass; larger ones amortise more)."""
+    env = os.environ.get("UNLEARNABLE_CHUNK_PIXELS")
+    return max(1, int(env)) if env else CHUNK_PIXELS
+
+
 def workers() -> int:
     """Threads for decoding/encoding: the CPUs this process may use (``UNLEARNABLE_WORKERS`` overrides)."""
     env = os.environ.get("UNLEARNABLE_WORKERS")
@@ -83,6 +90,9 @@ class Catalog:
     meta: dict[str, Any] = field(default_factory=dict)
     # True where source_digest needs nothing from the pass (a whole-file hash): it then runs beside the pass
     digest_from_source = False
+    # True where the writer puts every sample in a file of its own: processes can then write disjoint shares of one
+    # output folder (a .npz archive is one stream, written in order by one process)
+    per_sample_files = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -103,9 +113,9 @@ class Catalog:
         raise NotImplementedError
 
     def chunk_size(self, index: Sequence[int]) -> int:
-        """Images per chunk: about :data:`CHUNK_PIXELS` pixels of a typical image of ``index``."""
+        """Images per chunk: about :func:`chunk_pixels` pixels of a typical image of ``index``."""
         h, w = self.sizes[index[len(index) // 2]] if len(index) else (1, 1)
-        return max(1, CHUNK_PIXELS // max(1, h * w))
+        return max(1, chunk_pixels() // max(1, h * w))
 
     def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> Any:
         raise NotImplementedError
@@ -147,6 +157,8 @@ class Catalog:
 class FileCatalog(Catalog):
     """One image file per sample under ``root`` (``rels`` relative paths), plus files to copy alongside."""
 
+    per_sample_files = True
+
     def __init__(self, fmt: str, root: Path, rels: list[str], labels: Sequence[int], splits: Sequence[str],
                  classes: Sequence[str], ids: Sequence[str] | None = None, extras: Sequence[str] = (),
                  masks: str | None = None, meta: dict[str, Any] | None = None, prefix: str = "") -> None:
@@ -178,8 +190,11 @@ class FileCatalog(Catalog):
             part = index[s:s + size]
             yield lambda part=part: self._load(part, raw)
 
-    def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> FileWriter:
-        return FileWriter(self.root, out_dir / self.prefix, self.rels, self.extras, self.masks, size, image_format)
+    def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat, setup: bool = True) -> FileWriter:
+        """``setup=False``: only write samples, into a folder another process's writer already set up (the
+        extras copied, the masks resized), as the ranks of a sharded pass do."""
+        return FileWriter(self.root, out_dir / self.prefix, self.rels, self.extras if setup else (),
+                          self.masks if setup else None, size, image_format)
 
     def source_digest(self, raw_hashes: dict[int, str]) -> str:
         """SHA-256 over sorted (relative path, file SHA-256) pairs; files not hashed during the pass are read."""
