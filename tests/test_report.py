@@ -151,3 +151,31 @@ def test_report_of_a_non_folder_is_one_line_exit_2(tmp_path, capsys, make):
     code, _, err = run_cli(["report", str(target)], capsys)
     assert code == 2 and err.count("\n") == 1 and f"{target}: not a folder" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == (["thing"] if target.exists() else [])
+
+
+def test_audit_and_sweep_figures_are_drawn_by_the_report_from_their_results_files(tmp_path, capsys):
+    """The audit and sweep commands write results files only; ``report`` draws audit.md, the heat map and the
+    batch-size plot from them (and again after they are deleted), with an invalid defence column marked."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    rows = [{"method": m, "defense": d, "mix": x, "clean_acc": c, "protected_acc": p, "valid": d != "jpeg:10",
+             "invalid_reason": None if d != "jpeg:10" else "clean 0.30 < 0.45"}
+            for m, x, p in (("clean", 0.0, 0.9), ("lsp", 1.0, 0.2)) for d, c in (("none", 0.9), ("jpeg:10", 0.3))]
+    (audit / "audit.csv").write_text("method,defense,mix,clean_acc,protected_acc,valid\n")
+    (audit / "audit.json").write_text(json.dumps({"model": "smallcnn", "epochs": 2, "defenses": ["none", "jpeg:10"],
+                                                  "rows": rows}))
+    for _ in range(2):
+        assert run_cli(["report", str(audit)], capsys)[0] == 0
+        md = (audit / "audit.md").read_text()
+        assert "| clean (no protection) | 90.0 | 90.0 (invalid) |" in md and "| lsp (mix 1) | 20.0 |" in md
+        assert "`smallcnn` victim (2 epochs)" in md and "clean 0.30 < 0.45" in md
+        assert (audit / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+        assert "![heatmap.png](heatmap.png)" in (audit / "report.md").read_text()
+        (audit / "heatmap.png").unlink()
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.csv").write_text("dataset,method,batch_size,seed,clean_acc,protected_acc,valid\n"
+                                     "d,uc,4,0,0.800000,0.300000,yes\nd,uc,8,0,0.700000,0.400000,yes\n")
+    assert run_cli(["report", str(sweep)], capsys)[0] == 0
+    assert (sweep / "accuracy_vs_batch_size.png").stat().st_size > 1000
+    assert_self_contained(sweep, 1)

@@ -3,7 +3,9 @@
 For every defence there is one clean baseline cell (a victim trained on clean data through that defence); every
 (method, defence, mix) cell trains one victim on data where a fraction ``mix`` of the training split is protected
 and reuses that baseline. Each method protects the training split once per source (cached on disk, so a resumed
-audit does not protect again). The summary files are written at the end, each one atomically.
+audit does not protect again). The results files (``audit.csv``, ``audit.json``) are written at the end, each one
+atomically; the accuracy table ``audit.md`` and ``heatmap.png`` are drawn from them by the report
+(:mod:`unlearnable.report.audit_figures`), which every command renders when it finishes.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,12 @@ import torch
 from ..data import ImageSet
 from ..log import log
 from ..protect.base import protect
-from ..report.audit_figures import heatmap
-from ..report.render import markdown_table
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
 from ..runtime.precision import Accel
 from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
+from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
 from .evaluate import evaluate, train_and_test
 from .validity import baseline_valid
@@ -61,7 +60,7 @@ def run_audit(
     source: str = "",
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the audit matrix under ``out`` and write ``audit.csv``, ``audit.md`` and ``heatmap.png``.
+    """Run (or resume) the audit matrix under ``out`` and write its results files ``audit.csv`` and ``audit.json``.
 
     Args:
         methods: method name -> its parameters (as for ``protect``).
@@ -147,52 +146,16 @@ def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed:
     return result
 
 
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _label(row: Mapping[str, Any]) -> str:
-    return "clean (no protection)" if row["method"] == CLEAN else f"{row['method']} (mix {float(row['mix']):g})"
-
-
 def write_summary(rows: Sequence[Mapping[str, Any]], out: Path, defenses: Sequence[str], recipe: Recipe) -> None:
-    """``audit.csv`` (one line per cell), ``audit.md`` (accuracy table) and ``heatmap.png``, each atomically."""
+    """``audit.csv`` (one line per cell) and ``audit.json`` (the same rows with the reason a column is invalid, the
+    defence order and the victim), each atomically; the report draws the table and the heat map from them."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
         w.writerow([r["method"], r["defense"], r["mix"], f"{r['clean_acc']:.4f}", f"{r['protected_acc']:.4f}",
                     "yes" if r.get("valid", True) else "no"])
-    _atomic(out / "audit.csv", lambda p: p.write_text(buf.getvalue()))
-    labels, grid = accuracy_grid(rows, defenses)
-    bad = {r["defense"]: r["invalid_reason"] for r in rows if not r.get("valid", True)}
-    table = [{"training data": lab} | {d: f"{100 * v:.1f}" + (" (invalid)" if d in bad else "")
-                                       for d, v in zip(defenses, vals)} for lab, vals in zip(labels, grid)]
-    notes = "".join(f"\n- **invalid: defence `{d}`**: {why}." for d, why in bad.items())
-    md = (f"# Robustness audit\n\nClean test accuracy (%) of a `{recipe.model}` victim ({recipe.epochs} epochs) "
-          f"trained on the data in each row through the defence in each column. `mix R`: only a fraction R of the "
-          f"training split is protected, the rest is clean. Lower is better protection; the first row is the clean "
-          f"baseline. A column is *invalid* when its clean baseline did not beat chance clearly (see "
-          f"`baseline_valid`): its numbers prove nothing.\n\n{markdown_table(table, ['training data', *defenses])}\n"
-          f"{notes}\n")
-    _atomic(out / "audit.md", lambda p: p.write_text(md))
-    _atomic(out / "heatmap.png", lambda p: heatmap(labels, list(defenses), grid, p, invalid=set(bad)))
-
-
-def accuracy_grid(rows: Sequence[Mapping[str, Any]], defenses: Sequence[str]) -> tuple[list[str], list[list[float]]]:
-    """Row labels and a (rows x defences) grid of clean test accuracy (protected victims; baseline first)."""
-    labels: list[str] = []
-    acc: dict[tuple[str, str], float] = {}
-    for r in rows:
-        lab = _label(r)
-        if lab not in labels:
-            labels.append(lab)
-        acc[(lab, r["defense"])] = float(r["protected_acc"])
-    return labels, [[acc.get((lab, d), float("nan")) for d in defenses] for lab in labels]
+    write_text(out / "audit.csv", buf.getvalue())
+    keep = (*CSV_COLUMNS, "invalid_reason")
+    write_json(out / "audit.json", {"model": recipe.model, "epochs": recipe.epochs, "defenses": list(defenses),
+                                    "rows": [{k: r.get(k) for k in keep} for r in rows]})

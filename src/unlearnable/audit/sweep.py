@@ -5,7 +5,8 @@ config keys to vary and ``fixed`` settings. Config keys are ``seed``, ``protect.
 ``protect.batch_size``, the batch used to learn the perturbations, Zhu et al. 2025), ``evaluate.<recipe field>``
 (the victim, e.g. ``evaluate.batch_size``) and ``data.train_limit`` / ``data.test_limit``. Cells run through
 :func:`~unlearnable.audit.cells.run_cells` (finished cells are skipped); protected data is cached under
-``cache/`` and shared by cells with the same protect config. Results merge into ``sweep.csv`` and a figure.
+``cache/`` and shared by cells with the same protect config. Results merge into ``sweep.csv``; the report draws
+the accuracy-vs-batch-size figure from it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import yaml
 from ..errors import UserError
 from ..log import log
 from ..registry import did_you_mean
-from ..report.audit_figures import plot_accuracy_vs_batch
 from ..runtime import distributed as D
+from ..utils import write_text
 from .cells import cell_name, is_done, load_cell, run_cells
 from .validity import baseline_valid
 
@@ -212,8 +213,8 @@ def status(study: Study) -> list[tuple[int, dict[str, Any], bool]]:
     return [(i, c, is_done(study.out / "cells" / cell_name(c, keys))) for i, c in enumerate(study.cells())]
 
 
-def merge(study: Study) -> tuple[Path, Path | None]:
-    """Write ``sweep.csv`` (one row per finished cell) and ``accuracy_vs_batch_size.png``; returns their paths."""
+def merge(study: Study) -> Path:
+    """Write ``sweep.csv`` (one row per finished cell) and return its path; the report draws the figure from it."""
     keys = study.varied()
     rows = []
     for _, cell, done in status(study):
@@ -234,12 +235,4 @@ def merge(study: Study) -> tuple[Path, Path | None]:
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    csv_path = study.out / "sweep.csv"
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, csv_path)
-    png = study.out / "accuracy_vs_batch_size.png"
-    if rows and any(r["batch_size"] is not None for r in rows):
-        plot_accuracy_vs_batch(rows, png)
-        return csv_path, png
-    return csv_path, None
+    return write_text(study.out / "sweep.csv", buf.getvalue())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -106,7 +107,9 @@ def audit_cmd(
         D.shutdown()
     if not D.is_main():
         return
-    typer.echo((out / "audit.md").read_text().split("\n\n", 2)[-1].rstrip())
+    from ..report.audit_figures import audit_markdown  # audit.md itself is drawn with the report, after the run
+
+    typer.echo(audit_markdown(json.loads((out / "audit.json").read_text())).split("\n\n", 2)[-1].rstrip())
     typer.echo(f"\n{len(rows)} cells -> {out / 'audit.csv'}, {out / 'audit.md'}, {out / 'heatmap.png'}")
     bad = {r["defense"]: r["invalid_reason"] for r in rows if not r["valid"]}
     if bad:

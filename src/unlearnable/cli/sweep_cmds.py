@@ -105,9 +105,9 @@ def sweep_cmd(
         if cell is not None:
             return
     if main:  # one writer: rank 0 of a local/torchrun-launched sweep
-        csv_path, png = merge(study)
+        csv_path = merge(study)  # the report drawn at the end adds accuracy_vs_batch_size.png
         n = sum(1 for line in csv_path.read_text().splitlines()[1:] if line)
-        typer.echo(f"merged {n}/{len(cells)} cells -> {csv_path}" + (f", {png}" if png else ""))
+        typer.echo(f"merged {n}/{len(cells)} cells -> {csv_path}")
         invalid = sum(r.get("valid") == "no" for r in csv.DictReader(io.StringIO(csv_path.read_text())))
         if invalid:
             from ..audit.validity import EXIT_INCONCLUSIVE

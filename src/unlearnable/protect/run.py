@@ -94,6 +94,7 @@ def protect_source(
     hw = working_size([cat.sizes[i] for i in target], size, work_size)
     n_target = len(target)
     checkpoints = hasattr(cls, "checkpoint_dir")
+    resuming = resume and work.is_dir()  # an earlier run's checkpoints: never removed by this run's failure
     key, created = _key_for_run(kpath, work, resume, park=checkpoints)
     say = (lambda m: None) if quiet else log
     say(f"protecting {n_target} images ({', '.join(split_list)}) of {source} with '{method}' "
@@ -110,8 +111,10 @@ def protect_source(
             pert, algo, extra = _review(review, cat, target, hw, algo, key, params or {})
             p = algo.params
     except UserError:
-        if D.is_main():  # bad input: leave nothing behind (an interruption keeps its checkpoints for --resume)
+        if D.is_main() and not resuming:  # bad input: leave nothing behind (an interruption keeps its checkpoints)
             shutil.rmtree(work, ignore_errors=True)
+        elif D.is_main():  # a damaged checkpoint refused on --resume: the good ones beside it stay
+            keep_or_remove(work, "re-run with --resume to continue")
         raise
     except BaseException:
         if D.is_main():  # kept only if it holds a parked key or checkpoints; the error line then names it

@@ -1,16 +1,83 @@
-"""Figures of the audit commands: the method x defence heat map and accuracy vs batch size (PNG)."""
+"""What the report draws for the audit commands, from their results files only.
+
+``audit``: ``audit.json`` -> ``audit.md`` (accuracy table) and ``heatmap.png`` (methods x defences);
+``sweep``: ``sweep.csv`` -> ``accuracy_vs_batch_size.png``. The commands write the results files and nothing else;
+:func:`draw_audit` / :func:`draw_sweep` run when the report of their folder is rendered.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..utils import write_text
 from . import pyplot
 from .palette import INVALID, color
+from .render import markdown_table
+
+CLEAN = "clean"  # the audit's baseline rows
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    return "clean (no protection)" if row["method"] == CLEAN else f"{row['method']} (mix {float(row['mix']):g})"
+
+
+def accuracy_grid(rows: Sequence[Mapping[str, Any]], defenses: Sequence[str]) -> tuple[list[str], list[list[float]]]:
+    """Row labels and a (rows x defences) grid of clean test accuracy (protected victims; baseline first)."""
+    labels: list[str] = []
+    acc: dict[tuple[str, str], float] = {}
+    for r in rows:
+        lab = _label(r)
+        if lab not in labels:
+            labels.append(lab)
+        acc[(lab, r["defense"])] = float(r["protected_acc"])
+    return labels, [[acc.get((lab, d), float("nan")) for d in defenses] for lab in labels]
+
+
+def audit_markdown(doc: Mapping[str, Any]) -> str:
+    """``audit.md``: the accuracy table of an ``audit.json`` (rows x defences), invalid columns marked."""
+    rows, defenses = doc["rows"], list(doc["defenses"])
+    labels, grid = accuracy_grid(rows, defenses)
+    bad = {r["defense"]: r.get("invalid_reason") for r in rows if not r.get("valid", True)}
+    table = [{"training data": lab} | {d: f"{100 * v:.1f}" + (" (invalid)" if d in bad else "")
+                                       for d, v in zip(defenses, vals)} for lab, vals in zip(labels, grid)]
+    notes = "".join(f"\n- **invalid: defence `{d}`**: {why}." for d, why in bad.items())
+    return (f"# Robustness audit\n\nClean test accuracy (%) of a `{doc.get('model')}` victim ({doc.get('epochs')} "
+            f"epochs) trained on the data in each row through the defence in each column. `mix R`: only a fraction R "
+            f"of the training split is protected, the rest is clean. Lower is better protection; the first row is the "
+            f"clean baseline. A column is *invalid* when its clean baseline did not beat chance clearly (see "
+            f"`baseline_valid`): its numbers prove nothing.\n\n{markdown_table(table, ['training data', *defenses])}"
+            f"\n{notes}\n")
+
+
+def draw_audit(folder: Path) -> None:
+    """``audit.md`` and ``heatmap.png`` of an audit folder from its ``audit.json`` (nothing when it has none)."""
+    try:
+        doc = json.loads((folder / "audit.json").read_text())
+    except (OSError, ValueError):
+        return
+    write_text(folder / "audit.md", audit_markdown(doc))
+    labels, grid = accuracy_grid(doc["rows"], doc["defenses"])
+    invalid = {r["defense"] for r in doc["rows"] if not r.get("valid", True)}
+    tmp = folder / f".heatmap.tmp-{os.getpid()}.png"
+    heatmap(labels, list(doc["defenses"]), grid, tmp, invalid=invalid)
+    os.replace(tmp, folder / "heatmap.png")
+
+
+def draw_sweep(folder: Path) -> None:
+    """``accuracy_vs_batch_size.png`` from ``sweep.csv`` when its cells vary a batch size."""
+    with (folder / "sweep.csv").open(newline="") as f:
+        rows = [dict(r) | {"batch_size": int(r["batch_size"]) if r["batch_size"] else None,
+                           "clean_acc": float(r["clean_acc"]), "protected_acc": float(r["protected_acc"])}
+                for r in csv.DictReader(f)]
+    if any(r["batch_size"] is not None for r in rows):
+        plot_accuracy_vs_batch(rows, folder / "accuracy_vs_batch_size.png")
 
 
 def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[float]], path: Path,

@@ -1,6 +1,7 @@
 """``unlearnable report DIR``: any output folder to ``report.md`` and a self-contained ``report.html``.
 
-Reads results files only (manifests, results JSON/CSV, ``config.yaml``, existing PNGs) and never trains. A
+Reads results files only (manifests, results JSON/CSV, ``config.yaml``, existing PNGs) and never trains; figures
+that a kind draws from its results (the audit heat map, the sweep plot) are drawn here first. A
 ``report.md`` the command wrote itself (the demo's, forget's) is kept: the generated part lives between two marker
 lines and only that part is replaced on the next rendering. The HTML is the same Markdown with every figure
 embedded as a base64 data URI, so the one file opens anywhere.
@@ -12,11 +13,11 @@ import base64
 import html
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from ..errors import UserError
-from .kinds import detect, sections
+from ..utils import write_text
+from .kinds import detect, draw, sections
 
 BEGIN = "<!-- unlearnable report: generated from the results files; this block is replaced on each rendering -->"
 END = "<!-- end of the generated report -->"
@@ -106,24 +107,14 @@ def to_html(text: str, folder: Path) -> str:
             f"<style>{CSS}</style></head>\n<body>\n{body}</body></html>\n")
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_folder(folder: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into output folder ``folder``; returns their paths."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder (give an output folder of protect, evaluate, audit, sweep, segment "
                         "train, forget or demo)")
+    draw(folder)  # the figures first, so that the Markdown shows them
     text = markdown(folder)
-    _write(folder / "report.md", text)
-    _write(folder / "report.html", to_html(text, folder))
+    write_text(folder / "report.md", text)
+    write_text(folder / "report.html", to_html(text, folder))
     return folder / "report.md", folder / "report.html"

@@ -1,8 +1,9 @@
 """What each command's output folder holds, as Markdown: one renderer per kind of folder, from its files only.
 
-A kind is a name, a test on the folder's files and a renderer that returns Markdown sections. Kinds are tried in
-registration order; the first whose test passes renders the folder, and :func:`generic` renders anything else
-(every JSON file's top-level scalars). A new command's folder gets its own tables by registering one more kind here.
+A kind is a name, a test on the folder's files, a renderer that returns Markdown sections and optionally a drawer
+that writes the kind's figures from its results files (:func:`draw`, run before the Markdown is built). Kinds are
+tried in registration order; the first whose test passes renders the folder, and :func:`generic` renders anything
+else (every JSON file's top-level scalars). A new command's folder gets its own tables by registering one more kind.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .audit_figures import draw_audit, draw_sweep
 from .render import markdown_table, pct
 
 Renderer = Callable[[Path], list[str]]
 KINDS: dict[str, tuple[Callable[[Path], bool], Renderer]] = {}
+DRAWERS: dict[str, Callable[[Path], None]] = {}
 
 
-def kind(name: str, test: Callable[[Path], bool]) -> Callable[[Renderer], Renderer]:
-    """Register the renderer of the folders that pass ``test`` (duplicate names are refused)."""
+def kind(name: str, test: Callable[[Path], bool], draw: Callable[[Path], None] | None = None,
+         ) -> Callable[[Renderer], Renderer]:
+    """Register the renderer (and the figure drawer, if any) of the folders that pass ``test``; duplicate names are
+    refused."""
 
     def deco(fn: Renderer) -> Renderer:
         if name in KINDS:
             raise ValueError(f"report kind '{name}' is already registered")
         KINDS[name] = (test, fn)
+        if draw is not None:
+            DRAWERS[name] = draw
         return fn
 
     return deco
@@ -132,7 +139,7 @@ def csv_table(rows: list[dict[str, str]], acc_cols: tuple[str, ...] = ("clean_ac
     return markdown_table(shown, list(rows[0]))
 
 
-@kind("audit", lambda f: (f / "audit.csv").is_file())
+@kind("audit", lambda f: (f / "audit.csv").is_file(), draw=draw_audit)
 def audit(folder: Path) -> list[str]:
     rows = read_csv(folder / "audit.csv")
     bad = sum(r.get("valid") in ("no", "False", "false") for r in rows)
@@ -140,7 +147,7 @@ def audit(folder: Path) -> list[str]:
             "", csv_table(rows), "", f"{len(rows)} cells, {bad} invalid (their clean victim did not beat chance).", ""]
 
 
-@kind("sweep", lambda f: (f / "sweep.csv").is_file())
+@kind("sweep", lambda f: (f / "sweep.csv").is_file(), draw=draw_sweep)
 def sweep(folder: Path) -> list[str]:
     rows = read_csv(folder / "sweep.csv")
     return ["One row per finished cell of the study.", "", csv_table(rows), ""]
@@ -182,6 +189,17 @@ def generic(folder: Path) -> list[str]:
 def detect(folder: Path) -> str:
     """The kind of output ``folder`` is (``generic`` when no registered kind matches)."""
     return next((name for name, (test, _) in KINDS.items() if test(folder)), "generic")
+
+
+def draw(folder: Path, depth: int = 2) -> None:
+    """Write the figures of ``folder``'s kind from its results files; in a folder of no known kind (the demo's),
+    those of the outputs inside it, as :func:`sections` shows them."""
+    name = detect(folder)
+    if name in DRAWERS:
+        DRAWERS[name](folder)
+    elif depth and name == "generic":
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            draw(sub, depth - 1)
 
 
 def sections(folder: Path, depth: int = 2, prefix: str = "") -> list[str]:

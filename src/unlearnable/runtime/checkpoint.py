@@ -9,6 +9,12 @@ damaged file with a one-line :class:`~unlearnable.errors.UserError` naming it.
 Exact resume: :func:`rng_state` captures the global RNGs of torch (CPU and CUDA), numpy and Python, and
 :func:`data_order` the position in the data (epoch, step within it, sampler seed). Both travel with the weights,
 and :func:`restore_rng` puts the RNGs back, so that a resumed run draws the same numbers as one that never stopped.
+
+Crash tests (``tests/runtime/test_kill_resume.py``) set ``UNLEARNABLE_TEST_CRASH`` to make a real process die by
+``SIGKILL`` at a chosen moment: ``write:N`` half-way through writing the N-th checkpoint of the process (the temp
+file holds part of the payload), ``after:N:SECONDS`` that many seconds after the N-th checkpoint is in place (inside
+the next epoch); ``UNLEARNABLE_TEST_CRASH_LOG=FILE`` appends the path of every checkpoint written (how a test
+counts them). Unset, nothing happens.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import hashlib
 import io
 import os
 import random
+import signal
 import struct
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,8 @@ from ..errors import UserError
 
 MAGIC = b"UNLCKPT1"
 _HEADER = struct.Struct("<8sQ32s")  # magic, payload length, SHA-256 of the payload
+CRASH_ENV, CRASH_LOG_ENV = "UNLEARNABLE_TEST_CRASH", "UNLEARNABLE_TEST_CRASH_LOG"
+_saves = [0]  # checkpoints written by this process (the crash hook counts them)
 
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -41,8 +51,15 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     header = _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _saves[0] += 1
+        crash = _crash_plan()
         with os.fdopen(fd, "wb") as f:
             f.write(header)
+            if crash[:2] == ("write", _saves[0]):
+                f.write(payload[: len(payload) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
@@ -51,6 +68,22 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    if os.environ.get(CRASH_LOG_ENV):
+        with open(os.environ[CRASH_LOG_ENV], "a") as log:
+            log.write(f"{path}\n")
+    if crash[:2] == ("after", _saves[0]):
+        timer = threading.Timer(crash[2], os.kill, (os.getpid(), signal.SIGKILL))
+        timer.daemon = True  # a run that ends first exits normally (the test sees it was not killed)
+        timer.start()
+
+
+def _crash_plan() -> tuple[str, int, float]:
+    """``UNLEARNABLE_TEST_CRASH`` parsed: (mode, n-th save, delay in seconds); ``("", 0, 0.0)`` when unset."""
+    spec = os.environ.get(CRASH_ENV, "")
+    if not spec:
+        return "", 0, 0.0
+    mode, n, *delay = spec.split(":")
+    return mode, int(n), float(delay[0]) if delay else 0.0
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

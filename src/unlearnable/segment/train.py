@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..log import Progress
 from ..models.seg3d import ShardEnsemble, build_seg_model
-from ..runtime import checkpoint as CK
 from ..runtime import precision as P
 from ..runtime.distributed import (
     all_reduce_mean,
@@ -34,6 +33,7 @@ from ..runtime.distributed import (
     unwrap,
     wrap,
 )
+from ..runtime.loop import EpochLoop
 from ..utils import sha256_file
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -160,24 +160,14 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     model.to(device)
     opt = make_optimizer(model.parameters(), cfg.lr)
     data = PatchData(images, labels, torch.zeros(len(images), dtype=torch.bool))
-    start, history = 0, []
-    ck = ckpt_dir / "last.pt" if ckpt_dir else None
-    state = CK.load(ck, map_location=device) if ck is not None else None
-    if state is not None:
-        if state.get("config", asdict(cfg)) != asdict(cfg):
-            raise UserError(f"{ck}: checkpoint was made with different training settings; rerun without --resume")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = state["epoch"], state["history"]
-        CK.restore_rng(state["rng"])
+    loop = EpochLoop(ckpt_dir / "last.pt" if ckpt_dir else None, model, opt, asdict(cfg), "config", cfg.seed,
+                     writer=is_main(), map_location=device, refusal="rerun without --resume")
+    state = loop.resume()
+    start, history = state.get("epoch", 0), state.get("history", [])
     ddp = wrap(model if augment is None else augment(model), cfg.sync_bn)
     t0 = time.perf_counter()
-    for epoch in range(start, cfg.epochs):
-        history += train_epochs(ddp, data, cfg, epoch, epoch + 1, opt, device=device, desc=f"segment {cfg.model}")
-        if ck is not None and is_main():
-            CK.save(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                         "history": history, "config": asdict(cfg), "rng": CK.rng_state(),
-                         "data": CK.data_order(epoch + 1, 0, cfg.seed)})
+    for epoch in loop.epochs(start, cfg.epochs, lambda h=history: {"history": h}):  # the list grows in place
+        history.extend(train_epochs(ddp, data, cfg, epoch, epoch + 1, opt, device=device, desc=f"segment {cfg.model}"))
     return model, {"loss": history, "time_s": time.perf_counter() - t0, "pretrained": report,
                          "world_size": info().world_size, "per_rank_batch": per_rank_batch(cfg.batch_size),
                          "sync_bn": sync_bn_state(cfg.sync_bn)} | P.Accel(cfg.precision).record(device)

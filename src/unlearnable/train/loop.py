@@ -23,10 +23,10 @@ from ..errors import UserError
 from ..log import Progress
 from ..models import build_model
 from ..registry import look_up_option
-from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
 from ..runtime import precision as P
 from ..runtime import schedule
+from ..runtime.loop import EpochLoop
 
 # A batch hook sees float images in [0, 1] and targets, and may return new ones (targets may become soft,
 # (B, K) probabilities, e.g. mixup). It also gets the model, for adversarial training.
@@ -150,20 +150,15 @@ def train_classifier(
                           "steps_per_epoch": steps_per_epoch, "backend": info.backend, "device": device,
                           "launcher": info.launcher, "recipe": asdict(recipe),
                           "sync_bn": D.sync_bn_state(recipe.sync_bn)} | accel.record(device, model))
-    start_epoch = 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    state = CK.load(ckpt) if ckpt is not None else None
-    if state is not None:
-        if state.get("recipe") != asdict(recipe):
-            raise UserError(f"{ckpt}: checkpoint was made with a different recipe; remove it or change --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        hist.epochs, start_epoch, hist.wall_s = state["history"], state["epoch"], state["wall_s"]
-        CK.restore_rng(state["rng"])  # hooks (mixup, augmentation) draw what they would have drawn
+    loop = EpochLoop(checkpoint or None, model, opt, asdict(recipe), "recipe", recipe.seed, writer=D.is_main())
+    state = loop.resume()  # hooks (mixup, augmentation) draw what they would have drawn
+    if state:
+        hist.epochs, hist.wall_s = state["history"], state["wall_s"]
+    start_epoch = state.get("epoch", 0)
     bar = Progress(recipe.epochs, desc, "epoch", initial=start_epoch, enabled=progress)
     t0 = time.perf_counter() - hist.wall_s
     step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, recipe.epochs):
+    for epoch in loop.epochs(start_epoch, recipe.epochs, lambda: {"history": hist.epochs, "wall_s": hist.wall_s}):
         sampler.set_epoch(epoch)
         net.train()
         order = list(sampler)
@@ -190,10 +185,6 @@ def train_classifier(
         row["wall_s"] = time.perf_counter() - t0
         hist.epochs.append(row)
         hist.wall_s = row["wall_s"]
-        if ckpt is not None and D.is_main():
-            CK.save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                           "history": hist.epochs, "wall_s": hist.wall_s, "recipe": asdict(recipe),
-                           "rng": CK.rng_state(), "data": CK.data_order(epoch + 1, 0, recipe.seed)})
         bar.update(1, line=True, **{k: v for k, v in row.items() if k.endswith("acc")})
     bar.close()
     D.barrier()
