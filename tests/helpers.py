@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+from unlearnable.data import ImageSet
 
 
 def make_images(n: int, c: int, size: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -72,3 +75,16 @@ def write_train_test_npz(path: Path, seed: int = 0, n: int = 16, c: int = 1, siz
     np.savez(path, train_images=x[order], train_labels=y[order, None].astype(np.uint8), test_images=xt,
              test_labels=yt[:, None].astype(np.uint8))
     return path
+
+
+def quadrant_blobs(n: int = 64, size: int = 12, classes: int = 4, seed: int = 0) -> ImageSet:
+    """Grey images whose class is a bright square in one quadrant, on textured noise: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(40, 120, (n, 1, size, size), generator=g)
+    labels = torch.arange(n) % classes
+    h = size // 2
+    for i, k in enumerate(labels.tolist()):
+        r, c = divmod(k, 2)
+        img[i, :, r * h:(r + 1) * h, c * h:(c + 1) * h] += 100
+    return ImageSet(img.to(torch.uint8), labels, tuple(f"s{i:03d}" for i in range(n)), ("train",) * n,
+                    tuple("abcd"[:classes]))

@@ -12,22 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from _efficacy import single_thread  # noqa: F401
+from helpers import quadrant_blobs
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
-
-
-def _blobs(n: int = 64, size: int = 12, classes: int = 4, seed: int = 0) -> ImageSet:
-    """Grey images whose class is a bright square in one quadrant, on textured noise: learnable in a few epochs."""
-    g = torch.Generator().manual_seed(seed)
-    img = torch.randint(40, 120, (n, 1, size, size), generator=g)
-    labels = torch.arange(n) % classes
-    h = size // 2
-    for i, k in enumerate(labels.tolist()):
-        r, c = divmod(k, 2)
-        img[i, :, r * h:(r + 1) * h, c * h:(c + 1) * h] += 100
-    return ImageSet(img.to(torch.uint8), labels, tuple(f"s{i:03d}" for i in range(n)), ("train",) * n,
-                    tuple("abcd"[:classes]))
 
 
 def _fit(data: ImageSet, **params):
@@ -42,7 +30,7 @@ def _target_loss(model, x: torch.Tensor, t: torch.Tensor) -> float:
 
 
 def test_adv_moves_the_surrogate_towards_the_next_class_within_budget():
-    data = _blobs()
+    data = quadrant_blobs()
     algo, out = _fit(data)
     delta = out.int() - data.images.int()
     assert delta.abs().max() <= 8 and delta.abs().float().mean() > 2  # 8/255, and the budget is really used
@@ -62,7 +50,7 @@ def test_adv_moves_the_surrogate_towards_the_next_class_within_budget():
 
 
 def test_adv_is_deterministic_per_key_and_only_depends_on_its_inputs():
-    data = _blobs(n=32)
+    data = quadrant_blobs(n=32)
     a = _fit(data, epochs=1, steps=2, augment=2)[1]
     b = _fit(data, epochs=1, steps=2, augment=2)[1]
     assert torch.equal(a, b)
@@ -80,7 +68,7 @@ def test_adv_bad_params_are_one_line(params, match):
 
 
 def test_adv_needs_two_classes():
-    data = _blobs(n=8, classes=1)
+    data = quadrant_blobs(n=8, classes=1)
     with pytest.raises(UserError, match="2 classes"):
         METHODS.get("adv")(epochs=1, min_steps=1, steps=1).fit(data, Key.from_seed(1))
 
@@ -88,11 +76,11 @@ def test_adv_needs_two_classes():
 _SHARD_SCRIPT = """
 import hashlib, json, sys, torch
 sys.path.insert(0, sys.argv[2])
-from test_adv import _blobs
+from helpers import quadrant_blobs
 from unlearnable.protect import METHODS, Key
 from unlearnable.runtime import distributed as D
 D.init_from_env("cpu")
-data = _blobs(n=40)
+data = quadrant_blobs(n=40)
 algo = METHODS.get("adv")(epochs=1, min_steps=1, steps=3, augment=2, batch_size=8)
 out = algo.apply(data, algo.fit(data, Key.from_seed(5)))
 if D.rank() == 0:
@@ -107,7 +95,7 @@ def test_adv_sharded_over_two_processes_gives_the_same_bytes(tmp_path):
     """Each rank perturbs its round-robin share of the batches, crops seeded per batch: same bytes as one process."""
     script = tmp_path / "adv.py"
     script.write_text(_SHARD_SCRIPT)
-    tests_dir = os.path.dirname(__file__)
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where helpers.py lives
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), tests_dir], capture_output=True,
                          text=True, cwd=tmp_path, env=env)
