@@ -102,7 +102,7 @@ def main() -> None:
             scores, mia = score_model(model, p, dev)
             prog = strat.progress[h]
             results["strategies"][name] = {str(h): {**scores, "mia_auc": mia["loss"]["auc"], "mia": mia,
-                                                    "time_s": t, "steps": prog["steps"],
+                                                    "time_s": t, "cpu_s": prog["cpu_s"], "steps": prog["steps"],
                                                     "stopped_at": prog["stopped_at"], "stop": prog["stop"]}}
             print(f"{name}: {t:.1f} s, {prog['steps']} steps, forget Dice {scores['forget']['dice']:.3f}",
                   flush=True)

@@ -190,8 +190,9 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
 
     ``on_horizon(h, model, time_s)`` is called at every horizon with the unwrapped model and the cumulative
     training wall time (evaluation excluded, the calibrated stop's checks included); ``strategy.progress[h]`` holds
-    the steps taken by then. With ``ckpt_dir`` each horizon's state is saved there and a later call resumes after
-    the last saved horizon.
+    the steps taken by then and ``cpu_s``, the process CPU time over the same span (on shared cores wall time
+    follows the other jobs' load, CPU time much less). With ``ckpt_dir`` each horizon's state is saved there and a
+    later call resumes after the last saved horizon.
     """
     if strategy.run(trained, fresh, task, horizons, on_horizon, ckpt_dir):
         return
@@ -206,7 +207,7 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     ddp = wrap(model)
     stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]))
     warmup = warmup_steps(task.step_budget(horizons[-1]))
-    start, elapsed, stopped_at = 0, 0.0, None
+    start, elapsed, cpu, stopped_at = 0, 0.0, 0.0, None
     spe = task.steps_per_epoch()
     for h in horizons:
         target = h * spe if strategy.from_scratch else task.step_budget(h)
@@ -216,9 +217,10 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
             unwrap(ddp).load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, elapsed, stopped_at = state["steps"], state["time_s"], state.get("stopped_at")
+            cpu = state.get("cpu_s", 0.0)
             CK.restore_rng(state["rng"])
         else:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if strategy.from_scratch:
                 train_epochs(ddp, data, task.cfg, start // spe, h, opt, strategy.loss, task.device,
                              desc=f"{strategy.name} →{h}")
@@ -230,12 +232,14 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
                                              lr, warmup)
                 stopped_at = start if stopped else None
             elapsed += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             if ck is not None and is_main():
                 CK.save(ck, {"model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "time_s": elapsed,
+                             "cpu_s": cpu,
                              "steps": start, "stopped_at": stopped_at, "rng": CK.rng_state(),
                              "data": CK.data_order(h, start, task.cfg.seed)})
             barrier()
-        strategy.progress[h] = {"steps": start, "stopped_at": stopped_at, "budget_steps": target, "lr": lr,
+        strategy.progress[h] = {"steps": start, "stopped_at": stopped_at, "budget_steps": target, "cpu_s": cpu,
                                 "stop": stop_rule.name if stop_rule is not None else "none",
                                 "stop_log": list(stop_rule.log) if stop_rule is not None else []}
         on_horizon(h, unwrap(ddp), elapsed)
