@@ -46,6 +46,7 @@ def test_results_json_contract(forget_all) -> None:
             assert h["steps"] >= 1 and h["steps_rel_retrain"] > 0
     retrain, salun = r["strategies"]["retrain"], r["strategies"]["salun"]
     assert retrain["2"]["time_rel_retrain"] == 1.0
+    assert retrain["2"]["cpu_rel_retrain"] == 1.0 and 0 < salun["2"]["cpu_s"] <= salun["2"]["time_s"] * 1.5
     assert retrain["2"]["steps"] == 2 * r["setup"]["retrain_steps_per_epoch"]
     assert salun["2"]["steps"] <= 0.1 * retrain["2"]["steps"] + 1  # the default budget: 10% of retrain's steps
     assert r["strategies"]["retrain"]["1"]["gap_to_retrain"]["forget_dice"] == 0.0

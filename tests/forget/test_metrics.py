@@ -39,8 +39,8 @@ def test_headline_and_comparisons() -> None:
         return {"retain": {"dice": r, "mae": 0.1}, "forget": {"dice": f, "mae": 0.1}, "test": {"dice": t, "mae": 0.1}}
 
     res = {"original": {**m(0.8, 0.8, 0.7), "mia_auc": 0.9}, "strategies": {
-        "retrain": {"5": {**m(0.75, 0.7, 0.7), "mia_auc": 0.5, "time_s": 10.0}},
-        "noisy-label": {"5": {**m(0.6, 0.08, 0.5), "mia_auc": 0.1, "time_s": 2.0}}}}
+        "retrain": {"5": {**m(0.75, 0.7, 0.7), "mia_auc": 0.5, "time_s": 10.0, "cpu_s": 8.0}},
+        "noisy-label": {"5": {**m(0.6, 0.08, 0.5), "mia_auc": 0.1, "time_s": 2.0, "cpu_s": 0.4}}}}
     h = headline(res["original"], res["strategies"]["noisy-label"]["5"])
     assert math.isclose(h["forget_drop_pct"], 90.0) and math.isclose(h["retain_kept_pct"], 75.0)
     add_comparisons(res)
@@ -48,6 +48,7 @@ def test_headline_and_comparisons() -> None:
     assert math.isclose(r["gap_to_retrain"]["forget_dice"], 0.62)
     assert math.isclose(r["gap_to_retrain"]["test_dice"], 0.2)
     assert math.isclose(r["time_rel_retrain"], 0.2) and res["retrain_mia_auc"] == {"5": 0.5}
+    assert math.isclose(r["cpu_rel_retrain"], 0.05)  # CPU time relative to retrain's, beside wall time
 
 
 class _Oracle(torch.nn.Module):

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 
 from unlearnable.data.phantoms import brain_phantoms
+from unlearnable.errors import UserError
 from unlearnable.forget import STRATEGIES, ForgetTask, run_strategy
-from unlearnable.forget.calibrate import CalibratedStop, central_crop
+from unlearnable.forget.base import WARMUP, train_steps, warmup_steps
+from unlearnable.forget.calibrate import CalibratedStop, central_crop, make_stop
 from unlearnable.forget.metrics import evaluate
 from unlearnable.models.seg3d import build_seg_model
 from unlearnable.segment.shards import ShardEnsemble, load_slice, shard_plan, train_sisa
-from unlearnable.segment.train import SegConfig, train_segmenter
+from unlearnable.segment.train import SegConfig, make_optimizer, train_segmenter
 
 # ~80 s of shared fixtures (a trained segmenter and retrain); every strategy still runs in test_strategies.py
 pytestmark = pytest.mark.slow
@@ -66,21 +69,50 @@ def retrain_dice(marked, trained) -> float:
     return _forget_dice(marked, "retrain", trained)[0]
 
 
-@pytest.mark.parametrize("name", ["salun", "scrub"])
-def test_new_strategies_move_forget_dice_toward_retrain(name, marked, trained, retrain_dice) -> None:
+@pytest.mark.parametrize("name", ["finetune", "salun", "scrub"])
+def test_strategies_move_forget_dice_toward_retrain(name, marked, trained, retrain_dice) -> None:
+    """Over their whole budget (``--stop none``). The marked forget subjects are unlike every held-out subject, so
+    the calibrated stop, which compares them with held-out subjects, ends these runs at its first check (below)."""
     images, labels, scored = marked
     before = evaluate(trained, images[FORGET], labels[FORGET], scored, CFG.patch)["dice"]
     assert before - retrain_dice > 0.1  # the set is built so that there is something to forget
-    after, prog = _forget_dice(marked, name, trained)
+    after, prog = _forget_dice(marked, name, trained, stop="none")
     assert abs(after - retrain_dice) < abs(before - retrain_dice) - 0.02, (before, after, retrain_dice)  # closer
-    assert 0 < prog["steps"] <= prog["budget_steps"] and prog["stop"] == "calibrated"
+    assert prog["steps"] == prog["budget_steps"] and prog["stop"] == "none"
+    stopped, prog = _forget_dice(marked, name, trained)  # --stop auto is the calibrated stop for these three
+    assert prog["stop"] == "calibrated" and prog["stopped_at"] == 1 and abs(stopped - before) < 0.02
+
+
+def test_auto_stop_needs_held_out_subjects_only_when_asked(marked) -> None:
+    task = _task(marked)
+    task.held_images = task.held_labels = None
+    assert make_stop(STRATEGIES.get("finetune")(), task, 10) is None  # auto: runs its budget
+    task.stop = "calibrated"
+    with pytest.raises(UserError, match="held-out"):
+        make_stop(STRATEGIES.get("finetune")(), task, 10)
+
+
+def test_warmup_ramps_the_learning_rate(marked, trained) -> None:
+    """A fresh Adam's first steps move every weight by about ±lr; unlearning ramps the rate up instead."""
+    assert warmup_steps(90) == WARMUP and warmup_steps(12) == 3 and warmup_steps(2) == 1
+    images, labels, _ = marked
+    task = ForgetTask(images[RETAIN], labels[RETAIN], images[FORGET], labels[FORGET], 4, CFG, budget=1.0,
+                      stop="none")
+    moved = []
+    for warm in (1, 10):
+        model = copy.deepcopy(trained)
+        opt = make_optimizer(model.parameters(), CFG.lr)
+        train_steps(model, STRATEGIES.get("finetune")(), task.retain_only(), task, 0, 1, opt, 0.0, None, 1, CFG.lr,
+                    warm)
+        moved.append(max(float((a - b).detach().abs().max()) for a, b in zip(model.parameters(), trained.parameters())))
+    assert moved[1] < 0.2 * moved[0] and moved[0] > 0.5 * CFG.lr, moved
 
 
 def test_budget_is_a_share_of_retrain_steps(marked, trained) -> None:
-    _, prog = _forget_dice(marked, "finetune", trained, budget=0.25)
+    _, prog = _forget_dice(marked, "finetune", trained, budget=0.25, stop="none")
     task = _task(marked)
     assert prog["steps"] == prog["budget_steps"] == round(0.25 * CFG.epochs * task.steps_per_epoch())
-    assert prog["stopped_at"] is None  # no stop rule for finetune unless asked
+    assert prog["stopped_at"] is None and prog["stop"] == "none"  # --stop none runs the whole budget
 
 
 def test_calibrated_stop_stops(marked, trained) -> None:

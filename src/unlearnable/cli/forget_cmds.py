@@ -147,7 +147,8 @@ def forget(
     epochs: str = typer.Option("20,50", "--epochs", help="horizons in retrain epochs, one run checkpointed at each"),
     budget: float = typer.Option(0.1, "--budget", help="steps an approximate strategy may take, as a share of "
                                                        "retrain's steps at the same horizon"),
-    stop: str = typer.Option("auto", "--stop", help="auto (the strategy's own), none, or calibrated (stop when "
+    stop: str = typer.Option("auto", "--stop", help="auto (calibrated for finetune, salun and scrub when the model "
+                                                    "holds out subjects, else none), none, or calibrated (stop when "
                                                     "forget subjects' loss reaches the held-out spread)"),
     lr: float = typer.Option(None, "--lr", help="learning rate (default: the model's training lr)"),
     batch_size: int = typer.Option(None, "--batch-size", help="global batch size (default: as trained)"),

@@ -30,6 +30,10 @@ from ..segment.train import PatchData, SegConfig, crop_patches, make_optimizer, 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("forgetting strategy")
 STOPS = ("auto", "none", "calibrated")
+# A fresh Adam moves every weight by about ±lr on its first steps (m/√v = sign(g) until the moments fill), which at
+# the rate a model was trained with knocks a trained model off its optimum: one such step cost retain Dice 0.83→0.71
+# on the bench's phantoms. Unlearning steps therefore warm up over the first WARMUP steps.
+WARMUP = 10
 
 
 @dataclass
@@ -145,13 +149,24 @@ def sample_items(data: PatchData, step: int, batch: int, seed: int, forget_share
     return items
 
 
+def warmup_steps(total: int) -> int:
+    """Steps over which the learning rate ramps up linearly: 10, or a quarter of a smaller budget."""
+    return max(1, min(WARMUP, total // 4))
+
+
 def train_steps(ddp: nn.Module, strategy: Strategy, data: PatchData, task: ForgetTask, start: int, stop: int,
                 opt: torch.optim.Optimizer, share: float, check: Callable[[nn.Module, int], bool] | None,
-                check_every: int) -> tuple[int, bool]:
-    """Take optimiser steps ``start .. stop-1`` on sampled batches; returns (steps done, stopped early)."""
+                check_every: int, lr: float, warmup: int = 1) -> tuple[int, bool]:
+    """Take optimiser steps ``start .. stop-1`` on sampled batches; returns (steps done, stopped early).
+
+    The learning rate ramps linearly from ``lr / warmup`` to ``lr`` over the first ``warmup`` steps (a function of
+    the step index only, so a resumed run steps alike).
+    """
     batch = per_rank_batch(task.cfg.batch_size)
     ddp.train()
     for step in range(start, stop):
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup)
         items = sample_items(data, step, batch, task.cfg.seed, share)
         x, y, f = crop_patches(data, items, task.cfg.patch, task.cfg.seed, 1_000_000 + step, batch)
         loss = strategy.step_loss(ddp, x.to(task.device), y.to(task.device), f.to(task.device))
@@ -175,8 +190,9 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
 
     ``on_horizon(h, model, time_s)`` is called at every horizon with the unwrapped model and the cumulative
     training wall time (evaluation excluded, the calibrated stop's checks included); ``strategy.progress[h]`` holds
-    the steps taken by then. With ``ckpt_dir`` each horizon's state is saved there and a later call resumes after
-    the last saved horizon.
+    the steps taken by then and ``cpu_s``, the process CPU time over the same span (on shared cores wall time
+    follows the other jobs' load, CPU time much less). With ``ckpt_dir`` each horizon's state is saved there and a
+    later call resumes after the last saved horizon.
     """
     if strategy.run(trained, fresh, task, horizons, on_horizon, ckpt_dir):
         return
@@ -184,12 +200,14 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
 
     model = fresh() if strategy.from_scratch else copy.deepcopy(unwrap(trained))
     model = strategy.prepare(model.to(task.device), task)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], task.cfg.lr)
+    lr = task.cfg.lr
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], lr)
     data = strategy.data(task)
     share = strategy.forget_share(task)
     ddp = wrap(model)
     stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]))
-    start, elapsed, stopped_at = 0, 0.0, None
+    warmup = warmup_steps(task.step_budget(horizons[-1]))
+    start, elapsed, cpu, stopped_at = 0, 0.0, 0.0, None
     spe = task.steps_per_epoch()
     for h in horizons:
         target = h * spe if strategy.from_scratch else task.step_budget(h)
@@ -199,9 +217,10 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
             unwrap(ddp).load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, elapsed, stopped_at = state["steps"], state["time_s"], state.get("stopped_at")
+            cpu = state.get("cpu_s", 0.0)
             CK.restore_rng(state["rng"])
         else:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if strategy.from_scratch:
                 train_epochs(ddp, data, task.cfg, start // spe, h, opt, strategy.loss, task.device,
                              desc=f"{strategy.name} →{h}")
@@ -209,15 +228,18 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
             elif stopped_at is None and start < target:
                 check = stop_rule.check if stop_rule is not None else None
                 every = stop_rule.every if stop_rule is not None else 1
-                start, stopped = train_steps(ddp, strategy, data, task, start, target, opt, share, check, every)
+                start, stopped = train_steps(ddp, strategy, data, task, start, target, opt, share, check, every,
+                                             lr, warmup)
                 stopped_at = start if stopped else None
             elapsed += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             if ck is not None and is_main():
                 CK.save(ck, {"model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "time_s": elapsed,
+                             "cpu_s": cpu,
                              "steps": start, "stopped_at": stopped_at, "rng": CK.rng_state(),
                              "data": CK.data_order(h, start, task.cfg.seed)})
             barrier()
-        strategy.progress[h] = {"steps": start, "stopped_at": stopped_at, "budget_steps": target,
+        strategy.progress[h] = {"steps": start, "stopped_at": stopped_at, "budget_steps": target, "cpu_s": cpu,
                                 "stop": stop_rule.name if stop_rule is not None else "none",
                                 "stop_log": list(stop_rule.log) if stop_rule is not None else []}
         on_horizon(h, unwrap(ddp), elapsed)

@@ -11,8 +11,8 @@ stops as soon as
 
 where spread is the held-out losses' standard deviation (floored at 5% of their mean so that near-identical
 held-out subjects still leave a band). The forget mean is then inside the held-out spread, approached from below,
-so the strategy stops before it over-forgets. Any strategy can use it (``forget --stop calibrated``); SalUn and
-SCRUB use it by default (``--stop auto``).
+so the strategy stops before it over-forgets. Any strategy can use it (``forget --stop calibrated``); ``finetune``
+(the default strategy), SalUn and SCRUB use it by default (``--stop auto``, when the model holds out subjects).
 """
 
 from __future__ import annotations
@@ -75,9 +75,11 @@ class CalibratedStop:
 def make_stop(strategy: Any, task: Any, total_steps: int) -> CalibratedStop | None:
     """The stop rule ``task.stop`` asks for (``auto``: the strategy's ``default_stop``), or None."""
     mode = strategy.default_stop if task.stop == "auto" else task.stop
-    if mode == "none":
+    no_held = task.held_images is None or len(task.held_images) == 0
+    # auto is the strategy's preference, not the user's demand: a model that holds out nobody runs its full budget
+    if mode == "none" or (no_held and task.stop == "auto"):
         return None
-    if task.held_images is None or len(task.held_images) == 0:
+    if no_held:
         raise UserError("--stop calibrated: needs held-out (test) subjects to calibrate against, and the model "
                         "holds out none (train it with --test-fraction > 0)")
     patch = task.cfg.patch

@@ -146,6 +146,7 @@ def add_comparisons(results: dict[str, Any]) -> None:
                 "mia_learned_auc": _gap(_learned(r), _learned(g)) if g else None}
             r["time_rel_retrain"] = r["time_s"] / g["time_s"] if g and g["time_s"] > 0 else None
             r["steps_rel_retrain"] = r.get("steps", 0) / g["steps"] if g and g.get("steps") else None
+            r["cpu_rel_retrain"] = r["cpu_s"] / g["cpu_s"] if g and r.get("cpu_s") and g.get("cpu_s") else None
     results["retrain_mia_auc"] = {h: r["mia_auc"] for h, r in ref.items()} or None
 
 
@@ -199,6 +200,7 @@ def run_forget(model_dir: str | Path, source: str, forget_ids: str, strategy: st
                 scores, mia = score_model(model, p, device)
                 prog = strat.progress.get(h, {})
                 runs[str(h)] = {**scores, "mia_auc": mia["loss"]["auc"], "mia": mia, "time_s": time_s,
+                                "cpu_s": prog.get("cpu_s"),
                                 "steps": prog.get("steps", 0), "stopped_at": prog.get("stopped_at"),
                                 "stop": prog.get("stop", "none"), "guarantee": strat.guarantee,
                                 **({"retrained_shards": prog["retrained_shards"]}

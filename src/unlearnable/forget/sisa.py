@@ -53,7 +53,7 @@ class Sisa(Strategy):
         labels = dict(zip(task.retain_ids, task.retain_labels))
         arch = task.meta["arch"]
         model = copy.deepcopy(ensemble).to(task.device)
-        t0, steps, retrained = time.perf_counter(), 0, {}
+        t0, c0, steps, retrained = time.perf_counter(), time.process_time(), 0, {}
         for k, slices in enumerate(info["plan"]):
             hit = [r for r, ids in enumerate(slices) if gone & set(ids)]
             self.plan.append([[i for i in ids if i not in gone] for ids in slices])
@@ -72,11 +72,11 @@ class Sisa(Strategy):
             retrained[str(k)] = {"from_slice": first, "subjects_seen": len(seen)}
             self.seen[k] = list(seen)
             self.retrained.update((k, r) for r in range(first, len(slices)))
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         model.eval()
         for h in horizons:  # exact: the same model at every horizon
             self.progress[h] = {"steps": steps, "stopped_at": None, "budget_steps": steps, "stop": "none",
-                                "stop_log": [], "retrained_shards": retrained}
+                                "cpu_s": cpu, "stop_log": [], "retrained_shards": retrained}
             on_horizon(h, model, elapsed)
         return True
 

@@ -32,13 +32,14 @@ def results_table(results: dict[str, Any]) -> str:
     """Markdown table: one row per strategy × horizon (and the original model) with Dice, MAE, gap to retrain, both
     MIA AUCs with 95% bootstrap intervals, retain kept, optimiser steps and time (absolute and × retrain)."""
     head = ("| model | epochs | Dice retain | Dice forget | Dice test | MAE retain | MAE forget | MAE test "
-            "| gap forget Dice | MIA loss AUC [95% CI] | MIA learned AUC [95% CI] | gap MIA learned | retain kept "
-            "| steps | × retrain steps | time s | × retrain time |")
+            "| gap forget Dice | MIA loss AUC [95% CI] | gap MIA loss | MIA learned AUC [95% CI] | gap MIA learned "
+            "| retain kept "
+            "| steps | × retrain steps | time s | × retrain time | × retrain CPU time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     o = results["original"]
     lines.append("| original | – | " + " | ".join(_fmt(o[s]["dice"]) for s in SPLITS) + " | "
                  + " | ".join(_fmt(o[s]["mae"]) for s in SPLITS)
-                 + f" | – | {_mia(o, 'loss')} | {_mia(o, 'learned')} | – | – | – | – | – | – |")
+                 + f" | – | {_mia(o, 'loss')} | – | {_mia(o, 'learned')} | – | – | – | – | – | – | – |")
     for name, runs in results["strategies"].items():
         for h, r in runs.items():
             g, hd = r.get("gap_to_retrain") or {}, r.get("headline") or {}
@@ -46,10 +47,11 @@ def results_table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {h} | " + " | ".join(_fmt(r[s]["dice"]) for s in SPLITS) + " | "
                 + " | ".join(_fmt(r[s]["mae"]) for s in SPLITS)
-                + f" | {_fmt(g.get('forget_dice'))} | {_mia(r, 'loss')} | {_mia(r, 'learned')} "
+                + f" | {_fmt(g.get('forget_dice'))} | {_mia(r, 'loss')} | {_fmt(g.get('mia_auc'))} "
+                f"| {_mia(r, 'learned')} "
                 f"| {_fmt(g.get('mia_learned_auc'))} | {_fmt(hd.get('retain_kept_pct'), True)} "
                 f"| {r.get('steps', '–')}{stopped} | {_fmt(r.get('steps_rel_retrain'))} | {r['time_s']:.1f} "
-                f"| {_fmt(r.get('time_rel_retrain'))} |")
+                f"| {_fmt(r.get('time_rel_retrain'))} | {_fmt(r.get('cpu_rel_retrain'))} |")
     return "\n".join(lines) + "\n"
 
 
