@@ -8,26 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from helpers import tiny_npz
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 UC = {"clusters": 2, "ssl_epochs": 0, "epochs": 1, "width": 8, "gen_width": 8}
 VICTIM = {"evaluate.model": "smallcnn", "evaluate.epochs": 1, "evaluate.lr": 0.05}
-
-
-def tiny_npz(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 24), ("test", 12)):
-        x = rng.integers(0, 60, (n, 16, 16)).astype(np.uint8)
-        y = np.arange(n) % 3
-        for i, k in enumerate(y):
-            x[i, 4 * k:4 * k + 6, 4:12] += 150
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
-    np.savez(path, **arrays)
-    return path
 
 
 def study(tmp: Path, grid: dict, methods: dict | None = None, **extra) -> Path:

@@ -12,12 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import make_images, run_cli, write_folder
+from helpers import listing, make_images, run_cli, write_folder
 from unlearnable.data import load
-
-
-def listing(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
 def test_protect_npz_writes_data_manifest_and_private_key(npz_path, tmp_path, capsys):

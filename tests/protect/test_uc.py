@@ -23,7 +23,7 @@ from unlearnable.protect.ssl import load_surrogate_weights
 from unlearnable.protect.uc import UnlearnableClusters, _target_clusters
 
 TINY = METHODS.get("uc").tiny_params
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def blobs(n: int, c: int, size: int, classes: int = 4, seed: int = 0) -> ImageSet:

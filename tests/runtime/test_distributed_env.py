@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from test_sweep import tiny_npz  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import tiny_npz
 from unlearnable.runtime import distributed as D
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def test_launcher_env_torchrun_slurm_lsf() -> None:

@@ -75,7 +75,7 @@ class UnlearnableClusters(Protection):
     #: Parameters that make ``fit`` take about a second on tiny inputs (for contract tests).
     tiny_params: ClassVar[dict[str, Any]] = {"clusters": 2, "epochs": 1, "ssl_epochs": 1, "batch_size": 8,
                                              "surrogate_batch_size": 8, "gen_width": 8, "width": 8}
-    test_params = tiny_params  # the name tests/test_contract.py looks for
+    test_params = tiny_params  # the name tests/protect/test_contract.py looks for
 
     @dataclass(frozen=True)
     class Params:
