@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from helpers import torchrun, torchrun_status
+from unlearnable.errors import UserError
 from unlearnable.runtime import distributed as D
 
 
@@ -34,6 +36,18 @@ def test_evaluate_under_torchrun_two_processes(npz_path, tmp_path):
     assert r.stderr.count("victim 'smallcnn'") == 1
 
 
+def test_per_rank_batch_refuses_a_global_batch_that_does_not_divide(monkeypatch):
+    """The rule the torchrun test below checks end to end, in-process with a pretend world of two ranks."""
+    monkeypatch.setattr(D, "_INFO", dataclasses.replace(D.info(), world_size=2))
+    rule = r"^--batch-size 7: the global batch must be a multiple of the world size \(2\)$"
+    with pytest.raises(UserError, match=rule):
+        D.per_rank_batch(7)
+    with pytest.raises(UserError, match="world size"):
+        D.per_rank_batch(1)
+    assert D.per_rank_batch(8) == 4
+
+
+@pytest.mark.slow  # ~25 s under load for two interpreter starts; the rule itself is tested in-process above
 @pytest.mark.distributed
 def test_global_batch_must_divide_over_ranks(npz_path, tmp_path):
     r = torchrun(["evaluate", "--protected", str(npz_path), "--clean", str(npz_path), "--model", "smallcnn",
