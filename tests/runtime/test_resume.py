@@ -120,3 +120,27 @@ def test_epoch_loop_refuses_a_checkpoint_without_its_fields(tmp_path: Path) -> N
     loop = EpochLoop(ck, model, torch.optim.SGD(model.parameters(), lr=0.1), {}, "params", 0)
     with pytest.raises(UserError, match=r"generator.pt: checkpoint lacks model, optimizer, rng"):
         loop.resume()
+
+
+def test_epoch_loop_gives_each_rank_its_own_generator_back(tmp_path: Path, monkeypatch) -> None:
+    """Two ranks' generator states travel in one checkpoint; rank 1 resumes with its own (it used to get a view
+    into the gathered tensor, which ``Generator.set_state`` reads from the storage's start: a crash)."""
+    from unlearnable.runtime import distributed as D
+    from unlearnable.runtime.loop import EpochLoop
+
+    ranks = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    monkeypatch.setattr(D, "all_gather_tensor", lambda t: torch.cat([g.get_state()[None] for g in ranks]))
+    model = torch.nn.Linear(2, 2)
+    ck = tmp_path / "loop.pt"
+
+    def loop(g: torch.Generator) -> EpochLoop:
+        return EpochLoop(ck, model, torch.optim.SGD(model.parameters(), lr=0.1), {}, "s", 0, generators={"aug": g})
+
+    for _ in loop(ranks[0]).epochs(0, 1):
+        pass
+    want = [torch.rand(3, generator=g) for g in ranks]
+    for rank in (1, 0):
+        monkeypatch.setattr(D, "rank", lambda r=rank: r)
+        mine = torch.Generator().manual_seed(99)
+        assert loop(mine).resume()["epoch"] == 1
+        assert torch.equal(torch.rand(3, generator=mine), want[rank])

@@ -142,6 +142,7 @@ def train_ssl_surrogate(
             tot += torch.tensor([float(loss.detach()) * len(idx), len(idx)])
         tot = D.all_reduce_sum(tot)
         losses.append(float(tot[0] / tot[1]) if tot[1] > 0 else math.nan)
+    D.broadcast_buffers(model)  # every rank freezes rank 0's surrogate, the one a resumed run loads
     if bar is not None:
         bar.close()
     return losses

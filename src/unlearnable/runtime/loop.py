@@ -63,8 +63,9 @@ class EpochLoop:
         CK.restore_rng(state["rng"])  # augmentation and hooks draw what they would have drawn
         for name, g in self.generators.items():
             saved = state["generators"][name]
-            # A resume on more ranks than the saving run: the extra ranks start from rank 0's state.
-            g.set_state(saved[D.rank()] if D.rank() < len(saved) else saved[0])
+            # A resume on more ranks than the saving run: the extra ranks start from rank 0's state. The clone gives
+            # set_state a tensor of its own: it reads a view's storage from the start and crashes on rank > 0.
+            g.set_state((saved[D.rank()] if D.rank() < len(saved) else saved[0]).clone())
         return state
 
     def epochs(self, start: int, stop: int, extra: Callable[[], Mapping[str, Any]] = dict) -> Iterator[int]:
@@ -86,5 +87,5 @@ class EpochLoop:
 
 
 def _gather_state(g: torch.Generator) -> list[torch.Tensor]:
-    """Every rank's state of ``g`` in rank order (one rank: its own)."""
-    return list(D.all_gather_tensor(g.get_state()[None]).unbind(0))
+    """Every rank's state of ``g`` in rank order (one rank: its own), each in a storage of its own."""
+    return [s.clone() for s in D.all_gather_tensor(g.get_state()[None]).unbind(0)]
