@@ -1,7 +1,12 @@
-"""Builders of tiny test data (images, MedMNIST archives, image folders)."""
+"""Shared by the test folders: builders of tiny test data (images, MedMNIST archives, image folders), the CLI
+runner, a two-process torchrun launcher and folder listings."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +93,38 @@ def quadrant_blobs(n: int = 64, size: int = 12, classes: int = 4, seed: int = 0)
         img[i, :, r * h:(r + 1) * h, c * h:(c + 1) * h] += 100
     return ImageSet(img.to(torch.uint8), labels, tuple(f"s{i:03d}" for i in range(n)), ("train",) * n,
                     tuple("abcd"[:classes]))
+
+
+def tiny_npz(path: Path) -> Path:
+    """Train (24) and test (12) splits of 16x16 grey images, 3 classes told apart by a bright bar's row."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 24), ("test", 12)):
+        x = rng.integers(0, 60, (n, 16, 16)).astype(np.uint8)
+        y = np.arange(n) % 3
+        for i, k in enumerate(y):
+            x[i, 4 * k:4 * k + 6, 4:12] += 150
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+def listing(root: Path) -> set[str]:
+    """Every path under ``root``, relative to it (what a command left behind)."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def torchrun(args: list[str], tmp_path, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``unlearnable ARGS`` as ``nproc`` torchrun processes (gloo on CPU), run in ``tmp_path``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+           "-m", "unlearnable", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def torchrun_status(r: subprocess.CompletedProcess) -> int:
+    """The ranks' exit status: torchrun itself turns any non-zero rank status into 1 and names it in its report."""
+    if r.returncode == 0:
+        return 0
+    codes = {int(c) for c in re.findall(r"exitcode\s*:\s*(-?\d+)", r.stderr)} - {-15}  # -15: ranks torchrun stopped
+    return codes.pop() if len(codes) == 1 else r.returncode

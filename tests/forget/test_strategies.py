@@ -6,7 +6,7 @@ import torch
 from unlearnable.data.subjects import SubjectSet
 from unlearnable.errors import UserError
 from unlearnable.forget import STRATEGIES, ForgetTask, run_strategy
-from unlearnable.forget.base import strategy_names
+from unlearnable.forget.base import Strategy, strategy_names
 from unlearnable.forget.max_loss import MaxLoss
 from unlearnable.forget.noisy_label import corrupt_labels
 from unlearnable.models.seg3d import build_seg_model
@@ -41,15 +41,19 @@ def trained() -> torch.nn.Module:
 
 
 def test_all_strategies_are_registered() -> None:
-    assert STRATEGIES.names() == ["finetune", "fix-decoder", "max-loss", "noisy-label", "random-encoder", "retrain",
-                                 "salun", "scrub", "sisa"]
-    assert strategy_names("all")[0] == "retrain" and len(strategy_names("all")) == 9
+    assert {"retrain", "finetune", "noisy-label"} <= set(STRATEGIES.names())
+    assert strategy_names("all")[0] == "retrain" and sorted(strategy_names("all")) == sorted(STRATEGIES.names())
     assert strategy_names("noisy-label,finetune,noisy-label") == ["noisy-label", "finetune"]
     with pytest.raises(UserError, match="did you mean 'noisy-label'"):
         strategy_names("noisy-labels")
 
 
-@pytest.mark.parametrize("name", ["finetune", "fix-decoder", "max-loss", "noisy-label", "random-encoder", "retrain"])
+# Every strategy that runs on the shared step loop; one that brings its own ``run`` (SISA retrains shards of a
+# ``segment train --shards`` model) needs a set-up of its own and is tested where it has one (test_sisa_cli.py).
+ON_THE_STEP_LOOP = [n for n in STRATEGIES.names() if STRATEGIES.get(n).run is Strategy.run]
+
+
+@pytest.mark.parametrize("name", ON_THE_STEP_LOOP)
 def test_every_strategy_runs_and_changes_the_model(name: str, trained, tiny_subjects: SubjectSet) -> None:
     before = _state(trained)
     seen = _run(name, trained, _task(tiny_subjects))

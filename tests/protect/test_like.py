@@ -17,7 +17,7 @@ from unlearnable.data import load
 from unlearnable.protect import METHODS, add_within_linf
 from unlearnable.protect.keys import Key, load_key, save_key
 from unlearnable.protect.native import apply_native
-from unlearnable.protect.sealed import STATE, open_state
+from unlearnable.protect.sealed import REUSABLE, STATE, open_state
 
 TILES = ["-m", "tiles"]
 
@@ -31,9 +31,18 @@ def train_images(out: Path) -> np.ndarray:
     return load(next(out.glob("*.npz"))).split("train").images.numpy()
 
 
-@pytest.mark.parametrize("method", ["tiles", "ar", "cuda", "lsp", "random"])
+# Every reusable method whose fit reads no pixels (only the key, labels and shapes); a method with a ``mode`` is
+# reusable in its class-wise mode.
+MODEL_FREE = [n for n in METHODS.names() if n in REUSABLE and not METHODS.get(n).fit_reads_pixels]
+
+
+def test_model_free_list_is_not_empty():
+    assert {"cuda", "tiles"} <= set(MODEL_FREE)
+
+
+@pytest.mark.parametrize("method", MODEL_FREE)
 def test_model_free_methods_reuse_seen_bytes_and_class_noise_for_new_images(method, tmp_path, capsys):
-    params = ["-p", "mode=classwise"] if method == "random" else []
+    params = ["-p", "mode=classwise"] if hasattr(METHODS.get(method).Params, "mode") else []
     fit_src, new_src = npz(tmp_path / "fit.npz"), npz(tmp_path / "new.npz", seed=7, n=10)
     protect(capsys, fit_src, "-m", method, *params, "-o", tmp_path / "out")
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -81,3 +81,66 @@ def test_segment_training_resumes_to_identical_bytes(tmp_path: Path, monkeypatch
     (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:-1])
     with pytest.raises(UserError, match="last.pt: damaged checkpoint"):
         seg.train_segmenter(s.images, s.labels, s.num_classes, cfg, ckpt_dir=tmp_path)
+
+
+def test_simclr_surrogate_resumes_to_identical_bytes(grey_set, tmp_path: Path) -> None:
+    from unlearnable.models import build_model
+    from unlearnable.protect.ssl import train_ssl_surrogate
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model("smallcnn", 1, 16, 16)
+
+    full = fresh()
+    ref = train_ssl_surrogate(full, grey_set.images, 3, 8, 1e-3, 11, "cpu")
+
+    def stop(epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "surrogate.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_ssl_surrogate(fresh(), grey_set.images, 3, 8, 1e-3, 11, "cpu", ck, on_epoch_end=stop)
+    saved = CK.load(ck)
+    assert saved["epoch"] == 2 and len(saved["generators"]["augment"]) == 1  # the augmentation draws travel too
+    torch.manual_seed(12345)
+    resumed = fresh()
+    assert train_ssl_surrogate(resumed, grey_set.images, 3, 8, 1e-3, 11, "cpu", ck) == ref
+    _same_bytes(full, resumed)
+    with pytest.raises(UserError, match="surrogate.pt: checkpoint was made with different training settings"):
+        train_ssl_surrogate(fresh(), grey_set.images, 3, 8, 1e-2, 11, "cpu", ck)
+
+
+def test_epoch_loop_refuses_a_checkpoint_without_its_fields(tmp_path: Path) -> None:
+    from unlearnable.runtime.loop import EpochLoop
+
+    model = torch.nn.Linear(2, 2)
+    ck = tmp_path / "generator.pt"
+    CK.save(ck, {"generator": model.state_dict(), "epoch": 1})  # another trainer's field names
+    loop = EpochLoop(ck, model, torch.optim.SGD(model.parameters(), lr=0.1), {}, "params", 0)
+    with pytest.raises(UserError, match=r"generator.pt: checkpoint lacks model, optimizer, rng"):
+        loop.resume()
+
+
+def test_epoch_loop_gives_each_rank_its_own_generator_back(tmp_path: Path, monkeypatch) -> None:
+    """Two ranks' generator states travel in one checkpoint; rank 1 resumes with its own (it used to get a view
+    into the gathered tensor, which ``Generator.set_state`` reads from the storage's start: a crash)."""
+    from unlearnable.runtime import distributed as D
+    from unlearnable.runtime.loop import EpochLoop
+
+    ranks = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    monkeypatch.setattr(D, "all_gather_tensor", lambda t: torch.cat([g.get_state()[None] for g in ranks]))
+    model = torch.nn.Linear(2, 2)
+    ck = tmp_path / "loop.pt"
+
+    def loop(g: torch.Generator) -> EpochLoop:
+        return EpochLoop(ck, model, torch.optim.SGD(model.parameters(), lr=0.1), {}, "s", 0, generators={"aug": g})
+
+    for _ in loop(ranks[0]).epochs(0, 1):
+        pass
+    want = [torch.rand(3, generator=g) for g in ranks]
+    for rank in (1, 0):
+        monkeypatch.setattr(D, "rank", lambda r=rank: r)
+        mine = torch.Generator().manual_seed(99)
+        assert loop(mine).resume()["epoch"] == 1
+        assert torch.equal(torch.rand(3, generator=mine), want[rank])

@@ -22,7 +22,7 @@ each rank descends on the rows of its batches and the rows are gathered (copied,
 descent step sums the class-noise gradient over every batch (each rank its share, then an all-reduce), so all ranks
 take the same step: a full-data projected descent of ``pgd_steps`` steps per round. With ``augment``, the crops of
 batch ``b``, step ``s`` of round ``t`` come from a generator keyed by ``(t, b, s)``, so any rank reproduces them.
-Two processes give the bytes of one (``tests/test_gpu_paths.py``).
+Two processes give the bytes of one (``tests/runtime/test_gpu_paths.py``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from ..errors import UserError
 from ..log import log
 from ..models.classifiers import Classifier
 from ..models.pretrained import load_pretrained_file
-from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
 from ..runtime import precision as P
+from ..runtime.loop import EpochLoop
 from ..utils import sha256_file
 
 PROJ_DIM = 64
@@ -88,10 +89,13 @@ def train_ssl_surrogate(
     checkpoint: Path | None = None,
     progress: bool = False,
     accel: P.Accel | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``model`` (its head is the projection) with SimCLR on uint8 ``images`` ``(N, C, H, W)``, no labels.
 
-    Checkpointed every epoch to ``checkpoint``; a run that finds the file resumes from it.
+    Runs on :class:`~unlearnable.runtime.loop.EpochLoop`: checkpointed every epoch to ``checkpoint`` (weights,
+    optimizer, losses, global RNGs and every rank's augmentation generator); a run that finds the file resumes from
+    it. ``on_epoch_end(epoch)`` runs after each checkpoint (1-based epoch).
 
     Returns:
         The mean loss per epoch; ``model`` is trained in place (on ``device``).
@@ -105,18 +109,19 @@ def train_ssl_surrogate(
     stepper = P.Stepper(opt, device, accel.precision)
     sampler = D.train_sampler(len(images), seed=seed, shuffle=True, drop_last=True)
     g = torch.Generator().manual_seed(seed + 7919 * D.rank())  # each rank its own augmentations
-    losses: list[float] = []
-    start = 0
-    st = CK.load(checkpoint) if checkpoint is not None else None
-    if st is not None:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        g.set_state(st["rng"][D.rank()] if D.rank() < len(st["rng"]) else st["rng"][0])
-        start, losses = st["epoch"], st["losses"]
-        CK.restore_rng(st["rng_global"])
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    loop = EpochLoop(checkpoint, model, opt, settings, "ssl", seed, writer=D.is_main(),
+                     refusal="delete it to redo this stage", generators={"augment": g})
+    state = loop.resume()
+    start, losses = state.get("epoch", 0), state.get("losses", [])
+    if state:
         log(f"surrogate: resuming self-supervised training at epoch {start + 1}")
     bar = _bar(progress, epochs, start, "surrogate (SimCLR)")
-    for epoch in range(start, epochs):
+    if bar is not None:
+        loop.on_epoch_end.append(lambda _: bar.update(1, line=True, loss=losses[-1]))
+    if on_epoch_end is not None:
+        loop.on_epoch_end.append(on_epoch_end)
+    for epoch in loop.epochs(start, epochs, lambda: {"losses": losses}):
         sampler.set_epoch(epoch)
         net.train()
         tot = torch.zeros(2)
@@ -137,23 +142,10 @@ def train_ssl_surrogate(
             tot += torch.tensor([float(loss.detach()) * len(idx), len(idx)])
         tot = D.all_reduce_sum(tot)
         losses.append(float(tot[0] / tot[1]) if tot[1] > 0 else math.nan)
-        if checkpoint is not None:
-            states = _gather_rng(g)
-            if D.is_main():
-                CK.save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                                     "losses": losses, "rng": states, "rng_global": CK.rng_state(),
-                                     "data": CK.data_order(epoch + 1, 0, seed)})
-        if bar is not None:
-            bar.update(1, line=True, loss=losses[-1])
+    D.broadcast_buffers(model)  # every rank freezes rank 0's surrogate, the one a resumed run loads
     if bar is not None:
         bar.close()
     return losses
-
-
-def _gather_rng(g: torch.Generator) -> list[torch.Tensor]:
-    """Every rank's generator state (rank order), so a resumed run draws the same augmentations."""
-    state = g.get_state()
-    return list(D.all_gather_tensor(state[None]).unbind(0))
 
 
 def _bar(progress: bool, total: int, initial: int, desc: str):

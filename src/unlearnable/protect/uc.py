@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from ..registry import look_up_option
 from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
 from ..runtime import precision as P
+from ..runtime.loop import EpochLoop
 from ..runtime.schedule import lr_at, scaled_lr
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
@@ -73,7 +75,7 @@ class UnlearnableClusters(Protection):
     #: Parameters that make ``fit`` take about a second on tiny inputs (for contract tests).
     tiny_params: ClassVar[dict[str, Any]] = {"clusters": 2, "epochs": 1, "ssl_epochs": 1, "batch_size": 8,
                                              "surrogate_batch_size": 8, "gen_width": 8, "width": 8}
-    test_params = tiny_params  # the name tests/test_contract.py looks for
+    test_params = tiny_params  # the name tests/protect/test_contract.py looks for
 
     @dataclass(frozen=True)
     class Params:
@@ -117,8 +119,14 @@ class UnlearnableClusters(Protection):
 
     #: Folder for per-epoch checkpoints (set by ``protect_source``); ``None`` disables checkpointing.
     checkpoint_dir: Path | None = None
-    #: Called as ``hook(stage, epoch)`` after each checkpoint (tests use it to simulate an interruption).
+    #: Called as ``hook(stage, epoch)`` after each epoch's checkpoint of the ``"surrogate"`` (SimCLR) and
+    #: ``"generator"`` stages (tests use it to simulate an interruption).
     on_epoch_end: Any = None
+
+    def _stage_hook(self, stage: str) -> Callable[[int], None] | None:
+        """``on_epoch_end`` bound to one stage, for :class:`~unlearnable.runtime.loop.EpochLoop`'s hooks."""
+        hook = self.on_epoch_end
+        return None if hook is None else (lambda epoch: hook(stage, epoch))
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: ImageSet, key: Key) -> ClusterPerturbation:
@@ -178,7 +186,8 @@ class UnlearnableClusters(Protection):
         elif ssl:
             losses = train_ssl_surrogate(model, data.images, p.ssl_epochs, p.surrogate_batch_size, p.surrogate_lr,
                                          key.seed("uc/ssl") % (1 << 62), self.device,
-                                         ck / "surrogate.pt" if ck else None, self.progress, self.accel)
+                                         ck / "surrogate.pt" if ck else None, self.progress, self.accel,
+                                         self._stage_hook("surrogate"))
             report = {"source": "simclr", "epochs": p.ssl_epochs, "loss": losses}
         else:
             report = {"source": "random-init"}
@@ -216,7 +225,8 @@ class UnlearnableClusters(Protection):
         peak = scaled_lr(p.lr, p.batch_size, p.base_batch, p.lr_scaling)
         opt = torch.optim.Adam(gen.parameters(), lr=peak)
         stepper = P.Stepper(opt, dev, prec)
-        sampler = D.train_sampler(len(images), seed=key.seed("uc/sampler") % (1 << 62), shuffle=True)
+        sampler_seed = key.seed("uc/sampler") % (1 << 62)
+        sampler = D.train_sampler(len(images), seed=sampler_seed, shuffle=True)
         steps = math.ceil(len(sampler) / per_rank)
         setup = {"world_size": info.world_size, "global_batch_size": p.batch_size, "per_rank_batch_size": per_rank,
                  "lr_scaling": p.lr_scaling, "base_lr": p.lr, "base_batch": p.base_batch,
@@ -230,19 +240,21 @@ class UnlearnableClusters(Protection):
         target = _target_clusters(p.clusters, key)
         target_prob = F.softmax(centers[target] / p.temperature, dim=1).to(dev)  # (K, D)
         assign_dev = assign.to(dev)
-        epochs_log: list[dict[str, float]] = []
-        start = 0
-        path = ck / "generator.pt" if ck else None
-        st = CK.load(path) if path is not None else None
-        if st is not None:
-            gen.load_state_dict(st["generator"])
-            opt.load_state_dict(st["optimizer"])
-            start, epochs_log = st["epoch"], st["history"]
-            CK.restore_rng(st["rng"])
+        # The folder is named by (params, key, data), so the settings check guards against a foreign file only.
+        loop = EpochLoop(ck / "generator.pt" if ck else None, gen, opt, asdict(p), "params", sampler_seed,
+                         writer=D.is_main(), refusal="delete it to redo this stage")
+        state = loop.resume()
+        start, epochs_log = state.get("epoch", 0), state.get("history", [])
+        if state:
             log(f"uc generator: resuming at epoch {start + 1}")
         bar = _bar(self.progress, p.epochs, start, f"uc generator (K={p.clusters})")
+        loop.on_epoch_end.append(lambda _: D.barrier())  # no rank runs ahead of the checkpoint it depends on
+        if bar is not None:
+            loop.on_epoch_end.append(lambda _: bar.update(1, line=True, kl=float(epochs_log[-1]["kl"])))
+        if self.on_epoch_end is not None:
+            loop.on_epoch_end.append(self._stage_hook("generator"))
         step = start * steps
-        for epoch in range(start, p.epochs):
+        for epoch in loop.epochs(start, p.epochs, lambda: {"history": epochs_log}):
             sampler.set_epoch(epoch)
             net.train()
             tot = torch.zeros(2)
@@ -264,15 +276,6 @@ class UnlearnableClusters(Protection):
                 tot += torch.tensor([float(loss.detach()) * len(idx), len(idx)])
             tot = D.all_reduce_sum(tot)
             epochs_log.append({"epoch": epoch + 1, "kl": float(tot[0] / tot[1])})
-            if path is not None and D.is_main():
-                CK.save(path, {"generator": gen.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                               "history": epochs_log, "rng": CK.rng_state(),
-                               "data": CK.data_order(epoch + 1, 0, key.seed("uc/sampler") % (1 << 62))})
-            D.barrier()
-            if bar is not None:
-                bar.update(1, line=True, kl=float(epochs_log[-1]["kl"]))
-            if self.on_epoch_end is not None:
-                self.on_epoch_end("generator", epoch + 1)
         if bar is not None:
             bar.close()
         return gen.eval(), {"setup": setup, "epochs": epochs_log}

@@ -187,6 +187,22 @@ def gather_object(obj: Any, dst: int = 0) -> list[Any] | None:
     return box
 
 
+def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank ``src``'s buffers (batch-norm running statistics), in place.
+
+    DDP copies rank 0's buffers to the others at the start of each training forward only, so after the last step
+    each rank holds the statistics of its own last batch. A model used after training (a frozen surrogate) must be
+    the same on every rank, and the same as the checkpoint a resumed run loads (rank 0's).
+    """
+    if not _INFO.distributed:
+        return
+    for b in model.buffers():
+        comm = b.data if _INFO.backend == "nccl" else b.data.cpu()
+        dist.broadcast(comm, src=src)
+        if comm.data_ptr() != b.data.data_ptr():
+            b.data.copy_(comm)
+
+
 def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     """Concatenate equally-shaped tensors from all ranks along dim 0, in rank order."""
     if not _INFO.distributed:

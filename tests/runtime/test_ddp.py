@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import re
 import subprocess
 import sys
 
 import pytest
 
+from helpers import torchrun, torchrun_status
+from unlearnable.errors import UserError
 from unlearnable.runtime import distributed as D
-
-
-def torchrun(args: list[str], tmp_path, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           "-m", "unlearnable", *args]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _exit(r: subprocess.CompletedProcess) -> int:
-    """The ranks' exit status: torchrun itself turns any non-zero rank status into 1 and names it in its report."""
-    if r.returncode == 0:
-        return 0
-    codes = {int(c) for c in re.findall(r"exitcode\s*:\s*(-?\d+)", r.stderr)} - {-15}  # -15: ranks torchrun stopped
-    return codes.pop() if len(codes) == 1 else r.returncode
 
 
 @pytest.mark.distributed
@@ -39,7 +25,7 @@ def test_evaluate_under_torchrun_two_processes(npz_path, tmp_path):
                   "--epochs", "2", "--batch-size", "8", "--out", str(out), "--device", "cpu"], tmp_path)
     res = json.loads((out / "results.json").read_text())
     # 24 tiny training images and 2 epochs: the clean victim may not learn, and then the audit says so (exit 3)
-    assert _exit(r) == (0 if res["valid"] else 3), r.stderr[-3000:]
+    assert torchrun_status(r) == (0 if res["valid"] else 3), r.stderr[-3000:]
     setup = res["setup"]
     assert setup["world_size"] == 2 and setup["per_rank_batch_size"] == 4 and setup["backend"] == "gloo"
     assert setup["launcher"] == "torchrun"
@@ -50,6 +36,18 @@ def test_evaluate_under_torchrun_two_processes(npz_path, tmp_path):
     assert r.stderr.count("victim 'smallcnn'") == 1
 
 
+def test_per_rank_batch_refuses_a_global_batch_that_does_not_divide(monkeypatch):
+    """The rule the torchrun test below checks end to end, in-process with a pretend world of two ranks."""
+    monkeypatch.setattr(D, "_INFO", dataclasses.replace(D.info(), world_size=2))
+    rule = r"^--batch-size 7: the global batch must be a multiple of the world size \(2\)$"
+    with pytest.raises(UserError, match=rule):
+        D.per_rank_batch(7)
+    with pytest.raises(UserError, match="world size"):
+        D.per_rank_batch(1)
+    assert D.per_rank_batch(8) == 4
+
+
+@pytest.mark.slow  # ~25 s under load for two interpreter starts; the rule itself is tested in-process above
 @pytest.mark.distributed
 def test_global_batch_must_divide_over_ranks(npz_path, tmp_path):
     r = torchrun(["evaluate", "--protected", str(npz_path), "--clean", str(npz_path), "--model", "smallcnn",
@@ -81,7 +79,7 @@ def test_protect_verify_under_torchrun_two_processes(npz_path, tmp_path):
     r = torchrun(["protect", str(npz_path), "--method", "tiles", "--out", str(out), "--verify", "--verify-epochs", "2",
                   "--device", "cpu"], tmp_path)
     v = json.loads((out / "manifest.json").read_text())["verify"]
-    assert _exit(r) == (3 if v["verdict"] == "invalid" else 0), r.stderr[-3000:]
+    assert torchrun_status(r) == (3 if v["verdict"] == "invalid" else 0), r.stderr[-3000:]
     assert v["victim"] == "smallcnn" and v["verdict"] in ("protected", "not protected", "invalid")
     # the test split has 12 images, evaluated once over both ranks: accuracies are multiples of 1/12
     assert abs(v["clean_acc"] * 12 - round(v["clean_acc"] * 12)) < 1e-3

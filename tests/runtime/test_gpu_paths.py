@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_ddp import _exit, torchrun  # tests/ is on sys.path under pytest
+from helpers import torchrun, torchrun_status
 from unlearnable.errors import UserError
 from unlearnable.protect.base import METHODS
 from unlearnable.protect.keys import Key
@@ -21,7 +21,7 @@ from unlearnable.runtime import distributed as D
 from unlearnable.runtime.precision import Accel, autocast, input_grad
 from unlearnable.train.loop import Recipe, train_classifier
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -128,7 +128,7 @@ def test_em_two_processes_give_the_same_bytes_as_one(npz_path, tmp_path):
     r1 = _cli([*args, "-o", str(tmp_path / "one")], tmp_path)
     assert r1.returncode == 0, r1.stderr[-2000:]
     r2 = torchrun([*args, "-o", str(tmp_path / "two")], tmp_path)
-    assert _exit(r2) == 0, r2.stderr[-3000:]
+    assert torchrun_status(r2) == 0, r2.stderr[-3000:]
     one, m1 = load_output(tmp_path / "one")
     two, m2 = load_output(tmp_path / "two")
     assert m2["runtime"]["world_size"] == 2 and m1["runtime"]["world_size"] == 1
@@ -149,7 +149,7 @@ def test_audit_cell_two_processes_match_one(npz_path, tmp_path):
     r1 = _cli([*args, "--out", str(tmp_path / "one")], tmp_path)
     r2 = torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
     assert r1.returncode in (0, 3), r1.stderr[-2000:]
-    assert _exit(r2) == r1.returncode, r2.stderr[-3000:]
+    assert torchrun_status(r2) == r1.returncode, r2.stderr[-3000:]
 
     def cells(root: Path) -> dict[str, dict]:
         return {d.name: json.loads((d / "results.json").read_text()) for d in (root / "cells").iterdir()}

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import make_images, run_cli
-from test_cli import listing
+from helpers import listing, make_images, run_cli
 
 FAST = ["--model", "smallcnn", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
 
@@ -155,7 +154,7 @@ def test_progress_prints_lines_per_ten_percent_off_a_terminal(capsys):
 def test_cuda_chunk_default_agrees_with_the_docs():
     from unlearnable.protect import METHODS
 
-    docs = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
+    docs = (Path(__file__).parents[2] / "docs" / "methods.md").read_text()
     default = METHODS.get("cuda").Params().chunk
     assert re.search(rf"\| `chunk` \| {default} \|", docs), "docs/methods.md disagrees with CUDA's chunk default"
 
@@ -206,7 +205,7 @@ def test_failed_evaluate_keeps_checkpoints_and_says_so(npz_path, tmp_path, capsy
 
 
 def test_cli_uses_no_private_typer_module():
-    src = (Path(__file__).parents[1] / "src" / "unlearnable" / "cli" / "__init__.py").read_text()
+    src = (Path(__file__).parents[2] / "src" / "unlearnable" / "cli" / "__init__.py").read_text()
     assert "typer._click" not in src and "_click" not in src
 
 

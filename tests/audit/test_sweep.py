@@ -8,26 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from helpers import run_cli, tiny_npz
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 UC = {"clusters": 2, "ssl_epochs": 0, "epochs": 1, "width": 8, "gen_width": 8}
 VICTIM = {"evaluate.model": "smallcnn", "evaluate.epochs": 1, "evaluate.lr": 0.05}
-
-
-def tiny_npz(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 24), ("test", 12)):
-        x = rng.integers(0, 60, (n, 16, 16)).astype(np.uint8)
-        y = np.arange(n) % 3
-        for i, k in enumerate(y):
-            x[i, 4 * k:4 * k + 6, 4:12] += 150
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
-    np.savez(path, **arrays)
-    return path
 
 
 def study(tmp: Path, grid: dict, methods: dict | None = None, **extra) -> Path:
@@ -78,17 +66,18 @@ def test_sweep_runs_merges_resumes_and_shares_protection(tmp_path: Path) -> None
     assert (tmp_path / "whole" / "sweep.csv").read_text() == (tmp_path / "partly" / "sweep.csv").read_text()
 
 
-def test_sweep_dry_run_and_array_scripts(tmp_path: Path) -> None:
+def test_sweep_dry_run_and_array_scripts(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     f = study(tmp_path, {"protect.batch_size": [4, 8], "seed": [0, 1, 2]})
-    r = sweep(str(f), "--out", "s", "--dry-run", cwd=tmp_path)
-    assert r.returncode == 0 and "6 cells, 0 finished" in r.stdout and r.stdout.count("todo") == 6
-    r = sweep(str(f), "--out", "s", "--emit", "slurm", "--nproc", "4", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path)  # in-process: nothing here trains, and the scripts name the real entry point
+    code, out, _ = run_cli(["sweep", str(f), "--out", "s", "--dry-run"], capsys)
+    assert code == 0 and "6 cells, 0 finished" in out and out.count("todo") == 6
+    code, _, err = run_cli(["sweep", str(f), "--out", "s", "--emit", "slurm", "--nproc", "4"], capsys)
+    assert code == 0, err
     text = (tmp_path / "s" / "sweep.sbatch").read_text()
     assert "#SBATCH --array=0-5" in text and "--cell $SLURM_ARRAY_TASK_ID" in text and "srun " in text
-    r = sweep(str(f), "--out", "s", "--emit", "lsf", cwd=tmp_path)
+    code, _, _ = run_cli(["sweep", str(f), "--out", "s", "--emit", "lsf"], capsys)
     text = (tmp_path / "s" / "sweep.lsf").read_text()
-    assert r.returncode == 0 and '"study[1-6]"' in text and "--cell $((LSB_JOBINDEX - 1))" in text
+    assert code == 0 and '"study[1-6]"' in text and "--cell $((LSB_JOBINDEX - 1))" in text
 
 
 @pytest.mark.parametrize("change, message", [
@@ -99,12 +88,14 @@ def test_sweep_dry_run_and_array_scripts(tmp_path: Path) -> None:
     ({"datasets": {"pets": "/no/such/pets"}}, "/no/such/pets: no such file or directory"),
     ({"methods": {"ucc": {}}}, "unknown method 'ucc' (did you mean 'uc'?)"),
 ])
-def test_sweep_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, change: dict, message: str) -> None:
+def test_sweep_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, change: dict, message: str, capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     f = study(tmp_path, {"seed": [0]})
     doc = yaml.safe_load(f.read_text()) | change
     f.write_text(yaml.safe_dump(doc))
-    r = sweep(str(f), "--out", "s", cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    monkeypatch.chdir(tmp_path)  # in-process: the real entry point's exit path is tested by test_cli.py
+    code, _, err = run_cli(["sweep", str(f), "--out", "s"], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "s").exists()
 
 

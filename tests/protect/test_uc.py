@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import run_cli
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.models import build_model
@@ -23,7 +21,6 @@ from unlearnable.protect.ssl import load_surrogate_weights
 from unlearnable.protect.uc import UnlearnableClusters, _target_clusters
 
 TINY = METHODS.get("uc").tiny_params
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def blobs(n: int, c: int, size: int, classes: int = 4, seed: int = 0) -> ImageSet:
@@ -45,12 +42,6 @@ def write_npz(path: Path, n_train: int = 24, size: int = 16) -> Path:
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = ds.to_numpy(), ds.labels.numpy()[:, None]
     np.savez(path, **arrays)
     return path
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "unlearnable", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
 
 
 @pytest.mark.parametrize("shape", [(8, 3, 16, 16), (16, 1, 28, 28)])
@@ -127,23 +118,28 @@ def test_one_pass_per_epoch_whatever_k(k: int, monkeypatch: pytest.MonkeyPatch) 
     assert pert.deltas.shape == (k, 1, 16, 16) and len(pert.assign.unique()) == k
 
 
-def test_resume_gives_same_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage, ssl_epochs, epochs, stop_at", [("generator", 1, 3, 1), ("surrogate", 3, 2, 2)])
+def test_resume_gives_same_result(tmp_path: Path, stage: str, ssl_epochs: int, epochs: int, stop_at: int) -> None:
+    """Interrupted after a checkpoint of the SimCLR or the generator stage, a resumed fit gives the same bytes."""
     ds = blobs(16, 1, 16)
-    params = TINY | {"epochs": 3}
+    params = TINY | {"epochs": epochs, "ssl_epochs": ssl_epochs}
     ref = UnlearnableClusters(**params).fit(ds, Key.from_seed(5))
+    seen: list[tuple[str, int]] = []
 
-    def stop(stage: str, epoch: int) -> None:
-        if epoch == 1:
+    def stop(at: str, epoch: int) -> None:
+        seen.append((at, epoch))
+        if (at, epoch) == (stage, stop_at):
             raise KeyboardInterrupt
 
     algo = UnlearnableClusters(**params)
     algo.checkpoint_dir, algo.on_epoch_end = tmp_path, stop
     with pytest.raises(KeyboardInterrupt):
         algo.fit(ds, Key.from_seed(5))
+    assert seen[-1] == (stage, stop_at) and seen[0] == ("surrogate", 1)
     again = UnlearnableClusters(**params)
     again.checkpoint_dir = tmp_path
     out = again.fit(ds, Key.from_seed(5))
-    assert out.report["generator"]["epochs"][0] == ref.report["generator"]["epochs"][0]
+    assert out.report == ref.report
     assert torch.equal(out.deltas, ref.deltas) and torch.equal(out.assign, ref.assign)
 
 
@@ -159,12 +155,14 @@ def test_surrogate_weights_checked(tmp_path: Path) -> None:
         load_surrogate_weights(build_model("smallcnn", 1, 2, 16), tmp_path / "other.pt")
 
 
-def test_cli_uc_writes_clusters_and_bad_weights_exit_2(tmp_path: Path) -> None:
+def test_cli_uc_writes_clusters_and_bad_weights_exit_2(tmp_path: Path, capsys,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # in-process; the real entry point's exit path is tested by tests/cli/test_cli.py
     write_npz(tmp_path / "tiny.npz")
     flags = ["--clusters", "2", "--epochs", "1", "--batch-size", "8", "-p", "ssl_epochs=0", "-p", "width=8",
              "-p", "gen_width=8"]
-    r = run_cli("protect", "tiny.npz", "--method", "uc", "--out", "out", *flags, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    code, _, err = run_cli(["protect", "tiny.npz", "--method", "uc", "--out", "out", *flags], capsys)
+    assert code == 0, err
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["method"] == "uc" and m["params"]["clusters"] == 2 and m["linf_budget"] == pytest.approx(16 / 255)
     assert m["fit"]["generator"]["setup"]["world_size"] == 1 and "clusters.csv" in m["output"]["sha256"]
@@ -174,11 +172,11 @@ def test_cli_uc_writes_clusters_and_bad_weights_exit_2(tmp_path: Path) -> None:
     torch.save(build_model("resnet18", 1, 3, 16).state_dict(), tmp_path / "wrong.pt")
     for bad in ("bad.pt", "wrong.pt", "missing.pt"):
         before = sorted(p.name for p in tmp_path.iterdir())
-        r = run_cli("protect", "tiny.npz", "--method", "uc", "--out", "o2", "--surrogate-weights", bad, *flags,
-                    cwd=tmp_path)
-        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-        assert r.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: --surrogate-weights"), r.stderr
-        assert r.stderr.rstrip().endswith(errors[0]) and "Traceback" not in r.stderr
+        code, _, err = run_cli(["protect", "tiny.npz", "--method", "uc", "--out", "o2", "--surrogate-weights", bad,
+                                   *flags], capsys)
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and errors[0].startswith("error: --surrogate-weights"), err
+        assert err.rstrip().endswith(errors[0]) and "Traceback" not in err
         assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -190,7 +188,7 @@ def test_protect_source_interrupted_then_resumed_gives_same_files(tmp_path: Path
     params = {k: str(v) for k, v in (TINY | {"epochs": 3}).items()}
 
     def stop(stage: str, epoch: int) -> None:
-        if epoch == 2:
+        if stage == "generator" and epoch == 2:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(UnlearnableClusters, "on_epoch_end", staticmethod(stop))

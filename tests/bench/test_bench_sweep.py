@@ -10,7 +10,7 @@ import pytest
 
 from unlearnable.protect import METHODS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import efficacy_sweep as S  # noqa: E402
 
 

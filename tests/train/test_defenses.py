@@ -35,9 +35,27 @@ def test_parse_errors(spec, msg):
         parse_defense(spec)
 
 
-def test_every_defence_is_registered():
-    assert set(DEFENSES.names()) == {"none", "aug", "cutout", "mixup", "cutmix", "blur", "jpeg", "grayscale", "iss",
-                                     "at", "finetune"}
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_every_defence_keeps_the_data_contract(name):
+    """Each registered defence parses by its bare name, says what it does, and keeps images and batches well-formed:
+    the transform is deterministic, same shape and dtype, input untouched; a batch hook keeps shapes and gives
+    targets a loss can use."""
+    d = parse_defense(name)
+    assert d.spec == name and d.summary.strip() and "\n" not in d.summary
+    x = _images()
+    before = x.clone()
+    out = d.transform(x)
+    assert out.shape == x.shape and out.dtype == torch.uint8 and torch.equal(x, before)
+    assert torch.equal(out, d.transform(x))
+    hook = d.hook(4)
+    if hook is not None:
+        torch.manual_seed(0)
+        model = build_model("smallcnn", 3, 4, 16)
+        xb, yb = x.float() / 255, torch.arange(6) % 4
+        hx, ht = hook(xb, yb, model)
+        assert hx.shape == xb.shape and hx.is_floating_point() and torch.equal(xb, before.float() / 255)
+        assert ht.shape[0] == 6 and torch.isfinite(F.cross_entropy(model(hx), ht))
+    assert d.recipe(Recipe()) is not None
 
 
 def test_jpeg_changes_pixels_and_is_deterministic():

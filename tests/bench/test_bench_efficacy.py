@@ -11,7 +11,7 @@ import torch
 
 from unlearnable.errors import UserError
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "efficacy.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "efficacy.py"
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from test_sweep import tiny_npz  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import tiny_npz
 from unlearnable.runtime import distributed as D
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def test_launcher_env_torchrun_slurm_lsf() -> None:
@@ -37,8 +37,8 @@ def test_gather_shards_single_process_is_identity() -> None:
     assert torch.equal(D.gather_shards(t, 10), t)
 
 
-def _run(args: list[str], cwd: Path, nproc: int) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+def _run(args: list[str], cwd: Path, nproc: int, **env_extra: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"} | env_extra
     pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"] \
         if nproc > 1 else [sys.executable, "-m"]
     return subprocess.run(pre + ["unlearnable", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
@@ -64,3 +64,26 @@ def test_torchrun_two_processes_protect_uc_matches_one_process(tmp_path: Path) -
     b = np.load(tmp_path / "two" / "d.npz")["train_images"].astype(int)
     assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
     assert (tmp_path / "one" / "clusters.csv").read_text() == (tmp_path / "two" / "clusters.csv").read_text()
+
+
+@pytest.mark.slow  # four 2-process runs: ~1 min on the shared 2-core machine
+@pytest.mark.distributed
+@pytest.mark.parametrize("write", [2, 6])  # inside the SimCLR stage; inside the generator stage
+def test_torchrun_protect_uc_killed_mid_checkpoint_resumes_to_the_same_bytes(tmp_path: Path, write: int) -> None:
+    """UC with its SimCLR surrogate on 2 ranks, killed half-way through a checkpoint write and resumed: the same
+    files as an uninterrupted 2-rank run (every rank's augmentation generator and rank 0's batch-norm statistics
+    come back; checkpoints 1-3 are SimCLR epochs, 4 K-means, 5-7 generator epochs)."""
+    tiny_npz(tmp_path / "d.npz")
+    flags = ["protect", "d.npz", "--method", "uc", "--clusters", "3", "--epochs", "3", "--batch-size", "8",
+             "--key", "k.key", "-p", "ssl_epochs=3", "-p", "surrogate_batch_size=8", "-p", "width=8",
+             "-p", "gen_width=8", "--device", "cpu"]
+    assert _run(["protect", "d.npz", "--method", "tiles", "--key", "k.key", "--out", "keyonly"], tmp_path, 1)\
+        .returncode == 0
+    ref = _run(flags + ["--out", "ref"], tmp_path, 2)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    cut = _run(flags + ["--out", "cut"], tmp_path, 2, UNLEARNABLE_TEST_CRASH=f"write:{write}")
+    assert cut.returncode != 0 and not (tmp_path / "cut").exists()
+    again = _run(flags + ["--out", "cut", "--resume"], tmp_path, 2)
+    assert again.returncode == 0 and "resuming" in again.stderr, again.stderr[-3000:]
+    for name in ("d.npz", "clusters.csv"):
+        assert (tmp_path / "ref" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes(), name
