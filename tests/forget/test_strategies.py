@@ -119,10 +119,20 @@ def test_interrupted_run_resumes_from_the_last_horizon(tmp_path, trained, tiny_s
         return build_seg_model("resnet10", 1, 4, 4)
 
     run_strategy(STRATEGIES.get("finetune")(), trained, fresh, task, [1, 2],
-                 lambda h, m, t: first.__setitem__(h, (_state(m), t)), tmp_path)
-    (tmp_path / "finetune-2.pt").unlink()  # as if interrupted after the first horizon
+                 lambda h, m, t: first.__setitem__(h, (_state(m), t)), tmp_path / "whole")
+    cut: dict[int, tuple[dict, float]] = {}
+
+    def interrupted(h: int, m: torch.nn.Module, t: float) -> None:
+        if h == 2:  # killed inside the second horizon, before its checkpoint
+            raise KeyboardInterrupt
+        cut[h] = (_state(m), t)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_strategy(STRATEGIES.get("finetune")(), trained, fresh, task, [1, 2], interrupted, tmp_path / "cut")
     run_strategy(STRATEGIES.get("finetune")(), trained, fresh, task, [1, 2],
-                 lambda h, m, t: second.__setitem__(h, (_state(m), t)), tmp_path)
-    assert second[1][1] == first[1][1]  # horizon 1 was loaded, not trained again
+                 lambda h, m, t: second.__setitem__(h, (_state(m), t)), tmp_path / "cut")
+    assert second[1][1] == cut[1][1]  # horizon 1 was replayed from the checkpoint, not trained again
+    for k, v in cut[1][0].items():
+        assert torch.equal(second[1][0][k], v), k
     for k, v in first[2][0].items():  # and horizon 2 continues to exactly the same weights
         assert torch.allclose(second[2][0][k].float(), v.float(), atol=1e-6), k

@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..registry import Registry
 from ..runtime import checkpoint as CK
 from ..runtime.distributed import barrier, is_main, per_rank_batch, rank, unwrap, wrap
+from ..runtime.loop import EpochLoop
 from ..segment.train import PatchData, SegConfig, crop_patches, make_optimizer, seg_loss, train_epochs
 
 STRATEGIES: Registry[type[Strategy]] = Registry("forgetting strategy")
@@ -191,8 +192,9 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     ``on_horizon(h, model, time_s)`` is called at every horizon with the unwrapped model and the cumulative
     training wall time (evaluation excluded, the calibrated stop's checks included); ``strategy.progress[h]`` holds
     the steps taken by then and ``cpu_s``, the process CPU time over the same span (on shared cores wall time
-    follows the other jobs' load, CPU time much less). With ``ckpt_dir`` each horizon's state is saved there and a
-    later call resumes after the last saved horizon.
+    follows the other jobs' load, CPU time much less). With ``ckpt_dir`` the run goes through the one epoch loop
+    (:class:`~unlearnable.runtime.loop.EpochLoop`, one unit per horizon, checkpoint ``<strategy>.pt``) and a later
+    call resumes after the last finished horizon.
     """
     if strategy.run(trained, fresh, task, horizons, on_horizon, ckpt_dir):
         return
@@ -207,42 +209,57 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     ddp = wrap(model)
     stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]))
     warmup = warmup_steps(task.step_budget(horizons[-1]))
-    start, elapsed, cpu, stopped_at = 0, 0.0, 0.0, None
     spe = task.steps_per_epoch()
-    for h in horizons:
+    # The one epoch loop (runtime/loop.py), one unit per horizon. Each horizon's weights and progress ride in the
+    # checkpoint, so a resumed run hands the finished horizons to ``on_horizon`` again (their output folders are
+    # rebuilt on every run) and continues from the last one.
+    loop = EpochLoop(ckpt_dir / f"{strategy.name}.pt" if ckpt_dir else None, unwrap(ddp), opt,
+                     settings={"strategy": strategy.name, "horizons": list(horizons), "budget": task.budget,
+                               "stop": task.stop, "lr": lr}, settings_key="forget", seed=task.cfg.seed,
+                     writer=is_main(), map_location=task.device, refusal="rerun without --resume")
+    state = loop.resume()
+    kept: dict[int, dict[str, torch.Tensor]] = state.get("horizon_models", {})
+    progress: dict[int, dict[str, Any]] = state.get("horizon_progress", {})
+    start, elapsed, cpu = state.get("steps", 0), state.get("time_s", 0.0), state.get("cpu_s", 0.0)
+    stopped_at = state.get("stopped_at")
+    done = state.get("epoch", 0)
+    if stop_rule is not None:
+        stop_rule.log[:] = state.get("stop_log", [])
+    if done:
+        rng = CK.rng_state()  # replaying the finished horizons' evaluations must not shift what the next one draws
+        for h in horizons[:done]:
+            replay = copy.deepcopy(unwrap(ddp))
+            replay.load_state_dict(kept[h])
+            strategy.progress[h] = progress[h]
+            on_horizon(h, replay, progress[h]["time_s"])
+        CK.restore_rng(rng)
+    extra = lambda: {"steps": start, "time_s": elapsed, "cpu_s": cpu, "stopped_at": stopped_at,  # noqa: E731
+                     "horizon_models": kept, "horizon_progress": progress,
+                     "stop_log": list(stop_rule.log) if stop_rule is not None else []}
+    for i in loop.epochs(done, len(horizons), extra=extra):
+        h = horizons[i]
         target = h * spe if strategy.from_scratch else task.step_budget(h)
-        ck = ckpt_dir / f"{strategy.name}-{h}.pt" if ckpt_dir else None
-        state = CK.load(ck, map_location=task.device) if ck is not None else None
-        if state is not None:
-            unwrap(ddp).load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start, elapsed, stopped_at = state["steps"], state["time_s"], state.get("stopped_at")
-            cpu = state.get("cpu_s", 0.0)
-            CK.restore_rng(state["rng"])
-        else:
-            t0, c0 = time.perf_counter(), time.process_time()
-            if strategy.from_scratch:
-                train_epochs(ddp, data, task.cfg, start // spe, h, opt, strategy.loss, task.device,
-                             desc=f"{strategy.name} →{h}")
-                start = target
-            elif stopped_at is None and start < target:
-                check = stop_rule.check if stop_rule is not None else None
-                every = stop_rule.every if stop_rule is not None else 1
-                start, stopped = train_steps(ddp, strategy, data, task, start, target, opt, share, check, every,
-                                             lr, warmup)
-                stopped_at = start if stopped else None
-            elapsed += time.perf_counter() - t0
-            cpu += time.process_time() - c0
-            if ck is not None and is_main():
-                CK.save(ck, {"model": unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "time_s": elapsed,
-                             "cpu_s": cpu,
-                             "steps": start, "stopped_at": stopped_at, "rng": CK.rng_state(),
-                             "data": CK.data_order(h, start, task.cfg.seed)})
-            barrier()
-        strategy.progress[h] = {"steps": start, "stopped_at": stopped_at, "budget_steps": target, "cpu_s": cpu,
-                                "stop": stop_rule.name if stop_rule is not None else "none",
-                                "stop_log": list(stop_rule.log) if stop_rule is not None else []}
+        t0, c0 = time.perf_counter(), time.process_time()
+        if strategy.from_scratch:
+            train_epochs(ddp, data, task.cfg, start // spe, h, opt, strategy.loss, task.device,
+                         desc=f"{strategy.name} →{h}")
+            start = target
+        elif stopped_at is None and start < target:
+            check = stop_rule.check if stop_rule is not None else None
+            every = stop_rule.every if stop_rule is not None else 1
+            start, stopped = train_steps(ddp, strategy, data, task, start, target, opt, share, check, every,
+                                         lr, warmup)
+            stopped_at = start if stopped else None
+        elapsed += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        progress[h] = {"steps": start, "stopped_at": stopped_at, "budget_steps": target, "cpu_s": cpu,
+                       "time_s": elapsed, "stop": stop_rule.name if stop_rule is not None else "none",
+                       "stop_log": list(stop_rule.log) if stop_rule is not None else []}
+        kept[h] = {k: v.detach().cpu().clone() for k, v in unwrap(ddp).state_dict().items()}
+        strategy.progress[h] = progress[h]
+        # evaluated inside the unit: the checkpoint written when it ends holds the RNG as the next horizon finds it
         on_horizon(h, unwrap(ddp), elapsed)
+        barrier()
 
 
 def describe(strategy: type[Strategy]) -> str:
