@@ -121,7 +121,10 @@ class NoDefense(Defense):
 
 # ---------------------------------------------------------------------------------------------- dataset level
 def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
-    """JPEG round trip (PIL, no chroma tricks) of uint8 ``(N, C, H, W)``; deterministic."""
+    """JPEG round trip (PIL, no chroma tricks) of uint8 ``(N, C, H, W)``; deterministic.
+
+    PIL, not torchvision's batched ``encode_jpeg``/``decode_jpeg``: those give the same bytes about 3x faster
+    (bench/library_ops.py) but are deprecated from torchvision 0.29 on (superseded by TorchCodec)."""
     out = torch.empty_like(images)
     mode = "L" if images.shape[1] == 1 else "RGB"
     for i, img in enumerate(images.numpy()):
@@ -200,7 +203,9 @@ class GaussianBlur(Defense):
         k = k / k.sum()
         c = images.shape[1]
         x = images.float()
-        # Separable blur, replicate padding (any image size), rows then columns.
+        # Separable blur, replicate padding, rows then columns. Not torchvision's gaussian_blur (1.8x faster, same
+        # interior to one grey level): its reflect padding needs a kernel narrower than the image, which sigma up to
+        # 20 on 28-pixel images is not (bench/library_ops.py).
         x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
         x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
         return x.round().clamp(0, 255).to(torch.uint8)
@@ -258,7 +263,11 @@ def _beta(alpha: float) -> float:
 
 
 def mixup(x: torch.Tensor, t: torch.Tensor, k: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup (Zhang et al., ICLR 2018): convex combination of a batch with a shuffled copy; soft targets (B, K)."""
+    """Mixup (Zhang et al., ICLR 2018): convex combination of a batch with a shuffled copy; soft targets (B, K).
+
+    Not torchvision's ``v2.MixUp``/``v2.CutMix``: they take integer labels only, so a batch whose targets an
+    earlier hook already softened (chained defences) cannot pass through them, and they pair each image with its
+    neighbour (a roll by one) rather than a random partner as in the papers."""
     lam = _beta(alpha)
     perm = torch.randperm(len(x)).to(x.device)
     soft = _one_hot(t, k)
