@@ -66,7 +66,8 @@ def table(path: str) -> str:
         if line.strip():
             r = json.loads(line)
             rows[(r["data"], r["spec"])] = r
-    out = ["| dataset | eps | clean | random | uc smooth (purity) | uc periodic (purity) |", "|---|---|---|---|---|---|"]
+    out = ["| dataset | eps | clean | random | uc smooth (purity) | uc periodic (purity) |",
+           "|---|---|---|---|---|---|"]
 
     def cell(d: str, s: str) -> str:
         r = rows.get((d, s))

@@ -1,0 +1,84 @@
+"""UC with ``shape=periodic``: parameter checks, the periodic property, determinism per key, cluster purity, and
+(slow) efficacy against a random-noise control at the same budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnable.data import ImageSet
+from unlearnable.errors import UserError
+from unlearnable.protect import METHODS
+from unlearnable.protect.keys import Key
+from unlearnable.protect.tiles import phases, tile_at_phases, tile_noise
+from unlearnable.protect.uc import cluster_purity
+
+TINY = {**METHODS.get("uc").tiny_params, "shape": "periodic"}
+
+
+def images(n: int = 16, c: int = 3, size: int = 16, seed: int = 0) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(20, 236, (n, size, size, c)).astype(np.uint8)  # away from 0/255: no clipping
+    return ImageSet.from_numpy(arr[..., 0] if c == 1 else arr, np.arange(n) % 2)
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"shape": "peroidic"}, "did you mean 'periodic'"),
+    ({"shape": "periodic", "period": 1}, "--param period=1"),
+    ({"shape": "periodic", "period": 17}, "--param period=17"),
+    ({"shape": "periodic", "norm": "l2", "eps": 1.0}, "--param norm=l2"),
+])
+def test_bad_parameters_are_one_line_user_errors(params: dict, needle: str) -> None:
+    with pytest.raises(UserError) as e:
+        METHODS.get("uc")(**params)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_tile_at_phases_matches_tile_noise_and_is_differentiable() -> None:
+    t = torch.randn(3, 2, 4, 4, requires_grad=True)
+    ids = ("a", "b", "c")
+    got = tile_at_phases(t, phases(5, ids, 4), (10, 9))
+    assert torch.equal(got, tile_noise(t.detach(), torch.arange(3), ids, 5, (10, 9)))
+    got.sum().backward()
+    assert t.grad is not None and float(t.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("channels, period", [(3, 2), (1, 4), (3, 3)])
+def test_noise_equals_its_own_shift_by_the_period(channels: int, period: int) -> None:
+    data = images(c=channels)
+    algo = METHODS.get("uc")(**TINY, **({"period": period} if period == 3 else {}))
+    pert = algo.fit(data, Key.from_seed(3))
+    assert pert.tiles is not None and tuple(pert.tiles.shape) == (2, channels, period, period)
+    noise = algo.apply(data, pert).float() - data.images.float()  # no clipping: pixels are in 20..235
+    assert float(noise.abs().max()) > 0
+    assert torch.equal(noise[..., period:, :], noise[..., :-period, :])
+    assert torch.equal(noise[..., :, period:], noise[..., :, :-period])
+    # each sample's noise is its cluster's tile at the sample's own phase (not one fixed image per cluster)
+    ph = phases(pert.phase_seed, data.ids, period)
+    assert len({tuple(p) for p in ph.tolist()}) > 1
+    q = torch.round(tile_at_phases(pert.tiles[pert.assign], ph, data.size) * 255)
+    assert float((noise - q).abs().max()) <= 1.0  # up to uint8 rounding
+
+
+def test_periodic_fit_is_deterministic_per_key_and_changes_with_it() -> None:
+    data = images()
+    algo = METHODS.get("uc")(**TINY)
+    a, b = (algo.apply(data, algo.fit(data, Key.from_seed(1))) for _ in range(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, algo.apply(data, algo.fit(data, Key.from_seed(2))))
+
+
+def test_report_has_purity_and_smooth_shape_is_unchanged() -> None:
+    data = images()
+    smooth = METHODS.get("uc")(**{**TINY, "shape": "smooth"})
+    pert = smooth.fit(data, Key.from_seed(1))
+    assert pert.tiles is None and pert.report["shape"] == "smooth" and pert.report["period"] is None
+    assert 0.5 <= pert.report["cluster_purity"] <= 1.0  # two balanced classes: at least the majority share
+    assert METHODS.get("uc")().params.shape in ("smooth", "periodic")
+
+
+def test_cluster_purity() -> None:
+    assign = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert cluster_purity(assign, torch.tensor([2, 2, 2, 0, 0, 0])) == 1.0
+    assert cluster_purity(assign, torch.tensor([0, 0, 1, 1, 1, 0])) == round(4 / 6, 4)
