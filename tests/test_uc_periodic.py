@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from unlearnable.data import ImageSet
+from helpers import run_cli
+from helpers import write_train_test_npz as npz
+from unlearnable.data import ImageSet, load
 from unlearnable.errors import UserError
-from unlearnable.protect import METHODS
-from unlearnable.protect.keys import Key
+from unlearnable.protect import METHODS, add_within_linf
+from unlearnable.protect.keys import Key, load_key
+from unlearnable.protect.sealed import open_state
 from unlearnable.protect.tiles import phases, tile_at_phases, tile_noise
 from unlearnable.protect.uc import cluster_purity
 
@@ -84,6 +89,30 @@ def test_cluster_purity() -> None:
     assign = torch.tensor([0, 0, 0, 1, 1, 1])
     assert cluster_purity(assign, torch.tensor([2, 2, 2, 0, 0, 0])) == 1.0
     assert cluster_purity(assign, torch.tensor([0, 0, 1, 1, 1, 0])) == round(4 / 6, 4)
+
+
+def test_like_protects_new_images_with_the_stored_tiles(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """``protect --like``: seen images get the same bytes, new ids their cluster's tile at their own phase."""
+    src, new_src = npz(tmp_path / "fit.npz", n=24), npz(tmp_path / "new.npz", n=10, seed=7)
+    flags = ["-m", "uc", "--clusters", "3", "--epochs", "1", "--batch-size", "8", "-p", "ssl_epochs=0",
+             "-p", "width=8", "-p", "gen_width=8", "-p", "shape=periodic"]
+    for args in ([src, *flags, "-o", tmp_path / "out"],
+                 [src, "--like", tmp_path / "out", "--key", tmp_path / "out.key", "-o", tmp_path / "again"],
+                 [new_src, "--like", tmp_path / "out", "--key", tmp_path / "out.key", "-o", tmp_path / "new"]):
+        code, _, err = run_cli(["protect", *map(str, args)], capsys)
+        assert code == 0, err
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["fit"]["shape"] == "periodic" and 0 < m["fit"]["cluster_purity"] <= 1
+    assert (tmp_path / "out" / "fit.npz").read_bytes() == (tmp_path / "again" / "fit.npz").read_bytes()
+    _, pert, _ = open_state(tmp_path / "out", load_key(tmp_path / "out.key"))
+    assert pert.tiles is not None and pert.phase_seed is not None
+    with open(tmp_path / "new" / "clusters.csv") as f:
+        got = {r["id"]: int(r["cluster"]) for r in csv.DictReader(f)}
+    new = load(new_src).split("train")
+    noise = tile_at_phases(pert.tiles[torch.tensor([got[i] for i in new.ids])],
+                           phases(pert.phase_seed, new.ids, int(pert.tiles.shape[-1])), new.size)
+    want = add_within_linf(new.images, noise, 16 / 255)
+    assert np.array_equal(load(next((tmp_path / "new").glob("*.npz"))).split("train").images.numpy(), want.numpy())
 
 
 @pytest.mark.slow
