@@ -27,8 +27,8 @@ E8, E16 = (f"{e / 255!r}" for e in (8, 16))
 # UC for a 2-core CPU: 5 SimCLR epochs and 5 generator epochs (the same surrogate and clusters in both shapes).
 UC = "uc,ssl_epochs=5,epochs=5,batch_size=64"
 SUR = "uc,surrogate_weights=SUR,epochs=5,batch_size=64"
-SPECS = ["clean"] + [s for e in (E16, E8) for u in (UC, SUR) for s in (f"random,eps={e}", f"{u},shape=smooth,eps={e}",
-                                                                       f"{u},shape=periodic,eps={e}")]
+SPECS = list(dict.fromkeys(["clean"] + [s for e in (E16, E8) for u in (UC, SUR) for s in (
+    f"random,eps={e}", f"{u},shape=smooth,eps={e}", f"{u},shape=periodic,eps={e}")]))
 VICTIM = {"model": "smallcnn", "epochs": 12, "batch_size": 64, "lr": 0.05}
 
 

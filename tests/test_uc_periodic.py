@@ -119,7 +119,7 @@ def test_like_protects_new_images_with_the_stored_tiles(tmp_path: Path, capsys) 
 def test_periodic_uc_protects_digits_against_a_random_control(tmp_path: Path) -> None:
     """UC's threat model: no labels for the protected images, an off-the-shelf feature extractor (here a smallcnn
     trained on 3,000 OTHER digits). The victim trains with random crops; the control is random noise at the same
-    budget. ~3 minutes on 2 busy cores (measured: 35 % vs 92 %, docs/methods.md)."""
+    budget. ~4 minutes on 2 busy cores (bench: 35 % vs 92 %, docs/methods.md)."""
     from unlearnable.data import load
     from unlearnable.protect import protect
     from unlearnable.train.defenses import parse_defense

@@ -102,9 +102,9 @@ class UnlearnableClusters(Protection):
         gen_blocks: int = 2
         gen_scale: int = 4  # noise codes are (H/scale, W/scale), upsampled: smooth perturbations (see docs)
         kmeans_iters: int = 100
-        # smooth: one (H, W) perturbation per cluster; periodic: one (p, p) tile per cluster repeated over the image
-        # at a per-sample phase, which survives a victim's random crops (issue 8 §2, docs/methods.md)
-        shape: str = "smooth"
+        # periodic: one (p, p) tile per cluster repeated over the image at a per-sample phase, which survives a
+        # victim's random crops (measured in docs/methods.md); smooth: one (H, W) perturbation per cluster (before)
+        shape: str = "periodic"
         period: int = 0  # tile side for shape=periodic; 0 = auto: 2 for colour images, 4 for grey ones
 
         def validate(self) -> None:
