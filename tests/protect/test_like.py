@@ -116,7 +116,7 @@ def clusters(out: Path) -> dict[str, int]:
 def test_uc_seen_images_keep_their_cluster_and_new_ones_go_to_the_nearest_centre(tmp_path, capsys):
     src = npz(tmp_path / "fit.npz", n=24)
     flags = ["--clusters", "3", "--epochs", "1", "--batch-size", "8", "-p", "ssl_epochs=0", "-p", "width=8",
-             "-p", "gen_width=8"]
+             "-p", "gen_width=8", "-p", "shape=smooth"]  # periodic UC: tests/test_uc_periodic.py
     protect(capsys, src, "-m", "uc", *flags, "-o", tmp_path / "out")
     key = tmp_path / "out.key"
     protect(capsys, src, "--like", tmp_path / "out", "--key", key, "-o", tmp_path / "again")

@@ -123,3 +123,22 @@ class PeriodicTiles(Protection):
         require_fitted(data, t.shape[0], t.shape[1], "tiles")
         noise = tile_noise(t, data.labels, data.ids, perturbation.seed, data.size)
         return add_within_linf(data.images, noise * self.params.eps, self.params.eps)
+
+
+def phases(seed: int, ids: tuple[str, ...] | list[str], period: int) -> torch.Tensor:
+    """``(N, 2)`` int64: each sample's ``(row, column)`` phase in ``0..period-1``, drawn from ``seed`` and its id
+    (the same phases as :func:`tile_noise`), so a sample's noise never depends on which others come with it."""
+    return torch.tensor([_phase(seed, i, period) for i in ids], dtype=torch.long).reshape(-1, 2)
+
+
+def tile_at_phases(tiles: torch.Tensor, phase: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Repeat tile ``i`` ``(B, C, p, p)`` over ``size`` starting at ``phase[i]`` ``(B, 2)``: ``(B, C, H, W)``.
+
+    One gather, differentiable in ``tiles`` (UC trains its tiles through it); equals :func:`tile_noise` per sample.
+    """
+    b, _, p, _ = tiles.shape
+    h, w = size
+    rows = (phase[:, :1].to(tiles.device) + torch.arange(h, device=tiles.device)) % p  # (B, H)
+    cols = (phase[:, 1:].to(tiles.device) + torch.arange(w, device=tiles.device)) % p  # (B, W)
+    picked = tiles[torch.arange(b, device=tiles.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return picked.permute(0, 3, 1, 2)  # advanced indices first: (B, H, W, C) -> (B, C, H, W)

@@ -38,6 +38,7 @@ from .base import METHODS, Protection, add_within_linf
 from .keys import Key
 from .kmeans import kmeans
 from .ssl import PROJ_DIM, _bar, load_surrogate_weights, surrogate_spec, train_ssl_surrogate
+from .tiles import phases, tile_at_phases
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class ClusterPerturbation:
 
     ``centers`` ``(K, D)``, ``mu``/``sd`` ``(D,)`` (feature standardisation) and ``surrogate`` (see
     :func:`~unlearnable.protect.ssl.surrogate_spec`) let a new image be assigned to its nearest centre later.
+    With ``shape=periodic``, ``tiles`` ``(K, C, p, p)`` are the learnt tiles and ``phase_seed`` draws each sample's
+    phase from its id (``deltas`` then shows every tile at phase 0).
     """
 
     deltas: torch.Tensor
@@ -56,6 +59,8 @@ class ClusterPerturbation:
     mu: torch.Tensor | None = None
     sd: torch.Tensor | None = None
     surrogate: dict[str, Any] | None = None
+    tiles: torch.Tensor | None = None
+    phase_seed: int | None = None
 
     def save_artifacts(self, folder: Path) -> list[Path]:
         """Write ``clusters.csv`` (sample id -> cluster id) into ``folder``."""
@@ -99,11 +104,21 @@ class UnlearnableClusters(Protection):
         gen_blocks: int = 2
         gen_scale: int = 4  # noise codes are (H/scale, W/scale), upsampled: smooth perturbations (see docs)
         kmeans_iters: int = 100
+        # periodic: one (p, p) tile per cluster repeated over the image at a per-sample phase, which survives a
+        # victim's random crops (measured in docs/methods.md); smooth: one (H, W) perturbation per cluster (before)
+        shape: str = "periodic"
+        period: int = 0  # tile side for shape=periodic; 0 = auto: 2 for colour images, 4 for grey ones
 
         def validate(self) -> None:
             look_up_option(self.norm, ("linf", "l2"), "--param norm")
             look_up_option(self.surrogate, MODELS.names(), "--surrogate")
             look_up_option(self.lr_scaling, ("none", "linear", "sqrt"), "--lr-scaling")
+            look_up_option(self.shape, ("smooth", "periodic"), "--param shape")
+            if self.period != 0 and not 2 <= self.period <= 16:
+                raise UserError(f"--param period={self.period}: must be 0 (auto) or in 2..16 pixels")
+            if self.shape == "periodic" and self.norm != "linf":
+                raise UserError(f"--param norm={self.norm}: shape=periodic needs norm=linf (a tile's L2 norm grows "
+                                f"with the image)")
             if not 0 < self.eps <= (1 if self.norm == "linf" else 1e6):
                 raise UserError(f"--eps {self.eps}: must be positive (and at most 1 for linf), e.g. 16/255")
             if self.surrogate_weights and not Path(self.surrogate_weights).is_file():
@@ -152,12 +167,28 @@ class UnlearnableClusters(Protection):
                 CK.save(km_path, {"centers": centers, "assign": assign, "inertia": inertia})
         sizes = torch.bincount(assign, minlength=p.clusters).tolist()
         log(f"uc: K-means on {feats.shape[1]}-d surrogate features: {p.clusters} clusters, sizes {sizes}")
-        gen, history = self._train_generator(data.images, assign, centers, _Standardised(surrogate, mu, sd), key, ck)
+        phase = phases(key.seed("uc/phases"), data.ids, self.period_for(data.channels)) if self.periodic else None
+        gen, history = self._train_generator(data.images, assign, centers, _Standardised(surrogate, mu, sd), key, ck,
+                                             phase)
         with torch.no_grad():
-            deltas = gen().detach().cpu()
+            out = gen().detach().cpu()  # (K, C, H, W), or (K, C, p, p) tiles
+        tiles = out if self.periodic else None
+        deltas = tile_at_phases(out, torch.zeros(len(out), 2, dtype=torch.long), data.size) if self.periodic else out
+        # labels are read here only to report how well clusters match classes (never used by the fit)
         report = {"surrogate": sur_report, "kmeans": {"inertia": inertia, "cluster_sizes": sizes},
+                  "cluster_purity": cluster_purity(assign, data.labels), "shape": p.shape,
+                  "period": int(tiles.shape[-1]) if tiles is not None else None,
                   "targets": _target_clusters(p.clusters, key).tolist(), "generator": history}
-        return ClusterPerturbation(deltas, assign, tuple(data.ids), report, centers, mu, sd, spec)
+        return ClusterPerturbation(deltas, assign, tuple(data.ids), report, centers, mu, sd, spec, tiles,
+                                   key.seed("uc/phases") if self.periodic else None)
+
+    @property
+    def periodic(self) -> bool:
+        return self.params.shape == "periodic"
+
+    def period_for(self, channels: int) -> int:
+        """The tile side: the parameter, or 2 for colour and 4 for grey images (the `tiles` method's measured best)."""
+        return self.params.period or (2 if channels == 3 else 4)
 
     def _checkpoints(self, data: ImageSet, key: Key) -> Path | None:
         """The checkpoint folder, tied to (params, key, data): a different run never resumes from it."""
@@ -207,7 +238,10 @@ class UnlearnableClusters(Protection):
         return D.gather_shards(local, n)
 
     def _train_generator(self, images: torch.Tensor, assign: torch.Tensor, centers: torch.Tensor,
-                         surrogate: _Standardised, key: Key, ck: Path | None) -> tuple[NoiseGenerator, dict[str, Any]]:
+                         surrogate: _Standardised, key: Key, ck: Path | None,
+                         phase: torch.Tensor | None = None) -> tuple[NoiseGenerator, dict[str, Any]]:
+        """Train the generator; with ``phase`` ``(N, 2)`` (shape=periodic) it makes ``(p, p)`` tiles and each sample
+        sees its cluster's tile at its own phase, as ``apply`` will give it."""
         p = self.params
         dev = self.device
         info = D.info()
@@ -215,10 +249,14 @@ class UnlearnableClusters(Protection):
         g = key.generator("uc/codes")
         h, w = int(images.shape[2]), int(images.shape[3])
         coarse = (max(1, h // p.gen_scale), max(1, w // p.gen_scale))
+        out_size = (h, w)
+        if phase is not None:
+            coarse = out_size = (self.period_for(int(images.shape[1])),) * 2
+            phase = phase.to(dev)
         codes = torch.rand(p.clusters, images.shape[1], *coarse, generator=g) * 2 - 1  # fixed noise codes
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed("uc/generator-init"))
-            gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks, size=(h, w)).to(dev)
+            gen = NoiseGenerator(codes, p.eps, p.norm, p.gen_width, p.gen_blocks, size=out_size).to(dev)
         net = D.wrap(gen, self.accel.sync_bn)
         fwd = P.maybe_compile(net, self.accel)
         prec = self.accel.precision
@@ -266,8 +304,9 @@ class UnlearnableClusters(Protection):
                 x = P.to_device(images[idx], dev).float().div_(255.0)
                 c = assign_dev[idx]
                 with P.autocast(dev, prec):
-                    deltas = fwd()  # (K, C, H, W): all clusters in one generator pass
-                    xp = (x + deltas[c]).clamp(0.0, 1.0)
+                    deltas = fwd()  # (K, C, H, W) or (K, C, p, p): all clusters in one generator pass
+                    noise = deltas[c] if phase is None else tile_at_phases(deltas[c], phase[idx], (h, w))
+                    xp = (x + noise).clamp(0.0, 1.0)
                     feats = surrogate.features(xp).float()
                 logp = F.log_softmax(feats / p.temperature, dim=1)  # the KL in float32
                 loss = F.kl_div(logp, target_prob[c], reduction="batchmean")
@@ -287,7 +326,11 @@ class UnlearnableClusters(Protection):
         if missing:
             raise UserError(f"sample '{missing[0]}' was not in the data the clusters were fitted on")
         rows = perturbation.assign[torch.tensor([pos[i] for i in data.ids], dtype=torch.long)]
-        delta = perturbation.deltas[rows]
+        t = perturbation.tiles
+        if t is not None and perturbation.phase_seed is not None:  # shape=periodic: each id's own phase
+            delta = tile_at_phases(t[rows], phases(perturbation.phase_seed, data.ids, int(t.shape[-1])), data.size)
+        else:
+            delta = perturbation.deltas[rows]
         if self.params.norm == "linf":
             return add_within_linf(data.images, delta, self.params.eps)
         return (data.images.float() + delta * 255.0).round_().clamp_(0, 255).to(torch.uint8)
@@ -305,6 +348,13 @@ class _Standardised(torch.nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return (self.model.features(x) - self.mu) / self.sd
+
+
+def cluster_purity(assign: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of samples whose cluster's majority label is their own label (1.0: clusters are classes)."""
+    k, n = int(assign.max()) + 1, int(labels.max()) + 1
+    counts = torch.bincount(assign * n + labels, minlength=k * n).view(k, n)
+    return round(float(counts.max(1).values.sum()) / len(assign), 4)
 
 
 def _target_clusters(k: int, key: Key) -> torch.Tensor:
