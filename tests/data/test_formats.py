@@ -156,3 +156,22 @@ def test_torchvision_roots_read_and_mirror(maker, fmt, n_classes, tmp_path):
     save(ds.with_images(changed), out, original=ds)
     back = load(out, size=16)
     assert back.ids == ds.ids and torch.equal(back.images[train], changed[train])
+
+
+def test_nifti_sources_are_registered_formats_and_never_taken_for_2d(tmp_path):
+    """The 3D subject sources (MRBrainS18 folders, CSVs of NIfTI paths) are FORMATS entries with ``dims = 3``:
+    ``load_subjects`` finds them through the registry, and 2D detection never picks one."""
+    from unlearnable.data.formats import FORMATS
+    from unlearnable.data.formats.mrbrains import write_mrbrains
+    from unlearnable.data.subjects import load_subjects, volume_formats
+
+    assert set(volume_formats()) == {"mrbrains", "nifti-csv"}
+    s = load_subjects("brain-phantoms:n=3,size=16")
+    root = write_mrbrains(s, tmp_path / "mr")
+    back = load_subjects(str(root))
+    assert back.ids == s.ids and torch.equal(back.labels, s.labels)
+    assert FORMATS.get("mrbrains").detect(root) and not FORMATS.get("nifti-csv").detect(root)
+    with pytest.raises(UserError, match="no such file"):
+        load_subjects(str(tmp_path / "missing.csv"))
+    from unlearnable.data.io import DETECT_ORDER
+    assert not set(DETECT_ORDER) & set(volume_formats())

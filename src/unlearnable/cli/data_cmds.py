@@ -33,7 +33,7 @@ def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     from ..data import phantoms
     from ..data.formats import FORMATS
     from ..data.formats.builtin import BUILTINS
-    from ..data.formats.mrbrains import read_csv, read_mrbrains
+    from ..data.subjects import volume_formats
     from ..forget import STRATEGIES
     from ..models import MODELS
     from ..models.seg3d import SEG_MODELS
@@ -41,13 +41,14 @@ def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     from ..protect3d import VOLUME_METHODS
     from ..train.defenses import DEFENSES
 
+    vols = volume_formats()
     return [
         ("built-in 2D datasets (SOURCE; nothing is downloaded)", [(k, plain(v)) for k, v in BUILTINS.items()]),
-        ("2D formats (SOURCE may be any of these)", _described(FORMATS.names(), FORMATS.get, "__doc__")),
+        ("2D formats (SOURCE may be any of these)", _described([n for n in FORMATS.names() if n not in vols],
+                                                                FORMATS.get, "__doc__")),
         ("3D subjects (segment train / forget SUBJECTS)", [
             ("brain-phantoms[:n=12,size=32,seed=0]", plain(phantoms.__doc__)),
-            ("FOLDER (MRBrainS18 layout)", plain(read_mrbrains.__doc__)),
-            ("FILE.csv", plain(read_csv.__doc__))]),
+            *_described(vols, FORMATS.get, "__doc__")]),
         ("protection methods (protect --method, audit --methods)", _described(METHODS.names(), METHODS.get)),
         ("3D protection methods (protect SUBJECTS --method; audit-seg)", _described(VOLUME_METHODS.names(),
                                                                                       VOLUME_METHODS.get)),

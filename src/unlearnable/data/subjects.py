@@ -47,13 +47,18 @@ def load_subjects(source: str, shape: Sequence[int] | None = None,
         if shape is not None and tuple(shape) != s.shape:
             raise UserError("brain-phantoms: set the size with 'brain-phantoms:size=N' instead of --shape")
         return s.pick(modalities)
-    from .formats.mrbrains import read_csv, read_mrbrains
+    from .formats import FORMATS
 
     p = Path(source)
-    if p.suffix.lower() == ".csv":
-        if not p.is_file():
-            raise UserError(f"{p}: no such file")
-        return read_csv(p, shape, modalities)
-    if p.is_dir():
-        return read_mrbrains(p, modalities, shape)
+    for name in volume_formats():  # the registered 3D sources: a CSV of NIfTI paths, an MRBrainS18 folder
+        fmt = FORMATS.get(name)
+        if fmt.detect(p):
+            return fmt.read_subjects(p, shape, modalities)
     raise UserError(f"{source}: not 'brain-phantoms', a folder in the MRBrainS18 layout, or a .csv of NIfTI paths")
+
+
+def volume_formats() -> list[str]:
+    """Names of the registered 3D subject formats (their ``detect`` rules exclude each other: a folder, a .csv)."""
+    from .formats import FORMATS
+
+    return [n for n in FORMATS.names() if getattr(FORMATS.get(n), "dims", 2) == 3]

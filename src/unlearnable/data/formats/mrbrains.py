@@ -27,6 +27,7 @@ import torch
 from ...errors import UserError
 from ...registry import look_up_option
 from ..subjectset import LABEL_SCHEMES, SubjectSet, canonical_modality, normalise_intensity, numbered_scheme, resample
+from . import FORMATS
 from .nifti import VolumeHeader, new_header, read_volume, same_grid, write_volume
 
 MRBRAINS_FILES = {"T1": ("reg_T1.nii.gz", "T1.nii.gz"), "IR": ("reg_IR.nii.gz", "T1_IR.nii.gz"),
@@ -221,3 +222,47 @@ def write_csv(s: SubjectSet, path: str | Path) -> Path:
             files = (MRBRAINS_FILES[m][0] if m in MRBRAINS_FILES else f"{m}.nii.gz" for m in s.modalities)
             w.writerow([sid, f"{sid}/{LABEL_FILE}", *(f"{sid}/pre/{n}" for n in files), split])
     return path
+
+
+# -- registered as formats: the 3D sources (``dims = 3``) beside the 2D image formats --------------------------
+@FORMATS.register("mrbrains")
+class MRBrainSFormat:
+    """MRBrainS18-layout folder of NIfTI volumes: <root>/<id>/pre/{reg_T1,reg_IR,FLAIR}.nii.gz + <id>/segm.nii.gz
+    (3D subjects: segment train, forget, protect SUBJECTS)."""
+
+    dims = 3
+
+    @staticmethod
+    def detect(path: Path) -> bool:
+        return path.is_dir()
+
+    @staticmethod
+    def read_subjects(path: Path, shape: Sequence[int] | None = None,
+                      modalities: Sequence[str] | None = None) -> SubjectSet:
+        return read_mrbrains(path, modalities, shape)
+
+    @staticmethod
+    def write_subjects(s: SubjectSet, out: Path) -> Path:
+        return write_mrbrains(s, out)
+
+
+@FORMATS.register("nifti-csv")
+class NiftiCsvFormat:
+    """CSV of NIfTI paths, header id,label,<modality>...[,split], paths relative to the CSV (3D subjects)."""
+
+    dims = 3
+
+    @staticmethod
+    def detect(path: Path) -> bool:
+        return path.suffix.lower() == ".csv"
+
+    @staticmethod
+    def read_subjects(path: Path, shape: Sequence[int] | None = None,
+                      modalities: Sequence[str] | None = None) -> SubjectSet:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        return read_csv(path, shape, modalities)
+
+    @staticmethod
+    def write_subjects(s: SubjectSet, out: Path) -> Path:
+        return write_csv(s, out)
