@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from PIL import Image
@@ -128,3 +129,27 @@ def torchrun_status(r: subprocess.CompletedProcess) -> int:
         return 0
     codes = {int(c) for c in re.findall(r"exitcode\s*:\s*(-?\d+)", r.stderr)} - {-15}  # -15: ranks torchrun stopped
     return codes.pop() if len(codes) == 1 else r.returncode
+
+
+def scanner_affine() -> np.ndarray:
+    """An oblique-free scanner affine: 0.958 x 0.958 x 3 mm voxels, offset origin."""
+    a = np.diag([0.958, 0.958, 3.0, 1.0])
+    a[:3, 3] = [-120.5, -110.0, -30.0]
+    return a
+
+
+def scanner_nifti(path: Path, data: np.ndarray, dtype=np.int16, slope: float | None = None, inter: float = 0.0,
+                  descrip: bytes = b"3T scanner, bias corrected") -> None:
+    """A NIfTI file as a scanner pipeline writes it: qform 1 / sform 2, mm + s, a description; ``slope`` None
+    leaves the file unscaled (NaN scl_slope)."""
+    img = nib.Nifti1Image(data.astype(dtype), None)
+    h = img.header
+    h.set_data_dtype(dtype)
+    h.set_qform(scanner_affine(), 1)
+    h.set_sform(scanner_affine(), 2)
+    h.set_xyzt_units("mm", "sec")
+    h["descrip"] = descrip
+    if slope is not None:
+        h.set_slope_inter(slope, inter)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import scanner_affine, scanner_nifti
 from unlearnable.data.formats.mrbrains import read_csv, read_mrbrains, write_csv, write_mrbrains
 from unlearnable.data.formats.nifti import read_volume, write_volume
 from unlearnable.data.subjects import MRBRAINS_CLASSES, MRBRAINS_SCORED, load_subjects
@@ -17,24 +18,9 @@ FIELDS = ("qform_code", "sform_code", "xyzt_units", "descrip", "intent_code", "i
 IDS = ("1", "4", "5", "7", "14", "070", "148")  # the published training ids, as folder names
 
 
-def _affine() -> np.ndarray:
-    a = np.diag([0.958, 0.958, 3.0, 1.0])
-    a[:3, 3] = [-120.5, -110.0, -30.0]
-    return a
-
-
 def _scanner_file(path, data: np.ndarray, slope: float = 1.0, inter: float = 0.0, dtype=np.int16) -> None:
     """A file as a scanner pipeline writes it: int16, scaled, qform 1 / sform 2, mm + s, a description."""
-    img = nib.Nifti1Image(data.astype(dtype), None)
-    h = img.header
-    h.set_data_dtype(dtype)
-    h.set_qform(_affine(), 1)
-    h.set_sform(_affine(), 2)
-    h.set_xyzt_units("mm", "sec")
-    h["descrip"] = b"FLAIR 3T bias corrected"
-    h.set_slope_inter(slope, inter)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    scanner_nifti(path, data, dtype, slope, inter, descrip=b"FLAIR 3T bias corrected")
 
 
 def test_write_volume_keeps_header_type_and_scaling(tmp_path) -> None:
@@ -48,7 +34,7 @@ def test_write_volume_keeps_header_type_and_scaling(tmp_path) -> None:
         assert np.array_equal(a.header[f], b.header[f]), f
     assert b.get_data_dtype() == np.int16 and (b.dataobj.slope, b.dataobj.inter) == (2.0, -5.0)
     assert np.array_equal(b.dataobj.get_unscaled(), a.dataobj.get_unscaled())  # the same stored integers
-    assert np.allclose(b.affine, _affine()) and np.array_equal(b.get_qform(), a.get_qform())
+    assert np.allclose(b.affine, scanner_affine()) and np.array_equal(b.get_qform(), a.get_qform())
     with pytest.raises(UserError, match="cannot be stored as int16"):  # refused, not clipped or rescaled
         write_volume(tmp_path / "bad.nii.gz", values + 0.5, head)
 
