@@ -93,28 +93,43 @@ def _load(data_dir: str, name: str):
     return tr, *d["te"]
 
 
-def run_job(job: tuple[str, str, str, int], data_dir: str, device: str, cache: dict) -> dict[str, Any]:
-    from unlearnable.data.quality import psnr
+def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: torch.Tensor, recipe,
+                      key_seed: int, device: str = "cpu"):
+    """Fit ``spec`` (``"clean"``: nothing) on ``tr`` with key ``key_seed``, then train ``recipe``'s victim from
+    scratch on the result with the benchmark's augmentation for dataset ``name``, scored on the clean test split.
+
+    Returns (training images as trained on, the fitted perturbation or None, the victim's history, fit seconds).
+    """
     from unlearnable.protect import METHODS, Key
     from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
-    name, victim, spec, seed = job
-    if name not in cache:
-        cache[name] = _load(data_dir, name)
-    tr, te_im, te_lab = cache[name]
+    from unlearnable.train.loop import train_classifier
     t = time.time()
+    pert = None
     if spec == "clean":
         imgs = tr.images
     else:
         method, params = parse_spec(spec)
         algo = METHODS.get(method)(**params)
         algo.device = device
-        imgs = algo.apply(tr, algo.fit(tr, Key.from_seed(7 + seed)))
+        pert = algo.fit(tr, Key.from_seed(key_seed))
+        imgs = algo.apply(tr, pert)
     fit_s = time.time() - t
     aug = parse_defense(AUG.get(name, "aug:4")).hook(tr.num_classes)
-    recipe = Recipe(model=victim, seed=seed, **VICTIMS[victim])
     _, h = train_classifier(imgs, tr.labels, tr.num_classes, recipe, device=device,
                             eval_sets={"test": (te_im, te_lab)}, hooks=[aug])
+    return imgs, pert, h, fit_s
+
+
+def run_job(job: tuple[str, str, str, int], data_dir: str, device: str, cache: dict) -> dict[str, Any]:
+    from unlearnable.data.quality import psnr
+    from unlearnable.train.loop import Recipe
+    name, victim, spec, seed = job
+    if name not in cache:
+        cache[name] = _load(data_dir, name)
+    tr, te_im, te_lab = cache[name]
+    t = time.time()
+    imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, Recipe(model=victim, seed=seed,
+                                          **VICTIMS[victim]), 7 + seed, device)
     chance = float(torch.bincount(te_lab).max()) / len(te_lab)
     return {"data": name, "victim": victim, "spec": spec, "seed": seed, "chance": round(chance, 4),
             "test": round(h.epochs[-1]["test_acc"], 4), "best_test": round(max(e["test_acc"] for e in h.epochs), 4),

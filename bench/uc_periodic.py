@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from efficacy_sweep import AUG, DATASETS, parse_spec  # noqa: E402  (the efficacy benchmark's augmentations)
+from efficacy_sweep import DATASETS, protect_and_train  # noqa: E402  (the efficacy benchmark's protocol)
 
 E8, E16 = (f"{e / 255!r}" for e in (8, 16))
 # UC for a 2-core CPU: 5 SimCLR epochs and 5 generator epochs (the same surrogate and clusters in both shapes).
@@ -47,23 +47,10 @@ def subset(name: str, n: int, weights: Path):
 
 
 def run_job(name: str, spec: str, tr, te) -> dict:
-    from unlearnable.protect import METHODS, Key
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
+    from unlearnable.train.loop import Recipe
     t = time.time()
-    report: dict = {}
-    if spec == "clean":
-        imgs = tr.images
-    else:
-        method, params = parse_spec(spec)
-        algo = METHODS.get(method)(**params)
-        pert = algo.fit(tr, Key.from_seed(7))
-        imgs = algo.apply(tr, pert)
-        report = getattr(pert, "report", {}) or {}
-    fit_s = time.time() - t
-    aug = parse_defense(AUG.get(name, "aug:4")).hook(tr.num_classes)
-    _, h = train_classifier(imgs, tr.labels, tr.num_classes, Recipe(seed=0, **VICTIM),
-                            eval_sets={"test": (te.images, te.labels)}, hooks=[aug])
+    _, pert, h, fit_s = protect_and_train(name, spec, tr, te.images, te.labels, Recipe(seed=0, **VICTIM), 7)
+    report = getattr(pert, "report", {}) or {}
     return {"data": name, "spec": spec, "n": len(tr), "test": round(h.epochs[-1]["test_acc"], 4),
             "train": round(h.epochs[-1]["train_acc"], 4), "purity": report.get("cluster_purity"),
             "fit_s": round(fit_s, 1), "train_s": round(time.time() - t - fit_s, 1)}
