@@ -96,9 +96,8 @@ class AdversarialPoison(Protection):
         alpha = p.step_size if p.step_size > 0 else max(2.5 * p.eps / p.steps, p.eps / 10)
         batches = list(torch.arange(len(x), device=dev).split(p.batch_size))
         aug_seed = key.seed("adv/augment")
-        for i, idx in enumerate(batches):
-            if i % D.world_size() != D.rank():  # round-robin, as G.my_batches
-                continue
+        for i in G.my_batches(list(range(len(batches)))):  # this rank's round-robin share (all of them: 1 rank)
+            idx = batches[i]
             g = torch.Generator().manual_seed(aug_seed + i)  # per batch: the same crops on whichever rank runs it
             delta[idx] = self._attack(model, x[idx], target[idx], delta[idx], alpha, g)
             if self.progress and (i + 1) % 10 == 0:
