@@ -210,9 +210,9 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]))
     warmup = warmup_steps(task.step_budget(horizons[-1]))
     spe = task.steps_per_epoch()
-    # The one epoch loop (runtime/loop.py), one unit per horizon. Each horizon's weights and progress ride in the
-    # checkpoint, so a resumed run hands the finished horizons to ``on_horizon`` again (their output folders are
-    # rebuilt on every run) and continues from the last one.
+    # The one epoch loop (runtime/loop.py), one unit per horizon. Each horizon's weights and progress (steps, times,
+    # stop, stop log) ride in the checkpoint, so a resumed run hands the finished horizons to ``on_horizon`` again
+    # (their output folders are rebuilt on every run) and continues from where the last one left off.
     loop = EpochLoop(ckpt_dir / f"{strategy.name}.pt" if ckpt_dir else None, unwrap(ddp), opt,
                      settings={"strategy": strategy.name, "horizons": list(horizons), "budget": task.budget,
                                "stop": task.stop, "lr": lr}, settings_key="forget", seed=task.cfg.seed,
@@ -220,11 +220,12 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     state = loop.resume()
     kept: dict[int, dict[str, torch.Tensor]] = state.get("horizon_models", {})
     progress: dict[int, dict[str, Any]] = state.get("horizon_progress", {})
-    start, elapsed, cpu = state.get("steps", 0), state.get("time_s", 0.0), state.get("cpu_s", 0.0)
-    stopped_at = state.get("stopped_at")
     done = state.get("epoch", 0)
+    last = progress[horizons[done - 1]] if done else {}  # where the last finished horizon left the run
+    start, elapsed, cpu = last.get("steps", 0), last.get("time_s", 0.0), last.get("cpu_s", 0.0)
+    stopped_at = last.get("stopped_at")
     if stop_rule is not None:
-        stop_rule.log[:] = state.get("stop_log", [])
+        stop_rule.log[:] = last.get("stop_log", [])
     if done:
         rng = CK.rng_state()  # replaying the finished horizons' evaluations must not shift what the next one draws
         for h in horizons[:done]:
@@ -233,10 +234,7 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
             strategy.progress[h] = progress[h]
             on_horizon(h, replay, progress[h]["time_s"])
         CK.restore_rng(rng)
-    extra = lambda: {"steps": start, "time_s": elapsed, "cpu_s": cpu, "stopped_at": stopped_at,  # noqa: E731
-                     "horizon_models": kept, "horizon_progress": progress,
-                     "stop_log": list(stop_rule.log) if stop_rule is not None else []}
-    for i in loop.epochs(done, len(horizons), extra=extra):
+    for i in loop.epochs(done, len(horizons), extra=lambda: {"horizon_models": kept, "horizon_progress": progress}):
         h = horizons[i]
         target = h * spe if strategy.from_scratch else task.step_budget(h)
         t0, c0 = time.perf_counter(), time.process_time()
