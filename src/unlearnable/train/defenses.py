@@ -203,7 +203,7 @@ class GaussianBlur(Defense):
         k = k / k.sum()
         c = images.shape[1]
         x = images.float()
-        # Separable blur, replicate padding, rows then columns. Not torchvision's gaussian_blur (1.8x faster, same
+        # Separable blur, replicate padding, rows then columns. Not torchvision's gaussian_blur (1.5-1.8x faster, same
         # interior to one grey level): its reflect padding needs a kernel narrower than the image, which sigma up to
         # 20 on 28-pixel images is not (bench/library_ops.py).
         x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
