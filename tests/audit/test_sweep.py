@@ -87,6 +87,9 @@ def test_sweep_dry_run_and_array_scripts(tmp_path: Path, capsys, monkeypatch: py
     ({"grid": {"sed": [1]}}, "unknown key 'sed' (did you mean 'seed'?)"),
     ({"datasets": {"pets": "/no/such/pets"}}, "/no/such/pets: no such file or directory"),
     ({"methods": {"ucc": {}}}, "unknown method 'ucc' (did you mean 'uc'?)"),
+    ({"surrogate": {"epoch": 1}}, "unknown key 'surrogate.epoch' (did you mean 'epochs'?)"),
+    ({"surrogate": {}}, "'surrogate' trains on the training images the cells leave out: set fixed data.train_limit"),
+    ({"grid": {"evaluate.defense": ["aug:4", "jpg:10"]}}, "unknown defence 'jpg' (did you mean 'jpeg'?)"),
 ])
 def test_sweep_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, change: dict, message: str, capsys,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,17 +102,74 @@ def test_sweep_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, change:
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.slow  # ~22 s; torchrun is covered in the default suite by evaluate, verify and segment
+def test_sweep_study_surrogate_never_sees_cell_images_and_clean_victims_are_cached(tmp_path: Path) -> None:
+    import json
+
+    uc = {k: v for k, v in UC.items() if k != "width"}  # the study surrogate is a default-width smallcnn
+    f = study(tmp_path, {"protect.batch_size": [4, 8]}, methods={"uc": uc},
+              surrogate={"epochs": 1, "batch_size": 8})
+    doc = yaml.safe_load(f.read_text())
+    doc["fixed"] |= {"data.train_limit": 12, "evaluate.defense": "aug:2"}
+    f.write_text(yaml.safe_dump(doc))
+    r = sweep(str(f), "--out", "s", cwd=tmp_path)
+    merged(r, tmp_path / "s" / "sweep.csv")
+    cache = tmp_path / "s" / "cache"
+    (weights,) = cache.glob("surrogate-tiny-*.pt")
+    used = json.loads(weights.with_suffix(".json").read_text())
+    assert len(used["train_rows"]) == 12 and len(used["cells_train_rows"]) == 12
+    assert not set(used["train_rows"]) & set(used["cells_train_rows"])  # disjoint from every protected image
+    cells = sorted((tmp_path / "s" / "cells").iterdir())
+    res = [json.loads((c / "results.json").read_text()) for c in cells]
+    for r_ in res:
+        manifest = json.loads((cache / r_["protect"]["cache"] / "manifest.json").read_text())
+        assert manifest["params"]["surrogate_weights"] == str(weights.resolve())
+        assert manifest["fit"]["surrogate"]["source"] == "weights" and r_["defenses"] == ["aug:2"]
+        assert r_["data"]["train"] == 12
+    # one clean victim for both cells: the second reads the first's result instead of retraining it
+    assert [r_["clean_cached"] for r_ in res] == [False, True]
+    assert res[0]["clean_acc"] == res[1]["clean_acc"] and len(list(cache.glob("clean-*.json"))) == 1
+    assert [g["lr_scaling"] for g in rows(tmp_path / "s" / "sweep.csv")] == ["none", "none"]
+
+
+@pytest.mark.slow  # ~40 s; torchrun is covered in the default suite by evaluate, verify and segment
 @pytest.mark.distributed
-def test_sweep_cell_as_two_process_torchrun_job(tmp_path: Path) -> None:
-    f = study(tmp_path, {"protect.batch_size": [8]}, methods={"uc": UC | {"ssl_epochs": 1,
-                                                                         "surrogate_batch_size": 8}})
+def test_sweep_two_cells_as_two_process_torchrun_jobs(tmp_path: Path) -> None:
+    """A study of two cells (the CPU study's shape: study surrogate, cached clean victim, defence), each cell
+    its own 2-process torchrun job."""
+    import json
+
+    uc = {k: v for k, v in UC.items() if k != "width"}
+    f = study(tmp_path, {"protect.batch_size": [4, 8]}, methods={"uc": uc}, surrogate={"epochs": 1, "batch_size": 8})
+    doc = yaml.safe_load(f.read_text())
+    doc["fixed"] |= {"data.train_limit": 12, "evaluate.defense": "aug:2"}
+    f.write_text(yaml.safe_dump(doc))
     r = sweep(str(f), "--out", "s", "--launcher", "torchrun", "--nproc", "2", "--device", "cpu", cwd=tmp_path)
     merged(r, tmp_path / "s" / "sweep.csv")
     got = rows(tmp_path / "s" / "sweep.csv")
-    assert len(got) == 1 and got[0]["batch_size"] == "8"
-    import json
+    assert [g["batch_size"] for g in got] == ["4", "8"]
+    res = [json.loads((c / "results.json").read_text()) for c in sorted((tmp_path / "s" / "cells").iterdir())]
+    for r_, bs in zip(res, (4, 8)):
+        assert r_["setup"]["world_size"] == 2 and r_["protect"]["fit_setup"]["world_size"] == 2
+        assert r_["protect"]["fit_setup"]["per_rank_batch_size"] == bs // 2
+    assert [r_["clean_cached"] for r_ in res] == [False, True] and res[0]["clean_acc"] == res[1]["clean_acc"]
+    assert (tmp_path / "s" / "accuracy_vs_batch_size.png").stat().st_size > 1000
 
-    res = json.loads(next((tmp_path / "s" / "cells").iterdir()).joinpath("results.json").read_text())
-    assert res["setup"]["world_size"] == 2 and res["protect"]["fit_setup"]["world_size"] == 2
-    assert res["protect"]["fit_setup"]["per_rank_batch_size"] == 4
+
+def test_shipped_study_configs_are_valid(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU study of docs/study.md and the GPU-cluster design load, with the knobs and cells they promise."""
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["sweep", str(configs / "batch_size_study_cpu.yaml"), "--out", "cpu", "--dry-run"], capsys)
+    assert code == 0 and "54 cells, 0 finished" in out, err
+    cpu = yaml.safe_load((configs / "batch_size_study_cpu.yaml").read_text())
+    assert len(cpu["grid"]["protect.batch_size"]) >= 6 and min(cpu["grid"]["protect.batch_size"]) == 16
+    gpu = yaml.safe_load((configs / "batch_size_study.yaml").read_text())
+    # one key per knob, the same knobs in both files (only sizes differ)
+    assert set(gpu["grid"]) == set(cpu["grid"]) and set(gpu["fixed"]) - {"data.size"} >= set(cpu["fixed"]) - {
+        "data.train_limit"}
+    assert {k for k in cpu["methods"]["uc"] if k != "warmup_epochs"} <= set(gpu["methods"]["uc"])
+    tiny_npz(tmp_path / "tiny.npz")  # the cluster file with its data paths pointed at a local archive
+    gpu["datasets"] = {"tiny": str(tmp_path / "tiny.npz")}
+    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(gpu))
+    code, out, err = run_cli(["sweep", "gpu.yaml", "--out", "gpu", "--dry-run"], capsys)
+    assert code == 0 and "12 cells, 0 finished" in out, err

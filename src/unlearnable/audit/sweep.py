@@ -5,8 +5,12 @@ config keys to vary and ``fixed`` settings. Config keys are ``seed``, ``protect.
 ``protect.batch_size``, the batch used to learn the perturbations, Zhu et al. 2025), ``evaluate.<recipe field>``
 (the victim, e.g. ``evaluate.batch_size``) and ``data.train_limit`` / ``data.test_limit``. Cells run through
 :func:`~unlearnable.audit.cells.run_cells` (finished cells are skipped); protected data is cached under
-``cache/`` and shared by cells with the same protect config. Results merge into ``sweep.csv``; the report draws
-the accuracy-vs-batch-size figure from it.
+``cache/`` and shared by cells with the same protect config, and so is each clean victim: cells with the same
+(data, victim recipe, seed, world size) reuse one clean baseline instead of retraining it. An optional
+``surrogate`` section trains, once per dataset, a feature extractor on the training images the cells do *not* use
+(those left out by ``data.train_limit``) and hands it to every method that takes ``surrogate_weights`` (UC): the
+study's stand-in for an off-the-shelf extractor that knows the domain but never saw the protected images. Results
+merge into ``sweep.csv``; the report draws the accuracy-vs-batch-size figure from it.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ from ..errors import UserError
 from ..log import log
 from ..registry import did_you_mean
 from ..runtime import distributed as D
-from ..utils import write_text
+from ..utils import write_json, write_text
 from .cells import cell_name, is_done, load_cell, run_cells
 from .validity import baseline_valid
 
-TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed")
+TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed", "surrogate")
+SURROGATE_KEYS = {"model": "smallcnn", "epochs": 3, "batch_size": 64, "lr": 0.05, "images": 0}
 DATA_KEYS = ("data.train_limit", "data.test_limit", "data.size")
-CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "valid", "sync_bn", "precision"]
+DEFENSE_KEY = "evaluate.defense"  # training-time augmentation/defence of both victims, e.g. "aug:4" (crop+flip)
+CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "chance_acc", "valid", "sync_bn", "precision",
+             "lr_scaling"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Study:
     methods: dict[str, dict[str, Any]]
     grid: dict[str, list[Any]]
     fixed: dict[str, Any]
+    surrogate: dict[str, Any] = dataclasses.field(default_factory=dict)  # empty: no study-trained surrogate
 
     def cells(self) -> list[dict[str, Any]]:
         """Every cell in a stable order: dataset, method, then the grid keys in file order."""
@@ -92,15 +100,21 @@ def load_study(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
     for k in [*grid, *fixed]:
         if k == "seed" or k in DATA_KEYS:
             continue
+        if k == DEFENSE_KEY:
+            from ..train.defenses import parse_defenses
+
+            for v in (grid.get(k) or [fixed.get(k)]):
+                parse_defenses(_defense_list(v))
+            continue
         if k.startswith("evaluate."):
             f = k.split(".", 1)[1]
             if f not in recipe_fields:
-                raise UserError(f"{p}: unknown key '{k}'{did_you_mean(f, recipe_fields)}; victim keys: "
-                                f"evaluate.{', evaluate.'.join(recipe_fields)}")
+                raise UserError(f"{p}: unknown key '{k}'{did_you_mean(f, [*recipe_fields, 'defense'])}; victim "
+                                f"keys: evaluate.{', evaluate.'.join([*recipe_fields, 'defense'])}")
             continue
         if not k.startswith("protect."):
-            allowed = ["seed", *DATA_KEYS, "protect.<param>", "evaluate.<field>"]
-            hint = did_you_mean(k, ["seed", *DATA_KEYS, *(f"evaluate.{f}" for f in recipe_fields)])
+            allowed = ["seed", *DATA_KEYS, "protect.<param>", "evaluate.<field>", DEFENSE_KEY]
+            hint = did_you_mean(k, ["seed", *DATA_KEYS, DEFENSE_KEY, *(f"evaluate.{f}" for f in recipe_fields)])
             raise UserError(f"{p}: unknown key '{k}'{hint}; allowed: {', '.join(allowed)}")
     for m, params in methods.items():
         cls = METHODS.get(m)
@@ -111,13 +125,52 @@ def load_study(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
                                 f"{did_you_mean(k.split('.', 1)[1], fields)}")
         make_params(cls, {k: str(v) for k, v in params.items()})
     out_dir = Path(out) if out is not None else Path(raw.get("out") or p.with_suffix(""))
-    return Study(str(raw.get("name") or p.stem), out_dir, datasets, methods, grid, fixed)
+    return Study(str(raw.get("name") or p.stem), out_dir, datasets, methods, grid, fixed,
+                 _surrogate_spec(p, raw.get("surrogate"), fixed))
 
 
-def protect_config(study: Study, cell: Mapping[str, Any]) -> dict[str, Any]:
-    """What determines the protected data of a cell (cells sharing it share the cached output)."""
+def _surrogate_spec(p: Path, raw: Any, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``surrogate`` section with defaults filled in ({} when absent); mistakes are one-line UserErrors."""
+    from ..models import MODELS
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: 'surrogate' must be a mapping with keys {', '.join(SURROGATE_KEYS)}")
+    for k in raw:
+        if k not in SURROGATE_KEYS:
+            raise UserError(f"{p}: unknown key 'surrogate.{k}'{did_you_mean(str(k), SURROGATE_KEYS)}; "
+                            f"allowed: {', '.join(SURROGATE_KEYS)}")
+    spec = SURROGATE_KEYS | raw
+    if spec["model"] not in MODELS:
+        raise UserError(f"{p}: surrogate.model '{spec['model']}' is not a model{did_you_mean(spec['model'], MODELS)}")
+    for k in ("epochs", "batch_size"):
+        if not isinstance(spec[k], int) or spec[k] < 1:
+            raise UserError(f"{p}: surrogate.{k} must be a positive integer, got {spec[k]!r}")
+    if not isinstance(spec["images"], int) or spec["images"] < 0:
+        raise UserError(f"{p}: surrogate.images must be 0 (all the rest) or a positive integer, got {spec['images']!r}")
+    if "data.train_limit" not in fixed:
+        raise UserError(f"{p}: 'surrogate' trains on the training images the cells leave out: set fixed "
+                        "data.train_limit below the training split's size")
+    return spec
+
+
+def _defense_list(v: Any) -> list[str]:
+    return [str(x) for x in v] if isinstance(v, list) else ([] if v in (None, "") else [str(v)])
+
+
+def protect_config(study: Study, cell: Mapping[str, Any], surrogate: str | None = None) -> dict[str, Any]:
+    """What determines the protected data of a cell (cells sharing it share the cached output).
+
+    ``surrogate``: the study-trained surrogate's weights file, given to methods that take ``surrogate_weights``
+    unless the study names its own file."""
+    from ..protect.base import METHODS
+
     params = dict(study.methods[cell["method"]]) | {k.split(".", 1)[1]: v for k, v in cell.items()
                                                      if k.startswith("protect.")}
+    fields = {f.name for f in dataclasses.fields(METHODS.get(cell["method"]).Params)}
+    if surrogate and "surrogate_weights" in fields and not params.get("surrogate_weights"):
+        params |= {"surrogate_weights": surrogate, "surrogate": study.surrogate["model"]}
     return {"dataset": cell["dataset"], "source": study.datasets[cell["dataset"]], "method": cell["method"],
             "params": params, "seed": cell["seed"], "train_limit": cell.get("data.train_limit"),
             "size": cell.get("data.size")}
@@ -147,11 +200,63 @@ def source_subset(study: Study, cell: Mapping[str, Any], cache: Path) -> str:
         ds = load(src, size=cell.get("data.size"))
         idx = torch.cat([_limited(ds, s, tl if s == "train" else el, 0) for s in ds.split_names()])
         sub = ds.subset(idx)
-        sub = dataclasses.replace(sub, meta=dict(sub.meta) | {"format": "npz", "name": cell["dataset"]})
+        # a new archive of the subset: not laid out row by row like the source, so no source to copy keys from
+        meta = {k: v for k, v in sub.meta.items() if k != "source"} | {"format": "npz", "name": cell["dataset"]}
+        sub = dataclasses.replace(sub, meta=meta)
         with atomic_dir(folder) as tmp:
             save(sub, tmp)
     D.barrier()
     return str(next(folder.glob("*.npz")))
+
+
+def _tag(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def study_surrogate(study: Study, cell: Mapping[str, Any], cache: Path, device: str) -> str | None:
+    """The weights file of the cell's dataset's study surrogate, trained (once, all ranks) on the training images
+    that ``data.train_limit`` leaves out, with labels; None when the study has no ``surrogate`` section."""
+    if not study.surrogate:
+        return None
+    from ..data import load
+    from ..train.loop import Recipe, train_classifier
+
+    src, tl, size = study.datasets[cell["dataset"]], cell.get("data.train_limit"), cell.get("data.size")
+    path = cache / f"surrogate-{cell['dataset']}-{_tag([src, tl, size, study.surrogate])}.pt"
+    if not path.is_file():
+        ds = load(src, size=size)
+        train, used = ds.indices("train"), _limited(ds, "train", tl, 0)
+        rest = train[~torch.isin(train, used)]
+        if study.surrogate["images"]:
+            rest = rest[:study.surrogate["images"]]
+        if len(rest) < ds.num_classes:
+            raise UserError(f"surrogate: dataset '{cell['dataset']}' has {len(rest)} training images outside "
+                            f"data.train_limit={tl}; lower data.train_limit so the surrogate has images to learn from")
+        sub = ds.subset(rest)
+        spec = study.surrogate
+        recipe = Recipe(model=spec["model"], epochs=spec["epochs"], batch_size=spec["batch_size"], lr=float(spec["lr"]))
+        log(f"study surrogate for '{cell['dataset']}': {spec['model']} on {len(rest)} training images the cells "
+            "do not use")
+        model, _ = train_classifier(sub.images, sub.labels, sub.num_classes, recipe, device)
+        if D.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+            # which images it learnt from, so anyone can check it never saw a protected one
+            write_json(path.with_suffix(".json"), {"dataset": cell["dataset"], "source": src, "spec": spec,
+                                                   "train_rows": rest.tolist(), "cells_train_rows": used.tolist()})
+            os.replace(tmp, path)
+        D.barrier()
+    return str(path.resolve())  # UC opens it from wherever the cell runs
+
+
+def clean_baseline(cache: Path, src: str, recipe: Any, extra: Any) -> tuple[Path, dict[str, Any] | None]:
+    """Where the clean victim of (data, recipe and seed, ``extra``, world size) is cached, and its result if there."""
+    from dataclasses import asdict
+
+    path = cache / f"clean-{_tag([src, extra, asdict(recipe), D.world_size()])}.json"
+    D.barrier()  # every rank decides on the same files: all of them train the victim, or none does
+    return path, (json.loads(path.read_text()) if path.is_file() else None)
 
 
 def run_cell(study: Study, cell: Mapping[str, Any], cell_dir: Path, device: str) -> dict[str, Any]:
@@ -159,13 +264,14 @@ def run_cell(study: Study, cell: Mapping[str, Any], cell_dir: Path, device: str)
     from ..data import load
     from ..protect.keys import Key, save_key
     from ..protect.run import MANIFEST, load_output, protect_source
+    from ..train.defenses import parse_defenses
     from ..train.loop import Recipe
     from .evaluate import evaluate
 
     cache = study.out / "cache"
     src = source_subset(study, cell, cache)
-    pc = protect_config(study, cell) | {"source": src}
-    tag = hashlib.sha256(json.dumps(pc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    pc = protect_config(study, cell, study_surrogate(study, cell, cache, device)) | {"source": src}
+    tag = _tag(pc)
     pdir = cache / f"{cell['dataset']}-{cell['method']}-{tag}"
     if not (pdir / MANIFEST).is_file():
         kpath = cache / f"{pdir.name}.key"
@@ -176,10 +282,15 @@ def run_cell(study: Study, cell: Mapping[str, Any], cell_dir: Path, device: str)
                        force=True, device=device, size=cell.get("data.size"), quiet=not D.is_main(), resume=True)
     prot, manifest = load_output(pdir)
     clean = load(src, size=cell.get("data.size"))
-    rk = {k.split(".", 1)[1]: v for k, v in cell.items() if k.startswith("evaluate.")}
+    rk = {k.split(".", 1)[1]: v for k, v in cell.items() if k.startswith("evaluate.") and k != DEFENSE_KEY}
     recipe = Recipe(**({"seed": int(cell["seed"])} | rk))
     recipe.validate()
-    res = evaluate(prot, clean, recipe, device, work_dir=cell_dir)
+    defenses = parse_defenses(_defense_list(cell.get(DEFENSE_KEY)))
+    cpath, cached = clean_baseline(cache, src, recipe, [cell.get("data.size"), [d.spec for d in defenses]])
+    res = evaluate(prot, clean, recipe, device, work_dir=cell_dir, clean_result=cached, defenses=defenses)
+    res["clean_cached"] = cached is not None
+    if cached is None and D.is_main():
+        write_json(cpath, {"acc": res["clean_acc"], "curve": res["curves"]["clean"], "wall_s": res["wall_s"]["clean"]})
     res["protect"] = {"cache": pdir.name, "params": manifest["params"], "time_s": manifest["time_s"],
                       "fit_setup": (manifest.get("fit") or {}).get("generator", {}).get("setup")}
     for f in ("protected.ckpt", "clean.ckpt"):
@@ -224,10 +335,15 @@ def merge(study: Study) -> Path:
             valid, _ = baseline_valid(r["clean_acc"], r["chance_acc"])
             rows.append({"dataset": cell["dataset"], "method": cell["method"], "batch_size": bs,
                          "seed": cell["seed"], "clean_acc": r["clean_acc"], "protected_acc": r["protected_acc"],
+                         "chance_acc": r["chance_acc"],
                          "valid": "yes" if valid else "no",
                          # per-rank or global batch statistics matter to a batch-size study (issue 14)
                          "sync_bn": r.get("setup", {}).get("sync_bn", "off"),
-                         "precision": r.get("recipe", {}).get("precision", "fp32")}
+                         "precision": r.get("recipe", {}).get("precision", "fp32"),
+                         # the lr rule that goes with the batch size the figure plots: the perturbation learner's
+                         # when the protect batch is studied, else the victim's
+                         "lr_scaling": ((r.get("protect", {}).get("params") or {}) if "protect.batch_size" in cell
+                                        else r.get("recipe", {})).get("lr_scaling", "")}
                         | {k: cell[k] for k in keys if k not in ("dataset", "method", "seed")})
     cols = CSV_FIRST + [k for k in keys if k not in CSV_FIRST]
     buf = io.StringIO()

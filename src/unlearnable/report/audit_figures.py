@@ -115,39 +115,60 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], grid: Sequence[Sequence[fl
 
 
 def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
-    """One panel per dataset: protected (per method) and clean accuracy vs batch size, mean +- std over seeds.
+    """Protected accuracy vs batch size, one panel per method and one line per dataset (mean, with the min-max
+    spread over seeds shaded and every seed's value as a dot); each dataset's clean accuracy is a dashed line of
+    the same colour. The caption names the learning-rate scaling rule the cells used.
 
     Cells marked ``valid == "no"`` are left out (a victim that did not learn says nothing about protection) and
-    counted in the panel titles."""
+    counted in the caption."""
     plt = pyplot()
 
     invalid = sum(r.get("valid") == "no" for r in rows)
-    rows = [r for r in rows if r.get("valid") != "no"]
-    datasets = sorted({r["dataset"] for r in rows}) or ["(no valid cells)"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
-        sub = [r for r in rows if r["dataset"] == d and r["batch_size"] is not None]
-        for method in sorted({r["method"] for r in sub}):
-            for col, label in (("protected_acc", f"{method}: protected"), ("clean_acc", None)):
-                if col == "clean_acc" and method != sorted({r["method"] for r in sub})[0]:
-                    continue
-                xs = sorted({int(r["batch_size"]) for r in sub if r["method"] == method})
-                vals = [[r[col] for r in sub if r["method"] == method and int(r["batch_size"]) == x] for x in xs]
-                mean, std = np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
-                style = (dict(marker="o", color=color(method)) if col == "protected_acc"
-                         else dict(marker="s", linestyle="--", color=color("clean")))
-                ax.plot(xs, mean, label=label or "clean", **style)
-                ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=style.get("color"))
+    rows = [r for r in rows if r.get("valid") != "no" and r["batch_size"] is not None]
+    methods = sorted({r["method"] for r in rows}) or ["(no valid cells)"]
+    fig, axes = plt.subplots(1, len(methods), figsize=(6.2 * len(methods), 4.4), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        sub = [r for r in rows if r["method"] == method]
+        for d in sorted({r["dataset"] for r in sub}):
+            mine = [r for r in sub if r["dataset"] == d]
+            xs = sorted({int(r["batch_size"]) for r in mine})
+            prot = [[100 * r["protected_acc"] for r in mine if int(r["batch_size"]) == x] for x in xs]
+            clean = [[100 * r["clean_acc"] for r in mine if int(r["batch_size"]) == x] for x in xs]
+            c = color(d)
+            ax.plot(xs, [np.mean(v) for v in prot], marker="o", color=c, label=f"{d}: protected")
+            ax.fill_between(xs, [min(v) for v in prot], [max(v) for v in prot], alpha=0.18, color=c, lw=0)
+            for x, v in zip(xs, prot):
+                ax.scatter([x] * len(v), v, s=9, color=c, alpha=0.6, zorder=3)
+            ax.plot(xs, [np.mean(v) for v in clean], linestyle="--", marker="s", mfc="none", color=c, alpha=0.8,
+                    label=f"{d}: clean")
+            chance = {round(100 * float(r["chance_acc"]), 1) for r in mine if r.get("chance_acc")}
+            for ch in chance:
+                ax.axhline(ch, color=c, linestyle=":", lw=0.8, alpha=0.7)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("clean test accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_title(d + (f" ({invalid} invalid cell(s) not shown)" if invalid else ""), fontsize=9)
+        xs_all = sorted({int(r["batch_size"]) for r in sub})
+        if xs_all:
+            ax.set_xticks(xs_all, [str(x) for x in xs_all])
+        ax.set_xlabel(f"{method} batch size (global)")
+        ax.set_ylabel("victim accuracy on clean test images (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{method}: lower = more unlearnable", fontsize=9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+            ax.legend(fontsize=7, ncol=2)
+    rules = sorted({r.get("lr_scaling") or "" for r in rows} - {""})
+    seeds = sorted({str(r.get("seed")) for r in rows})
+    caption = (f"Solid: protected, mean over {len(seeds)} seed(s) (band: min-max; dots: each seed); dashed: clean; "
+               "dotted: chance. "
+               + (f"Learning rate scaled with the batch by the '{', '.join(rules)}' rule "
+                  f"({_RULES.get(rules[0], rules[0])}). " if len(rules) == 1 else
+                  (f"Learning-rate scaling rules: {', '.join(rules)}. " if rules else ""))
+               + (f"{invalid} invalid cell(s) (victim did not learn) not shown." if invalid else ""))
+    fig.text(0.01, 0.01, caption, fontsize=7, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+_RULES = {"none": "the same lr at every batch", "linear": "lr x batch/base", "sqrt": "lr x sqrt(batch/base)"}
