@@ -40,8 +40,8 @@ TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed", "surrogate")
 SURROGATE_KEYS = {"model": "smallcnn", "epochs": 3, "batch_size": 64, "lr": 0.05, "images": 0}
 DATA_KEYS = ("data.train_limit", "data.test_limit", "data.size")
 DEFENSE_KEY = "evaluate.defense"  # training-time augmentation/defence of both victims, e.g. "aug:4" (crop+flip)
-CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "chance_acc", "valid", "sync_bn", "precision",
-             "lr_scaling"]
+CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "chance_acc", "valid", "sync_bn",
+             "precision", "lr_scaling"]
 
 
 @dataclasses.dataclass(frozen=True)
