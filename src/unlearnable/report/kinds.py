@@ -131,7 +131,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def csv_table(rows: list[dict[str, str]], acc_cols: tuple[str, ...] = ("clean_acc", "protected_acc")) -> str:
+def csv_table(rows: list[dict[str, str]],
+              acc_cols: tuple[str, ...] = ("clean_acc", "protected_acc", "chance_acc")) -> str:
     """A results CSV as a Markdown table; accuracy columns as percentages."""
     if not rows:
         return "(no finished cells)"
@@ -147,10 +148,40 @@ def audit(folder: Path) -> list[str]:
             "", csv_table(rows), "", f"{len(rows)} cells, {bad} invalid (their clean victim did not beat chance).", ""]
 
 
+def sweep_summary(rows: list[dict[str, str]]) -> str:
+    """Per (dataset, method, batch size), over seeds: clean mean, protected mean +- std [min, max], and the drop.
+
+    Invalid cells (clean victim at chance) are left out of the means and counted."""
+    import statistics as st
+
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["method"], r.get("batch_size") or ""), []).append(r)
+
+    def order(k: tuple[str, str, str]) -> tuple[str, str, int]:
+        return k[0], k[1], int(k[2]) if k[2].isdigit() else -1
+    out = []
+    for key in sorted(groups, key=order):
+        g = [r for r in groups[key] if r.get("valid") != "no"]
+        prot = [100 * float(r["protected_acc"]) for r in g]
+        clean = [100 * float(r["clean_acc"]) for r in g]
+        sd = st.stdev(prot) if len(prot) > 1 else 0.0
+        out.append({"dataset": key[0], "method": key[1], "batch": key[2], "seeds": len(g),
+                    "invalid": len(groups[key]) - len(g),
+                    "clean %": f"{st.mean(clean):.1f}" if clean else "–",
+                    "protected %": f"{st.mean(prot):.1f} ± {sd:.1f} [{min(prot):.1f}, {max(prot):.1f}]" if prot
+                    else "–",
+                    "drop (points)": f"{st.mean(clean) - st.mean(prot):.1f}" if prot else "–"})
+    cols = ["dataset", "method", "batch", "seeds", "invalid", "clean %", "protected %", "drop (points)"]
+    return markdown_table(out, cols) if out else "(no finished cells)"
+
+
 @kind("sweep", lambda f: (f / "sweep.csv").is_file(), draw=draw_sweep)
 def sweep(folder: Path) -> list[str]:
     rows = read_csv(folder / "sweep.csv")
-    return ["One row per finished cell of the study.", "", csv_table(rows), ""]
+    summary = ["Over seeds (mean ± standard deviation [min, max]; invalid cells left out):", "",
+               sweep_summary(rows), ""] if any(r.get("seed") for r in rows) else []
+    return [*summary, "One row per finished cell of the study.", "", csv_table(rows), ""]
 
 
 # -------------------------------------------------------------------------------------------- segment and forget
