@@ -41,7 +41,7 @@ SURROGATE_KEYS = {"model": "smallcnn", "epochs": 3, "batch_size": 64, "lr": 0.05
 DATA_KEYS = ("data.train_limit", "data.test_limit", "data.size")
 DEFENSE_KEY = "evaluate.defense"  # training-time augmentation/defence of both victims, e.g. "aug:4" (crop+flip)
 CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "chance_acc", "valid", "sync_bn",
-             "precision", "lr_scaling"]
+             "precision", "lr_scaling", "cluster_purity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +324,16 @@ def status(study: Study) -> list[tuple[int, dict[str, Any], bool]]:
     return [(i, c, is_done(study.out / "cells" / cell_name(c, keys))) for i, c in enumerate(study.cells())]
 
 
+def _fit_field(study: Study, result: Mapping[str, Any], name: str) -> Any:
+    """A field of the protection's ``manifest.json → fit`` for a finished cell (None when absent)."""
+    cache = (result.get("protect") or {}).get("cache")
+    try:
+        manifest = json.loads((study.out / "cache" / cache / "manifest.json").read_text()) if cache else {}
+    except (OSError, ValueError):
+        return None
+    return (manifest.get("fit") or {}).get(name)
+
+
 def merge(study: Study) -> Path:
     """Write ``sweep.csv`` (one row per finished cell) and return its path; the report draws the figure from it."""
     keys = study.varied()
@@ -333,6 +343,7 @@ def merge(study: Study) -> Path:
             r = load_cell(study.out / "cells" / cell_name(cell, keys))
             bs = cell.get("protect.batch_size", cell.get("evaluate.batch_size"))
             valid, _ = baseline_valid(r["clean_acc"], r["chance_acc"])
+            purity = _fit_field(study, r, "cluster_purity")
             rows.append({"dataset": cell["dataset"], "method": cell["method"], "batch_size": bs,
                          "seed": cell["seed"], "clean_acc": r["clean_acc"], "protected_acc": r["protected_acc"],
                          "chance_acc": r["chance_acc"],
@@ -343,7 +354,9 @@ def merge(study: Study) -> Path:
                          # the lr rule that goes with the batch size the figure plots: the perturbation learner's
                          # when the protect batch is studied, else the victim's
                          "lr_scaling": ((r.get("protect", {}).get("params") or {}) if "protect.batch_size" in cell
-                                        else r.get("recipe", {})).get("lr_scaling", "")}
+                                        else r.get("recipe", {})).get("lr_scaling", ""),
+                         # UC: how well the key's clusters follow the labels (what the seed changes most)
+                         "cluster_purity": "" if purity is None else purity}
                         | {k: cell[k] for k in keys if k not in ("dataset", "method", "seed")})
     cols = CSV_FIRST + [k for k in keys if k not in CSV_FIRST]
     buf = io.StringIO()
