@@ -79,6 +79,23 @@ def test_kmeans_seeded_recovers_blobs() -> None:
     assert len(r1.assign.unique()) == 3
 
 
+def test_kmeans_restarts_keep_the_lowest_inertia() -> None:
+    # 8 blobs of uneven spread in 8-d, K=8: single k-means++ starts sometimes merge two blobs and split another
+    g = torch.Generator().manual_seed(1)
+    centers = torch.randn(8, 8, generator=g) * 4
+    x = torch.cat([c + torch.randn(40, 8, generator=g) * (0.5 + i / 4) for i, c in enumerate(centers)])
+    singles = [kmeans(x, 8, torch.Generator().manual_seed(s)) for s in range(12)]
+    assert len({round(r.inertia, 3) for r in singles}) > 1  # the starts do disagree here
+    first = kmeans(x, 8, torch.Generator().manual_seed(0))
+    best = kmeans(x, 8, torch.Generator().manual_seed(0), restarts=6)
+    assert len(best.inertias) == 6 and best.inertia == min(best.inertias) <= first.inertia
+    assert best.inertias[0] == first.inertia  # restart 0 is the single run: restarts=1 behaves as before
+    again = kmeans(x, 8, torch.Generator().manual_seed(0), restarts=6)
+    assert torch.equal(again.assign, best.assign)  # still deterministic for a key
+    recomputed = ((x - best.centers[best.assign]) ** 2).sum()
+    assert abs(float(recomputed) - best.inertia) < 1e-3 * best.inertia  # the kept assignment is the kept inertia
+
+
 def test_targets_are_a_derangement() -> None:
     for k in (2, 3, 10):
         t = _target_clusters(k, Key.from_seed(k))

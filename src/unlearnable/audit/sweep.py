@@ -262,6 +262,7 @@ def clean_baseline(cache: Path, src: str, recipe: Any, extra: Any) -> tuple[Path
 def run_cell(study: Study, cell: Mapping[str, Any], cell_dir: Path, device: str) -> dict[str, Any]:
     """Protect (or reuse the cached protection), then audit with a victim; returns the results dict."""
     from ..data import load
+    from ..protect.base import METHODS, make_params
     from ..protect.keys import Key, save_key
     from ..protect.run import MANIFEST, load_output, protect_source
     from ..train.defenses import parse_defenses
@@ -271,7 +272,10 @@ def run_cell(study: Study, cell: Mapping[str, Any], cell_dir: Path, device: str)
     cache = study.out / "cache"
     src = source_subset(study, cell, cache)
     pc = protect_config(study, cell, study_surrogate(study, cell, cache, device)) | {"source": src}
-    tag = _tag(pc)
+    # the cache is keyed by every parameter the method will use, defaults included: a changed default (a new
+    # release) never reuses an output made under the old one
+    tag = _tag(pc | {"resolved": dataclasses.asdict(make_params(METHODS.get(cell["method"]),
+                                                                {k: str(v) for k, v in pc["params"].items()}))})
     pdir = cache / f"{cell['dataset']}-{cell['method']}-{tag}"
     if not (pdir / MANIFEST).is_file():
         kpath = cache / f"{pdir.name}.key"

@@ -13,6 +13,7 @@ class KMeansResult:
     assign: torch.Tensor  # (N,) int64 cluster ids
     inertia: float  # sum of squared distances to the assigned centre
     iterations: int
+    inertias: tuple[float, ...] = ()  # every restart's inertia, in the order run (the kept one is the smallest)
 
 
 def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -42,8 +43,9 @@ def kmeans_pp_init(x: torch.Tensor, k: int, generator: torch.Generator) -> torch
 
 
 def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 100, tol: float = 1e-6,
-           chunk: int = 65536) -> KMeansResult:
-    """Lloyd's algorithm from a k-means++ start.
+           chunk: int = 65536, restarts: int = 1) -> KMeansResult:
+    """Lloyd's algorithm from ``restarts`` k-means++ starts drawn one after another from ``generator``; keeps the
+    run with the smallest inertia (the first on ties), so ``restarts=1`` is a single run.
 
     Args:
         x: features ``(N, D)`` on any device (float32 recommended).
@@ -51,12 +53,22 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 100
         generator: CPU generator for the seeding; the rest is deterministic.
         iters: maximum Lloyd iterations; stops early when the assignment no longer changes.
         chunk: rows per distance computation (memory bound on large N).
+        restarts: independent starts; the best by inertia is returned, with every start's inertia.
     Returns:
         Centres ``(K, D)``, assignments ``(N,)`` (on ``x``'s device), inertia and iterations run.
     """
     if not 1 <= k <= x.shape[0]:
         raise ValueError(f"k={k} must be between 1 and the number of samples ({x.shape[0]})")
-    x = x.float()
+    if restarts < 1:
+        raise ValueError(f"restarts={restarts} must be at least 1")
+    runs = [_lloyd(x.float(), k, generator, iters, tol, chunk) for _ in range(restarts)]
+    best = min(range(restarts), key=lambda i: runs[i].inertia)
+    return KMeansResult(runs[best].centers, runs[best].assign, runs[best].inertia, runs[best].iterations,
+                        tuple(r.inertia for r in runs))
+
+
+def _lloyd(x: torch.Tensor, k: int, generator: torch.Generator, iters: int, tol: float, chunk: int) -> KMeansResult:
+    """One k-means++ start and Lloyd iterations."""
     centers = kmeans_pp_init(x, k, generator)
     assign = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
     done = 0

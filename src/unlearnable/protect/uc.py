@@ -104,6 +104,9 @@ class UnlearnableClusters(Protection):
         gen_blocks: int = 2
         gen_scale: int = 4  # noise codes are (H/scale, W/scale), upsampled: smooth perturbations (see docs)
         kmeans_iters: int = 100
+        # K-means starts, the lowest inertia kept (label-free). Purer clusters protect more (docs/study.md), and on
+        # the benchmark sets inertia tracks purity: one start left some keys with clusters that merge two classes.
+        kmeans_restarts: int = 10
         # periodic: one (p, p) tile per cluster repeated over the image at a per-sample phase, which survives a
         # victim's random crops (measured in docs/methods.md); smooth: one (H, W) perturbation per cluster (before)
         shape: str = "periodic"
@@ -126,7 +129,7 @@ class UnlearnableClusters(Protection):
             if self.clusters < 2:
                 raise UserError(f"--clusters {self.clusters}: UC needs at least 2 clusters")
             for name in ("epochs", "batch_size", "surrogate_batch_size", "gen_width", "width", "kmeans_iters",
-                         "gen_scale"):
+                         "kmeans_restarts", "gen_scale"):
                 if getattr(self, name) < 1:
                     raise UserError(f"--param {name}={getattr(self, name)}: must be at least 1")
             if self.ssl_epochs < 0 or self.lr <= 0 or self.surrogate_lr <= 0 or self.temperature <= 0:
@@ -161,8 +164,11 @@ class UnlearnableClusters(Protection):
         if km_state is not None:
             centers, assign, inertia = km_state["centers"], km_state["assign"], km_state["inertia"]
         else:
-            km = kmeans(feats.to(self.device), p.clusters, key.generator("uc/kmeans"), iters=p.kmeans_iters)
+            km = kmeans(feats.to(self.device), p.clusters, key.generator("uc/kmeans"), iters=p.kmeans_iters,
+                        restarts=p.kmeans_restarts)
             centers, assign, inertia = km.centers.cpu(), km.assign.cpu(), km.inertia
+            log(f"uc: K-means kept the best of {p.kmeans_restarts} start(s): inertia {inertia:.4g} "
+                f"(worst {max(km.inertias):.4g})")
             if km_path is not None and D.is_main():
                 CK.save(km_path, {"centers": centers, "assign": assign, "inertia": inertia})
         sizes = torch.bincount(assign, minlength=p.clusters).tolist()
@@ -175,7 +181,8 @@ class UnlearnableClusters(Protection):
         tiles = out if self.periodic else None
         deltas = tile_at_phases(out, torch.zeros(len(out), 2, dtype=torch.long), data.size) if self.periodic else out
         # labels are read here only to report how well clusters match classes (never used by the fit)
-        report = {"surrogate": sur_report, "kmeans": {"inertia": inertia, "cluster_sizes": sizes},
+        report = {"surrogate": sur_report, "kmeans": {"inertia": inertia, "cluster_sizes": sizes,
+                                                     "restarts": p.kmeans_restarts},
                   "cluster_purity": cluster_purity(assign, data.labels), "shape": p.shape,
                   "period": int(tiles.shape[-1]) if tiles is not None else None,
                   "targets": _target_clusters(p.clusters, key).tolist(), "generator": history}

@@ -148,31 +148,35 @@ def audit(folder: Path) -> list[str]:
             "", csv_table(rows), "", f"{len(rows)} cells, {bad} invalid (their clean victim did not beat chance).", ""]
 
 
-def sweep_summary(rows: list[dict[str, str]]) -> str:
-    """Per (dataset, method, batch size), over seeds: clean mean, protected mean +- std [min, max], and the drop.
+_PER_CELL = {"seed", "clean_acc", "protected_acc", "chance_acc", "valid", "cluster_purity", "sync_bn", "precision",
+             "lr_scaling", "batch_size", "dataset", "method", "protect.batch_size"}
 
-    Invalid cells (clean victim at chance) are left out of the means and counted."""
+
+def sweep_summary(rows: list[dict[str, str]]) -> str:
+    """Per configuration (dataset, method, batch size and any other varied key), over seeds: clean mean,
+    protected mean +- std [min, max], and the drop. Invalid cells (clean victim at chance) are left out and counted."""
     import statistics as st
 
-    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    other = [k for k in (rows[0] if rows else {}) if k not in _PER_CELL]
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["method"], r.get("batch_size") or ""), []).append(r)
+        groups.setdefault((r["dataset"], r["method"], r.get("batch_size") or "", *(r[k] for k in other)), []).append(r)
 
-    def order(k: tuple[str, str, str]) -> tuple[str, str, int]:
-        return k[0], k[1], int(k[2]) if k[2].isdigit() else -1
+    def order(k: tuple[str, ...]) -> tuple:
+        return (k[0], k[1], int(k[2]) if k[2].isdigit() else -1, *k[3:])
     out = []
     for key in sorted(groups, key=order):
         g = [r for r in groups[key] if r.get("valid") != "no"]
         prot = [100 * float(r["protected_acc"]) for r in g]
         clean = [100 * float(r["clean_acc"]) for r in g]
         sd = st.stdev(prot) if len(prot) > 1 else 0.0
-        out.append({"dataset": key[0], "method": key[1], "batch": key[2], "seeds": len(g),
-                    "invalid": len(groups[key]) - len(g),
-                    "clean %": f"{st.mean(clean):.1f}" if clean else "–",
-                    "protected %": f"{st.mean(prot):.1f} ± {sd:.1f} [{min(prot):.1f}, {max(prot):.1f}]" if prot
-                    else "–",
-                    "drop (points)": f"{st.mean(clean) - st.mean(prot):.1f}" if prot else "–"})
-    cols = ["dataset", "method", "batch", "seeds", "invalid", "clean %", "protected %", "drop (points)"]
+        out.append({"dataset": key[0], "method": key[1], "batch": key[2]} | dict(zip(other, key[3:]))
+                   | {"seeds": len(g), "invalid": len(groups[key]) - len(g),
+                      "clean %": f"{st.mean(clean):.1f}" if clean else "–",
+                      "protected %": f"{st.mean(prot):.1f} ± {sd:.1f} [{min(prot):.1f}, {max(prot):.1f}]" if prot
+                      else "–",
+                      "drop (points)": f"{st.mean(clean) - st.mean(prot):.1f}" if prot else "–"})
+    cols = ["dataset", "method", "batch", *other, "seeds", "invalid", "clean %", "protected %", "drop (points)"]
     return markdown_table(out, cols) if out else "(no finished cells)"
 
 
