@@ -58,7 +58,8 @@ def test_sweep_runs_merges_resumes_and_shares_protection(tmp_path: Path) -> None
     assert all(0 <= float(g["clean_acc"]) <= 1 for g in got)
     assert (tmp_path / "partly" / "accuracy_vs_batch_size.png").stat().st_size > 1000
     report = (tmp_path / "partly" / "report.md").read_text()
-    assert "# Sweep report" in report and report.count("| tiny | uc | 4 | 0 |") == 2 and "accuracy_vs_batch_size" in report
+    assert "# Sweep report" in report and report.count("| tiny | uc | 4 | 0 |") == 2
+    assert "accuracy_vs_batch_size" in report
     protected = [p for p in (tmp_path / "partly" / "cache").iterdir() if p.name.startswith("tiny-uc-")]
     assert len([p for p in protected if p.is_dir()]) == 2  # 4 cells, 2 protect configs
     r = sweep(str(f), "--out", "whole", cwd=tmp_path)  # the same study in one go: the same final table
