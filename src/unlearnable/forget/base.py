@@ -226,6 +226,10 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     stopped_at = last.get("stopped_at")
     if stop_rule is not None:
         stop_rule.log[:] = last.get("stop_log", [])
+        if not stop_rule.log:  # the starting model's losses, timed like every check (a resumed run has them)
+            t0, c0 = time.perf_counter(), time.process_time()
+            stop_rule.begin(unwrap(ddp))
+            elapsed, cpu = elapsed + time.perf_counter() - t0, cpu + time.process_time() - c0
     if done:
         rng = CK.rng_state()  # replaying the finished horizons' evaluations must not shift what the next one draws
         for h in horizons[:done]:

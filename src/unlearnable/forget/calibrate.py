@@ -1,18 +1,27 @@
-"""The calibrated stop: end unlearning when the forget subjects look like held-out subjects to the model.
+"""The calibrated stop: end unlearning when the forget subjects look like subjects the model never saw.
 
 A model that never saw a subject gives it a loss drawn from the held-out subjects' distribution; one that remembers
-gives it a lower loss, one that over-forgets a higher one (and both stand out to a membership attack). Every
-``every`` steps (and after steps 1, 2, 4, 8, … below that, since an aggressive strategy can cross within its first
-steps) the rule computes each forget and held-out subject's mean voxel cross-entropy on a fixed central
-``patch``³ crop (one forward pass per subject, so a check costs about one training step per four subjects) and
-stops as soon as
+gives it a lower loss, one that over-forgets a higher one (and both stand out to a membership attack). Before the
+first step the rule measures each forget and held-out subject's mean voxel cross-entropy on a fixed central
+``patch``³ crop (one forward pass per subject, so a check costs about one training step per four subjects), and
+again every ``every`` steps (and after steps 1, 2, 4, 8, … below that, since an aggressive strategy can cross within
+its first steps). What it waits for depends on where the forget subjects start:
 
-    mean(forget loss) ≥ mean(held-out loss) − tolerance · spread(held-out loss)
+- **below the held-out band** (``mean(forget) < mean(held-out) − tolerance · spread``, spread = the held-out losses'
+  standard deviation, floored at 5% of their mean): they are remembered and comparable with the held-out subjects,
+  so the rule stops as soon as the forget mean enters the band from below — before it over-forgets;
+- **inside or above the band**: either there is nothing to forget (the forget subjects already look unseen) or they
+  are unlike every held-out subject (another contrast, other labels), so their loss level says nothing about whether
+  the model remembers them. The rule then watches the forget loss *move*: forgetting raises it, and once it is
+  forgotten it moves no more than the held-out subjects' does. It stops at the first check after the learning-rate
+  warm-up (``min_steps``; during the warm-up every loss barely moves) at which the forget mean rose over the last
+  two check intervals by at most ``plateau`` of itself or by the held-out mean's own movement, whichever is larger.
+  With nothing to forget that is the first check after the warm-up; with remembered outliers it is when their loss
+  has risen and levelled off. A strategy that pushes the forget subjects away (SalUn, SCRUB) keeps raising their
+  loss, so on such subjects the rule cannot tell forgetting from over-forgetting and stops it late.
 
-where spread is the held-out losses' standard deviation (floored at 5% of their mean so that near-identical
-held-out subjects still leave a band). The forget mean is then inside the held-out spread, approached from below,
-so the strategy stops before it over-forgets. Any strategy can use it (``forget --stop calibrated``); ``finetune``
-(the default strategy), SalUn and SCRUB use it by default (``--stop auto``, when the model holds out subjects).
+Any strategy can use it (``forget --stop calibrated``); ``finetune`` (the default strategy), SalUn and SCRUB use it
+by default (``--stop auto``, when the model holds out subjects).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .base import warmup_steps
 
 
 def central_crop(images: torch.Tensor, labels: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,24 +61,46 @@ def subject_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: s
 
 @dataclass
 class CalibratedStop:
-    """Stop when the forget subjects' mean loss reaches the held-out subjects' spread (module docstring)."""
+    """Stop when the forget subjects look unseen (module docstring); ``log`` holds every check, step 0 first."""
 
     forget: tuple[torch.Tensor, torch.Tensor]
     held: tuple[torch.Tensor, torch.Tensor]
     device: str = "cpu"
     every: int = 1
     tolerance: float = 1.0
+    min_steps: int = 1
+    plateau: float = 0.02
     name: str = "calibrated"
     log: list[dict[str, Any]] = field(default_factory=list)
 
-    def check(self, model: nn.Module, step: int) -> bool:
+    def measure(self, model: nn.Module, step: int) -> dict[str, Any]:
         lf = subject_losses(model, *self.forget, self.device)
         lh = subject_losses(model, *self.held, self.device)
         spread = max(float(lh.std()) if len(lh) > 1 else 0.0, 0.05 * float(lh.mean()))
         threshold = float(lh.mean()) - self.tolerance * spread
-        done = float(lf.mean()) >= threshold
-        self.log.append({"step": step, "forget_loss": float(lf.mean()), "held_loss": float(lh.mean()),
-                         "threshold": threshold, "stop": done})
+        return {"step": step, "forget_loss": float(lf.mean()), "held_loss": float(lh.mean()),
+                "threshold": threshold, "in_band": float(lf.mean()) >= threshold}
+
+    def begin(self, model: nn.Module) -> None:
+        """Measure the starting model (step 0) and pick the criterion; a resumed run keeps its logged start."""
+        if not self.log:
+            first = self.measure(model, 0)
+            first.update(stop=False, mode="plateau" if first["in_band"] else "band")
+            self.log.append(first)
+
+    def check(self, model: nn.Module, step: int) -> bool:
+        self.begin(model)  # a check without a start measures the model as it is now
+        # the plateau is judged over the last two check intervals: a single quiet interval can be a pause on the
+        # way up (seen on remembered outliers between two checks of a fine-tuning run)
+        mode, prev = self.log[0]["mode"], self.log[-2] if len(self.log) > 1 else self.log[0]
+        now = self.measure(model, step)
+        if mode == "band":
+            done = now["in_band"]
+        else:
+            rise = now["forget_loss"] - prev["forget_loss"]
+            allowance = max(self.plateau * prev["forget_loss"], abs(now["held_loss"] - prev["held_loss"]))
+            done = step >= self.min_steps and rise <= allowance
+        self.log.append({**now, "stop": done, "mode": mode})
         return done
 
 
@@ -87,4 +119,5 @@ def make_stop(strategy: Any, task: Any, total_steps: int) -> CalibratedStop | No
     # cost a fraction of the training they watch.
     every = max(1, total_steps // 12)
     return CalibratedStop(central_crop(task.forget_images, task.forget_labels, patch),
-                          central_crop(task.held_images, task.held_labels, patch), task.device, every)
+                          central_crop(task.held_images, task.held_labels, patch), task.device, every,
+                          min_steps=warmup_steps(total_steps))
