@@ -150,6 +150,12 @@ def sample_items(data: PatchData, step: int, batch: int, seed: int, forget_share
     return items
 
 
+def scheduled(done: int, every: int) -> bool:
+    """Whether a stop check is due after ``done`` steps: every ``every`` steps, and at the powers of two before
+    that (an aggressive strategy can cross the held-out spread within its first few steps)."""
+    return done % every == 0 or (done < every and done & (done - 1) == 0)
+
+
 def warmup_steps(total: int) -> int:
     """Steps over which the learning rate ramps up linearly: 10, or a quarter of a smaller budget."""
     return max(1, min(WARMUP, total // 4))
@@ -157,7 +163,7 @@ def warmup_steps(total: int) -> int:
 
 def train_steps(ddp: nn.Module, strategy: Strategy, data: PatchData, task: ForgetTask, start: int, stop: int,
                 opt: torch.optim.Optimizer, share: float, check: Callable[[nn.Module, int], bool] | None,
-                check_every: int, lr: float, warmup: int = 1) -> tuple[int, bool]:
+                check_every: int | Callable[[int], bool], lr: float, warmup: int = 1) -> tuple[int, bool]:
     """Take optimiser steps ``start .. stop-1`` on sampled batches; returns (steps done, stopped early).
 
     The learning rate ramps linearly from ``lr / warmup`` to ``lr`` over the first ``warmup`` steps (a function of
@@ -176,8 +182,7 @@ def train_steps(ddp: nn.Module, strategy: Strategy, data: PatchData, task: Forge
         strategy.after_backward(unwrap(ddp))
         opt.step()
         done = step + 1
-        # powers of two as well: an aggressive strategy can cross the held-out spread within the first few steps
-        due = done % check_every == 0 or (done < check_every and done & (done - 1) == 0)
+        due = check_every(done) if callable(check_every) else scheduled(done, check_every)
         if check is not None and due and check(unwrap(ddp), done):
             ddp.train()
             return done, True
@@ -248,7 +253,7 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
             start = target
         elif stopped_at is None and start < target:
             check = stop_rule.check if stop_rule is not None else None
-            every = stop_rule.every if stop_rule is not None else 1
+            every = stop_rule.due if stop_rule is not None else 1
             start, stopped = train_steps(ddp, strategy, data, task, start, target, opt, share, check, every,
                                          lr, warmup)
             stopped_at = start if stopped else None
