@@ -25,8 +25,8 @@ cross within its first steps). What it waits for depends on where the forget sub
   and the held-out mean: beyond that they would stand out as worse than unseen data. With nothing to forget such a
   strategy still over-forgets by up to that spread, where ``finetune`` stops after its warm-up.
 
-Any strategy can use it (``forget --stop calibrated``); ``finetune`` (the default strategy), SalUn and SCRUB use it
-by default (``--stop auto``, when the model holds out subjects).
+Any strategy can use it (``forget --stop calibrated``); ``max-loss`` (the default strategy), ``finetune``, SalUn and
+SCRUB use it by default (``--stop auto``, when the model holds out subjects).
 """
 
 from __future__ import annotations
