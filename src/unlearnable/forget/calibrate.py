@@ -97,6 +97,7 @@ class CalibratedStop:
             first = self.measure(model, 0)
             first.update(stop=False, mode="plateau" if first["in_band"] else "band")
             self.log.append(first)
+        self.next_at = self.log[-1].get("next_at")  # a resumed run keeps the extra check it had asked for
 
     def check(self, model: nn.Module, step: int) -> bool:
         self.begin(model)  # a check without a start measures the model as it is now
@@ -115,7 +116,7 @@ class CalibratedStop:
                 self.tolerance * now["spread"])
             # the brake: risen a spread above both where they started and the held-out mean, they would stand out
             # as worse than unseen data (a strategy that pushes them away gets here without levelling off)
-            ceiling = max(self.log[0]["forget_loss"], now["held_loss"]) + self.tolerance * now["spread"]
+            ceiling = max(start["forget_loss"], now["held_loss"]) + self.tolerance * now["spread"]
             done = (step >= self.min_steps and (not moved or rise <= allowance)) or now["forget_loss"] >= ceiling
         self.log.append({**now, "stop": done, "mode": mode})
         self.next_at = None
@@ -126,6 +127,7 @@ class CalibratedStop:
             # of them and over-forget. Checking again halfway to the predicted crossing closes in on it in a few
             # checks whatever the speed.
             self.next_at = step + max(1, int(0.5 * (now["threshold"] - now["forget_loss"]) / rate))
+        self.log[-1]["next_at"] = self.next_at
         return done
 
 
