@@ -28,6 +28,7 @@ from ..runtime import checkpoint as CK
 from ..runtime.distributed import barrier, is_main, per_rank_batch, rank, unwrap, wrap
 from ..runtime.loop import EpochLoop
 from ..segment.train import PatchData, SegConfig, crop_patches, make_optimizer, seg_loss, train_epochs
+from .calibrate import make_stop, scheduled
 
 STRATEGIES: Registry[type[Strategy]] = Registry("forgetting strategy")
 STOPS = ("auto", "none", "calibrated")
@@ -150,12 +151,6 @@ def sample_items(data: PatchData, step: int, batch: int, seed: int, forget_share
     return items
 
 
-def scheduled(done: int, every: int) -> bool:
-    """Whether a stop check is due after ``done`` steps: every ``every`` steps, and at the powers of two before
-    that (an aggressive strategy can cross the held-out spread within its first few steps)."""
-    return done % every == 0 or (done < every and done & (done - 1) == 0)
-
-
 def warmup_steps(total: int) -> int:
     """Steps over which the learning rate ramps up linearly: 10, or a quarter of a smaller budget."""
     return max(1, min(WARMUP, total // 4))
@@ -203,8 +198,6 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     """
     if strategy.run(trained, fresh, task, horizons, on_horizon, ckpt_dir):
         return
-    from .calibrate import make_stop
-
     model = fresh() if strategy.from_scratch else copy.deepcopy(unwrap(trained))
     model = strategy.prepare(model.to(task.device), task)
     lr = task.cfg.lr
@@ -212,8 +205,8 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     data = strategy.data(task)
     share = strategy.forget_share(task)
     ddp = wrap(model)
-    stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]))
     warmup = warmup_steps(task.step_budget(horizons[-1]))
+    stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]), warmup)
     spe = task.steps_per_epoch()
     # The one epoch loop (runtime/loop.py), one unit per horizon. Each horizon's weights and progress (steps, times,
     # stop, stop log) ride in the checkpoint, so a resumed run hands the finished horizons to ``on_horizon`` again

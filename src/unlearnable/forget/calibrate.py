@@ -39,7 +39,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import scheduled, warmup_steps
 
 
 def central_crop(images: torch.Tensor, labels: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +49,12 @@ def central_crop(images: torch.Tensor, labels: torch.Tensor, patch: int) -> tupl
         images, labels = F.pad(images, spec), F.pad(labels, spec)
     sl = tuple(slice((d - patch) // 2, (d - patch) // 2 + patch) for d in images.shape[2:])
     return images[(slice(None), slice(None), *sl)].float().div(255.0), labels[(slice(None), *sl)].long()
+
+
+def scheduled(done: int, every: int) -> bool:
+    """Whether a stop check is due after ``done`` steps: every ``every`` steps, and at the powers of two before
+    that (an aggressive strategy can cross the held-out spread within its first few steps)."""
+    return done % every == 0 or (done < every and done & (done - 1) == 0)
 
 
 @torch.no_grad()
@@ -131,8 +136,9 @@ class CalibratedStop:
         return done
 
 
-def make_stop(strategy: Any, task: Any, total_steps: int) -> CalibratedStop | None:
-    """The stop rule ``task.stop`` asks for (``auto``: the strategy's ``default_stop``), or None."""
+def make_stop(strategy: Any, task: Any, total_steps: int, min_steps: int = 1) -> CalibratedStop | None:
+    """The stop rule ``task.stop`` asks for (``auto``: the strategy's ``default_stop``), or None; ``min_steps`` is
+    the learning-rate warm-up, during which the second mode does not stop for a loss that has not moved."""
     mode = strategy.default_stop if task.stop == "auto" else task.stop
     no_held = task.held_images is None or len(task.held_images) == 0
     # auto is the strategy's preference, not the user's demand: a model that holds out nobody runs its full budget
@@ -147,4 +153,4 @@ def make_stop(strategy: Any, task: Any, total_steps: int) -> CalibratedStop | No
     every = max(1, total_steps // 6)
     return CalibratedStop(central_crop(task.forget_images, task.forget_labels, patch),
                           central_crop(task.held_images, task.held_labels, patch), task.device, every,
-                          min_steps=warmup_steps(total_steps))
+                          min_steps=min_steps)

@@ -12,8 +12,8 @@ Features of a subject under a model (forget/metrics.py ``evaluate``): mean voxel
   redrawn ``repeats`` times, each pair's outcome averaged over them. No subject that is scored was in the attack's
   training data, and no attack is fitted per scored subject (leave-one-out on the evaluated set), so a forget subject
   and an evaluation subject are exchangeable to the attack whenever the model treats them alike: a model that never
-  saw the forget subjects scores near 0.5. Redrawing the split averages out the luck of one split, which with a
-  handful of subjects per side otherwise decides the AUC (one bench run scored the retrained model 0.000).
+  saw the forget subjects scores near 0.5 on average. Redrawing the split averages out the luck of one split; the
+  luck of which few subjects are forgotten remains, and the bootstrap interval below shows it.
 
 For each attack the AUC of telling **forget** subjects from held-out subjects is reported (0.5: they look like
 data the model never saw; 1: they look like training data; 0: they stand out as *worse* than unseen data), with a
