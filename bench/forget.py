@@ -1,12 +1,16 @@
 """Benchmark: every unlearning strategy against ``retrain``, in one process, on synthetic brain-phantoms.
 
+The phantoms carry subject-specific label quirks (``--quirks`` spheres per subject, forget/quirks.py) so that the
+original model remembers what it trained on and a retrained one does not: without them every phantom is a
+deformation of one template and there is nothing to forget. ``original_test_dice_plain`` is the original model's
+test Dice on the same held-out phantoms without their quirks, i.e. on normal anatomy.
 Trains the original single model and a SISA ensemble (``--shards``) on the same subjects, then runs ``retrain`` (the
 reference, at the original's epochs) and every strategy at the same horizon, each scored on retain / forget /
 held-out subjects (Dice, MAE, membership attacks with bootstrap intervals) and timed (training wall time and
 optimiser steps). Prints the Markdown table of docs/unlearning.md, which strategy comes closest to ``retrain``,
 and writes the full results as JSON (``--json``)::
 
-    PYTHONPATH=src python bench/forget.py --n 24 --size 48 --epochs 30 --json forget-bench.json
+    PYTHONPATH=src python bench/forget.py --n 24 --size 48 --channels 3 --epochs 30 --json forget-bench.json
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from unlearnable.data.phantoms import brain_phantoms
 from unlearnable.data.subjects import split_by_id
 from unlearnable.forget import STRATEGIES, ForgetTask, run_strategy
 from unlearnable.forget.base import strategy_names
+from unlearnable.forget.metrics import evaluate
+from unlearnable.forget.quirks import add_quirks
 from unlearnable.forget.run import Plan, add_comparisons, score_model
 from unlearnable.models.seg3d import build_seg_model
 from unlearnable.report.forget_figures import results_table
@@ -49,6 +55,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=24, help="synthetic subjects (a quarter held out, --forget forgotten)")
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--forget", type=int, default=3, help="training subjects to forget")
+    ap.add_argument("--channels", type=int, default=3, help="phantom channels (T1, IR, FLAIR)")
+    ap.add_argument("--quirks", type=int, default=4, help="quirk spheres per subject (0: plain phantoms)")
     ap.add_argument("--epochs", type=int, default=30, help="epochs of the original training and of retrain")
     ap.add_argument("--model", default="resnet10")
     ap.add_argument("--width", type=int, default=8)
@@ -64,7 +72,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the full results here")
     args = ap.parse_args()
     dev = args.device
-    s = brain_phantoms(n=args.n, size=args.size)
+    plain = brain_phantoms(n=args.n, size=args.size, channels=args.channels)
+    s = add_quirks(plain, args.quirks) if args.quirks else plain
     s = s.with_splits(split_by_id(s.ids, 0.25, 0))
     train, test = s.select(s.ids_in("train")), s.select(s.ids_in("test"))
     forget_ids, retain_ids = list(train.ids[:args.forget]), list(train.ids[args.forget:])
@@ -77,6 +86,8 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     p = Plan(s, retain, forget, test, trained, {"arch": arch}, cfg, [], [args.epochs], {}, args.budget)
     before, before_mia = score_model(trained, p, dev)
+    test_plain = plain.select(s.ids_in("test"))
+    plain_dice = evaluate(trained, test_plain.images, test_plain.labels, s.scored, cfg.patch, dev)["dice"]
     results: dict[str, Any] = {"original": {**before, "mia_auc": before_mia["loss"]["auc"], "mia": before_mia},
                                "strategies": {}}
     work = Path(tempfile.mkdtemp(prefix="forget-bench-"))
@@ -119,7 +130,8 @@ def main() -> None:
                      if n not in ("retrain", "sisa")), key=lambda x: (-sum(x[1][0].values()), x[1][1]))
     out = {
         "benchmark": "forget", "reference": "retrain",
-        "data": f"brain-phantoms:n={args.n},size={args.size} (synthetic)", "device": dev,
+        "data": f"brain-phantoms:n={args.n},size={args.size},channels={args.channels} (synthetic), "
+                f"{args.quirks} quirks per subject", "device": dev, "original_test_dice_plain": plain_dice,
         "model": f"{args.model} width {args.width}, patch {args.patch}, lr {args.lr}", "epochs": args.epochs,
         "budget": args.budget, "retain": len(retain), "forget": len(forget), "test": len(test),
         "threads": torch.get_num_threads(), "machine": platform.machine(), "original_training_s": round(train_s, 1),

@@ -71,8 +71,9 @@ def retrain_dice(marked, trained) -> float:
 
 @pytest.mark.parametrize("name", ["finetune", "salun", "scrub"])
 def test_strategies_move_forget_dice_toward_retrain(name, marked, trained, retrain_dice) -> None:
-    """Over their whole budget (``--stop none``). The marked forget subjects are unlike every held-out subject, so
-    the calibrated stop, which compares them with held-out subjects, ends these runs at its first check (below)."""
+    """Over their whole budget (``--stop none``), and with their default calibrated stop, which must not end the run
+    while the marked subjects are still remembered: they are unlike every held-out subject, so their loss level
+    says nothing, and the rule waits for their loss to rise and level off."""
     images, labels, scored = marked
     before = evaluate(trained, images[FORGET], labels[FORGET], scored, CFG.patch)["dice"]
     assert before - retrain_dice > 0.1  # the set is built so that there is something to forget
@@ -80,7 +81,37 @@ def test_strategies_move_forget_dice_toward_retrain(name, marked, trained, retra
     assert abs(after - retrain_dice) < abs(before - retrain_dice) - 0.02, (before, after, retrain_dice)  # closer
     assert prog["steps"] == prog["budget_steps"] and prog["stop"] == "none"
     stopped, prog = _forget_dice(marked, name, trained)  # --stop auto is the calibrated stop for these three
-    assert prog["stop"] == "calibrated" and prog["stopped_at"] == 1 and abs(stopped - before) < 0.02
+    log = prog["stop_log"]
+    assert prog["stop"] == "calibrated" and log[0]["mode"] == "plateau", log[0]
+    assert 1 < prog["stopped_at"] < prog["budget_steps"], prog
+    assert log[-1]["forget_loss"] > log[0]["forget_loss"] + 0.05  # it stopped after the loss moved, not before
+    assert stopped < before - 0.1, (before, stopped)  # not while the subjects are still remembered
+    if name != "salun":  # SalUn crosses the brake within one check interval here and over-forgets
+        assert abs(stopped - retrain_dice) < 0.5 * abs(before - retrain_dice), (before, stopped, retrain_dice)
+
+
+def test_calibrated_stop_stops_at_once_when_there_is_nothing_to_forget() -> None:
+    """A model that never saw the "forget" subjects (trained on the retain subjects only): they already look like
+    held-out ones, so the stop ends the run at its first check after the warm-up, and their Dice moves no more than
+    the held-out subjects' does (this small model still improves a little on everyone)."""
+    s = brain_phantoms(n=8, size=16)
+    torch.manual_seed(0)
+    model = train_segmenter(s.images[RETAIN], s.labels[RETAIN], 4, CFG)[0]
+    task = ForgetTask(s.images[RETAIN], s.labels[RETAIN], s.images[FORGET], s.labels[FORGET], 4, CFG,
+                      held_images=s.images[HELD], held_labels=s.labels[HELD], budget=0.5)
+
+    def dice(m: torch.nn.Module) -> tuple[float, float]:
+        return tuple(evaluate(m, s.images[g], s.labels[g], list(s.scored), CFG.patch)["dice"] for g in (FORGET, HELD))
+
+    after: dict[str, tuple[float, float]] = {}
+    strategy = STRATEGIES.get("finetune")()
+    run_strategy(strategy, model, lambda: build_seg_model("resnet10", 1, 4, 4), task, [CFG.epochs],
+                 lambda h, m, t: after.__setitem__("d", dice(m)))
+    prog = strategy.progress[CFG.epochs]
+    first = min(e["step"] for e in prog["stop_log"] if e["step"] >= warmup_steps(prog["budget_steps"]))
+    assert prog["stop_log"][0]["mode"] == "plateau" and prog["stopped_at"] == first < prog["budget_steps"], prog
+    (f0, h0), (f1, h1) = dice(model), after["d"]
+    assert abs((f1 - f0) - (h1 - h0)) < 0.03, (f0, f1, h0, h1)
 
 
 def test_auto_stop_needs_held_out_subjects_only_when_asked(marked) -> None:
@@ -120,11 +151,12 @@ def test_calibrated_stop_stops(marked, trained) -> None:
     not; and a real run stops before its budget."""
     images, labels, _ = marked
     h = central_crop(images[HELD], labels[HELD], 16)
-    assert CalibratedStop(h, h).check(trained, 1)  # identical distributions: stop
+    assert CalibratedStop(h, h).check(trained, 1)  # identical distributions, a loss that does not move: stop
     # held-out subjects whose labels are rotated by one class have a loss far above the retain subjects'
     wrong = central_crop(images[HELD], (labels[HELD] + 1) % 4, 16)
     low = CalibratedStop(central_crop(images[RETAIN], labels[RETAIN], 16), wrong)
     assert not low.check(trained, 1) and low.log[-1]["forget_loss"] < low.log[-1]["threshold"]
+    assert low.log[0]["mode"] == "band"  # remembered and below the held-out band: wait for the band
     _, prog = _forget_dice(marked, "noisy-label", trained, budget=1.0, stop="calibrated")
     assert prog["stopped_at"] is not None and prog["steps"] < prog["budget_steps"]
     assert prog["stop_log"][-1]["stop"] and not any(e["stop"] for e in prog["stop_log"][:-1])

@@ -17,7 +17,7 @@ from .common import choices_help
 from .outputs import withhold
 
 SEG_MODEL_NAMES, STRATEGY_NAMES = SEG_MODELS.names(), STRATEGIES.names()
-DEFAULT_STRATEGY = "finetune"  # closest to retrain at 10% of its steps in bench/forget.py: docs/unlearning.md
+DEFAULT_STRATEGY = "max-loss"  # with its calibrated stop the closest to retrain in bench/forget.py: docs/unlearning.md
 
 segment_app = typer.Typer(help="Train 3D segmenters on subjects (MRBrainS18 folders, NIfTI CSVs, brain-phantoms).",
                           no_args_is_help=True)

@@ -28,6 +28,7 @@ from ..runtime import checkpoint as CK
 from ..runtime.distributed import barrier, is_main, per_rank_batch, rank, unwrap, wrap
 from ..runtime.loop import EpochLoop
 from ..segment.train import PatchData, SegConfig, crop_patches, make_optimizer, seg_loss, train_epochs
+from .calibrate import make_stop, scheduled
 
 STRATEGIES: Registry[type[Strategy]] = Registry("forgetting strategy")
 STOPS = ("auto", "none", "calibrated")
@@ -157,7 +158,7 @@ def warmup_steps(total: int) -> int:
 
 def train_steps(ddp: nn.Module, strategy: Strategy, data: PatchData, task: ForgetTask, start: int, stop: int,
                 opt: torch.optim.Optimizer, share: float, check: Callable[[nn.Module, int], bool] | None,
-                check_every: int, lr: float, warmup: int = 1) -> tuple[int, bool]:
+                check_every: int | Callable[[int], bool], lr: float, warmup: int = 1) -> tuple[int, bool]:
     """Take optimiser steps ``start .. stop-1`` on sampled batches; returns (steps done, stopped early).
 
     The learning rate ramps linearly from ``lr / warmup`` to ``lr`` over the first ``warmup`` steps (a function of
@@ -176,8 +177,7 @@ def train_steps(ddp: nn.Module, strategy: Strategy, data: PatchData, task: Forge
         strategy.after_backward(unwrap(ddp))
         opt.step()
         done = step + 1
-        # powers of two as well: an aggressive strategy can cross the held-out spread within the first few steps
-        due = done % check_every == 0 or (done < check_every and done & (done - 1) == 0)
+        due = check_every(done) if callable(check_every) else scheduled(done, check_every)
         if check is not None and due and check(unwrap(ddp), done):
             ddp.train()
             return done, True
@@ -198,8 +198,6 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     """
     if strategy.run(trained, fresh, task, horizons, on_horizon, ckpt_dir):
         return
-    from .calibrate import make_stop
-
     model = fresh() if strategy.from_scratch else copy.deepcopy(unwrap(trained))
     model = strategy.prepare(model.to(task.device), task)
     lr = task.cfg.lr
@@ -207,8 +205,8 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     data = strategy.data(task)
     share = strategy.forget_share(task)
     ddp = wrap(model)
-    stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]))
     warmup = warmup_steps(task.step_budget(horizons[-1]))
+    stop_rule = None if strategy.from_scratch else make_stop(strategy, task, task.step_budget(horizons[-1]), warmup)
     spe = task.steps_per_epoch()
     # The one epoch loop (runtime/loop.py), one unit per horizon. Each horizon's weights and progress (steps, times,
     # stop, stop log) ride in the checkpoint, so a resumed run hands the finished horizons to ``on_horizon`` again
@@ -226,6 +224,10 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
     stopped_at = last.get("stopped_at")
     if stop_rule is not None:
         stop_rule.log[:] = last.get("stop_log", [])
+        if not stop_rule.log:  # the starting model's losses, timed like every check (a resumed run has them)
+            t0, c0 = time.perf_counter(), time.process_time()
+            stop_rule.begin(unwrap(ddp))
+            elapsed, cpu = elapsed + time.perf_counter() - t0, cpu + time.process_time() - c0
     if done:
         rng = CK.rng_state()  # replaying the finished horizons' evaluations must not shift what the next one draws
         for h in horizons[:done]:
@@ -244,7 +246,7 @@ def run_strategy(strategy: Strategy, trained: nn.Module, fresh: Callable[[], nn.
             start = target
         elif stopped_at is None and start < target:
             check = stop_rule.check if stop_rule is not None else None
-            every = stop_rule.every if stop_rule is not None else 1
+            every = stop_rule.due if stop_rule is not None else 1
             start, stopped = train_steps(ddp, strategy, data, task, start, target, opt, share, check, every,
                                          lr, warmup)
             stopped_at = start if stopped else None
