@@ -240,7 +240,7 @@ def study_surrogate(study: Study, cell: Mapping[str, Any], cache: Path, device: 
         model, _ = train_classifier(sub.images, sub.labels, sub.num_classes, recipe, device)
         if D.is_main():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # array tasks may race to write it
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
             # which images it learnt from, so anyone can check it never saw a protected one
             write_json(path.with_suffix(".json"), {"dataset": cell["dataset"], "source": src, "spec": spec,
