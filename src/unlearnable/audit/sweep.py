@@ -192,7 +192,7 @@ def source_subset(study: Study, cell: Mapping[str, Any], cache: Path) -> str:
     tl, el = cell.get("data.train_limit"), cell.get("data.test_limit")
     if tl is None and el is None:
         return src
-    tag = hashlib.sha256(json.dumps([src, tl, el, cell.get("data.size")]).encode()).hexdigest()[:12]
+    tag = _tag([src, tl, el, cell.get("data.size")])
     folder = cache / f"data-{cell['dataset']}-{tag}"
     if D.is_main() and not folder.is_dir():
         from ..utils import atomic_dir
@@ -252,9 +252,7 @@ def study_surrogate(study: Study, cell: Mapping[str, Any], cache: Path, device: 
 
 def clean_baseline(cache: Path, src: str, recipe: Any, extra: Any) -> tuple[Path, dict[str, Any] | None]:
     """Where the clean victim of (data, recipe and seed, ``extra``, world size) is cached, and its result if there."""
-    from dataclasses import asdict
-
-    path = cache / f"clean-{_tag([src, extra, asdict(recipe), D.world_size()])}.json"
+    path = cache / f"clean-{_tag([src, extra, dataclasses.asdict(recipe), D.world_size()])}.json"
     D.barrier()  # every rank decides on the same files: all of them train the victim, or none does
     return path, (json.loads(path.read_text()) if path.is_file() else None)
 

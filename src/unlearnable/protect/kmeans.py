@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -61,10 +62,14 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 100
         raise ValueError(f"k={k} must be between 1 and the number of samples ({x.shape[0]})")
     if restarts < 1:
         raise ValueError(f"restarts={restarts} must be at least 1")
-    runs = [_lloyd(x.float(), k, generator, iters, tol, chunk) for _ in range(restarts)]
-    best = min(range(restarts), key=lambda i: runs[i].inertia)
-    return KMeansResult(runs[best].centers, runs[best].assign, runs[best].inertia, runs[best].iterations,
-                        tuple(r.inertia for r in runs))
+    x = x.float()
+    best, inertias = None, []
+    for _ in range(restarts):  # only the best run's assignment is kept: N values, not restarts x N
+        run = _lloyd(x, k, generator, iters, tol, chunk)
+        inertias.append(run.inertia)
+        if best is None or run.inertia < best.inertia:
+            best = run
+    return dataclasses.replace(best, inertias=tuple(inertias))
 
 
 def _lloyd(x: torch.Tensor, k: int, generator: torch.Generator, iters: int, tol: float, chunk: int) -> KMeansResult:
