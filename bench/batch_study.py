@@ -24,7 +24,7 @@ from collections import defaultdict
 def reading(rows: list[dict[str, str]]) -> dict[str, dict]:
     groups: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     clean: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    purity: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    purity: dict[tuple[str, str], list[tuple[str, float, float]]] = defaultdict(list)  # (seed, purity, protected)
     for r in rows:
         if r.get("valid") == "no" or not r.get("batch_size"):
             continue
@@ -32,7 +32,7 @@ def reading(rows: list[dict[str, str]]) -> dict[str, dict]:
         groups[key][int(r["batch_size"])][r["seed"]] = 100 * float(r["protected_acc"])
         clean[key][r["seed"]] = 100 * float(r["clean_acc"])
         if r.get("cluster_purity"):
-            purity[key].append((float(r["cluster_purity"]), 100 * float(r["protected_acc"])))
+            purity[key].append((r["seed"], float(r["cluster_purity"]), 100 * float(r["protected_acc"])))
     out = {}
     for (d, m), by_bs in sorted(groups.items()):
         sizes = sorted(by_bs)
@@ -48,8 +48,8 @@ def reading(rows: list[dict[str, str]]) -> dict[str, dict]:
         c = st.mean(clean[(d, m)].values())
         split = variance_split({b: {s: by_bs[b][s] for s in seeds} for b in sizes}, seeds) if seeds else {}
         pur = purity.get((d, m), [])
-        corr = (round(st.correlation([x for x, _ in pur], [y for _, y in pur]), 2)
-                if len({x for x, _ in pur}) > 1 else None)
+        corr = (round(st.correlation([x for _, x, _ in pur], [y for _, _, y in pur]), 2)
+                if len({x for _, x, _ in pur}) > 1 else None)
         out[f"{d}/{m}"] = {
             "clean_mean": round(c, 1),
             "protected_mean": {str(b): round(means[b], 1) for b in sizes},
@@ -63,7 +63,7 @@ def reading(rows: list[dict[str, str]]) -> dict[str, dict]:
             "best_vs_largest_per_seed": [round(x, 1) for x in d_hi],
             "variance_share": split,
             "purity_vs_protected_corr": corr,
-            "purity_per_seed": _purity_per_seed(rows, d, m),
+            "purity_per_seed": {s: round(x, 3) for s, x, _ in pur},
             "u_shape": u,
             "verdict": ("U shape: the minimum is inside the range and below both ends for every seed" if u else
                         "no U shape: " + ("the minimum is at an end of the range" if not interior else
@@ -83,11 +83,6 @@ def variance_split(table: dict[int, dict[str, float]], seeds: list[str]) -> dict
     ss_s = len(table) * sum((st.mean(table[b][s] for b in table) - grand) ** 2 for s in seeds)
     return {"batch": round(ss_b / total, 2), "seed": round(ss_s / total, 2),
             "rest": round(1 - (ss_b + ss_s) / total, 2)}
-
-
-def _purity_per_seed(rows: list[dict[str, str]], dataset: str, method: str) -> dict[str, float]:
-    return {r["seed"]: round(float(r["cluster_purity"]), 3) for r in rows
-            if r["dataset"] == dataset and r["method"] == method and r.get("cluster_purity")}
 
 
 def main() -> None:

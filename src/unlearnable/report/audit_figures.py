@@ -159,7 +159,7 @@ def plot_accuracy_vs_batch(rows: list[dict[str, Any]], path: Path) -> None:
     seeds = sorted({str(r.get("seed")) for r in rows})
     caption = (f"Solid: protected, mean over {len(seeds)} seed(s) (band: min-max; dots: each seed); dashed: clean; "
                "dotted: chance. "
-               + (f"Learning rate scaled with the batch by the '{', '.join(rules)}' rule "
+               + (f"Learning rate scaled with the batch by the '{rules[0]}' rule "
                   f"({_RULES.get(rules[0], rules[0])}). " if len(rules) == 1 else
                   (f"Learning-rate scaling rules: {', '.join(rules)}. " if rules else ""))
                + (f"{invalid} invalid cell(s) (victim did not learn) not shown." if invalid else ""))
