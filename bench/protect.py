@@ -53,26 +53,36 @@ def bench_size(n: int, size: int, device: str) -> dict:
 
 
 def _npz_source(tmp: Path, n: int) -> Path:
-    g = np.random.default_rng(0)
+    """A MedMNIST-style RGB archive (like PathMNIST: ``(N, 28, 28, 3)``) of real photograph crops: the codec's cost
+    depends on the content, and uniform noise (incompressible) or flat synthetic images would misstate it."""
+    from unlearnable.data.bench_sets import textures
+
+    images, labels, splits, _ = textures(n=n, test=n // 4, size=28, seed=0)
     arrays = {}
-    for s, m in (("train", n), ("test", n // 4)):
-        arrays[f"{s}_images"] = g.integers(0, 256, (m, 28, 28), dtype=np.uint8)
-        arrays[f"{s}_labels"] = g.integers(0, 10, (m, 1)).astype(np.uint8)
+    for s in ("train", "test"):
+        m = splits == s
+        arrays[f"{s}_images"] = images[m]
+        arrays[f"{s}_labels"] = labels[m].astype(np.uint8)[:, None]
     np.savez_compressed(tmp / "src.npz", **arrays)
     return tmp / "src.npz"
 
 
 def _png_source(tmp: Path, n: int, size: int = 224) -> Path:
+    """An image folder (``train``/``test`` x 10 classes) of ``size``-px crops of the ten benchmark photographs at a
+    256-px short side, each at a random position, mirrored or not."""
     from PIL import Image
 
+    from unlearnable.data.bench_sets import _photos
+
+    photos = [p.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy() for p in _photos()]
     g = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size] / size
     for i in range(n):
         d = tmp / "src" / ("test" if (i // 10) % 5 == 4 else "train") / f"c{i % 10}"
         d.mkdir(parents=True, exist_ok=True)
-        a, b = g.uniform(0.5, 6, 2)
-        img = np.stack([np.sin(a * xx + b * yy + k) for k in (0, 2, 4)], -1) * 90 + 128
-        Image.fromarray(np.clip(img + g.normal(0, 6, img.shape), 0, 255).astype(np.uint8)).save(d / f"{i:06d}.png")
+        ph = photos[i % 10]
+        y, x = (int(g.integers(0, ph.shape[k] - size + 1)) for k in (0, 1))
+        crop = ph[y:y + size, x:x + size]
+        Image.fromarray(np.ascontiguousarray(crop[:, ::-1] if g.random() < 0.5 else crop)).save(d / f"{i:06d}.png")
     return tmp / "src"
 
 

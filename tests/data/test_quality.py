@@ -75,3 +75,33 @@ def test_ssim_matches_scikit_image_gaussian_ssim(c, h, w):
         want = structural_similarity(x[i].numpy() / 255.0, y[i].numpy() / 255.0, data_range=1.0, channel_axis=0,
                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
         assert math.isclose(float(got[i]), want, abs_tol=2e-5), (i, float(got[i]), want)
+
+
+def test_ssim_on_a_sample_is_the_mean_over_the_sampled_images_and_the_distances_stay_exact():
+    from unlearnable.data.quality import PerturbationStats
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(0, 256, (10, 3, 24, 24), generator=g, dtype=torch.uint8)
+    b = (a.int() + torch.randint(-9, 10, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    b[4] = a[4]  # an unchanged image inside the sample: SSIM 1 without measuring
+    rows = torch.zeros(10, dtype=torch.bool)
+    rows[[0, 4, 7]] = True
+    acc = PerturbationStats()
+    acc.update(a, b, chunk=3, ssim_rows=rows)  # the sample spans chunks
+    got, whole = acc.result(), perturbation_stats(a, b)
+    assert got["ssim_images"] == 3 and whole["ssim_images"] == 10
+    want = (float(ssim(a[[0, 7]], b[[0, 7]]).sum()) + 1.0) / 3
+    assert math.isclose(got["ssim"], want, rel_tol=1e-6)
+    assert not math.isclose(got["ssim"], whole["ssim"], rel_tol=1e-4)  # it really is a different mean
+    for k in ("psnr_db", "linf_max", "linf_mean", "l2_mean", "changed_fraction"):
+        assert math.isclose(got[k], whole[k], rel_tol=1e-12), k
+
+
+def test_distances_of_large_images_match_float64_to_float32_precision():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(0, 256, (2, 3, 224, 224), generator=g, dtype=torch.uint8)
+    b = (a.int() + torch.randint(-8, 9, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    s = perturbation_stats(a, b)
+    assert math.isclose(s["psnr_db"], float(psnr(a, b).mean()), rel_tol=1e-6)
+    assert math.isclose(s["l2_mean"], float(l2(a, b).mean()), rel_tol=1e-6)
+    assert math.isclose(s["linf_max"], float(linf(a, b).max()), rel_tol=1e-12) and s["linf_max"] * 255 == 8

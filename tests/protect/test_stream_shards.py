@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import write_folder
+from unlearnable.data import quality
 from unlearnable.data.formats.images import ImageFormat
 from unlearnable.data.io import open_catalog
 from unlearnable.errors import UserError
@@ -58,6 +59,7 @@ def _as_rank(monkeypatch, rank: int, gathered: list) -> None:
 
 def test_two_ranks_write_their_shares_and_rank0_merges_as_one_process(tiles_job, tmp_path, monkeypatch):
     cat, args = tiles_job
+    monkeypatch.setattr(quality, "SSIM_SAMPLE", 3)  # SSIM on a sample: the same sample whoever writes the chunks
     assert cat.per_sample_files and len(list(cat.chunks(cat.order()))) == 7
     one = stream.stream_protect(cat, tmp_path / "one", *args)
     gathered: list = []
@@ -73,6 +75,30 @@ def test_two_ranks_write_their_shares_and_rank0_merges_as_one_process(tiles_job,
     assert tree(tmp_path / "two") == tree(tmp_path / "one")
     assert (two.files, two.metrics, two.source_sha256) == (one.files, one.metrics, one.source_sha256)
     assert list(two.files) == list(one.files)  # digests in the writer's order too (the manifest's key order)
+
+
+def test_ssim_is_measured_on_an_evenly_spread_sample_of_each_split(tiles_job, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    cat, args = tiles_job
+    monkeypatch.setattr(quality, "SSIM_SAMPLE", 3)
+    pick = stream.ssim_sample(cat)
+    chosen = {s: [i for i in cat.indices(s) if pick[i]] for s in cat.split_names()}
+    for s, idx in chosen.items():
+        every = cat.indices(s)
+        step = -(-len(every) // 3)
+        assert idx == every[::step] and 1 <= len(idx) <= 3, s
+    res = stream.stream_protect(cat, tmp_path / "out", *args)
+    train = res.metrics["train"]
+    assert train["ssim_images"] == len(chosen["train"]) < len(cat.indices("train"))
+    clean = cat.imageset(chosen["train"]).images
+    out = open_catalog(str(tmp_path / "out"))
+    by_id = {i: k for k, i in enumerate(out.ids)}
+    written = out.imageset([by_id[cat.ids[i]] for i in chosen["train"]]).images
+    want = float(quality.ssim(clean, written).mean())
+    assert abs(train["ssim"] - want) < 1e-6
+    assert not torch.equal(clean, written) and np.isfinite(train["psnr_db"])
 
 
 def test_an_error_on_another_rank_is_raised_on_rank0(tiles_job, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import quality as Q
 from ..data.formats.catalog import Catalog, Chunk, ordered_map
 from ..data.formats.images import ImageFormat, resize
 from ..data.quality import PerturbationStats
@@ -45,8 +46,19 @@ class PassResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def ssim_sample(cat: Catalog, per_split: int | None = None) -> np.ndarray:
+    """bool ``(len(cat),)``: the samples whose SSIM a pass measures, every ``ceil(n / per_split)``-th of each split
+    in the split's own order (its first sample always), so the choice depends on neither chunks nor ranks."""
+    per_split = per_split or Q.SSIM_SAMPLE
+    pick = np.zeros(len(cat), dtype=bool)
+    for s in cat.split_names():
+        idx = np.asarray(cat.indices(s), dtype=np.int64)
+        pick[idx[:: max(1, -(-len(idx) // per_split))]] = True
+    return pick
+
+
 def _measure(stats: dict[str, PerturbationStats], splits: list[str], clean: list[np.ndarray],
-             written: list[np.ndarray]) -> None:
+             written: list[np.ndarray], sampled: list[bool]) -> None:
     """Feed per-split accumulators, one batched call per (split, image size)."""
     groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
     for k, (s, a) in enumerate(zip(splits, clean)):
@@ -54,7 +66,8 @@ def _measure(stats: dict[str, PerturbationStats], splits: list[str], clean: list
     for (s, _), ks in groups.items():
         acc = stats.setdefault(s, PerturbationStats())
         acc.update(torch.from_numpy(np.stack([clean[k] for k in ks])),
-                   torch.from_numpy(np.stack([written[k] for k in ks])))
+                   torch.from_numpy(np.stack([written[k] for k in ks])),
+                   ssim_rows=torch.tensor([sampled[k] for k in ks]))
 
 
 def sharded(cat: Catalog) -> bool:
@@ -107,6 +120,7 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
             D.barrier()
     template = cat.imageset(size=(1, 1), pixels=False)  # labels, ids and splits without pixels
     copy_only = size is None and algo is not None
+    pick = ssim_sample(cat) if measure else None
 
     def process(load: Any) -> tuple[list[int], list[Any], dict[int, str], dict[str, PerturbationStats], int]:
         ch: Chunk = load()
@@ -133,7 +147,7 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
             written.append(back if back is not None else out[k])
         stats: dict[str, PerturbationStats] = {}
         if measure:
-            _measure(stats, [cat.splits[i] for i in ch.index], clean, written)
+            _measure(stats, [cat.splits[i] for i in ch.index], clean, written, [bool(pick[i]) for i in ch.index])
         return ch.index, payloads, hashes, stats, lossy
 
     stats: dict[str, PerturbationStats] = {s: PerturbationStats() for s in cat.split_names()}
