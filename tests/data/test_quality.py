@@ -89,9 +89,11 @@ def test_ssim_on_a_sample_is_the_mean_over_the_sampled_images_and_the_distances_
     acc = PerturbationStats()
     acc.update(a, b, chunk=3, ssim_rows=rows)  # the sample spans chunks
     got, whole = acc.result(), perturbation_stats(a, b)
-    assert got["ssim_images"] == 3 and whole["ssim_images"] == 10
-    want = (float(ssim(a[[0, 7]], b[[0, 7]]).sum()) + 1.0) / 3
-    assert math.isclose(got["ssim"], want, rel_tol=1e-6)
+    assert got["ssim_images"] == 3 and whole["ssim_images"] == 10 and whole["ssim_se"] == 0.0
+    vals = torch.cat([ssim(a[[0, 7]], b[[0, 7]]).double(), torch.ones(1, dtype=torch.float64)])
+    assert math.isclose(got["ssim"], float(vals.mean()), rel_tol=1e-6)
+    # the standard error of a sample of 3 from 10, without replacement
+    assert math.isclose(got["ssim_se"], float(vals.std() / math.sqrt(3) * math.sqrt(1 - 3 / 10)), rel_tol=1e-6)
     assert not math.isclose(got["ssim"], whole["ssim"], rel_tol=1e-4)  # it really is a different mean
     for k in ("psnr_db", "linf_max", "linf_mean", "l2_mean", "changed_fraction"):
         assert math.isclose(got[k], whole[k], rel_tol=1e-12), k

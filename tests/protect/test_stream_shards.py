@@ -59,7 +59,7 @@ def _as_rank(monkeypatch, rank: int, gathered: list) -> None:
 
 def test_two_ranks_write_their_shares_and_rank0_merges_as_one_process(tiles_job, tmp_path, monkeypatch):
     cat, args = tiles_job
-    monkeypatch.setattr(quality, "SSIM_SAMPLE", 3)  # SSIM on a sample: the same sample whoever writes the chunks
+    monkeypatch.setattr(quality, "SSIM_MIN", 2)  # SSIM on a sample: the same sample whoever writes the chunks
     assert cat.per_sample_files and len(list(cat.chunks(cat.order()))) == 7
     one = stream.stream_protect(cat, tmp_path / "one", *args)
     gathered: list = []
@@ -82,16 +82,18 @@ def test_ssim_is_measured_on_an_evenly_spread_sample_of_each_split(tiles_job, tm
     import torch
 
     cat, args = tiles_job
-    monkeypatch.setattr(quality, "SSIM_SAMPLE", 3)
+    monkeypatch.setattr(quality, "SSIM_MIN", 3)
+    monkeypatch.setattr(quality, "SSIM_EVERY", 4)
     pick = stream.ssim_sample(cat)
     chosen = {s: [i for i in cat.indices(s) if pick[i]] for s in cat.split_names()}
     for s, idx in chosen.items():
         every = cat.indices(s)
-        step = -(-len(every) // 3)
-        assert idx == every[::step] and 1 <= len(idx) <= 3, s
+        step = max(1, min(4, len(every) // 3))  # all up to 2 x 3, then at least 3 and at least one in 4
+        assert idx == every[::step] and len(idx) >= min(3, len(every)) and len(idx) >= len(every) / 4, s
     res = stream.stream_protect(cat, tmp_path / "out", *args)
     train = res.metrics["train"]
     assert train["ssim_images"] == len(chosen["train"]) < len(cat.indices("train"))
+    assert 0 < train["ssim_se"] < 0.1 and res.metrics["test"]["ssim_se"] == 0.0  # test: unprotected, SSIM 1
     clean = cat.imageset(chosen["train"]).images
     out = open_catalog(str(tmp_path / "out"))
     by_id = {i: k for k, i in enumerate(out.ids)}

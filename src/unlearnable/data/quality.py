@@ -41,10 +41,14 @@ def gaussian_1d(size: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
-#: Images per split whose SSIM a streamed pass measures (evenly spaced; every image of a smaller split). SSIM costs
-#: more CPU than the PNG codec at 224 px (docs/benchmarks.md); the mean of 256 images has a standard error of
-#: sd/16 (about 0.003 for the spread of SSIM over images we see), while PSNR and the distances stay exact.
-SSIM_SAMPLE = 256
+#: A streamed pass measures SSIM on every image of a split of up to ``2 * SSIM_MIN`` images, and above that on an
+#: evenly spaced sample of at least ``SSIM_MIN`` images and at least one in ``SSIM_EVERY``: SSIM costs about as much
+#: CPU as the PNG codec at 224 px (docs/benchmarks.md), so sampling bounds its share of the pass, while the sample
+#: still grows with the split. The manifest gives the sample size and the mean's standard error (``ssim_images``,
+#: ``ssim_se``); PSNR and the distances are always over every image.
+SSIM_EVERY = 16
+SSIM_MIN = 64
+
 
 #: Images at most this wide/high are filtered by two matrix products instead of grouped convolutions: measured
 #: 2.5x faster at 28 x 28 (BLAS on a few small matrices beats per-channel convolution set-up), slower at 224 x 224
@@ -115,14 +119,14 @@ class PerturbationStats:
     """Running PSNR/SSIM/L2/L-inf of ``protected - clean``, fed batch by batch (images of one size per call).
 
     PSNR, L2 and L-inf are exact over every image. SSIM, which costs more than the codec at 224 px, may be measured
-    on a subset (``ssim_rows``; a pass picks an evenly spread, fixed sample: :data:`SSIM_SAMPLE`); its mean is over
+    on a subset (``ssim_rows``; a pass picks an evenly spread, fixed sample: :data:`SSIM_EVERY`); its mean is over
     the ``ssim_n`` images it saw. Unchanged images have known values (PSNR inf, SSIM 1, distances 0) and cost
     nothing; accumulators from different batches merge with ``+=``, so a streamed pass measures as it writes.
     """
 
     def __init__(self) -> None:
         self.n = self.changed = self.finite = self.ssim_n = 0
-        self.psnr_sum = self.ssim_sum = self.linf_sum = self.l2_sum = self.linf_max = 0.0
+        self.psnr_sum = self.ssim_sum = self.ssim_sq = self.linf_sum = self.l2_sum = self.linf_max = 0.0
 
     def update(self, clean: torch.Tensor, protected: torch.Tensor, chunk: int = 0,
                ssim_rows: torch.Tensor | None = None) -> None:
@@ -150,7 +154,9 @@ class PerturbationStats:
             self.changed += k
             pick = sampled[s:e]
             self.ssim_n += int(pick.sum())
-            self.ssim_sum += int((pick & ~moved).sum())  # unchanged images in the sample: SSIM exactly 1
+            same = int((pick & ~moved).sum())  # unchanged images in the sample: SSIM exactly 1
+            self.ssim_sum += same
+            self.ssim_sq += same
             if k == 0:
                 continue
             sq_m = sq[moved]
@@ -160,17 +166,29 @@ class PerturbationStats:
             self.linf_max = max(self.linf_max, float(li.max() / 255.0))
             self.l2_sum += float(np.sqrt(sq_m).sum() / 255.0)
             rows = pick & moved
-            if rows.all():  # the usual case for a protected split: a slice is a view, an index would copy
-                self.ssim_sum += float(ssim(clean[s:e], protected[s:e]).double().sum())
-            elif rows.any():
-                i = torch.from_numpy(np.flatnonzero(rows) + s)
-                self.ssim_sum += float(ssim(clean[i], protected[i]).double().sum())
+            if rows.any():
+                if rows.all():  # the usual case for a protected split: a slice is a view, an index would copy
+                    v = ssim(clean[s:e], protected[s:e]).double()
+                else:
+                    i = torch.from_numpy(np.flatnonzero(rows) + s)
+                    v = ssim(clean[i], protected[i]).double()
+                self.ssim_sum += float(v.sum())
+                self.ssim_sq += float(v.square().sum())
 
     def __iadd__(self, other: PerturbationStats) -> PerturbationStats:
-        for k in ("n", "changed", "finite", "ssim_n", "psnr_sum", "ssim_sum", "linf_sum", "l2_sum"):
+        for k in ("n", "changed", "finite", "ssim_n", "psnr_sum", "ssim_sum", "ssim_sq", "linf_sum", "l2_sum"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.linf_max = max(self.linf_max, other.linf_max)
         return self
+
+    def ssim_se(self) -> float:
+        """Standard error of the SSIM mean as an estimate of the mean over all ``n`` images: 0 when every image was
+        measured (sample variance with the finite-population correction for a sample drawn without replacement)."""
+        k = self.ssim_n
+        if k < 2 or k >= self.n:
+            return 0.0
+        var = max(0.0, (self.ssim_sq - self.ssim_sum**2 / k) / (k - 1))
+        return math.sqrt(var / k * (1 - k / self.n))
 
     def result(self) -> dict[str, float | str | None]:
         """Means over all images (SSIM: over the ``ssim_images`` measured); ``psnr_db`` is the mean over changed
@@ -178,12 +196,13 @@ class PerturbationStats:
         and strict JSON has no Infinity."""
         unchanged = {"psnr_db": None, "psnr_note": "null: no image changed (PSNR of identical images is infinite)"}
         if self.n == 0:
-            return {**unchanged, "ssim": 1.0, "ssim_images": 0, "linf_max": 0.0, "linf_mean": 0.0, "l2_mean": 0.0,
-                    "changed_fraction": 0.0}
+            return {**unchanged, "ssim": 1.0, "ssim_images": 0, "ssim_se": 0.0, "linf_max": 0.0, "linf_mean": 0.0,
+                    "l2_mean": 0.0, "changed_fraction": 0.0}
         return {
             **({"psnr_db": self.psnr_sum / self.finite} if self.finite else unchanged),
             "ssim": self.ssim_sum / self.ssim_n if self.ssim_n else 1.0,
             "ssim_images": self.ssim_n,
+            "ssim_se": self.ssim_se(),
             "linf_max": self.linf_max,
             "linf_mean": self.linf_sum / self.n,
             "l2_mean": self.l2_sum / self.n,

@@ -42,14 +42,18 @@ def convolve_classwise(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
     per_sample = weight[labels].reshape(b * c, 1, k, k)  # (B*C, 1, k, k): one group per (image, channel)
     xf = x.reshape(1, b * c, h, w)
     if xf.device.type == "cpu" and h * w > 64 * 64:
-        # Large planes: the grouped convolution runs 2-5x faster channels-last on CPU (measured at 224 x 224, 1-4
-        # images; slower at 28 x 28), docs/benchmarks.md.
-        xf = xf.contiguous(memory_format=torch.channels_last)
-    xf = xf.float().div_(255.0)
+        # Large planes: the grouped convolution runs 2-7x faster channels-last on CPU (measured at 224 x 224, 1-4
+        # images; slower at 28 x 28), docs/benchmarks.md. Copied into a fresh buffer: a decoded image stacked by
+        # numpy is channels-last already, but with a batch stride that sends oneDNN down its slow path (2.9 ms
+        # against 0.4 ms per 224 x 224 image).
+        xf = torch.empty(xf.shape, device=xf.device, memory_format=torch.channels_last).copy_(xf).div_(255.0)
+    else:
+        xf = xf.float().div_(255.0)
     y = F.conv2d(xf, per_sample, padding=k // 2, groups=b * c).reshape(b, c, h, w)
     peak = y.amax(dim=(1, 2, 3), keepdim=True).clamp_min_(1e-12)  # per-image max normalisation (paper's code)
-    # in place, in the convolution's own layout: only the uint8 result is made contiguous (a quarter of the bytes)
-    return y.div_(peak).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).contiguous()
+    # in place, in the convolution's own layout (channels-last for large planes, which is also the layout the
+    # image codecs read and write: the pixels are never transposed on their way to the file)
+    return y.div_(peak).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def convolve_per_image(images: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -46,14 +46,14 @@ class PassResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def ssim_sample(cat: Catalog, per_split: int | None = None) -> np.ndarray:
-    """bool ``(len(cat),)``: the samples whose SSIM a pass measures, every ``ceil(n / per_split)``-th of each split
-    in the split's own order (its first sample always), so the choice depends on neither chunks nor ranks."""
-    per_split = per_split or Q.SSIM_SAMPLE
+def ssim_sample(cat: Catalog) -> np.ndarray:
+    """bool ``(len(cat),)``: the samples whose SSIM a pass measures. Per split, in the split's own order: every one
+    up to ``2 * SSIM_MIN`` samples, else every ``min(SSIM_EVERY, n // SSIM_MIN)``-th from the first, so the choice
+    depends on neither chunks nor ranks (:mod:`unlearnable.data.quality`)."""
     pick = np.zeros(len(cat), dtype=bool)
     for s in cat.split_names():
         idx = np.asarray(cat.indices(s), dtype=np.int64)
-        pick[idx[:: max(1, -(-len(idx) // per_split))]] = True
+        pick[idx[:: max(1, min(Q.SSIM_EVERY, len(idx) // Q.SSIM_MIN))]] = True
     return pick
 
 

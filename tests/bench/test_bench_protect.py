@@ -1,0 +1,28 @@
+"""bench/protect.py runs end to end on tiny file sets and reports medians of interleaved pairs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "protect.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_protect", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("kind,n", [("npz28", 80), ("png224", 12)])
+def test_file_runs_report_ratios_of_interleaved_pairs(bench, kind, n):
+    r = bench.bench_files(kind, n, "cpu", repeat=2)
+    assert r["pairs"] == 2 and len(r["ratio_pairs"]) == 2
+    assert r["images"] == (n + n // 4 if kind == "npz28" else n)
+    lo, hi = sorted(r["ratio_pairs"])
+    assert lo <= round(r["ratio_protect_over_plain"], 3) <= hi  # the median of two pairs lies between them
+    assert r["plain_read_write_s"] > 0 and r["protect_s"] > 0 and r["ratio_cpu"] > 0
