@@ -107,3 +107,17 @@ def test_distances_of_large_images_match_float64_to_float32_precision():
     assert math.isclose(s["psnr_db"], float(psnr(a, b).mean()), rel_tol=1e-6)
     assert math.isclose(s["l2_mean"], float(l2(a, b).mean()), rel_tol=1e-6)
     assert math.isclose(s["linf_max"], float(linf(a, b).max()), rel_tol=1e-12) and s["linf_max"] * 255 == 8
+
+
+def test_distances_do_not_depend_on_the_memory_layout_of_either_batch():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 256, (3, 3, 20, 20), generator=g, dtype=torch.uint8)
+    b = (a.int() + torch.randint(-5, 6, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    b[1, 2, 3, 4] = 255 - a[1, 2, 3, 4]  # one large change, so L-inf depends on pairing the right pixels
+    want = perturbation_stats(a.contiguous(), b.contiguous())
+    cl = torch.channels_last
+    for x, y in ((a.contiguous(memory_format=cl), b), (a, b.contiguous(memory_format=cl)),
+                 (a.contiguous(memory_format=cl), b.contiguous(memory_format=cl))):
+        got = perturbation_stats(x, y)
+        for k in ("psnr_db", "linf_max", "l2_mean", "ssim"):
+            assert math.isclose(got[k], want[k], rel_tol=1e-6), k

@@ -115,6 +115,15 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
     return num.div_(den).mean(dim=(1, 2, 3))
 
 
+def _rows(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Both batches as ``(N, C*H*W)`` arrays with their pixels in one order: the memory order of ``a`` where it is
+    channels-last (decoded images stacked by numpy are), so that flattening is a view instead of a copy."""
+    n = len(a)
+    if not a.is_contiguous() and a.dim() == 4 and a.permute(0, 2, 3, 1).is_contiguous():
+        a, b = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)  # the same order for both, whatever b's layout
+    return a.reshape(n, -1).numpy(), b.reshape(n, -1).numpy()
+
+
 class PerturbationStats:
     """Running PSNR/SSIM/L2/L-inf of ``protected - clean``, fed batch by batch (images of one size per call).
 
@@ -139,8 +148,7 @@ class PerturbationStats:
             return
         chunk = chunk or max(1, (1 << 18) // max(1, clean[0].numel()))
         sampled = np.ones(n, dtype=bool) if ssim_rows is None else np.asarray(ssim_rows, dtype=bool)
-        flat_a = clean.reshape(n, -1).numpy()
-        flat_b = protected.reshape(n, -1).numpy()
+        flat_a, flat_b = _rows(clean, protected)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             # One pass for PSNR, L-inf, L2 and "did it change": the difference in float32 (exact for grey levels),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data.imageset import ImageSet, to_uint8
+from ..data.imageset import ImageSet, levels_to_uint8, to_uint8
 from ..errors import UserError
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
@@ -53,7 +53,7 @@ def convolve_classwise(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
     peak = y.amax(dim=(1, 2, 3), keepdim=True).clamp_min_(1e-12)  # per-image max normalisation (paper's code)
     # in place, in the convolution's own layout (channels-last for large planes, which is also the layout the
     # image codecs read and write: the pixels are never transposed on their way to the file)
-    return y.div_(peak).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return levels_to_uint8(y.div_(peak).mul_(255.0).round_().clamp_(0, 255))
 
 
 def convolve_per_image(images: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
