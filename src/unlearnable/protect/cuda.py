@@ -46,7 +46,7 @@ def convolve_classwise(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
         # images; slower at 28 x 28), docs/benchmarks.md. Copied into a fresh buffer: a decoded image stacked by
         # numpy is channels-last already, but with a batch stride that sends oneDNN down its slow path (2.9 ms
         # against 0.4 ms per 224 x 224 image).
-        xf = torch.empty(xf.shape, device=xf.device, memory_format=torch.channels_last).copy_(xf).div_(255.0)
+        xf = torch.div(xf, 255.0, out=torch.empty(xf.shape, device=xf.device, memory_format=torch.channels_last))
     else:
         xf = xf.float().div_(255.0)
     y = F.conv2d(xf, per_sample, padding=k // 2, groups=b * c).reshape(b, c, h, w)
