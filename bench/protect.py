@@ -150,6 +150,7 @@ def bench_files(kind: str, n: int, device: str, repeat: int = 3) -> dict:
                 "protect_s": t_protect, "protect_img_s": total / t_protect,
                 "ratio_protect_over_plain": t_protect / t_plain,
                 "ratio_pairs": [round(r[1][0] / r[0][0], 3) for r in runs],
+                "plain_runs_s": [round(r[0][0], 3) for r in runs], "protect_runs_s": [round(r[1][0], 3) for r in runs],
                 "ratio_pairs_median": med([r[1][0] / r[0][0] for r in runs]),
                 "plain_cpu_s": c_plain, "protect_cpu_s": c_protect, "ratio_cpu": c_protect / c_plain,
                 "ratio_cpu_pairs_median": med([r[1][1] / r[0][1] for r in runs]),
