@@ -63,14 +63,17 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        if os.environ.get(CRASH_LOG_ENV):
+            # logged before the rename: a kill between the two then over-counts by one, so the test's next kill
+            # point is always reached; logged after it, a kill in between under-counted, and a test asking the
+            # resumed run to die writing its last checkpoint saw it finish instead
+            with open(os.environ[CRASH_LOG_ENV], "a") as log:
+                log.write(f"{path}\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    if os.environ.get(CRASH_LOG_ENV):
-        with open(os.environ[CRASH_LOG_ENV], "a") as log:
-            log.write(f"{path}\n")
     if crash[:2] == ("after", _saves[0]):
         timer = threading.Timer(crash[2], os.kill, (os.getpid(), signal.SIGKILL))
         timer.daemon = True  # a run that ends first exits normally (the test sees it was not killed)
