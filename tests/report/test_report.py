@@ -183,3 +183,14 @@ def test_audit_and_sweep_figures_are_drawn_by_the_report_from_their_results_file
     assert "| d | uc | 4 | 2 | 1 | 85.0 | 40.0 ± 14.1 [30.0, 50.0] | 45.0 |" in md, md
     assert "| d | uc | 8 | 1 | 0 | 70.0 | 40.0 ± 0.0 [40.0, 40.0] | 30.0 |" in md
     assert_self_contained(sweep, 1)
+
+
+def test_quality_table_gives_the_standard_error_of_a_sampled_ssim():
+    from unlearnable.report.kinds import quality_table
+
+    base = {"psnr_db": 33.0, "linf_max": 8 / 255, "linf_mean": 8 / 255, "l2_mean": 1.0, "changed_fraction": 1.0}
+    text = quality_table({"train": {**base, "ssim": 0.8931, "ssim_images": 250, "ssim_se": 0.0042},
+                          "test": {**base, "ssim": 0.9, "ssim_images": 40, "ssim_se": 0.0}})
+    train, test = (line for line in text.splitlines() if line.startswith(("| train", "| test")))
+    assert "0.893 ± 0.004 (250 images)" in train
+    assert "0.9000" in test and "±" not in test
