@@ -90,15 +90,12 @@ def _png_source(tmp: Path, n: int, size: int = 224) -> Path:
     return tmp / "src"
 
 
-def timed_cpu(fn, repeat: int) -> tuple[float, float]:
-    """(best wall seconds, CPU seconds of all threads in that run): on a shared machine the CPU time is the steadier
+def timed_cpu(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all threads) of one run: on a shared machine the CPU time is the steadier
     measure of the work done, the wall time depends on what else runs."""
-    best = (float("inf"), float("inf"))
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        best = min(best, (time.perf_counter() - t, time.process_time() - c))
-    return best
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def bench_files(kind: str, n: int, device: str, repeat: int = 3) -> dict:
@@ -135,16 +132,15 @@ def bench_files(kind: str, n: int, device: str, repeat: int = 3) -> dict:
         runs: list[tuple[tuple[float, float], ...]] = []
         spec = None
         for _ in range(repeat):
-            p_ = timed_cpu(lambda: plain(src), 1)
-            q_ = timed_cpu(protect, 1)
+            p_ = timed_cpu(lambda: plain(src))
+            q_ = timed_cpu(protect)
             if spec is None:
                 spec = json.loads((tmp / "out" / "manifest.json").read_text())["load"]
-            o_ = timed_cpu(lambda sp=spec: plain(tmp / "out" / sp["data"], sp["format"]), 1)
+            o_ = timed_cpu(lambda sp=spec: plain(tmp / "out" / sp["data"], sp["format"]))
             runs.append((p_, q_, o_))
         med = statistics.median
-        t_plain, c_plain = min(r[0][0] for r in runs), min(r[0][1] for r in runs)
-        t_protect, c_protect = min(r[1][0] for r in runs), min(r[1][1] for r in runs)
-        t_out, c_out = min(r[2][0] for r in runs), min(r[2][1] for r in runs)
+        (t_plain, c_plain), (t_protect, c_protect), (t_out, c_out) = (
+            (min(r[j][0] for r in runs), min(r[j][1] for r in runs)) for j in range(3))  # best wall, best CPU
         total = len(open_catalog(src))
         return {"source": kind, "images": total, "pairs": repeat, "plain_read_write_s": t_plain,
                 "protect_s": t_protect, "protect_img_s": total / t_protect,

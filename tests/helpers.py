@@ -3,6 +3,7 @@ runner, a two-process torchrun launcher and folder listings."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -15,6 +16,16 @@ import torch
 from PIL import Image
 
 from unlearnable.data import ImageSet
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str):
+    """The benchmark script ``bench/<name>.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH_DIR / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def make_images(n: int, c: int, size: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "batch_study.py"
-spec = importlib.util.spec_from_file_location("bench_batch_study", BENCH)
-batch_study = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(batch_study)
+batch_study = load_bench("batch_study")
 
 
 def rows(dataset: str, acc: dict[int, list[float]]) -> list[dict[str, str]]:

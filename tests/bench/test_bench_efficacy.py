@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import load_bench
 from unlearnable.errors import UserError
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "efficacy.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_efficacy", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("efficacy")
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ equality of the sharded EM noise pass and of an audit cell."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import torchrun, torchrun_status
+from helpers import BENCH_DIR, load_bench, torchrun, torchrun_status
 from unlearnable.errors import UserError
 from unlearnable.protect.base import METHODS
 from unlearnable.protect.keys import Key
@@ -21,7 +20,7 @@ from unlearnable.runtime import distributed as D
 from unlearnable.runtime.precision import Accel, autocast, input_grad
 from unlearnable.train.loop import Recipe, train_classifier
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
+BENCH = BENCH_DIR / "gpu.py"
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -29,9 +28,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_bench_gpu_quick_runs_on_cpu(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("gpu")
     out = tmp_path / "gpu.json"
     monkeypatch.setattr(sys, "argv", ["gpu.py", "--device", "cpu", "--quick", "--out", str(out)])
     mod.main()
