@@ -138,7 +138,7 @@ class PerturbationStats:
         self.psnr_sum = self.ssim_sum = self.ssim_sq = self.linf_sum = self.l2_sum = self.linf_max = 0.0
 
     def update(self, clean: torch.Tensor, protected: torch.Tensor, chunk: int = 0,
-               ssim_rows: torch.Tensor | None = None) -> None:
+               ssim_rows: np.ndarray | torch.Tensor | None = None) -> None:
         """Add uint8 batches ``(N, C, H, W)``, measured ``chunk`` images at a time (0: about 256 K values, which
         keeps SSIM's moment maps in cache: the fastest of 1..16 images measured at 28, 128 and 224 px).
         ``ssim_rows``: bool ``(N,)``, the images whose SSIM is measured (``None``: all of them)."""

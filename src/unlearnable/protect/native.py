@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.formats.images import resize
-from ..data.imageset import ImageSet
+from ..data.imageset import ImageSet, levels_to_uint8
 from .base import Protection, add_within_linf, eps_levels
 
 #: Working size when the images to protect differ in size and no ``--size`` is given (the Pets/Flowers studies').
@@ -65,7 +65,7 @@ def apply_native(algo: Protection, pert: object, batch: ImageSet, hw: tuple[int,
         out = add_within_linf(native, up / 255.0, eps)
         assert int((out.int() - native.int()).abs().max()) <= eps_levels(eps)
         return out
-    return (native.float() + up).round_().clamp_(0, 255).to(torch.uint8)
+    return levels_to_uint8((native.float() + up).round_().clamp_(0, 255))
 
 
 def apply_arrays(algo: Protection, pert: object, arrays: list[np.ndarray], template: ImageSet,

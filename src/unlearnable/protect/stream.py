@@ -69,7 +69,7 @@ def _measure(stats: dict[str, PerturbationStats], splits: list[str], clean: list
         acc = stats.setdefault(s, PerturbationStats())
         acc.update(torch.from_numpy(np.stack([clean[k] for k in ks])),
                    torch.from_numpy(np.stack([written[k] for k in ks])),
-                   ssim_rows=torch.tensor([sampled[k] for k in ks]))
+                   ssim_rows=np.array([sampled[k] for k in ks], dtype=bool))
 
 
 @contextlib.contextmanager

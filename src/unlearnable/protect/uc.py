@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..data.imageset import ImageSet
+from ..data.imageset import ImageSet, levels_to_uint8
 from ..errors import UserError
 from ..log import log
 from ..models import MODELS
@@ -340,7 +340,7 @@ class UnlearnableClusters(Protection):
             delta = perturbation.deltas[rows]
         if self.params.norm == "linf":
             return add_within_linf(data.images, delta, self.params.eps)
-        return (data.images.float() + delta * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return levels_to_uint8((data.images.float() + delta * 255.0).round_().clamp_(0, 255))
 
 
 class _Standardised(torch.nn.Module):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..data.imageset import levels_to_uint8
 from ..errors import UserError
 from ..models.seg3d import SEG_MODELS, build_seg_model
 from ..runtime import checkpoint as CK
@@ -49,7 +50,7 @@ class SurrogateParams:
 
 def perturbed(images: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """uint8 volumes ``(N, C, D, H, W)`` plus ``delta`` (model units), rounded to grey levels as they are stored."""
-    return (images.float() + delta.mul(255.0).round()).clamp_(0, 255).to(torch.uint8)
+    return levels_to_uint8((images.float() + delta.mul(255.0).round()).clamp_(0, 255))
 
 
 def patch_grid(shape: tuple[int, ...], patch: int) -> Iterator[tuple[slice, ...]]:

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.imageset import levels_to_uint8
 from ..errors import UserError
 from ..params import coerce  # the same string -> typed value rules as --param
 from ..perturbation import project, random_crop_flip, step
@@ -141,7 +142,7 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:
         return images.clone()
     w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    y = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    y = levels_to_uint8((images.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255))
     return y.expand_as(images).contiguous()
 
 
@@ -208,7 +209,7 @@ class GaussianBlur(Defense):
         # 20 on 28-pixel images is not (bench/library_ops.py).
         x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
         x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-        return x.round().clamp(0, 255).to(torch.uint8)
+        return levels_to_uint8(x.round_().clamp_(0, 255))
 
 
 # ---------------------------------------------------------------------------------------------- batch hooks
