@@ -9,6 +9,7 @@ victim recipes long enough to converge on clean data (``VICTIMS``). A machine wi
     python bench/efficacy_sweep.py export DATA_DIR
     python bench/efficacy_sweep.py run --data DATA_DIR --grid gpu1 --workers 8 --budget-s 330 --out rows.jsonl
     python bench/efficacy_sweep.py table rows.jsonl          # Markdown, one row per job
+    python bench/efficacy_sweep.py cue DATA_DIR              # accuracy from per-image colour statistics alone
 
 Jobs are ordered most important first; a job still queued when ``--budget-s`` runs out is skipped (the JSON lines
 say which ran). Each job: the protection is fitted with key ``7 + seed`` on the training split (ids ``000000``..),
@@ -31,7 +32,9 @@ import torch
 
 DATASETS = ("mni-tissue", "textures", "mnist5k")
 VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
-           "resnet18": {"epochs": 40, "batch_size": 64, "lr": 0.05}}
+           "resnet18": {"epochs": 40, "batch_size": 64, "lr": 0.05},
+           # the victim of `make demo` and `protect --verify`: 8 epochs, crop (pad 4) + flip on every dataset
+           "smallcnn8": {"model": "smallcnn", "epochs": 8, "batch_size": 64, "lr": 0.05, "aug": "aug"}}
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
@@ -65,7 +68,15 @@ def grid(name: str) -> list[tuple[str, str, str, int]]:
                  (f"adv,eps={E16}", 0), (f"adv,eps={E4}", 0), ("adv,augment=0", 0)]
         return [(d, "resnet18", s + (",flip=false" if d == "mnist5k" and "augment=0" not in s else ""), seed)
                 for s, seed in specs for d in DATASETS]
-    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2, gpu3, gpu4)")
+    if name == "levels":
+        # CPU-sized: tiles with each class's tile mean spread apart (the default) against i.i.d. signs (the earlier
+        # draw), several keys each, small CNN only
+        seeds = {"mni-tissue": 5, "mnist5k": 4, "textures": 2}
+        return [(d, "smallcnn", s, seed) for d in DATASETS for seed in range(seeds[d])
+                for s in ("tiles", "tiles,levels=random")]
+    if name == "levels-demo":  # the same comparison with the demo's 8-epoch victim on the digits
+        return [("mnist5k", "smallcnn8", s, seed) for seed in range(6) for s in ("tiles", "tiles,levels=random")]
+    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2, gpu3, gpu4, levels, levels-demo)")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -94,7 +105,7 @@ def _load(data_dir: str, name: str):
 
 
 def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: torch.Tensor, recipe,
-                      key_seed: int, device: str = "cpu"):
+                      key_seed: int, device: str = "cpu", aug: str | None = None):
     """Fit ``spec`` (``"clean"``: nothing) on ``tr`` with key ``key_seed``, then train ``recipe``'s victim from
     scratch on the result with the benchmark's augmentation for dataset ``name``, scored on the clean test split.
 
@@ -114,9 +125,9 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
         pert = algo.fit(tr, Key.from_seed(key_seed))
         imgs = algo.apply(tr, pert)
     fit_s = time.time() - t
-    aug = parse_defense(AUG.get(name, "aug:4")).hook(tr.num_classes)
+    hook = parse_defense(aug or AUG.get(name, "aug:4")).hook(tr.num_classes)
     _, h = train_classifier(imgs, tr.labels, tr.num_classes, recipe, device=device,
-                            eval_sets={"test": (te_im, te_lab)}, hooks=[aug])
+                            eval_sets={"test": (te_im, te_lab)}, hooks=[hook])
     return imgs, pert, h, fit_s
 
 
@@ -128,8 +139,10 @@ def run_job(job: tuple[str, str, str, int], data_dir: str, device: str, cache: d
         cache[name] = _load(data_dir, name)
     tr, te_im, te_lab = cache[name]
     t = time.time()
-    imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, Recipe(model=victim, seed=seed,
-                                          **VICTIMS[victim]), 7 + seed, device)
+    kw = dict(VICTIMS[victim])
+    aug, model = kw.pop("aug", None), kw.pop("model", victim)
+    imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, Recipe(model=model, seed=seed, **kw),
+                                          7 + seed, device, aug)
     chance = float(torch.bincount(te_lab).max()) / len(te_lab)
     return {"data": name, "victim": victim, "spec": spec, "seed": seed, "chance": round(chance, 4),
             "test": round(h.epochs[-1]["test_acc"], 4), "best_test": round(max(e["test_acc"] for e in h.epochs), 4),
@@ -138,8 +151,8 @@ def run_job(job: tuple[str, str, str, int], data_dir: str, device: str, cache: d
             "fit_s": round(fit_s, 1), "train_s": round(time.time() - t - fit_s, 1)}
 
 
-def _worker(q, out_path: str, deadline: float, wid: int, data_dir: str, device: str) -> None:
-    torch.set_num_threads(2)
+def _worker(q, out_path: str, deadline: float, wid: int, data_dir: str, device: str, threads: int = 2) -> None:
+    torch.set_num_threads(threads)
     cache: dict = {}
     while time.time() < deadline:
         try:
@@ -164,7 +177,8 @@ def run(a: argparse.Namespace) -> None:
     for j in jobs:
         q.put(j)
     deadline = time.time() + a.budget_s
-    procs = [ctx.Process(target=_worker, args=(q, a.out, deadline, i, a.data, a.device)) for i in range(a.workers)]
+    procs = [ctx.Process(target=_worker, args=(q, a.out, deadline, i, a.data, a.device, a.threads))
+             for i in range(a.workers)]
     for p in procs:
         p.start()
     for p in procs:
@@ -189,6 +203,41 @@ def table(path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cue(data_dir: str, names: tuple[str, ...] = DATASETS) -> list[dict[str, Any]]:
+    """How far each dataset's classes can be told apart from global statistics alone: a logistic regression on
+    every image's per-channel mean and standard deviation, trained on the training split and scored on the clean
+    test split; then trained on images whose class's mean is moved by ``eps`` per channel *away* from the nearest
+    other class's mean (so that clean test images sit towards it), the most an L-inf shift of that size does to
+    this cue. A victim that learns the cue keeps at least this accuracy whatever pattern a shortcut adds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def stats(x: torch.Tensor):
+        x = x.float() / 255
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1).numpy()
+
+    rows = []
+    for name in names:
+        tr, te_im, te_lab = _load(data_dir, name)
+        x, y, k = tr.images.float() / 255, tr.labels, tr.num_classes
+        means = torch.stack([x[y == c].mean((0, 2, 3)) for c in range(k)])
+        nearest = (torch.cdist(means, means) + 9 * torch.eye(k)).argmin(1)
+
+        def score(train: torch.Tensor, y: torch.Tensor, te_im: torch.Tensor, te_lab: torch.Tensor) -> float:
+            m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+            m.fit(stats(train), y.numpy())
+            return round(float(m.score(stats(te_im), te_lab.numpy())), 4)
+
+        row: dict[str, Any] = {"data": name, "clean": score(tr.images, y, te_im, te_lab)}
+        for e in (8, 16):
+            away = torch.sign(means - means[nearest])[y][:, :, None, None] * e
+            row[f"shift_{e}"] = score((tr.images.float() + away).clamp(0, 255), y, te_im, te_lab)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,14 +247,18 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--grid", default="gpu1")
     r.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     r.add_argument("--budget-s", type=float, default=330.0)
+    r.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     r.add_argument("--out", required=True)
     sub.add_parser("table").add_argument("rows")
+    sub.add_parser("cue", help="accuracy from per-image colour/brightness statistics alone").add_argument("data")
     a = ap.parse_args(argv)
     if a.cmd == "export":
         export(a.dir)
     elif a.cmd == "run":
         run(a)
+    elif a.cmd == "cue":
+        cue(a.data)
     else:
         print(table(a.rows), end="")
 

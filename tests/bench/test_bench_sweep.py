@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from unlearnable.protect import METHODS
 
@@ -14,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import efficacy_sweep as S  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["gpu1", "gpu2"])
+@pytest.mark.parametrize("name", ["gpu1", "gpu2", "gpu3", "gpu4", "levels", "levels-demo"])
 def test_grid_specs_are_valid(name):
     jobs = S.grid(name)
     assert len(set(jobs)) == len(jobs)
@@ -32,3 +33,26 @@ def test_table_skips_failed_jobs(tmp_path):
     rows.write_text(json.dumps(ok) + "\n" + json.dumps({"job": ["x"], "error": "boom"}) + "\n")
     text = S.table(str(rows))
     assert "| textures | smallcnn | `tiles` | 44.4 | 56.8 | 100.0 | 30.2 | 0 |" in text and "boom" not in text
+
+
+def test_cue_reads_brightness_and_not_patterns(tmp_path):
+    """``cue`` scores what per-image statistics alone tell: classes that differ in brightness are read perfectly
+    (and a shift of 8/255 does not hide it); classes that differ only in where their pixels sit are not."""
+    g = torch.Generator().manual_seed(0)
+
+    def save(name, images, labels):
+        n = len(labels) // 2
+        split = {"tr": (images[:n], labels[:n], ["a", "b"]), "te": (images[n:], labels[n:])}
+        torch.save(split, tmp_path / f"{name}.pt")
+
+    labels = torch.arange(200) % 2
+    bright = (60 + 120 * labels[:, None, None, None] + torch.randint(0, 20, (200, 1, 8, 8), generator=g))
+    save("bright", bright.to(torch.uint8), labels)
+    # same pixel values, placed by class: a left-half blob or a right-half blob of equal brightness
+    placed = torch.randint(0, 40, (200, 1, 8, 8), generator=g)
+    for i, y in enumerate(labels.tolist()):
+        placed[i, :, :, 4 * y:4 * y + 4] += 150
+    save("placed", placed.to(torch.uint8), labels)
+    rows = {r["data"]: r for r in S.cue(str(tmp_path), ("bright", "placed"))}
+    assert rows["bright"]["clean"] == 1.0 and rows["bright"]["shift_8"] == 1.0
+    assert rows["placed"]["clean"] < 0.7

@@ -9,13 +9,14 @@ from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
 from unlearnable.protect.ar import generate, matched_response
-from unlearnable.protect.tiles import _variants
+from unlearnable.protect.tiles import _variants, draw_tiles, spread_levels
 
 
 def _flat(n: int = 24, c: int = 3, size: int = 16, classes: int = 4, value: int = 128) -> ImageSet:
     img = torch.full((n, c, size, size), value, dtype=torch.uint8)
     labels = torch.arange(n) % classes
-    return ImageSet(img, labels, tuple(f"s{i}" for i in range(n)), ("train",) * n, tuple("abcdefghij"[:classes]))
+    names = tuple("abcdefghij"[:classes]) if classes <= 10 else tuple(f"c{k}" for k in range(classes))
+    return ImageSet(img, labels, tuple(f"s{i}" for i in range(n)), ("train",) * n, names)
 
 
 def _run(method: str, data: ImageSet, seed: int = 1, **params) -> tuple[torch.Tensor, object]:
@@ -53,6 +54,42 @@ def test_tiles_apply_at_any_size_and_reject_bad_params():
         METHODS.get("tiles")(period=1)
     with pytest.raises(UserError, match="maximum"):
         METHODS.get("tiles")(eps=64 / 255)
+
+
+@pytest.mark.parametrize(("classes", "channels", "period"), [(10, 1, 4), (4, 1, 4), (2, 1, 4), (10, 3, 2),
+                                                            (27, 3, 2)])
+def test_tiles_spread_each_class_mean_apart(classes, channels, period):
+    """The default draw gives every class its own tile mean (the count of + signs per channel), as far apart as the
+    levels allow; an image of a class then differs from every other class's by its mean alone."""
+    data = _flat(n=2 * classes, c=channels, size=8, classes=classes)
+    tiles = _run("tiles", data, period=period)[1].tiles
+    n = period * period
+    counts = (tiles > 0).flatten(2).sum(2)  # (K, C)
+    assert counts.min() >= 1 and counts.max() <= n - 1  # no channel is a constant (a bare brightness change)
+    assert len({tuple(c) for c in counts.tolist()}) == classes  # one level per class
+    if channels == 1:  # evenly spread over 1..n-1, extremes included
+        assert sorted(counts.flatten().tolist()) == torch.linspace(1, n - 1, classes).round().long().tolist()
+    gaps = torch.cdist(counts.float(), counts.float()) + 99 * torch.eye(classes)
+    assert gaps.min() >= (1 if classes > 8 else 2)
+
+
+def test_tiles_levels_fall_back_to_distinct_patterns_and_validate():
+    # more classes than levels: shared levels still give tiles that no shift or mirror makes equal
+    g = torch.Generator().manual_seed(3)
+    tiles = draw_tiles(40, 1, 4, g)
+    for i in range(40):
+        bank = _variants(tiles[i])
+        for j in range(40):
+            if i != j:
+                assert (bank @ tiles[j].flatten()).max() < tiles[j].numel()
+    lv = spread_levels(5, 3, 4, torch.Generator().manual_seed(0))
+    assert lv.shape == (5, 3) and len({tuple(x) for x in lv.tolist()}) == 5
+    # the earlier i.i.d. draw stays reachable, and differs from the default
+    data = _flat(n=20, c=1, size=8, classes=10)
+    a, b = _run("tiles", data)[1].tiles, _run("tiles", data, levels="random")[1].tiles
+    assert not torch.equal(a, b)
+    with pytest.raises(UserError, match="levels=flat"):
+        METHODS.get("tiles")(levels="flat")
 
 
 def test_ar_noise_is_the_class_process_and_budgeted():

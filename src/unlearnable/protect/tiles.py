@@ -42,22 +42,66 @@ def _variants(t: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator, candidates: int = 64) -> torch.Tensor:
+def spread_levels(num_classes: int, channels: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """``(K, C)`` counts of ``+1`` signs per channel (in ``1..n-1`` for a tile of ``n`` pixels), spread as far apart as
+    the grid allows: evenly for one channel (in an order drawn from ``g``), by greedy farthest-point sampling over
+    a grid of at most 4,096 colour levels for several.
+
+    A tile's count sets its mean, ``eps * (2 * count / n - 1)``: a class-wise brightness (or colour) offset that a
+    victim reads with one global average, the easiest part of the shortcut. Left to chance most classes share a
+    mean near 0; spread, every class owns its own level (measured in docs/methods.md)."""
+    if channels == 1:
+        return torch.linspace(1, n - 1, num_classes).round().long()[torch.randperm(num_classes, generator=g)][:, None]
+    steps = max(2, min(n - 1, int(4096 ** (1 / channels))))
+    axis = torch.linspace(1, n - 1, steps).round()
+    grid = torch.cartesian_prod(*[axis] * channels).reshape(-1, channels)
+    pick = [int(torch.randint(len(grid), (1,), generator=g))]
+    for _ in range(num_classes - 1):
+        far = torch.cdist(grid, grid[pick]).min(1).values + 1e-3 * torch.rand(len(grid), generator=g)
+        pick.append(int(far.argmax()))
+    return grid[pick].long()
+
+
+def _signs(counts: torch.Tensor | None, channels: int, period: int, g: torch.Generator) -> torch.Tensor | None:
+    """One candidate ``(C, p, p)`` sign tile: ``counts[c]`` plus signs per channel, or i.i.d. signs when ``counts``
+    is None (then None for a constant tile: a brightness change, not a pattern)."""
+    n = period * period
+    if counts is None:
+        t = torch.randint(0, 2, (channels, period, period), generator=g).float().mul_(2).sub_(1)
+        return None if float(t.sum().abs()) == t.numel() else t
+    t = -torch.ones(channels, n)
+    for c in range(channels):
+        t[c, torch.randperm(n, generator=g)[:int(counts[c])]] = 1
+    return t.reshape(channels, period, period)
+
+
+def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator, candidates: int = 64,
+               levels: str = "spread") -> torch.Tensor:
     """``(K, C, p, p)`` sign tiles, greedily chosen so that the closest pair (under every shift and mirror) is as far
-    apart as ``candidates`` random draws per class allow."""
+    apart as ``candidates`` random draws per class allow; with ``levels="spread"`` each class's count of ``+1``
+    signs per channel comes from :func:`spread_levels` (shifts and mirrors keep counts, so classes with different
+    counts can never be confused), with ``"random"`` signs are i.i.d."""
+    counts = spread_levels(num_classes, channels, period * period, g) if levels == "spread" else None
     chosen: list[torch.Tensor] = []
     banks: list[torch.Tensor] = []
-    for _ in range(num_classes):
-        best, best_d = None, -1.0
-        for _ in range(candidates):
-            t = torch.randint(0, 2, (channels, period, period), generator=g).float().mul_(2).sub_(1)
-            if float(t.sum().abs()) == t.numel():  # a constant tile is a brightness change, not a pattern
-                continue
-            v = t.flatten()
-            # normalised agreement with every shift/mirror of each chosen tile (1 = identical)
-            d = min((float(1 - (b @ v).abs().max() / v.numel()) for b in banks), default=1.0)
-            if d > best_d:
-                best, best_d = t, d
+    for k in range(num_classes):
+        best, best_d, best_same = None, -1.0, 1.0
+        # a level shared by several classes may hold too few patterns to tell them apart (one +1 in a tile has a
+        # single pattern up to shifts): then this class falls back to i.i.d. signs
+        for level in ([] if counts is None else [counts[k]]) + [None]:
+            for _ in range(candidates):
+                t = _signs(level, channels, period, g)
+                if t is None:
+                    continue
+                v = t.flatten()
+                # agreement with every shift/mirror of each chosen tile, normalised (1 = identical, -1 = negated);
+                # the distance counts a negated tile as close too
+                agree = torch.stack([b @ v for b in banks]) / v.numel() if banks else torch.zeros(1)
+                d = float(1 - agree.abs().max())
+                if d > best_d:
+                    best, best_d, best_same = t, d, float(agree.max())
+            if best_same < 1:  # not identical to any chosen tile under any shift or mirror
+                break
         assert best is not None
         chosen.append(best)
         banks.append(_variants(best))
@@ -95,11 +139,14 @@ class PeriodicTiles(Protection):
     class Params:
         eps: float = 8 / 255
         period: int = 0  # tile side in pixels; 0 = auto: 2 for colour images, 4 for grey ones (docs/methods.md)
+        levels: str = "spread"  # each class's tile mean: "spread" apart (default) or "random" (i.i.d. signs)
 
         def validate(self) -> None:
             G.check_budget(self.eps, "linf")
             if self.period != 0 and not 2 <= self.period <= 16:
                 raise UserError(f"--param period={self.period}: must be 0 (auto) or in 2..16 pixels")
+            if self.levels not in ("spread", "random"):
+                raise UserError(f"--param levels={self.levels}: must be 'spread' or 'random'")
 
     def period_for(self, channels: int, num_classes: int) -> int:
         """The tile side: the parameter, or the measured best (colour: 2, grey: 4), grown until the tiles can
@@ -115,7 +162,8 @@ class PeriodicTiles(Protection):
         if self.params.period and period != self.params.period:
             raise UserError(f"--param period={self.params.period}: too small to tell {data.num_classes} classes "
                             f"apart (use {period} or more)")
-        tiles = draw_tiles(data.num_classes, data.channels, period, key.generator("tiles/codes"))
+        tiles = draw_tiles(data.num_classes, data.channels, period, key.generator("tiles/codes"),
+                           levels=self.params.levels)
         return TileCodes(tiles, key.seed("tiles/phases"))
 
     def apply(self, data: ImageSet, perturbation: TileCodes) -> torch.Tensor:
