@@ -177,41 +177,41 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
             stats[s] += acc
         lossy += n_lossy
 
+    w = D.world_size() if shard else 1
     # The worker threads are the pass's parallelism: torch's own intra-op threads on top of them would put two
     # teams of spinning OpenMP threads on every core (measured: more CPU for the same pass at 224 px).
-    with _intra_op_threads(1 if (n_workers or workers()) > 1 else torch.get_num_threads()):
-        w = D.world_size() if shard else 1
-        # a whole-file source hash (.npz) is a second read of the source: run it beside the pass, not after it
-        with ThreadPoolExecutor(1, thread_name_prefix="unlearnable-digest") as side:
-            early = side.submit(cat.source_digest, {}) if cat.digest_from_source else None
-            with Progress(len(cat), "writing", "image", enabled=progress and len(cat) >= 1000) as bar:
-                if not shard:
-                    for res in ordered_map(process, cat.chunks(cat.order()), n_workers):
-                        merge(*res)
-                        bar.update(len(res[0]))
-                else:
-                    loads = list(cat.chunks(cat.order()))
-                    mine = share(len(loads), D.rank(), w)
-                    done: list[tuple[int, Any]] = []
-                    exc: Exception | None = None
-                    try:
-                        for k, res in zip(mine, ordered_map(process, [loads[k] for k in mine], n_workers)):
-                            done.append((k, res))
-                            bar.update(min(len(res[0]) * w, len(cat) - bar.done))  # the other ranks keep pace
-                    except Exception as e:  # sent to rank 0, so that no rank waits for a share that never comes
-                        exc = e
-                    parts = D.gather_object((done, None if exc is None else (type(exc).__name__, str(exc))))
-                    if exc is not None:
-                        raise exc
-                    if parts is None:
-                        return None
-                    _raise_first([e for _, e in parts if e is not None])
-                    for _, res in sorted((k_res for ch, _ in parts for k_res in ch), key=lambda t: t[0]):
-                        merge(*res)  # chunk order: the sums (and so the manifest) are exactly one process's
-            files = writer.close()
-            digest = early.result() if early is not None else cat.source_digest(raw_hashes)
-        return PassResult(files, {s: a.result() for s, a in stats.items()}, digest,
-                          resized=size is not None, lossy_written=lossy)
+    threads = 1 if (n_workers or workers()) > 1 else torch.get_num_threads()
+    # a whole-file source hash (.npz) is a second read of the source: run it beside the pass, not after it
+    with _intra_op_threads(threads), ThreadPoolExecutor(1, thread_name_prefix="unlearnable-digest") as side:
+        early = side.submit(cat.source_digest, {}) if cat.digest_from_source else None
+        with Progress(len(cat), "writing", "image", enabled=progress and len(cat) >= 1000) as bar:
+            if not shard:
+                for res in ordered_map(process, cat.chunks(cat.order()), n_workers):
+                    merge(*res)
+                    bar.update(len(res[0]))
+            else:
+                loads = list(cat.chunks(cat.order()))
+                mine = share(len(loads), D.rank(), w)
+                done: list[tuple[int, Any]] = []
+                exc: Exception | None = None
+                try:
+                    for k, res in zip(mine, ordered_map(process, [loads[k] for k in mine], n_workers)):
+                        done.append((k, res))
+                        bar.update(min(len(res[0]) * w, len(cat) - bar.done))  # the other ranks keep pace
+                except Exception as e:  # sent to rank 0, so that no rank waits for a share that never comes
+                    exc = e
+                parts = D.gather_object((done, None if exc is None else (type(exc).__name__, str(exc))))
+                if exc is not None:
+                    raise exc
+                if parts is None:
+                    return None
+                _raise_first([e for _, e in parts if e is not None])
+                for _, res in sorted((k_res for ch, _ in parts for k_res in ch), key=lambda t: t[0]):
+                    merge(*res)  # chunk order: the sums (and so the manifest) are exactly one process's
+        files = writer.close()
+        digest = early.result() if early is not None else cat.source_digest(raw_hashes)
+    return PassResult(files, {s: a.result() for s, a in stats.items()}, digest,
+                      resized=size is not None, lossy_written=lossy)
 
 
 def _raise_first(errors: list[tuple[str, str]]) -> None:
