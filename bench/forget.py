@@ -90,7 +90,8 @@ def main() -> None:
     plain_dice = evaluate(trained, test_plain.images, test_plain.labels, s.scored, cfg.patch, dev)["dice"]
     results: dict[str, Any] = {"original": {**before, "mia_auc": before_mia["loss"]["auc"], "mia": before_mia},
                                "strategies": {}}
-    work = Path(tempfile.mkdtemp(prefix="forget-bench-"))
+    scratch = tempfile.TemporaryDirectory(prefix="forget-bench-")  # removed when main returns or fails
+    work = Path(scratch.name)
     sisa_model, sisa_meta, sisa_s, sisa_scores = None, {}, 0.0, None
     if args.shards:
         t0 = time.perf_counter()
@@ -146,6 +147,7 @@ def main() -> None:
         args.json.write_text(json.dumps(out, indent=2))
     print(results_table(results))
     print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
+    scratch.cleanup()
 
 
 if __name__ == "__main__":
