@@ -76,7 +76,10 @@ def grid(name: str) -> list[tuple[str, str, str, int]]:
                 for s in ("tiles", "tiles,levels=random")]
     if name == "levels-demo":  # the same comparison with the demo's 8-epoch victim on the digits
         return [("mnist5k", "smallcnn8", s, seed) for seed in range(6) for s in ("tiles", "tiles,levels=random")]
-    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2, gpu3, gpu4, levels, levels-demo)")
+    if name == "levels-r18":  # the same comparison against ResNet-18, three keys per dataset (sized for one GPU)
+        return [(d, "resnet18", s, seed) for seed in range(3) for d in DATASETS
+                for s in ("tiles", "tiles,levels=random")]
+    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2, gpu3, gpu4, levels, levels-demo, levels-r18)")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
