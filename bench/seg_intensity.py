@@ -43,7 +43,7 @@ def rule_dice(hist: np.ndarray, cuts: tuple[int, ...], scored: tuple[int, ...] =
     (``cum``: ``hist``'s cumulative sums with a leading 0, when the caller has them)."""
     if cum is None:
         cum = np.concatenate([np.zeros((hist.shape[0], 1)), hist.cumsum(1)], 1)
-    edges = (0, *cuts, 256)
+    edges = (0, *sorted(min(max(int(c), 0), 256) for c in cuts), 256)  # a cut moved past its neighbour or the ends
     out = []
     for c in scored:
         a, b = edges[c], edges[c + 1]  # levels [a, b) are predicted c
