@@ -56,3 +56,24 @@ def test_cue_reads_brightness_and_not_patterns(tmp_path):
     rows = {r["data"]: r for r in S.cue(str(tmp_path), ("bright", "placed"))}
     assert rows["bright"]["clean"] == 1.0 and rows["bright"]["shift_8"] == 1.0
     assert rows["placed"]["clean"] < 0.7
+
+
+def test_robust_em_bench_runs_every_cell(tmp_path, capsys):
+    """bench/robust_em.py: one row per (dataset, spec), one clean-test accuracy per defence, on a tiny split."""
+    import robust_em as R
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(48) % 2
+    images = (40 + 150 * labels[:, None, None, None] + torch.randint(0, 30, (48, 1, 12, 12), generator=g))
+    split = {"tr": (images[:32].to(torch.uint8), labels[:32], ["a", "b"]),
+             "te": (images[32:].to(torch.uint8), labels[32:])}
+    torch.save(split, tmp_path / "tiny.pt")
+    R.main(["--data", str(tmp_path), "--datasets", "tiny", "--n", "24", "--epochs", "1",
+            "--specs", "clean;em,robust=2/255,robust_steps=1,max_outer=1,train_steps=1,pgd_steps=1,batch_size=8",
+            "--defences", "none,at:linf:2/255:steps=1"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["spec"].split(",")[0] for r in rows] == ["clean", "em"]
+    for r in rows:
+        assert r["n"] == 24 and set(r["test"]) == {"none", "at:linf:2/255:steps=1"}
+        assert all(0.0 <= v <= 1.0 for v in r["test"].values())
+    assert rows[0]["psnr"] is None and rows[1]["psnr"] > 30

@@ -107,11 +107,47 @@ def test_batch_statistics_mode_leaves_running_statistics_alone():
 @pytest.mark.parametrize("bad", [{"mode": "pixelwise"}, {"eps": "0"}, {"stop_acc": "1.5"}, {"surrogate": "resnet"},
                                  {"bn": "frozen"}, {"min_rounds": "-1"},
                                  {"init": "zeros"}, {"init": "tiles", "mode": "classwise"}, {"augment": "17"},
-                                 {"saturate": "true", "norm": "l2"}])
+                                 {"saturate": "true", "norm": "l2"}, {"robust": "8/255"},
+                                 {"robust": "-1/255"}, {"robust": "0.1", "norm": "l2", "eps": "0.5"},
+                                 {"robust": "2/255", "robust_steps": "0"}])
 def test_bad_params(bad):
     with pytest.raises(UserError):
         algo = METHODS.get("em")(**bad)
         algo.fit(_data(), Key.from_seed(0))
+
+
+def test_linf_ascent_raises_the_loss_within_its_radius():
+    import torch.nn.functional as F
+
+    from unlearnable.protect import _gradient as G
+
+    data = _data(n=32)
+    model = G.make_surrogate("smallcnn", data, Key.from_seed(4), "probe", "cpu")
+    x = data.float()
+    assert G.linf_ascent(model, x, data.labels, 0.0, 3) is x
+    adv = G.linf_ascent(model, x, data.labels, 4 / 255, 3)
+    assert (adv - x).abs().max() <= 4 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        assert F.cross_entropy(model(adv), data.labels) > F.cross_entropy(model(x), data.labels)
+    assert torch.equal(adv, G.linf_ascent(model, x, data.labels, 4 / 255, 3))  # no random start: reproducible
+    d = torch.zeros_like(x, requires_grad=True)  # the perturbation found is a constant shift: gradients pass
+    F.cross_entropy(model(G.linf_ascent(model, x + d, data.labels, 4 / 255, 3)), data.labels).backward()
+    assert d.grad is not None and d.grad.abs().sum() > 0
+
+
+def test_robust_em_is_deterministic_and_differs_from_em():
+    """robust=r trains the surrogate adversarially and descends on the worst case within r: same key, same
+    bytes; a different perturbation from plain EM's; still within the budget."""
+    data = _data()
+    key = Key.from_seed(5)
+    rem = METHODS.get("em")(robust=2 / 255, robust_steps=2, **TINY)
+    a = rem.apply(data, rem.fit(data, key))
+    assert torch.equal(a, rem.apply(data, rem.fit(data, key)))
+    em = METHODS.get("em")(**TINY)
+    assert not torch.equal(a, em.apply(data, em.fit(data, key)))
+    assert (a.int() - data.images.int()).abs().max() <= 8
+    cls = METHODS.get("em")(robust=2 / 255, robust_steps=2, mode="classwise", **TINY)
+    cls.fit(data, key)  # the class-wise descent takes the same inner maximisation
 
 
 @pytest.mark.slow  # ~40 s; the sample-wise EM efficacy test stays in the default suite

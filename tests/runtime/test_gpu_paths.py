@@ -212,7 +212,9 @@ ds = ImageSet(torch.randint(0, 256, (n, 3, 12, 12), generator=g, dtype=torch.uin
               tuple(f"s{i}" for i in range(n)), ("train",) * n, ("a", "b", "c"))
 tiny = {"max_outer": 2, "train_steps": 2, "pgd_steps": 3, "batch_size": 4, "stop_acc": 1.0}
 runs = {"classwise": {"mode": "classwise"}, "augment": {"augment": 2}, "classwise+augment": {"mode": "classwise",
-        "augment": 2}, "classwise-l2": {"mode": "classwise", "norm": "l2", "eps": 0.5}}
+        "augment": 2}, "classwise-l2": {"mode": "classwise", "norm": "l2", "eps": 0.5},
+        "robust": {"robust": 2 / 255, "robust_steps": 2, "augment": 2},
+        "classwise+robust": {"mode": "classwise", "robust": 2 / 255, "robust_steps": 2}}
 out = {}
 for name, extra in runs.items():
     table = METHODS.get("em")(**tiny, **extra).fit(ds, Key.from_seed(9))
@@ -222,12 +224,12 @@ if D.is_main():
 """
 
 
-@pytest.mark.slow  # one process and a 2-process torchrun, four small EM fits each: ~40 s on the shared machine
+@pytest.mark.slow  # one process and a 2-process torchrun, six small EM fits each: ~60 s on the shared machine
 @pytest.mark.distributed
 def test_classwise_and_augmented_em_two_processes_give_the_same_noise_as_one(tmp_path):
     """Class-wise EM all-reduces each descent step's class gradient (summed in float64); augmented EM draws each
-    batch's crops from a generator keyed by (round, batch, step). Both must give one process's noise table,
-    byte for byte, under two gloo ranks."""
+    batch's crops from a generator keyed by (round, batch, step); robust EM's inner maximisation starts from zero.
+    All must give one process's noise table, byte for byte, under two gloo ranks."""
     script = tmp_path / "em.py"
     script.write_text(_EM_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -239,5 +241,5 @@ def test_classwise_and_augmented_em_two_processes_give_the_same_noise_as_one(tmp
                          env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
-    assert a == b and len(a) == 4
+    assert a == b and len(a) == 6
     assert all(total > 0 for _, total in a.values())  # every fit perturbed something

@@ -124,11 +124,14 @@ class SurrogateTrainer:
 
     def train(self, x: torch.Tensor, y: torch.Tensor, steps: int, delta: torch.Tensor | None = None,
               row_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+              transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         """``steps`` SGD steps on ``x`` ``(N, C, H, W)``, labels ``y`` ``(N,)``, perturbed by ``delta`` if given.
 
         ``delta`` has one row per sample, or per ``row_of(idx)`` (e.g. the labels, for class-wise noise);
-        ``transform`` (e.g. a keyed crop/flip) is applied to each perturbed batch, as a victim's augmentation is.
+        ``transform`` (e.g. a keyed crop/flip) is applied to each perturbed batch, as a victim's augmentation is;
+        ``adversary(model, batch, labels)`` (e.g. :func:`linf_ascent`) replaces the batch by adversarial examples
+        before the step: adversarial training of the surrogate.
         """
         self.model.train()
         for _ in range(steps):
@@ -138,10 +141,34 @@ class SurrogateTrainer:
                 xb = (xb + delta[row_of(idx) if row_of is not None else idx]).clamp(0.0, 1.0)
             if transform is not None:
                 xb = transform(xb)
+            if adversary is not None:
+                with bn_mode(self.model, "batch"):  # the attack's forward passes leave running statistics alone
+                    xb = adversary(self.model, xb, y[idx])
             with P.autocast(self.device, self.precision):
                 loss = F.cross_entropy(self.model(xb).float(), y[idx])
             self.stepper.step(loss)
         self.model.eval()
+
+
+def linf_ascent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, steps: int,
+                precision: str = "fp32") -> torch.Tensor:
+    """Adversarial examples of ``x`` ``(B, C, H, W)`` in [0, 1]: ``steps`` of signed gradient *ascent* on the
+    cross-entropy from zero (no random start, so every rank computes the same result), step ``2.5 * radius /
+    steps``, kept within ``radius`` in L-inf and inside [0, 1]. Differentiable in ``x`` (the perturbation found is
+    a constant): the gradient of the loss at the returned batch flows back to ``x``, as robust EM needs."""
+    if radius <= 0:
+        return x
+    alpha = 2.5 * radius / steps
+    base = x.detach()
+    rho = torch.zeros_like(base)
+    for _ in range(steps):
+        r = rho.clone().requires_grad_(True)
+        with P.autocast(base.device, precision):
+            loss = F.cross_entropy(model(base + r).float(), y)
+        grad = P.input_grad(loss, r, precision)
+        rho = (rho + alpha * grad.sign()).clamp(-radius, radius)
+        rho = (base + rho).clamp(0.0, 1.0) - base
+    return x + rho
 
 
 @contextmanager

@@ -16,6 +16,13 @@ that its SGD steps actually train; running statistics are not updated by the noi
 steps per round the eval-mode network is a different, much worse function early on (chance accuracy after two
 rounds on MNIST), and noise fitted to it barely transfers (docs/methods.md has the measurements).
 
+Robust EM (``robust=r``; Fu, He, Liu, Shen & Tao, "Robust Unlearnable Examples", ICLR 2022) solves
+``min_theta E[min_delta max_{||rho|| <= r} L(f_theta(x + delta + rho), y)]`` instead: the surrogate is trained on
+adversarial examples of the perturbed data (radius ``r``, ``robust_steps`` signed ascent steps from zero) and every
+noise descent step takes the gradient at the worst case within ``r``, so the noise stays a shortcut for a victim
+that trains adversarially at up to that radius. ``r`` must be smaller than ``eps``: an adversary as strong as the
+noise can cancel it.
+
 Under torchrun the noise pass is sharded in both modes: every rank draws the same batches from the key, runs the
 surrogate's SGD steps (identical on every rank) and handles only its round-robin share of the batches. Sample-wise,
 each rank descends on the rows of its batches and the rows are gathered (copied, never summed). Class-wise, each
@@ -80,6 +87,8 @@ class ErrorMinimisingNoise(Protection):
         init: str = "random"  # random | tiles: start from the class tiles of `tiles` (sample-wise only)
         augment: int = 0  # crop padding of the keyed crop/flip applied in both min steps (0: none)
         saturate: bool = False  # L-inf only: push every pixel's noise to +-eps along its sign after the descent
+        robust: float = 0.0  # robust EM (Fu et al., ICLR 2022): L-inf radius of the inner maximisation (0: plain EM)
+        robust_steps: int = 5  # ascent steps of that maximisation
 
         def validate(self) -> None:
             G.check_budget(self.eps, self.norm, self.step_size)
@@ -91,6 +100,13 @@ class ErrorMinimisingNoise(Protection):
                 raise UserError("--param init=tiles: needs mode=samplewise (each image has its own tile phase)")
             if self.saturate and self.norm != "linf":
                 raise UserError("--param saturate=true: needs norm=linf")
+            if self.robust < 0 or (self.robust > 0 and self.robust >= self.eps):
+                raise UserError(f"--param robust={self.robust}: must be >= 0 and smaller than eps={self.eps} "
+                                "(an adversary as strong as the noise cancels it), e.g. robust=4/255 at eps=8/255")
+            if self.robust > 0 and self.norm != "linf":
+                raise UserError("--param robust: needs norm=linf")
+            if self.robust_steps < 1:
+                raise UserError(f"--param robust_steps={self.robust_steps}: must be >= 1")
             if not 0 <= self.augment <= 16:
                 raise UserError(f"--param augment={self.augment}: crop padding must be in 0..16 (0: none)")
             G.check_positive(train_steps=self.train_steps, pgd_steps=self.pgd_steps, max_outer=self.max_outer,
@@ -121,6 +137,11 @@ class ErrorMinimisingNoise(Protection):
         g_aug = key.generator("em/augment")
         train_tf = (lambda xb: random_crop_flip(xb, p.augment, True, g_aug)) if p.augment else None
         self._key = key
+        # Robust EM: the surrogate is trained adversarially and the noise minimises the loss of the worst case within
+        # `robust` of each perturbed (and cropped) image, so a victim's adversarial training at up to that radius
+        # still finds the noise's shortcut.
+        self._adversary = (lambda m, xb, yb: G.linf_ascent(m, xb, yb, p.robust, p.robust_steps,
+                                                          self.accel.precision).detach()) if p.robust else None
         trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"), dev,
                                      self.accel.precision)
         alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
@@ -128,7 +149,7 @@ class ErrorMinimisingNoise(Protection):
         g_order = key.generator("em/order")
         self.rounds = 0
         for outer in range(p.max_outer):
-            trainer.train(x, y, p.train_steps, delta, row_of, train_tf)  # min over theta
+            trainer.train(x, y, p.train_steps, delta, row_of, train_tf, self._adversary)  # min over theta
             # bn="batch": descend against the network that is being trained (batch statistics), not its eval-mode
             # twin, whose running statistics lag far behind in the first rounds (10% accuracy: chance).
             # Shuffled batches, as in training: data sorted by class would otherwise give one-class batches, whose
@@ -168,7 +189,7 @@ class ErrorMinimisingNoise(Protection):
             for s in range(p.pgd_steps):
                 d = delta[idx].clone().requires_grad_(True)
                 with P.autocast(dev, prec):
-                    loss = F.cross_entropy(model(self._view(xb + d, outer, b, s)).float(), yb)
+                    loss = F.cross_entropy(model(self._worst(model, self._view(xb + d, outer, b, s), yb)).float(), yb)
                 grad = P.input_grad(loss, d, prec)
                 delta[idx] = G.project(G.step(d.detach(), -grad, alpha, p.norm), p.eps, p.norm, xb)
         return delta
@@ -187,7 +208,8 @@ class ErrorMinimisingNoise(Protection):
                 xb, yb = x[idx], y[idx]
                 d = delta.clone().requires_grad_(True)  # class noise is shared: d[yb] sums over a class's samples
                 with P.autocast(dev, prec):
-                    loss = F.cross_entropy(model(self._view(xb + d[yb], outer, b, s)).float(), yb)
+                    loss = F.cross_entropy(model(self._worst(model, self._view(xb + d[yb], outer, b, s), yb)).float(),
+                                           yb)
                 grad += P.input_grad(loss, d, prec).double()
             grad = D.all_reduce_sum(grad).to(dev, torch.float32)
             delta = G.project(G.step(delta, -grad, alpha, p.norm), p.eps, p.norm)
@@ -200,6 +222,12 @@ class ErrorMinimisingNoise(Protection):
         if not self.params.augment:
             return x
         return random_crop_flip(x, self.params.augment, True, self._key.generator(f"em/augment/{outer}/{batch}/{step}"))
+
+    def _worst(self, model, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """Robust EM's inner maximisation: the batch moved within ``robust`` to raise the loss (a constant shift,
+        so the gradient still reaches the noise); the batch itself when ``robust`` is 0."""
+        p = self.params
+        return G.linf_ascent(model, xb, yb, p.robust, p.robust_steps, self.accel.precision)
 
     def apply(self, data: ImageSet, perturbation: NoiseTable) -> torch.Tensor:
         return G.apply_table(data, perturbation)
