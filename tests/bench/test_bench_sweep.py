@@ -77,3 +77,25 @@ def test_robust_em_bench_runs_every_cell(tmp_path, capsys):
         assert r["n"] == 24 and set(r["test"]) == {"none", "at:linf:2/255:steps=1"}
         assert all(0.0 <= v <= 1.0 for v in r["test"].values())
     assert rows[0]["psnr"] is None and rows[1]["psnr"] > 30
+
+
+def test_partial_bench_measures_the_clean_rows_floor(tmp_path, capsys):
+    """bench/partial.py: the clean baseline, the clean-rows-only floor, and each spec at mix 1 and mix R; the
+    mixed training set takes exactly the audit's protected rows."""
+    import partial as P
+
+    g = torch.Generator().manual_seed(2)
+    labels = torch.arange(60) % 2
+    images = (40 + 150 * labels[:, None, None, None] + torch.randint(0, 30, (60, 1, 12, 12), generator=g))
+    split = {"tr": (images[:40].to(torch.uint8), labels[:40], ["a", "b"]),
+             "te": (images[40:].to(torch.uint8), labels[40:])}
+    torch.save(split, tmp_path / "tiny.pt")
+    P.main(["--data", str(tmp_path), "--datasets", "tiny", "--n", "40", "--epochs", "1", "--mix", "0.25",
+            "--specs", "random;tiles"])
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["n"] == 40 and row["protected_rows"] == 10 and row["mix"] == 0.25
+    assert set(row["specs"]) == {"random", "tiles"}
+    for v in (row["clean"], row["clean_rows_only"], *(s[k] for s in row["specs"].values() for k in ("full", "mix"))):
+        assert 0.0 <= v <= 1.0
+    with pytest.raises(SystemExit):
+        P.main(["--data", str(tmp_path), "--datasets", "tiny", "--mix", "1.0"])
