@@ -39,27 +39,32 @@ def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
     audit_inconclusive(cmd)
     rows = list(csv.DictReader((out / "audit.csv").open()))
     assert list(rows[0]) == ["method", "defense", "mix", "clean_acc", "protected_acc", "valid"]
-    assert len(rows) == 3 + 2 * 3 * 2  # one clean baseline per defence + every (method, defence, mix)
-    assert {(r["method"], r["defense"], r["mix"]) for r in rows if r["method"] != "clean"} == {
+    # one clean baseline per defence, one clean-rows floor per defence for the partial mix, every (method, defence,
+    # mix)
+    assert len(rows) == 3 + 3 + 2 * 3 * 2
+    assert {(r["method"], r["defense"], r["mix"]) for r in rows if r["method"] not in ("clean", "clean rows only")} == {
         (m, d, x) for m in ("lsp", "ops") for d in ("none", "grayscale", "jpeg:20") for x in ("1.0", "0.5")}
+    assert {(r["defense"], r["mix"]) for r in rows if r["method"] == "clean rows only"} == {
+        (d, "0.5") for d in ("none", "grayscale", "jpeg:20")}
     base = {r["defense"]: r["clean_acc"] for r in rows if r["method"] == "clean"}
     assert all(r["clean_acc"] == base[r["defense"]] for r in rows)  # one baseline per defence, reused
     md = (out / "audit.md").read_text()
     assert "clean (no protection)" in md and "ops (mix 0.5)" in md and "| jpeg:20 |" in md
+    assert "clean rows only (mix 0.5)" in md
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()  # the per-cell table of the report, and its heat map embedded
     assert report.count("| lsp | jpeg:20 |") == 2 and "![heatmap.png](heatmap.png)" in report
     assert "data:image/png;base64," in (out / "report.html").read_text() and (out / "config.yaml").is_file()
     assert len(list((out / "protected").glob("*.pt"))) == 2  # each method protected once
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/results.json")}
-    assert len(stamps) == 15
+    assert len(stamps) == 18
     capsys.readouterr()
     audit_inconclusive(cmd)  # resume: every cell is done, nothing is retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/results.json")} == stamps
     assert "clean (no protection)" in capsys.readouterr().out
     audit_inconclusive(["audit", source, "--methods", "lsp", "--defenses", "none", "--mix", "1.0", "--param",
                         "lsp.eps=16/255", "--out", str(out), *ARGS])  # other parameters: new cells, not stale ones
-    assert len(list(out.glob("cells/*/results.json"))) == 16
+    assert len(list(out.glob("cells/*/results.json"))) == 19
 
 
 @pytest.mark.parametrize("extra,msg", [
@@ -97,3 +102,34 @@ def test_every_registered_defence_runs_in_the_audit_matrix(source, tmp_path, cap
     assert {r["defense"] for r in rows} == set(names)
     assert {r["method"] for r in rows} == {"clean", "ops"}
     assert all(0.0 <= float(r["protected_acc"]) <= 1.0 for r in rows)
+
+
+def test_clean_rows_floor_trains_on_exactly_the_rows_mix_leaves_clean(source, tmp_path, monkeypatch):
+    """The floor row of ``--mix R``: the victim sees only the training rows that R leaves clean (the complement of
+    the protected rows), for as many SGD steps as the other victims (epochs scaled by N / rows)."""
+    import json
+
+    from unlearnable.audit import matrix
+    from unlearnable.audit.evaluate import mix_indices
+
+    seen: list[tuple[tuple[str, ...], int]] = []
+    real = matrix.train_and_test
+
+    def spy(train, test, recipe, *a, **kw):
+        if kw.get("desc") == "clean-rows victim":
+            seen.append((train.ids, recipe.epochs))
+        if kw.get("desc") == "clean victim":
+            seen.append((train.ids, 0))
+        return real(train, test, recipe, *a, **kw)
+
+    monkeypatch.setattr(matrix, "train_and_test", spy)
+    out = tmp_path / "audit"
+    audit_inconclusive(["audit", source, "--methods", "lsp", "--defenses", "none", "--mix", "0.25,1.0",
+                        "--out", str(out), "--seed", "0", *ARGS[:2], "--epochs", "2", *ARGS[4:]])
+    kept = 45 - round(0.25 * 45)
+    (all_ids, _), (floor_ids, epochs) = seen
+    protected = {all_ids[i] for i in mix_indices(45, 0.25, 0).tolist()}
+    assert set(floor_ids) == set(all_ids) - protected and len(floor_ids) == kept
+    assert epochs == round(2 * 45 / kept) == 3
+    (floor,) = [json.loads(p.read_text()) for p in out.glob("cells/method=clean_rows_only*/results.json")]
+    assert floor["rows"] == kept and floor["epochs"] == 3

@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,15 @@ from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
-from .evaluate import evaluate, train_and_test
+from .evaluate import evaluate, mix_indices, train_and_test
 from .validity import baseline_valid
 
 CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc", "valid")
 CLEAN = "clean"  # the baseline row's method name
+# The floor of a partial release: a victim trained on only the rows that `--mix R` leaves clean. An unlearnable
+# example teaches nothing, so no method can take a victim below this row at that mix (docs/methods.md, "Why partial
+# protection fails").
+FLOOR = "clean rows only"
 
 
 def subsample(ds: ImageSet, limit: int, seed: int, split: str = "train") -> ImageSet:
@@ -67,7 +71,9 @@ def run_audit(
         defenses: defence specs (``"none"``, ``"jpeg:10"``, ...); mixes: protected fractions in [0, 1].
         key_seed: the audit protects with the public, reproducible key ``Key.from_seed(key_seed)``.
     Returns:
-        One row per cell: the baseline rows (method ``clean``) first, then the method cells.
+        One row per cell: the baseline rows (method ``clean``) first, then for every mix strictly between 0 and 1 the
+        floor rows (method ``clean rows only``: a victim on the rows that mix leaves clean, alone, trained for as
+        many SGD steps as the others), then the method cells.
     """
     out.mkdir(parents=True, exist_ok=True)
     parsed = {d: parse_defenses([d]) for d in defenses}
@@ -93,6 +99,29 @@ def run_audit(
     base_rows = run_cells(expand_grid({"method": [CLEAN], "defense": list(defenses), "mix": [0.0]}, fixed),
                           out / "cells", run_baseline, name_keys=("method", "defense", "mix"))
     baseline = {r["defense"]: r for r in base_rows}
+
+    def kept_rows(mix: float) -> torch.Tensor:
+        """The training rows that ``mix`` leaves clean (evaluate's draw: the recipe's seed)."""
+        keep = torch.ones(len(clean_train), dtype=torch.bool)
+        keep[mix_indices(len(clean_train), mix, recipe.seed)] = False
+        return keep.nonzero().flatten()
+
+    def run_floor(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        keep = kept_rows(float(cell["mix"]))
+        # as many SGD steps as every other victim: more epochs over fewer rows
+        r = replace(recipe, epochs=max(1, round(recipe.epochs * len(clean_train) / len(keep))))
+        log(f"audit: clean rows of mix {cell['mix']} alone ({len(keep)} of {len(clean_train)}, {r.epochs} epochs), "
+            f"defence '{cell['defense']}'")
+        acc, hist = train_and_test(clean_train.subset(keep), test, r, device, checkpoint=cell_dir / "floor.ckpt",
+                                   progress=progress, desc="clean-rows victim", defenses=parsed[cell["defense"]],
+                                   clean_train=clean_train)
+        return {"clean_acc": baseline[cell["defense"]]["clean_acc"], "protected_acc": acc, "curve": hist.epochs,
+                "wall_s": hist.wall_s, "epochs": r.epochs, "rows": len(keep)}
+
+    partial = sorted({float(m) for m in mixes if 0.0 < float(m) < 1.0 and len(kept_rows(float(m)))})
+    floor = run_cells(expand_grid({"method": [FLOOR], "defense": list(defenses), "mix": partial}, fixed),
+                      out / "cells", run_floor, name_keys=("method", "defense", "mix")) if partial else []
+    base_rows = base_rows + floor
 
     def run_method(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         b = baseline[cell["defense"]]

@@ -49,9 +49,11 @@ def audit_markdown(doc: Mapping[str, Any]) -> str:
                                        for d, v in zip(defenses, vals)} for lab, vals in zip(labels, grid)]
     notes = "".join(f"\n- **invalid: defence `{d}`**: {why}." for d, why in bad.items())
     return (f"# Robustness audit\n\nClean test accuracy (%) of a `{doc.get('model')}` victim ({doc.get('epochs')} "
-            f"epochs) trained on the data in each row through the defence in each column. `mix R`: only a fraction R "
-            f"of the training split is protected, the rest is clean. Lower is better protection; the first row is the "
-            f"clean baseline. A column is *invalid* when its clean baseline did not beat chance clearly (see "
+            f"epochs) trained on the data in each row through the defence in each column. `mix R`: only a fraction "
+            f"R of the training split is protected, the rest is clean; `clean rows only (mix R)` is a victim trained "
+            f"on just the rows that `mix R` leaves clean (as many SGD steps as the others): an unlearnable method "
+            f"cannot take a victim below it at that mix. Lower is better protection; the first row is the clean "
+            f"baseline. A column is *invalid* when its clean baseline did not beat chance clearly (see "
             f"`baseline_valid`): its numbers prove nothing.\n\n{markdown_table(table, ['training data', *defenses])}"
             f"\n{notes}\n")
 
