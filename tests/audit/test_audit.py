@@ -109,6 +109,7 @@ def test_clean_rows_floor_trains_on_exactly_the_rows_mix_leaves_clean(source, tm
     the protected rows), for as many SGD steps as the other victims (epochs scaled by N / rows)."""
     import json
 
+    from unlearnable.audit import evaluate as E
     from unlearnable.audit import matrix
     from unlearnable.audit.evaluate import mix_indices
 
@@ -116,13 +117,15 @@ def test_clean_rows_floor_trains_on_exactly_the_rows_mix_leaves_clean(source, tm
     real = matrix.train_and_test
 
     def spy(train, test, recipe, *a, **kw):
-        if kw.get("desc") == "clean-rows victim":
+        desc = kw.get("desc", a[4] if len(a) > 4 else None)
+        if desc == "clean-rows victim":
             seen.append((train.ids, recipe.epochs))
-        if kw.get("desc") == "clean victim":
+        if desc == "clean victim":
             seen.append((train.ids, 0))
         return real(train, test, recipe, *a, **kw)
 
-    monkeypatch.setattr(matrix, "train_and_test", spy)
+    monkeypatch.setattr(matrix, "train_and_test", spy)  # the clean baseline
+    monkeypatch.setattr(E, "train_and_test", spy)  # the floor (evaluate.clean_rows_floor)
     out = tmp_path / "audit"
     audit_inconclusive(["audit", source, "--methods", "lsp", "--defenses", "none", "--mix", "0.25,1.0",
                         "--out", str(out), "--seed", "0", *ARGS[:2], "--epochs", "2", *ARGS[4:]])

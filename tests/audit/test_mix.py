@@ -46,6 +46,34 @@ def test_evaluate_records_mix_and_defences():
     res = evaluate(prot, clean, r, mix=0.5, defenses=parse_defenses(["jpeg:50", "aug:2"]))
     assert res["mix"] == 0.5 and res["protected_samples"] == 15 and res["defenses"] == ["jpeg:50", "aug:2"]
     assert 0 <= res["clean_acc"] <= 1 and 0 <= res["protected_acc"] <= 1
+    assert "clean_rows_acc" not in res  # the floor is asked for (the CLI does), not implied
+
+
+def test_evaluate_floor_is_a_victim_on_the_clean_rows_alone(monkeypatch):
+    """floor=True with 0 < mix < 1: one more victim, on exactly the rows mix leaves clean, for as many SGD steps as
+    the others (epochs x N / rows); nothing extra at mix 1."""
+    from unlearnable.audit import evaluate as E
+
+    prot, clean = _pair()
+    seen = []
+    real = E.train_and_test
+
+    def spy(train, test, recipe, *a, **kw):
+        seen.append((kw.get("desc", a[4] if len(a) > 4 else None), train.ids, recipe.epochs))
+        return real(train, test, recipe, *a, **kw)
+
+    monkeypatch.setattr(E, "train_and_test", spy)
+    r = Recipe(model="smallcnn", epochs=2, batch_size=16, lr=0.05, seed=4)
+    res = evaluate(prot, clean, r, mix=0.5, floor=True)
+    (ids, epochs), = [(i, e) for d, i, e in seen if d == "clean-rows victim"]
+    train_ids = clean.split("train").ids
+    assert set(ids) == set(train_ids) - {train_ids[i] for i in mix_indices(30, 0.5, 4).tolist()}
+    assert len(ids) == 15 and epochs == 4  # half the rows: twice the epochs
+    assert res["clean_rows"] == {"rows": 15, "epochs": 4} and 0 <= res["clean_rows_acc"] <= 1
+    assert "clean-rows only" in res["curves"]
+    seen.clear()
+    assert "clean_rows_acc" not in evaluate(prot, clean, r, mix=1.0, floor=True)
+    assert [d for d, _, _ in seen] == ["protected victim", "clean victim"]
 
 
 def _npz(tmp_path) -> str:
@@ -84,3 +112,4 @@ def test_evaluate_cli_with_defence_and_mix(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert e.value.code == (0 if res["valid"] else 3)
     assert res["mix"] == 0.5 and res["defenses"] == ["grayscale", "cutout:4"] and res["protected_samples"] == 15
+    assert res["clean_rows"] == {"rows": 15, "epochs": 2} and "clean_rows_acc" in capsys.readouterr().out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,27 @@ def mix_protected(protected: ImageSet, clean: ImageSet, ratio: float, seed: int)
     return clean.with_images(protected.images[idx], idx), idx
 
 
+def clean_rows(n: int, ratio: float, seed: int) -> torch.Tensor:
+    """The training rows (sorted) that ``--mix ratio`` leaves clean: the complement of :func:`mix_indices`."""
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[mix_indices(n, ratio, seed)] = False
+    return keep.nonzero().flatten()
+
+
+def clean_rows_floor(clean_train: ImageSet, test: ImageSet, recipe: Recipe, ratio: float, seed: int,
+                     device: str = "cpu", checkpoint: Path | None = None, progress: bool = False,
+                     defenses: Sequence[Defense] = ()) -> tuple[float, Any, int, int]:
+    """The floor of a partial release: a victim trained on only the rows that ``--mix ratio`` leaves clean, for as
+    many SGD steps as a victim on every row (more epochs over fewer rows). An unlearnable example teaches nothing,
+    so no such method takes a victim below this at that mix. Returns (accuracy, history, rows, epochs)."""
+    keep = clean_rows(len(clean_train), ratio, seed)
+    r = replace(recipe, epochs=max(1, round(recipe.epochs * len(clean_train) / len(keep))))
+    log(f"clean rows of mix {ratio:g} alone: {len(keep)} of {len(clean_train)}, {r.epochs} epochs")
+    acc, hist = train_and_test(clean_train.subset(keep), test, r, device, checkpoint=checkpoint, progress=progress,
+                               desc="clean-rows victim", defenses=defenses, clean_train=clean_train)
+    return acc, hist, len(keep), r.epochs
+
+
 def evaluate(
     protected: ImageSet,
     clean: ImageSet,
@@ -117,6 +138,7 @@ def evaluate(
     defenses: Sequence[Defense] = (),
     mix: float = 1.0,
     mix_seed: int | None = None,
+    floor: bool = False,
 ) -> dict[str, Any]:
     """Train victims on protected and clean training data; test both on the clean test split.
 
@@ -126,6 +148,8 @@ def evaluate(
             (default: the recipe's seed); 1.0 = everything protected.
         work_dir: where per-epoch checkpoints go (an interrupted audit resumes from them).
         clean_result: a previous clean run to reuse (``{"acc": .., "curve": [..]}``) when auditing several methods.
+        floor: with ``0 < mix < 1``, also train a victim on the clean rows alone (:func:`clean_rows_floor`) and
+            report it as ``clean_rows_acc``.
     Returns:
         The results dictionary written to ``results.json``.
     """
@@ -147,8 +171,15 @@ def evaluate(
         clean_curve, clean_wall = clean_hist.epochs, clean_hist.wall_s
     else:
         clean_acc, clean_curve, clean_wall = clean_result["acc"], clean_result["curve"], clean_result["wall_s"]
+    extra: dict[str, Any] = {}
+    curves: dict[str, Any] = {"protected": prot_hist.epochs, "clean": clean_curve}
+    if floor and 0.0 < mix < 1.0 and len(prot_rows) < len(clean_train):
+        acc, hist, rows, epochs = clean_rows_floor(clean_train, test, recipe, mix, seed, device, ckpt("floor"),
+                                                   progress, defenses)
+        extra = {"clean_rows_acc": acc, "clean_rows": {"rows": rows, "epochs": epochs}}
+        curves["clean-rows only"] = hist.epochs  # its own colour in curves.png (not clean's)
     valid, why = baseline_valid(clean_acc, 1.0 / clean.num_classes)
-    return {
+    return extra | {
         "valid": valid,  # False: the clean victim did not beat chance clearly, the run proves nothing
         "invalid_reason": why or None,
         "clean_acc": clean_acc,
@@ -157,7 +188,7 @@ def evaluate(
         "relative_drop": (clean_acc - prot_acc) / clean_acc if clean_acc > 0 else 0.0,
         "chance_acc": 1.0 / clean.num_classes,
         "protected_train_acc": prot_hist.epochs[-1]["train_acc"],
-        "curves": {"protected": prot_hist.epochs, "clean": clean_curve},
+        "curves": curves,
         "wall_s": {"protected": prot_hist.wall_s, "clean": clean_wall, "total": time.perf_counter() - t0},
         "recipe": asdict(recipe),
         "defenses": [d.spec for d in defenses],

@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
-from .evaluate import evaluate, mix_indices, train_and_test
+from .evaluate import clean_rows, clean_rows_floor, evaluate, train_and_test
 from .validity import baseline_valid
 
 CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc", "valid")
@@ -100,25 +100,15 @@ def run_audit(
                           out / "cells", run_baseline, name_keys=("method", "defense", "mix"))
     baseline = {r["defense"]: r for r in base_rows}
 
-    def kept_rows(mix: float) -> torch.Tensor:
-        """The training rows that ``mix`` leaves clean (evaluate's draw: the recipe's seed)."""
-        keep = torch.ones(len(clean_train), dtype=torch.bool)
-        keep[mix_indices(len(clean_train), mix, recipe.seed)] = False
-        return keep.nonzero().flatten()
-
     def run_floor(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
-        keep = kept_rows(float(cell["mix"]))
-        # as many SGD steps as every other victim: more epochs over fewer rows
-        r = replace(recipe, epochs=max(1, round(recipe.epochs * len(clean_train) / len(keep))))
-        log(f"audit: clean rows of mix {cell['mix']} alone ({len(keep)} of {len(clean_train)}, {r.epochs} epochs), "
-            f"defence '{cell['defense']}'")
-        acc, hist = train_and_test(clean_train.subset(keep), test, r, device, checkpoint=cell_dir / "floor.ckpt",
-                                   progress=progress, desc="clean-rows victim", defenses=parsed[cell["defense"]],
-                                   clean_train=clean_train)
+        log(f"audit: floor of mix {cell['mix']}, defence '{cell['defense']}'")
+        acc, hist, rows, epochs = clean_rows_floor(clean_train, test, recipe, float(cell["mix"]), recipe.seed, device,
+                                                   cell_dir / "floor.ckpt", progress, parsed[cell["defense"]])
         return {"clean_acc": baseline[cell["defense"]]["clean_acc"], "protected_acc": acc, "curve": hist.epochs,
-                "wall_s": hist.wall_s, "epochs": r.epochs, "rows": len(keep)}
+                "wall_s": hist.wall_s, "epochs": epochs, "rows": rows}
 
-    partial = sorted({float(m) for m in mixes if 0.0 < float(m) < 1.0 and len(kept_rows(float(m)))})
+    n = len(clean_train)
+    partial = sorted({float(m) for m in mixes if 0.0 < float(m) < 1.0 and len(clean_rows(n, float(m), recipe.seed))})
     floor = run_cells(expand_grid({"method": [FLOOR], "defense": list(defenses), "mix": partial}, fixed),
                       out / "cells", run_floor, name_keys=("method", "defense", "mix")) if partial else []
     base_rows = base_rows + floor

@@ -110,7 +110,7 @@ def evaluate_cmd(
         with resumable_dir(work, "re-run the same command to resume from it", writer=D.is_main()):
             D.barrier()
             results = evaluate(prot, clean_ds, recipe, info.device, work_dir=work, progress=progress_enabled(),
-                               defenses=defenses, mix=mix_ratio)
+                               defenses=defenses, mix=mix_ratio, floor=True)
         results["protected_source"] = str(protected)
         results["image_size"] = {"trained_at": list(prot.size), "resized": bool(prot.meta.get("resized")),
                                  "note": prot.meta.get("size_note")}
@@ -124,8 +124,10 @@ def evaluate_cmd(
                 accuracy_curves(results["curves"], tmp / "curves.png", chance=results["chance_acc"],
                                 invalid=results["invalid_reason"])
             shutil.rmtree(work, ignore_errors=True)
+            floor = (f"  clean_rows_acc {results['clean_rows_acc']:.4f} (the clean rows alone: no unlearnable "
+                     f"method goes below it at this mix)" if "clean_rows_acc" in results else "")
             typer.echo(f"clean_acc {results['clean_acc']:.4f}  protected_acc {results['protected_acc']:.4f}  "
-                       f"gap {results['gap']:.4f}  -> {out / 'results.json'}")
+                       f"gap {results['gap']:.4f}{floor}  -> {out / 'results.json'}")
             if not results["valid"]:
                 warn(f"INVALID: {results['invalid_reason']} (exit status {EXIT_INCONCLUSIVE})")
         D.barrier()
