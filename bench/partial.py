@@ -52,6 +52,8 @@ def run(data_dir: str, name: str, specs: list[str], n: int, mix: float, epochs: 
     rows = mix_indices(len(tr), mix, 0)
     keep = torch.ones(len(tr), dtype=torch.bool)
     keep[rows] = False
+    if not keep.any():
+        raise SystemExit(f"--mix {mix}: protects all {len(tr)} rows of {name}; no clean rows are left to train on")
     out: dict = {"data": name, "n": len(tr), "mix": mix, "protected_rows": len(rows), "epochs": epochs, "key": key,
                  "chance": round(float(torch.bincount(te_lab).max()) / len(te_lab), 4),
                  "clean": _train(tr.images, tr.labels, k, name, te_im, te_lab, epochs),
