@@ -107,6 +107,28 @@ def _load(data_dir: str, name: str):
     return tr, *d["te"]
 
 
+def seeded_subset(tr, n: int):
+    """The first ``n`` rows of a seed-0 permutation of ``tr`` (all of it when ``n >= len(tr)``): the 1,000-image CPU
+    benchmarks' training set."""
+    if n >= len(tr):
+        return tr
+    return tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:n])
+
+
+def train_small(images: torch.Tensor, labels: torch.Tensor, k: int, name: str, te_im: torch.Tensor,
+                te_lab: torch.Tensor, epochs: int, defence: str = "none") -> float:
+    """Final-epoch clean-test accuracy of the CPU benchmarks' victim: a small CNN (seed 0, batch 64, lr 0.05) with
+    dataset ``name``'s crop/flip augmentation, then ``defence`` (e.g. ``at:linf:4/255``) unless ``"none"``."""
+    from unlearnable.train.defenses import parse_defense
+    from unlearnable.train.loop import Recipe, train_classifier
+    hooks = [parse_defense(AUG.get(name, "aug:4")).hook(k)]
+    if defence != "none":
+        hooks.append(parse_defense(defence).hook(k))
+    recipe = Recipe(model="smallcnn", seed=0, epochs=epochs, batch_size=64, lr=0.05)
+    _, h = train_classifier(images, labels, k, recipe, device="cpu", eval_sets={"test": (te_im, te_lab)}, hooks=hooks)
+    return round(h.epochs[-1]["test_acc"], 4)
+
+
 def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: torch.Tensor, recipe,
                       key_seed: int, device: str = "cpu", aug: str | None = None):
     """Fit ``spec`` (``"clean"``: nothing) on ``tr`` with key ``key_seed``, then train ``recipe``'s victim from

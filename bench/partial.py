@@ -31,35 +31,22 @@ import efficacy_sweep as S  # noqa: E402
 SPECS = ("tiles", "em", f"beo,eps={16 / 255!r}", "adv", "random")
 
 
-def _train(images: torch.Tensor, labels: torch.Tensor, k: int, name: str, te_im, te_lab, epochs: int) -> float:
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
-    hook = parse_defense(S.AUG.get(name, "aug:4")).hook(k)
-    recipe = Recipe(model="smallcnn", seed=0, epochs=epochs, batch_size=64, lr=0.05)
-    _, h = train_classifier(images, labels, k, recipe, device="cpu", eval_sets={"test": (te_im, te_lab)},
-                            hooks=[hook])
-    return round(h.epochs[-1]["test_acc"], 4)
-
-
 def run(data_dir: str, name: str, specs: list[str], n: int, mix: float, epochs: int, key: int) -> dict:
-    from unlearnable.audit.evaluate import mix_indices
+    from unlearnable.audit.evaluate import clean_rows, mix_indices
     from unlearnable.data.quality import psnr
     from unlearnable.protect import METHODS, Key
     tr, te_im, te_lab = S._load(data_dir, name)
-    if n < len(tr):
-        tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:n])
+    tr = S.seeded_subset(tr, n)
     k = tr.num_classes
-    rows = mix_indices(len(tr), mix, 0)
-    keep = torch.ones(len(tr), dtype=torch.bool)
-    keep[rows] = False
-    if not keep.any():
+    rows, keep = mix_indices(len(tr), mix, 0), clean_rows(len(tr), mix, 0)
+    if not len(keep):
         raise SystemExit(f"--mix {mix}: protects all {len(tr)} rows of {name}; no clean rows are left to train on")
     out: dict = {"data": name, "n": len(tr), "mix": mix, "protected_rows": len(rows), "epochs": epochs, "key": key,
                  "chance": round(float(torch.bincount(te_lab).max()) / len(te_lab), 4),
-                 "clean": _train(tr.images, tr.labels, k, name, te_im, te_lab, epochs),
+                 "clean": S.train_small(tr.images, tr.labels, k, name, te_im, te_lab, epochs),
                  # the floor, trained for the same number of SGD steps as every other row (more epochs over fewer rows)
-                 "clean_rows_only": _train(tr.images[keep], tr.labels[keep], k, name, te_im, te_lab,
-                                           max(1, round(epochs * len(tr) / int(keep.sum())))),
+                 "clean_rows_only": S.train_small(tr.images[keep], tr.labels[keep], k, name, te_im, te_lab,
+                                                  max(1, round(epochs * len(tr) / len(keep)))),
                  "specs": {}}
     for spec in specs:
         method, params = S.parse_spec(spec)
@@ -71,8 +58,8 @@ def run(data_dir: str, name: str, specs: list[str], n: int, mix: float, epochs: 
         fit_s = round(time.time() - t, 1)
         mixed = tr.images.clone()
         mixed[rows] = prot[rows]
-        out["specs"][spec] = {"full": _train(prot, tr.labels, k, name, te_im, te_lab, epochs),
-                              "mix": _train(mixed, tr.labels, k, name, te_im, te_lab, epochs),
+        out["specs"][spec] = {"full": S.train_small(prot, tr.labels, k, name, te_im, te_lab, epochs),
+                              "mix": S.train_small(mixed, tr.labels, k, name, te_im, te_lab, epochs),
                               "psnr": round(float(psnr(tr.images, prot).clamp(max=99).mean()), 1), "fit_s": fit_s}
         print(json.dumps({"data": name, "spec": spec, **out["specs"][spec]}), file=sys.stderr, flush=True)
     return out

@@ -33,11 +33,8 @@ DEFENCES = ("none", "at:linf:2/255", "at:linf:4/255")
 def run(data_dir: str, name: str, spec: str, defences: list[str], n: int, epochs: int, key: int) -> dict:
     from unlearnable.data.quality import psnr
     from unlearnable.protect import METHODS, Key
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
     tr, te_im, te_lab = S._load(data_dir, name)
-    if n < len(tr):
-        tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:n])
+    tr = S.seeded_subset(tr, n)
     t = time.time()
     if spec == "clean":
         imgs = tr.images
@@ -51,13 +48,7 @@ def run(data_dir: str, name: str, spec: str, defences: list[str], n: int, epochs
                  "chance": round(float(torch.bincount(te_lab).max()) / len(te_lab), 4), "test": {}, "train_s": {}}
     for d in defences:
         t = time.time()
-        hooks = [parse_defense(S.AUG.get(name, "aug:4")).hook(tr.num_classes)]
-        if d != "none":
-            hooks.append(parse_defense(d).hook(tr.num_classes))
-        recipe = Recipe(model="smallcnn", seed=0, epochs=epochs, batch_size=64, lr=0.05)
-        _, h = train_classifier(imgs, tr.labels, tr.num_classes, recipe, device="cpu",
-                                eval_sets={"test": (te_im, te_lab)}, hooks=hooks)
-        row["test"][d] = round(h.epochs[-1]["test_acc"], 4)
+        row["test"][d] = S.train_small(imgs, tr.labels, tr.num_classes, name, te_im, te_lab, epochs, d)
         row["train_s"][d] = round(time.time() - t, 1)
     return row
 

@@ -58,16 +58,23 @@ def test_cue_reads_brightness_and_not_patterns(tmp_path):
     assert rows["placed"]["clean"] < 0.7
 
 
+def _tiny_split(folder: Path, n_train: int, n_test: int, seed: int) -> None:
+    """``folder/tiny.pt`` as ``efficacy_sweep.py export`` writes it: two classes of 12 px grey images that differ
+    in brightness (easy to learn)."""
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    labels = torch.arange(n) % 2
+    images = (40 + 150 * labels[:, None, None, None] + torch.randint(0, 30, (n, 1, 12, 12), generator=g))
+    images = images.to(torch.uint8)
+    torch.save({"tr": (images[:n_train], labels[:n_train], ["a", "b"]),
+                "te": (images[n_train:], labels[n_train:])}, folder / "tiny.pt")
+
+
 def test_robust_em_bench_runs_every_cell(tmp_path, capsys):
     """bench/robust_em.py: one row per (dataset, spec), one clean-test accuracy per defence, on a tiny split."""
     import robust_em as R
 
-    g = torch.Generator().manual_seed(1)
-    labels = torch.arange(48) % 2
-    images = (40 + 150 * labels[:, None, None, None] + torch.randint(0, 30, (48, 1, 12, 12), generator=g))
-    split = {"tr": (images[:32].to(torch.uint8), labels[:32], ["a", "b"]),
-             "te": (images[32:].to(torch.uint8), labels[32:])}
-    torch.save(split, tmp_path / "tiny.pt")
+    _tiny_split(tmp_path, 32, 16, seed=1)
     R.main(["--data", str(tmp_path), "--datasets", "tiny", "--n", "24", "--epochs", "1",
             "--specs", "clean;em,robust=2/255,robust_steps=1,max_outer=1,train_steps=1,pgd_steps=1,batch_size=8",
             "--defences", "none,at:linf:2/255:steps=1"])
@@ -84,12 +91,7 @@ def test_partial_bench_measures_the_clean_rows_floor(tmp_path, capsys):
     mixed training set takes exactly the audit's protected rows."""
     import partial as P
 
-    g = torch.Generator().manual_seed(2)
-    labels = torch.arange(60) % 2
-    images = (40 + 150 * labels[:, None, None, None] + torch.randint(0, 30, (60, 1, 12, 12), generator=g))
-    split = {"tr": (images[:40].to(torch.uint8), labels[:40], ["a", "b"]),
-             "te": (images[40:].to(torch.uint8), labels[40:])}
-    torch.save(split, tmp_path / "tiny.pt")
+    _tiny_split(tmp_path, 40, 20, seed=2)
     P.main(["--data", str(tmp_path), "--datasets", "tiny", "--n", "40", "--epochs", "1", "--mix", "0.25",
             "--specs", "random;tiles"])
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -140,8 +140,7 @@ class ErrorMinimisingNoise(Protection):
         # Robust EM: the surrogate is trained adversarially and the noise minimises the loss of the worst case within
         # `robust` of each perturbed (and cropped) image, so a victim's adversarial training at up to that radius
         # still finds the noise's shortcut.
-        self._adversary = (lambda m, xb, yb: G.linf_ascent(m, xb, yb, p.robust, p.robust_steps,
-                                                          self.accel.precision).detach()) if p.robust else None
+        self._adversary = (lambda m, xb, yb: self._worst(m, xb, yb).detach()) if p.robust else None
         trainer = G.SurrogateTrainer(model, len(data), p.batch_size, p.lr, key.generator("em/batches"), dev,
                                      self.accel.precision)
         alpha = p.step_size if p.step_size > 0 else p.eps / 10  # the paper's 0.8/255 at 8/255
