@@ -38,6 +38,7 @@ VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
+GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "levels", "levels-demo", "levels-r18")
 
 
 def grid(name: str) -> list[tuple[str, str, str, int]]:
@@ -79,7 +80,17 @@ def grid(name: str) -> list[tuple[str, str, str, int]]:
     if name == "levels-r18":  # the same comparison against ResNet-18, three keys per dataset (sized for one GPU)
         return [(d, "resnet18", s, seed) for seed in range(3) for d in DATASETS
                 for s in ("tiles", "tiles,levels=random")]
-    raise SystemExit(f"--grid {name}: unknown (gpu1, gpu2, gpu3, gpu4, levels, levels-demo, levels-r18)")
+    if name == "gpu5":  # one GPU session: adv from the spread tiles over three keys, levels-r18, then 3 px tiles
+        adv = [(d, "resnet18", "adv,init=tiles" + (",flip=false" if d == "mnist5k" else ""), seed)
+               for seed in range(3) for d in DATASETS]
+        p3 = [(d, "resnet18", "tiles,period=3", seed) for seed in range(3) for d in ("mnist5k", "mni-tissue")]
+        return adv + grid("levels-r18") + p3
+    if name == "gpu6":  # adv from the tiles: two more keys, then a shorter and a longer surrogate training
+        more = [(d, "resnet18", "adv,init=tiles" + (",flip=false" if d == "mnist5k" else ""), seed)
+                for seed in (3, 4) for d in DATASETS]
+        return more + [(d, "resnet18", f"adv,init=tiles,epochs={e},min_steps=1", seed) for e in (3, 40)
+                       for seed in range(3) for d in DATASETS[:2]]
+    raise SystemExit(f"--grid {name}: unknown ({', '.join(GRIDS)})")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:

@@ -15,9 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import efficacy_sweep as S  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["gpu1", "gpu2", "gpu3", "gpu4", "levels", "levels-demo", "levels-r18"])
+@pytest.mark.parametrize("name", S.GRIDS)
 def test_grid_specs_are_valid(name):
     jobs = S.grid(name)
+    assert jobs, name
     assert len(set(jobs)) == len(jobs)
     for data, victim, spec, _ in jobs:
         assert data in S.DATASETS and victim in S.VICTIMS
