@@ -38,10 +38,10 @@ VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
-GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "levels", "levels-demo", "levels-r18")
+GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "levels", "levels-demo", "levels-r18")
 
 
-def grid(name: str) -> list[tuple[str, str, str, int]]:
+def grid(name: str) -> list[tuple]:
     """The named job lists that were run (docs/benchmarks.md cites them by name)."""
     if name == "gpu1":
         first = ["clean", "tiles", TILE_EM, "ar", "em", "em,augment=4"]
@@ -90,6 +90,10 @@ def grid(name: str) -> list[tuple[str, str, str, int]]:
                 for seed in (3, 4) for d in DATASETS]
         return more + [(d, "resnet18", f"adv,init=tiles,epochs={e},min_steps=1", seed) for e in (3, 40)
                        for seed in range(3) for d in DATASETS[:2]]
+    if name == "gpu7":  # ResNet-18 on tissue: the same keys against other victim seeds (key = 7 + seed)
+        pairs = [("adv,init=tiles", 2, v) for v in (0, 1, 3, 4)] + [("adv,init=tiles", 0, v) for v in (1, 2)] \
+            + [("adv,init=tiles", 4, v) for v in (0, 1)] + [("tiles", 0, v) for v in (1, 2)]
+        return [("mni-tissue", "resnet18", spec, k, v) for spec, k, v in pairs]
     raise SystemExit(f"--grid {name}: unknown ({', '.join(GRIDS)})")
 
 
@@ -167,20 +171,24 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
     return imgs, pert, h, fit_s
 
 
-def run_job(job: tuple[str, str, str, int], data_dir: str, device: str, cache: dict) -> dict[str, Any]:
+def run_job(job: tuple, data_dir: str, device: str, cache: dict) -> dict[str, Any]:
+    """One job ``(data, victim, spec, seed)``: protection key ``7 + seed`` and victim seed ``seed``; a fifth
+    element sets the victim's seed apart from the key (does a key that protects against one victim seed protect
+    against others?)."""
     from unlearnable.data.quality import psnr
     from unlearnable.train.loop import Recipe
-    name, victim, spec, seed = job
+    name, victim, spec, seed = job[:4]
+    vseed = job[4] if len(job) > 4 else seed
     if name not in cache:
         cache[name] = _load(data_dir, name)
     tr, te_im, te_lab = cache[name]
     t = time.time()
     kw = dict(VICTIMS[victim])
     aug, model = kw.pop("aug", None), kw.pop("model", victim)
-    imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, Recipe(model=model, seed=seed, **kw),
+    imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, Recipe(model=model, seed=vseed, **kw),
                                           7 + seed, device, aug)
     chance = float(torch.bincount(te_lab).max()) / len(te_lab)
-    return {"data": name, "victim": victim, "spec": spec, "seed": seed, "chance": round(chance, 4),
+    return {"data": name, "victim": victim, "spec": spec, "seed": seed, "vseed": vseed, "chance": round(chance, 4),
             "test": round(h.epochs[-1]["test_acc"], 4), "best_test": round(max(e["test_acc"] for e in h.epochs), 4),
             "train": round(h.epochs[-1]["train_acc"], 4), "curve": [round(e["test_acc"], 3) for e in h.epochs][::5],
             "psnr": None if spec == "clean" else float(psnr(tr.images, imgs).clamp(max=99).mean()),
@@ -230,11 +238,12 @@ def run(a: argparse.Namespace) -> None:
 def table(path: str) -> str:
     rows = [json.loads(x) for x in open(path) if x.strip()]
     rows = sorted((r for r in rows if "error" not in r), key=lambda r: (r["data"], r["victim"], r["spec"] != "clean"))
-    lines = ["| dataset | victim | protection | clean-test % (final) | best epoch % | train % | PSNR dB | fit s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | victim | protection | key / victim seed | clean-test % (final) | best epoch % | train % "
+             "| PSNR dB | fit s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ps = "—" if r["psnr"] is None else f"{r['psnr']:.1f}"
-        lines.append(f"| {r['data']} | {r['victim']} | `{r['spec']}` | {100 * r['test']:.1f} | "
+        seeds = f"{7 + r['seed']} / {r.get('vseed', r['seed'])}" if "seed" in r else "—"
+        lines.append(f"| {r['data']} | {r['victim']} | `{r['spec']}` | {seeds} | {100 * r['test']:.1f} | "
                      f"{100 * r['best_test']:.1f} | {100 * r['train']:.1f} | {ps} | {r['fit_s']:.0f} |")
     return "\n".join(lines) + "\n"
 

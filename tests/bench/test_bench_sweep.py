@@ -20,7 +20,7 @@ def test_grid_specs_are_valid(name):
     jobs = S.grid(name)
     assert jobs, name
     assert len(set(jobs)) == len(jobs)
-    for data, victim, spec, _ in jobs:
+    for data, victim, spec, *_ in jobs:
         assert data in S.DATASETS and victim in S.VICTIMS
         if spec != "clean":
             method, params = S.parse_spec(spec)
@@ -33,7 +33,7 @@ def test_table_skips_failed_jobs(tmp_path):
           "train": 1.0, "psnr": 30.2, "fit_s": 0.1}
     rows.write_text(json.dumps(ok) + "\n" + json.dumps({"job": ["x"], "error": "boom"}) + "\n")
     text = S.table(str(rows))
-    assert "| textures | smallcnn | `tiles` | 44.4 | 56.8 | 100.0 | 30.2 | 0 |" in text and "boom" not in text
+    assert "| textures | smallcnn | `tiles` | 7 / 0 | 44.4 | 56.8 | 100.0 | 30.2 | 0 |" in text and "boom" not in text
 
 
 def test_cue_reads_brightness_and_not_patterns(tmp_path):
