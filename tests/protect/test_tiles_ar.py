@@ -9,7 +9,7 @@ from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
 from unlearnable.protect.ar import generate, matched_response
-from unlearnable.protect.tiles import _variants, draw_tiles, spread_levels
+from unlearnable.protect.tiles import _variants, draw_tiles, level_cost, levels_by_colour, spread_levels
 
 
 def _flat(n: int = 24, c: int = 3, size: int = 16, classes: int = 4, value: int = 128) -> ImageSet:
@@ -88,8 +88,55 @@ def test_tiles_levels_fall_back_to_distinct_patterns_and_validate():
     data = _flat(n=20, c=1, size=8, classes=10)
     a, b = _run("tiles", data)[1].tiles, _run("tiles", data, levels="random")[1].tiles
     assert not torch.equal(a, b)
-    with pytest.raises(UserError, match="levels=flat"):
+    with pytest.raises(UserError, match="levels=flat: must be 'colour', 'spread' or 'random'"):
         METHODS.get("tiles")(levels="flat")
+
+
+def test_levels_by_colour_find_the_best_assignment():
+    """The swap search reaches the brute-force optimum of ``level_cost`` on small problems (grey and colour)."""
+    import itertools
+
+    g = torch.Generator().manual_seed(5)
+    for classes, channels in ((4, 1), (5, 1), (5, 3), (6, 2)):
+        counts = spread_levels(classes, channels, 16, g)
+        means = torch.rand(classes, channels, generator=g) * 255
+        best = min(level_cost(counts[list(p)], means) for p in itertools.permutations(range(classes)))
+        got = levels_by_colour(counts, means)
+        assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, counts.tolist()))  # a reassignment
+        assert level_cost(got, means) <= best + 1e-6
+        assert level_cost(got, means) <= level_cost(counts, means) + 1e-6
+    # more classes: no single swap improves the result (a local minimum), and it beats the key-drawn order
+    counts = spread_levels(12, 3, 4, g)
+    means = torch.rand(12, 3, generator=g) * 255
+    got = levels_by_colour(counts, means)
+    cost = level_cost(got, means)
+    assert cost < level_cost(counts, means)
+    for i in range(12):
+        for j in range(i + 1, 12):
+            swapped = got.clone()
+            swapped[[i, j]] = swapped[[j, i]]
+            assert level_cost(swapped, means) >= cost - 1e-6
+
+
+def test_tiles_levels_colour_give_the_extremes_to_the_closest_classes():
+    """``levels=colour``: the two near-constant tiles (1 and n - 1 ``+`` signs) go to the two classes whose images
+    are closest in brightness, never to classes that brightness already tells apart; it reads pixels, keeps the
+    spread levels and is deterministic by key."""
+    shades = torch.tensor([60, 120, 147, 185], dtype=torch.uint8)  # background, CSF, GM, WM of the tissue patches
+    data = _flat(n=16, c=1, size=8, classes=4)
+    data = ImageSet(shades[data.labels][:, None, None, None].expand_as(data.images).contiguous(), data.labels,
+                    data.ids, data.splits, data.classes)
+    algo = METHODS.get("tiles")(levels="colour")
+    assert algo.fit_reads_pixels and not METHODS.get("tiles")(levels="spread").fit_reads_pixels
+    for seed in range(6):
+        tiles = _run("tiles", data, seed=seed, levels="colour")[1].tiles
+        counts = (tiles > 0).flatten(1).sum(1)
+        assert {int(counts.argmin()), int(counts.argmax())} == {1, 2}  # CSF and GM: 27 grey levels apart
+        spread = _run("tiles", data, seed=seed, levels="spread")[1].tiles
+        assert sorted(counts.tolist()) == sorted((spread > 0).flatten(1).sum(1).tolist())
+    out = _run("tiles", data, seed=3, levels="colour")[0]
+    assert torch.equal(out, _run("tiles", data, seed=3, levels="colour")[0])
+    assert (out.int() - data.images.int()).abs().max() == 8
 
 
 def test_ar_noise_is_the_class_process_and_budgeted():

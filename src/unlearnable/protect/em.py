@@ -55,8 +55,9 @@ from .tiles import PeriodicTiles, tile_noise
 
 
 def tile_start(data: ImageSet, key: Key, eps: float) -> torch.Tensor:
-    """The float noise ``(N, C, H, W)`` that ``tiles`` at ``eps`` adds with the same key (before clipping)."""
-    tiles = PeriodicTiles(eps=eps)
+    """The float noise ``(N, C, H, W)`` that ``tiles --param levels=spread`` at ``eps`` adds with the same key
+    (before clipping): the start that the measured ``em``/``adv`` ``init=tiles`` rows used (docs/benchmarks.md)."""
+    tiles = PeriodicTiles(eps=eps, levels="spread")
     codes = tiles.fit(data, key)
     return tile_noise(codes.tiles, data.labels, data.ids, codes.seed, data.size) * eps
 

@@ -75,13 +75,78 @@ def _signs(counts: torch.Tensor | None, channels: int, period: int, g: torch.Gen
     return t.reshape(channels, period, period)
 
 
+EXACT_LEVELS = 8  # up to this many classes the level assignment is searched exhaustively
+
+
+def class_means(data: ImageSet, chunk: int = 1024) -> torch.Tensor:
+    """``(K, C)`` mean pixel of each class in grey levels, read in chunks; mid-grey for a class with no image."""
+    k, c = data.num_classes, data.channels
+    sums, counts = torch.zeros(k, c, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    for i in range(0, len(data.labels), chunk):
+        y = data.labels[i:i + chunk]
+        sums.index_add_(0, y, data.images[i:i + chunk].double().mean((2, 3)))
+        counts.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
+    return torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], torch.full_like(sums, 127.5))
+
+
+def level_cost(counts: torch.Tensor, means: torch.Tensor) -> float:
+    """``sum over class pairs of |tile mean gap| * |colour gap|``: large when classes that the images' own colours
+    already tell apart also get far-apart tile means (see :func:`levels_by_colour`)."""
+    return float((torch.cdist(counts.double(), counts.double()) * torch.cdist(means.double(), means.double())).sum()
+                 / 2)
+
+
+def levels_by_colour(counts: torch.Tensor, means: torch.Tensor, max_swaps: int = 10_000) -> torch.Tensor:
+    """Give the rows of ``counts`` ``(K, C)`` (the spread levels) to the classes so that the far-apart levels go to
+    classes whose mean colours ``means`` ``(K, C)`` are close, and near levels to classes the colours already
+    separate: the minimum of :func:`level_cost` (exhaustive up to :data:`EXACT_LEVELS` classes, else the best
+    local minimum of pairwise swaps from eight fixed starts).
+
+    Why: a tile at an extreme level (1 or n - 1 ``+`` signs of n) is nearly a constant, a brightness change with
+    little pattern. When the two classes that own the extremes are also far apart in the images' own brightness,
+    a victim tells them apart by that brightness, which holds on clean images too, and keeps them (measured on
+    tissue patches: every key whose extreme pair was background/white matter or background/grey matter left the
+    victim at 43-50%, every other key at chance; docs/methods.md)."""
+    k = len(counts)
+    c = counts.double()
+    gaps = torch.cdist(means.double(), means.double())  # (K, K) colour distance between classes
+    if k <= EXACT_LEVELS:  # every assignment (8! = 40,320 at most), scored at once
+        import itertools
+
+        perms = torch.tensor(list(itertools.permutations(range(k))))
+        d = torch.cdist(c[perms], c[perms])  # (P, K, K)
+        return counts[perms[int((d * gaps).sum((1, 2)).argmin())]]
+    starts = [torch.arange(k)] + [torch.randperm(k, generator=torch.Generator().manual_seed(r)) for r in range(7)]
+    best, best_cost = None, float("inf")
+    for order in starts:  # pairwise swaps from several fixed starts; keep the best local minimum
+        for _ in range(max_swaps):
+            d = torch.cdist(c[order], c[order])  # level distance between classes under the current order
+            a = d @ gaps
+            diag = a.diagonal()
+            # change of the cost if classes i and j swap levels (d, gaps symmetric)
+            delta = a + a.T - diag[:, None] - diag[None, :] + 2 * d * gaps
+            i, j = divmod(int(delta.argmin()), k)
+            if float(delta[i, j]) > -1e-9:
+                break
+            order[[i, j]] = order[[j, i]]
+        cost = level_cost(counts[order], means)
+        if cost < best_cost - 1e-9:
+            best, best_cost = order.clone(), cost
+    return counts[best]
+
+
 def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator, candidates: int = 64,
-               levels: str = "spread") -> torch.Tensor:
+               levels: str = "spread", means: torch.Tensor | None = None) -> torch.Tensor:
     """``(K, C, p, p)`` sign tiles, greedily chosen so that the closest pair (under every shift and mirror) is as far
     apart as ``candidates`` random draws per class allow; with ``levels="spread"`` each class's count of ``+1``
     signs per channel comes from :func:`spread_levels` (shifts and mirrors keep counts, so classes with different
-    counts can never be confused), with ``"random"`` signs are i.i.d."""
-    counts = spread_levels(num_classes, channels, period * period, g) if levels == "spread" else None
+    counts can never be confused), with ``"colour"`` the same counts are given out by :func:`levels_by_colour`
+    (``means``: each class's mean colour), with ``"random"`` signs are i.i.d."""
+    counts = spread_levels(num_classes, channels, period * period, g) if levels != "random" else None
+    if levels == "colour":
+        if means is None:
+            raise ValueError("draw_tiles(levels='colour') needs the class means")
+        counts = levels_by_colour(counts, means)
     chosen: list[torch.Tensor] = []
     banks: list[torch.Tensor] = []
     for k in range(num_classes):
@@ -133,20 +198,27 @@ class PeriodicTiles(Protection):
 
     summary = "recommended: class-wise periodic sign tiles, robust to crop/flip (model-free, any size)"
     size_free = True  # the noise is generated at each image's own size
-    fit_reads_pixels = False  # fit needs labels, ids and the channel count only
 
     @dataclass(frozen=True)
     class Params:
         eps: float = 8 / 255
         period: int = 0  # tile side in pixels; 0 = auto: 2 for colour images, 4 for grey ones (docs/methods.md)
-        levels: str = "spread"  # each class's tile mean: "spread" apart (default) or "random" (i.i.d. signs)
+        # each class's tile mean: "colour" (the default: spread apart, the far-apart levels to classes whose images
+        # are close in colour), "spread" (spread apart in a key-drawn order) or "random" (i.i.d. signs)
+        levels: str = "colour"
 
         def validate(self) -> None:
             G.check_budget(self.eps, "linf")
             if self.period != 0 and not 2 <= self.period <= 16:
                 raise UserError(f"--param period={self.period}: must be 0 (auto) or in 2..16 pixels")
-            if self.levels not in ("spread", "random"):
-                raise UserError(f"--param levels={self.levels}: must be 'spread' or 'random'")
+            if self.levels not in ("colour", "spread", "random"):
+                raise UserError(f"--param levels={self.levels}: must be 'colour', 'spread' or 'random'")
+
+    @property
+    def fit_reads_pixels(self) -> bool:  # type: ignore[override]
+        """``levels=colour`` (the default) reads pixels once, for each class's mean colour; the others need labels,
+        ids and the channel count only."""
+        return self.params.levels == "colour"
 
     def period_for(self, channels: int, num_classes: int) -> int:
         """The tile side: the parameter, or the measured best (colour: 2, grey: 4), grown until the tiles can
@@ -162,8 +234,9 @@ class PeriodicTiles(Protection):
         if self.params.period and period != self.params.period:
             raise UserError(f"--param period={self.params.period}: too small to tell {data.num_classes} classes "
                             f"apart (use {period} or more)")
+        means = class_means(data) if self.params.levels == "colour" else None
         tiles = draw_tiles(data.num_classes, data.channels, period, key.generator("tiles/codes"),
-                           levels=self.params.levels)
+                           levels=self.params.levels, means=means)
         return TileCodes(tiles, key.seed("tiles/phases"))
 
     def apply(self, data: ImageSet, perturbation: TileCodes) -> torch.Tensor:
