@@ -38,7 +38,7 @@ VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
-GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "levels", "levels-demo", "levels-r18")
+GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "levels", "levels-colour", "levels-demo", "levels-r18")
 
 
 def grid(name: str) -> list[tuple]:
@@ -94,6 +94,11 @@ def grid(name: str) -> list[tuple]:
         pairs = [("adv,init=tiles", 2, v) for v in (0, 1, 3, 4)] + [("adv,init=tiles", 0, v) for v in (1, 2)] \
             + [("adv,init=tiles", 4, v) for v in (0, 1)] + [("tiles", 0, v) for v in (1, 2)]
         return [("mni-tissue", "resnet18", spec, k, v) for spec, k, v in pairs]
+    if name == "levels-colour":  # CPU: the tile levels in the key's order against levels given out by colour
+        pairs = [("mni-tissue", k, v) for k, v in ((7, 0), (8, 0), (9, 0), (10, 0), (16, 0), (8, 1), (9, 3))] \
+            + [("textures", k, 0) for k in range(7, 12)] + [("mnist5k", k, k - 7) for k in range(7, 11)]
+        return [(d, "smallcnn", f"tiles,levels={lv}", k - 7, v) for d, k, v in pairs for lv in ("colour", "spread")] \
+            + [("mnist5k", "smallcnn8", "tiles,levels=colour", k - 7, k - 7) for k in range(7, 11)]
     raise SystemExit(f"--grid {name}: unknown ({', '.join(GRIDS)})")
 
 
