@@ -96,7 +96,7 @@ def grid(name: str) -> list[tuple]:
         return [("mni-tissue", "resnet18", spec, k, v) for spec, k, v in pairs]
     if name == "levels-colour":  # CPU: the tile levels in the key's order against levels given out by colour
         pairs = [("mni-tissue", k, v) for k, v in ((7, 0), (8, 0), (9, 0), (10, 0), (16, 0), (8, 1), (9, 3))] \
-            + [("textures", k, 0) for k in range(7, 12)] + [("mnist5k", k, k - 7) for k in range(7, 11)]
+            + [("textures", k, 0) for k in range(7, 15)] + [("mnist5k", k, k - 7) for k in range(7, 11)]
         return [(d, "smallcnn", f"tiles,levels={lv}", k - 7, v) for d, k, v in pairs for lv in ("colour", "spread")] \
             + [("mnist5k", "smallcnn8", "tiles,levels=colour", k - 7, k - 7) for k in range(7, 11)]
     raise SystemExit(f"--grid {name}: unknown ({', '.join(GRIDS)})")
