@@ -12,6 +12,11 @@ another's under any cyclic shift or mirror (the flip augmentation), and every pi
 
 Each image gets the tile of its class at a phase drawn from the key and its id, so the noise is not one fixed
 image per class, ``apply`` is pure and works at any image size, and nothing per sample needs storing.
+
+A tile's count of ``+`` signs sets its mean, a class-wise brightness offset. Every class gets its own count
+(:func:`spread_levels`), and by default (``levels=colour``) the counts are given out so that the near-constant
+tiles at the extreme counts belong to classes whose images are close in colour (:func:`levels_by_colour`): a
+victim can then not tell those classes apart by the images' own brightness instead of by the tiles.
 """
 
 from __future__ import annotations
