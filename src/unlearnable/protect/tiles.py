@@ -86,11 +86,10 @@ EXACT_LEVELS = 8  # up to this many classes the level assignment is searched exh
 def class_means(data: ImageSet, chunk: int = 1024) -> torch.Tensor:
     """``(K, C)`` mean pixel of each class in grey levels, read in chunks; mid-grey for a class with no image."""
     k, c = data.num_classes, data.channels
-    sums, counts = torch.zeros(k, c, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    sums = torch.zeros(k, c, dtype=torch.float64)
     for i in range(0, len(data.labels), chunk):
-        y = data.labels[i:i + chunk]
-        sums.index_add_(0, y, data.images[i:i + chunk].double().mean((2, 3)))
-        counts.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
+        sums.index_add_(0, data.labels[i:i + chunk], data.images[i:i + chunk].double().mean((2, 3)))
+    counts = torch.bincount(data.labels, minlength=k).double()
     return torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], torch.full_like(sums, 127.5))
 
 
