@@ -8,6 +8,11 @@ runs only at 8/255 (and for budget-free methods). Prints one JSON object; ``--ta
 
     python bench/efficacy.py --quick --out results.json --table table.md
     python bench/efficacy.py --datasets mni-tissue --methods random,em --eps 8/255 --victims smallcnn --jpeg 75
+
+The full table takes hours on a CPU: ``--rows FILE`` appends every finished baseline and row to a JSON-lines file
+as it goes, and a rerun with the same file and settings skips what is already there (an interrupted run resumes
+where it stopped; a line cut off mid-write is dropped). Several processes can share the grid by dataset, each
+with its own file; ``--from-rows A,B`` rebuilds the JSON and the table from the files without training.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,9 +100,15 @@ def recipe_for(name: str, victim: str, quick: bool, epochs: int | None, seed: in
 def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None, eps: Sequence[float] = EPS,
         victims: Sequence[str] = ("smallcnn", "resnet18"), quick: bool = False, seed: int = 0,
         jpeg_quality: int | None = None, n_train: int | None = None, n_test: int | None = None,
-        epochs: int | None = None, device: str = "cpu", log=None) -> dict[str, Any]:
-    """Run the grid and return the results object (what ``main`` prints); ``log`` gets one line per row."""
+        epochs: int | None = None, device: str = "cpu", log=None, rows_file: str | Path | None = None
+        ) -> dict[str, Any]:
+    """Run the grid and return the results object (what ``main`` prints); ``log`` gets one line per row.
+
+    ``rows_file``: a JSON-lines checkpoint (see the module docstring); baselines and rows already in it for the
+    same settings are reused instead of trained again."""
     say = log or (lambda s: None)
+    sig = {"quick": quick, "seed": seed, "jpeg": jpeg_quality, "train": n_train, "test": n_test, "epochs": epochs}
+    done = RowStore(rows_file, sig) if rows_file else None
     methods = list(methods) if methods else METHODS.names()
     for m in methods:
         METHODS.get(m)  # unknown names fail here, with "did you mean", before anything trains
@@ -111,9 +124,17 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
             recipe = recipe_for(name, victim, quick, epochs, seed)
             cached: dict[str, Any] | None = None  # the clean baseline of (dataset, victim, seed)
             jpeg_cached: dict[str, Any] | None = None
+            if done is not None and (b := done.baseline(name, victim)) is not None:
+                baselines.append({k: v for k, v in b.items() if k not in ("curve", "clean_jpeg_acc")})
+                cached = {"acc": b["clean_acc"], "curve": b["curve"], "wall_s": b["train_s"]}
+                jpeg_cached = {"acc": b["clean_jpeg_acc"]} if "clean_jpeg_acc" in b else None
             for method in methods:
                 for e in method_rows(method, eps, victim):
                     params = {} if e is None else {"eps": e}
+                    if done is not None and (old := done.row(name, victim, method, e)) is not None:
+                        rows.append(old)
+                        say(f"{name} {victim} {method} eps={old['eps_255']}: from {rows_file}")
+                        continue
                     t = time.perf_counter()
                     prot = protect(ds, method, key=seed, device=device, **params)
                     fit_s = time.perf_counter() - t
@@ -126,6 +147,8 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
                                           "final_train_acc": cached["curve"][-1]["train_acc"],
                                           "test_curve": [round(r["test_acc"], 4) for r in cached["curve"]],
                                           "train": len(clean_train), "test": len(test_labels)})
+                        if done is not None:
+                            done.add("baseline", {**baselines[-1], "curve": cached["curve"]})
                     stats = perturbation_stats(clean_train.images, prot.split("train").images)
                     row = {"dataset": name, "victim": victim, "method": method,
                            "eps": e, "eps_255": None if e is None else round(e * 255, 3),
@@ -144,16 +167,125 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
                         rj = evaluate(_jpeg_train(prot, jpeg_quality), ds, recipe, device=device, defenses=aug,
                                       clean_result=cached)
                         row["protected_jpeg_acc"] = rj["protected_acc"]
+                        if done is not None and not done.has_jpeg_baseline(name, victim):
+                            done.add("jpeg", {"dataset": name, "victim": victim, "clean_jpeg_acc": jpeg_cached["acc"]})
                     rows.append(row)
+                    if done is not None:
+                        done.add("row", row)
                     say(f"{name} {victim} {method} eps={row['eps_255']}: clean {row['clean_acc']:.3f} protected "
                         f"{row['protected_acc']:.3f} chance {chance:.3f} PSNR {_db(row['psnr_db'])}")
+    return _result(quick, seed, device, datasets, methods, eps, victims, jpeg_quality, baselines, rows,
+                   time.perf_counter() - t_all)
+
+
+def _result(quick: bool, seed: int, device: str, datasets: Sequence[str], methods: Sequence[str],
+            eps: Sequence[float], victims: Sequence[str], jpeg_quality: int | None, baselines: list[dict[str, Any]],
+            rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     return {"benchmark": "efficacy", "quick": quick, "seed": seed, "device": device,
-            "config": {"datasets": list(datasets), "methods": methods, "eps": list(eps), "victims": list(victims),
-                       "jpeg": jpeg_quality, "batch_size": BATCH, "lr": LR, "recipes": RECIPES,
-                       "quick_sizes": QUICK if quick else None},
+            "config": {"datasets": list(datasets), "methods": list(methods), "eps": list(eps),
+                       "victims": list(victims), "jpeg": jpeg_quality, "batch_size": BATCH, "lr": LR,
+                       "recipes": RECIPES, "quick_sizes": QUICK if quick else None},
             "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                         "cpu": platform.processor() or platform.machine()},
-            "baselines": baselines, "rows": rows, "wall_s": time.perf_counter() - t_all}
+            "baselines": baselines, "rows": rows, "wall_s": wall_s}
+
+
+def _fail(message: str) -> None:
+    """A one-line message on stderr and exit status 2 (bad input), never a traceback."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _eps_key(e: float | None) -> float | None:
+    return None if e is None else round(e * 255, 3)
+
+
+class RowStore:
+    """The ``--rows`` checkpoint: one JSON object per line, ``{"kind", "sig", "data"}``; ``sig`` holds the settings
+    that change a result (quick, seed, jpeg, subset sizes, epochs), so a file shared by runs with other settings
+    only gives back its own lines. Lines are appended and flushed to disk one at a time; a last line without its
+    newline (a run killed mid-write) is cut off before the first append."""
+
+    def __init__(self, path: str | Path, sig: dict[str, Any]) -> None:
+        self.path, self.sig = Path(path), sig
+        self.lines = read_rows(self.path)
+        if self.path.exists():
+            raw = self.path.read_bytes()
+            if raw and not raw.endswith(b"\n"):
+                with open(self.path, "r+b") as f:
+                    f.truncate(raw.rfind(b"\n") + 1)
+        self.mine = [ln for ln in self.lines if ln["sig"] == sig]
+
+    def _find(self, kind: str, **match: Any) -> dict[str, Any] | None:
+        hits = [ln["data"] for ln in self.mine if ln["kind"] == kind
+                and all(ln["data"].get(k) == v for k, v in match.items())]
+        return hits[-1] if hits else None
+
+    def baseline(self, dataset: str, victim: str) -> dict[str, Any] | None:
+        b = self._find("baseline", dataset=dataset, victim=victim)
+        j = self._find("jpeg", dataset=dataset, victim=victim)
+        return None if b is None else ({**b, "clean_jpeg_acc": j["clean_jpeg_acc"]} if j else dict(b))
+
+    def has_jpeg_baseline(self, dataset: str, victim: str) -> bool:
+        return self._find("jpeg", dataset=dataset, victim=victim) is not None
+
+    def row(self, dataset: str, victim: str, method: str, eps: float | None) -> dict[str, Any] | None:
+        return self._find("row", dataset=dataset, victim=victim, method=method, eps_255=_eps_key(eps))
+
+    def add(self, kind: str, data: dict[str, Any]) -> None:
+        line = {"kind": kind, "sig": self.sig, "data": data}
+        self.mine.append(json.loads(json.dumps(line)))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete line of a ``--rows`` file (none if it does not exist); a cut-off last line is skipped."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for n, text in enumerate(p.read_text().splitlines(keepends=True), 1):
+        if not text.endswith("\n"):
+            break  # cut off mid-write: the run that wrote it did not finish this row
+        try:
+            line = json.loads(text)
+            if not {"kind", "sig", "data"} <= line.keys():
+                raise ValueError("missing kind/sig/data")
+        except ValueError as exc:
+            _fail(f"{p}: line {n} is not an efficacy row ({exc})")
+        out.append(line)
+    return out
+
+
+def from_rows(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """The results object rebuilt from ``--rows`` files (no training): rows and baselines in file order, the
+    settings of the first line (files with other settings are refused, so one table never mixes recipes)."""
+    lines = [ln for p in paths for ln in read_rows(p)]
+    if not lines:
+        _fail(f"{','.join(map(str, paths))}: no efficacy rows")
+    sig = lines[0]["sig"]
+    for ln in lines:
+        if ln["sig"] != sig:
+            _fail(f"--from-rows: a line with other settings ({ln['sig']} against {sig})")
+    rows = [ln["data"] for ln in lines if ln["kind"] == "row"]
+    jpegs = {(ln["data"]["dataset"], ln["data"]["victim"]): ln["data"]["clean_jpeg_acc"]
+             for ln in lines if ln["kind"] == "jpeg"}
+    baselines = []
+    for ln in lines:
+        if ln["kind"] == "baseline":
+            b = {k: v for k, v in ln["data"].items() if k != "curve"}
+            if (j := jpegs.get((b["dataset"], b["victim"]))) is not None:
+                b["clean_jpeg_acc"] = j
+            baselines.append(b)
+    uniq = lambda xs: list(dict.fromkeys(xs))  # noqa: E731
+    return _result(bool(sig["quick"]), sig["seed"], "—", uniq(r["dataset"] for r in rows),
+                   uniq(r["method"] for r in rows), sorted({r["eps"] for r in rows if r["eps"] is not None}),
+                   uniq(r["victim"] for r in rows), sig["jpeg"], baselines, rows,
+                   sum(r["fit_s"] + r["train_s"] for r in rows) + sum(b["train_s"] for b in baselines))
 
 
 def _db(psnr_db: float | None) -> str:
@@ -206,12 +338,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--table", default=None, help="write the Markdown table here")
+    ap.add_argument("--rows", default=None, metavar="FILE",
+                    help="JSON-lines checkpoint: append each finished row, skip rows already there (resume)")
+    ap.add_argument("--from-rows", default=None, metavar="FILES",
+                    help="no training: rebuild the JSON and table from --rows files (comma-separated)")
     a = ap.parse_args(argv)
     if a.jpeg is not None and not 1 <= a.jpeg <= 100:
         ap.error(f"--jpeg {a.jpeg}: quality must be in 1..100")
     eps = [parse_number(e, "--eps") for e in _csv(a.eps)]
-    result = run(_csv(a.datasets), _csv(a.methods) or None, eps, _csv(a.victims), a.quick, a.seed, a.jpeg,
-                 a.train, a.test, a.epochs, a.device, log=lambda s: print(s, file=sys.stderr, flush=True))
+    if a.from_rows:
+        result = from_rows(_csv(a.from_rows))
+    else:
+        result = run(_csv(a.datasets), _csv(a.methods) or None, eps, _csv(a.victims), a.quick, a.seed, a.jpeg,
+                     a.train, a.test, a.epochs, a.device, log=lambda s: print(s, file=sys.stderr, flush=True),
+                     rows_file=a.rows)
     text = json.dumps(result, indent=2)
     print(text)
     if a.out:

@@ -71,3 +71,49 @@ def test_jpeg_round_trip_touches_the_training_split_only(bench):
 def test_unknown_method_fails_before_training(bench):
     with pytest.raises(UserError, match="did you mean"):
         bench.run(["textures"], ["randon"], [8 / 255], ["smallcnn"], quick=True)
+
+
+def test_rows_file_resumes_without_training_again(bench, tmp_path, monkeypatch, capsys):
+    """--rows appends each finished row; a rerun with the same settings trains nothing that is already there, a cut
+    off last line is dropped, other settings are not reused, and --from-rows rebuilds the same table."""
+    rows_file, table, table2 = tmp_path / "rows.jsonl", tmp_path / "t.md", tmp_path / "t2.md"
+    args = ["--datasets", "textures", "--methods", "random,ops", "--eps", "8/255", "--victims", "smallcnn",
+            "--quick", "--train", "100", "--test", "50", "--epochs", "2", "--rows", str(rows_file)]
+    first = bench.main(args + ["--table", str(table)])
+    kinds = [json.loads(x)["kind"] for x in rows_file.read_text().splitlines()]
+    assert kinds == ["baseline", "row", "row"]
+
+    def no_training(*a, **k):
+        raise AssertionError("trained a row that the rows file already holds")
+
+    real_evaluate = bench.evaluate
+    monkeypatch.setattr(bench, "evaluate", no_training)
+    with open(rows_file, "a") as f:
+        f.write('{"kind": "row", "sig"')  # a run killed mid-write
+    again = bench.main(args)
+    assert again["rows"] == first["rows"] and again["baselines"] == first["baselines"]
+    assert rows_file.read_text().endswith("}\n")  # the cut-off line is gone before anything is appended
+
+    calls = []  # one more budget: only its row trains, and it reuses the stored clean baseline
+    monkeypatch.setattr(bench, "evaluate", lambda *a, **k: calls.append(k["clean_result"]) or real_evaluate(*a, **k))
+    more = bench.main([*args[:5], "4/255,8/255", *args[6:]])
+    assert [(r["method"], r["eps_255"]) for r in more["rows"]] == [("random", 4.0), ("random", 8.0), ("ops", None)]
+    assert len(calls) == 1 and calls[0]["acc"] == first["baselines"][0]["clean_acc"]
+
+    other = bench.RowStore(rows_file, {**json.loads(rows_file.read_text().splitlines()[0])["sig"], "epochs": 3})
+    assert other.baseline("textures", "smallcnn") is None and other.row("textures", "smallcnn", "ops", None) is None
+
+    capsys.readouterr()
+    rebuilt = bench.main(["--from-rows", str(rows_file), "--table", str(table2)])
+    assert [(r["method"], r["eps_255"]) for r in rebuilt["rows"]] == [("random", 8.0), ("ops", None), ("random", 4.0)]
+    assert table2.read_text().splitlines()[:4] == table.read_text().splitlines()
+
+
+def test_rows_file_bad_line_is_one_message(bench, tmp_path, capsys):
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text('{"kind": "row"}\n')
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--from-rows", str(bad)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{bad}: line 1 is not an efficacy row") and "\n" not in err
