@@ -38,12 +38,14 @@ VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
-GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "levels", "levels-colour", "levels-demo", "levels-r18")
+GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
+         "levels-r18")
 
 
-def adv_from_tiles(data: str) -> str:
-    """``adv`` started from the tiles, without the mirror in its attack on the digits (their victims do not flip)."""
-    return "adv,init=tiles" + (",flip=false" if data == "mnist5k" else "")
+def adv_from_tiles(data: str, init: str = "tiles") -> str:
+    """``adv`` started from the tiles (``init``: ``tiles``, the spread levels, or ``tiles-colour``), without the
+    mirror in its attack on the digits (their victims do not flip)."""
+    return f"adv,init={init}" + (",flip=false" if data == "mnist5k" else "")
 
 
 def grid(name: str) -> list[tuple]:
@@ -97,6 +99,9 @@ def grid(name: str) -> list[tuple]:
         pairs = [("adv,init=tiles", 2, v) for v in (0, 1, 3, 4)] + [("adv,init=tiles", 0, v) for v in (1, 2)] \
             + [("adv,init=tiles", 4, v) for v in (0, 1)] + [("tiles", 0, v) for v in (1, 2)]
         return [("mni-tissue", "resnet18", spec, k, v) for spec, k, v in pairs]
+    if name == "gpu8":  # not run yet: ResNet-18 against the colour levels (the default tiles) and adv from them
+        tiles = [(d, "resnet18", "tiles", seed) for seed in range(5) for d in ("mni-tissue", "textures")]
+        return tiles + [(d, "resnet18", adv_from_tiles(d, "tiles-colour"), seed) for seed in range(5) for d in DATASETS]
     if name == "levels-colour":  # CPU: the tile levels in the key's order against levels given out by colour
         pairs = [("mni-tissue", k, v) for k, v in ((7, 0), (8, 0), (9, 0), (10, 0), (16, 0), (8, 1), (9, 3))] \
             + [("textures", k, 0) for k in range(7, 15)] + [("mnist5k", k, k - 7) for k in range(7, 11)]

@@ -200,3 +200,24 @@ def test_em_samplewise_defaults_lower_victim_accuracy():
     base = clean_acc()
     acc = protected_acc("em")
     assert base > 0.75 and acc < base - 0.15, (base, acc)
+
+
+def test_tile_starts_follow_the_tiles_levels():
+    """init=tiles starts from the spread levels (the measured rows), init=tiles-colour from the colour levels
+    (the default of `tiles`); both are tied to sample-wise noise, and adv takes the same names."""
+    from unlearnable.protect.em import INITS, tile_start
+
+    data = _data(value=128)
+    key = Key.from_seed(5)
+    for init, levels in (("tiles", "spread"), ("tiles-colour", "colour")):
+        t = METHODS.get("tiles")(levels=levels)
+        want = t.apply(data, t.fit(data, key)).int() - 128
+        assert INITS[init] == levels
+        got = tile_start(data, key, 8 / 255, INITS[init])
+        assert torch.equal(torch.round(got * 255).int(), want)
+        METHODS.get("em")(init=init)
+        METHODS.get("adv")(init=init)  # a valid start for both
+    with pytest.raises(UserError, match="init=tiles-colour: needs mode=samplewise"):
+        METHODS.get("em")(init="tiles-colour", mode="classwise")
+    with pytest.raises(UserError, match="--param init"):
+        METHODS.get("adv")(init="tiles-color")

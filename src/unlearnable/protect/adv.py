@@ -38,7 +38,7 @@ from ..runtime import distributed as D
 from ..runtime import precision as P
 from . import _gradient as G
 from .base import METHODS, Protection, require_labels
-from .em import tile_start
+from .em import INITS, tile_start
 from .keys import Key
 from .noise import NoiseTable
 
@@ -65,7 +65,7 @@ class AdversarialPoison(Protection):
         target: str = "next"
         augment: int = 4  # crop padding of the keyed crop/flip averaged over in every PGD step (0: none)
         flip: bool = True  # mirror in the attack's augmentation (false for data that is not mirror-symmetric)
-        init: str = "random"  # random | tiles
+        init: str = "random"  # random | tiles | tiles-colour (em.INITS: the class tiles of `tiles` as the start)
         batch_size: int = 256
         lr: float = 0.05
 
@@ -73,7 +73,7 @@ class AdversarialPoison(Protection):
             G.check_budget(self.eps, "linf", self.step_size)
             MODELS.get(self.surrogate)
             look_up_option(self.target, ("next", "away", "own"), "--param target")
-            look_up_option(self.init, ("random", "tiles"), "--param init")
+            look_up_option(self.init, tuple(INITS), "--param init")
             if not 0 <= self.augment <= 16:
                 raise UserError(f"--param augment={self.augment}: crop padding must be in 0..16 (0: none)")
             G.check_positive(epochs=self.epochs, min_steps=self.min_steps, steps=self.steps,
@@ -87,8 +87,8 @@ class AdversarialPoison(Protection):
         x, y = data.float().to(dev), data.labels.to(dev)
         model = self._train_surrogate(x, y, data, key)
         self.surrogate_model = model  # kept for inspection (tests, --progress); not part of the output
-        if p.init == "tiles":
-            delta = tile_start(data, key, p.eps).to(dev)
+        if INITS[p.init]:
+            delta = tile_start(data, key, p.eps, INITS[p.init]).to(dev)
         else:
             delta = G.random_start(tuple(x.shape), p.eps, "linf", key.generator("adv/init")).to(dev)
         delta = G.project(delta, p.eps, "linf", x)

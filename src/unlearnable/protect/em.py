@@ -53,11 +53,17 @@ from .keys import Key
 from .noise import NoiseTable
 from .tiles import PeriodicTiles, tile_noise
 
+#: ``--param init`` of ``em`` and ``adv``: a random start, or the class tiles of ``tiles`` with the levels named
+#: (``tiles``: ``levels=spread``, the start of every measured ``init=tiles`` row; ``tiles-colour``: the levels given
+#: out by colour, the default of ``tiles`` since then)
+INITS = {"random": None, "tiles": "spread", "tiles-colour": "colour"}
 
-def tile_start(data: ImageSet, key: Key, eps: float) -> torch.Tensor:
-    """The float noise ``(N, C, H, W)`` that ``tiles --param levels=spread`` at ``eps`` adds with the same key
-    (before clipping): the start that the measured ``em``/``adv`` ``init=tiles`` rows used (docs/benchmarks.md)."""
-    tiles = PeriodicTiles(eps=eps, levels="spread")
+
+def tile_start(data: ImageSet, key: Key, eps: float, levels: str = "spread") -> torch.Tensor:
+    """The float noise ``(N, C, H, W)`` that ``tiles --param levels=LEVELS`` at ``eps`` adds with the same key
+    (before clipping): ``spread`` is the start that the measured ``em``/``adv`` ``init=tiles`` rows used
+    (docs/benchmarks.md)."""
+    tiles = PeriodicTiles(eps=eps, levels=levels)
     codes = tiles.fit(data, key)
     return tile_noise(codes.tiles, data.labels, data.ids, codes.seed, data.size) * eps
 
@@ -85,7 +91,7 @@ class ErrorMinimisingNoise(Protection):
         bn: str = "batch"  # batch | eval: batch-norm statistics of the surrogate while the noise is optimised
         batch_size: int = 128
         lr: float = 0.1
-        init: str = "random"  # random | tiles: start from the class tiles of `tiles` (sample-wise only)
+        init: str = "random"  # random | tiles | tiles-colour: the class tiles of `tiles` as the start (INITS)
         augment: int = 0  # crop padding of the keyed crop/flip applied in both min steps (0: none)
         saturate: bool = False  # L-inf only: push every pixel's noise to +-eps along its sign after the descent
         robust: float = 0.0  # robust EM (Fu et al., ICLR 2022): L-inf radius of the inner maximisation (0: plain EM)
@@ -96,9 +102,9 @@ class ErrorMinimisingNoise(Protection):
             MODELS.get(self.surrogate)  # unknown name -> "did you mean"
             look_up_option(self.mode, ("samplewise", "classwise"), "--param mode")
             look_up_option(self.bn, ("batch", "eval"), "--param bn")
-            look_up_option(self.init, ("random", "tiles"), "--param init")
-            if self.init == "tiles" and self.mode != "samplewise":
-                raise UserError("--param init=tiles: needs mode=samplewise (each image has its own tile phase)")
+            look_up_option(self.init, tuple(INITS), "--param init")
+            if INITS[self.init] and self.mode != "samplewise":
+                raise UserError(f"--param init={self.init}: needs mode=samplewise (each image has its own tile phase)")
             if self.saturate and self.norm != "linf":
                 raise UserError("--param saturate=true: needs norm=linf")
             if self.robust < 0 or (self.robust > 0 and self.robust >= self.eps):
@@ -125,8 +131,8 @@ class ErrorMinimisingNoise(Protection):
         # Per-sample (N, C, H, W) or per-class (K, C, H, W) noise, random start inside the ball (sample-wise: also
         # inside [0, 1], so the part of the start that saturated pixels would clip is not carried along), or the
         # class tiles of `tiles` (init=tiles).
-        if p.init == "tiles":
-            delta = tile_start(data, key, p.eps).to(dev)
+        if INITS[p.init]:
+            delta = tile_start(data, key, p.eps, INITS[p.init]).to(dev)
         else:
             g = key.generator(f"em/{p.mode}/init")
             delta = G.random_start((rows, *x.shape[1:]), p.eps, p.norm, g).to(dev)
