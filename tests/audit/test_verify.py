@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import run_cli, write_medmnist
-from unlearnable.audit.verify import verdict
+from unlearnable.audit.verify import LEARNT_ABOVE, per_class, verdict
 
 SMALL = "mni-tissue:n=240,test=120"
 
@@ -24,6 +24,30 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     assert v["verdict"] == verdict(v["clean_acc"], v["protected_acc"], v["chance"])[0]
     assert 29.5 < v["psnr"] < 33  # 8/255 sign noise: 30.1 dB before clipping
     assert "verify:" in err
+    # per class: the protected victim's confusion on the 120 clean test images, and what follows from it
+    cm = v["confusion"]
+    assert len(cm) == 4 and sum(map(sum, cm)) == 120
+    assert sum(cm[k][k] for k in range(4)) / 120 == pytest.approx(v["protected_acc"], abs=1e-4)
+    assert [c["class"] for c in v["per_class"]] == ["background", "csf", "gm", "wm"]
+    assert [c["test_images"] for c in v["per_class"]] == [sum(row) for row in cm]
+    assert v["classes_learnt"] == [c["class"] for c in v["per_class"]
+                                   if c["recall"] > LEARNT_ABOVE and c["precision"] > LEARNT_ABOVE]
+    md = (out / "report.md").read_text()  # the report says which classes leak, with the per-class table
+    assert "| class | test images | recall | precision |" in md
+    assert (f"**{', '.join(v['classes_learnt'])}**" in md) if v["classes_learnt"] else ("tells no class apart" in md)
+
+
+def test_per_class_tells_a_default_class_from_a_learnt_one():
+    """A protected victim that sends most clean images to one class has that class's recall at 100% and its
+    precision near the class's share: not "learnt"; a class it still recognises has both high."""
+    cm = [[50, 0, 0, 0],   # a: all to itself, and nothing else goes there: learnt
+          [0, 30, 20, 0],  # b: recall 0.6, precision 1.0: learnt
+          [0, 0, 50, 0],   # c: the default class, recall 1.0, precision 50 / 120
+          [0, 0, 50, 0]]   # d: never recognised
+    rows = {c["class"]: c for c in per_class(cm, ("a", "b", "c", "d"))}
+    assert rows["a"]["f1"] == 1.0 and rows["c"]["recall"] == 1.0 and rows["c"]["precision"] == pytest.approx(0.4167)
+    assert [k for k, c in rows.items() if min(c["recall"], c["precision"]) > LEARNT_ABOVE] == ["a", "b"]
+    assert rows["d"] == {"class": "d", "test_images": 50, "recall": 0.0, "precision": 0.0, "f1": 0.0}
 
 
 def test_verify_victims_take_the_precision_and_record_it(npz_path, tmp_path, capsys):

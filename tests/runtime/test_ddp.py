@@ -83,4 +83,5 @@ def test_protect_verify_under_torchrun_two_processes(npz_path, tmp_path):
     assert v["victim"] == "smallcnn" and v["verdict"] in ("protected", "not protected", "invalid")
     # the test split has 12 images, evaluated once over both ranks: accuracies are multiples of 1/12
     assert abs(v["clean_acc"] * 12 - round(v["clean_acc"] * 12)) < 1e-3
+    assert sum(map(sum, v["confusion"])) == 12  # the confusion matrix is summed over the two ranks' shares once
     assert r.stderr.count("verify: training") == 1  # rank 0 alone logs

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..log import log
 from ..runtime import distributed as D
 from ..train.defenses import Defense
-from ..train.loop import BatchHook, History, Recipe, train_classifier
+from ..train.loop import BatchHook, History, Recipe, confusion, train_classifier
 from .validity import baseline_valid
 
 # Victim defaults by device: the papers' ResNet-18 needs a GPU (10 epochs of both victims take about
@@ -63,7 +63,8 @@ def check_pair(protected: ImageSet, clean: ImageSet, train_split: str, test_spli
 def train_and_test(train: ImageSet, test: ImageSet, recipe: Recipe, device: str, hooks: Sequence[BatchHook] = (),
                    checkpoint: Path | None = None, progress: bool = False, desc: str = "victim",
                    defenses: Sequence[Defense] = (), clean_train: ImageSet | None = None) -> tuple[float, History]:
-    """Train one victim on ``train`` (through ``defenses``) and return its clean test accuracy and history.
+    """Train one victim on ``train`` (through ``defenses``) and return its clean test accuracy and history (with
+    the final model's confusion matrix on ``test``, ``hist.test_confusion``).
 
     Dataset-level defences transform the training images only; batch hooks run after ``hooks``; a fine-tuning
     defence pre-trains on ``clean_train`` (default: ``train``).
@@ -77,9 +78,11 @@ def train_and_test(train: ImageSet, test: ImageSet, recipe: Recipe, device: str,
         base = clean_train if clean_train is not None else train
         model = d.start_model(base.images, base.labels, train.num_classes, recipe, device) or model
         recipe = d.recipe(recipe)
-    _, hist = train_classifier(images, train.labels, train.num_classes, recipe, device,
-                               eval_sets={"test": (test.images, test.labels)}, hooks=hooks, checkpoint=checkpoint,
-                               progress=progress, desc=desc, model=model)
+    model, hist = train_classifier(images, train.labels, train.num_classes, recipe, device,
+                                   eval_sets={"test": (test.images, test.labels)}, hooks=hooks,
+                                   checkpoint=checkpoint, progress=progress, desc=desc, model=model)
+    hist.test_confusion = confusion(model, test.images, test.labels, test.num_classes, device,
+                                    precision=recipe.precision).tolist()
     return hist.epochs[-1]["test_acc"], hist
 
 
@@ -189,6 +192,9 @@ def evaluate(
         "chance_acc": 1.0 / clean.num_classes,
         "protected_train_acc": prot_hist.epochs[-1]["train_acc"],
         "curves": curves,
+        # rows: true class, columns: predicted class, on the clean test split (the clean victim's when trained here)
+        "confusion": {"protected": prot_hist.test_confusion}
+        | ({"clean": clean_hist.test_confusion} if clean_result is None else {}),
         "wall_s": {"protected": prot_hist.wall_s, "clean": clean_wall, "total": time.perf_counter() - t0},
         "recipe": asdict(recipe),
         "defenses": [d.spec for d in defenses],

@@ -35,6 +35,11 @@ from .evaluate import evaluate
 from .validity import baseline_valid
 
 PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
+# a class the protected victim still "tells apart" on clean test images: recall and precision both above this (most
+# of its images are recognised, and most images called that class are of it). Recall alone is not enough: a
+# protected victim often sends most clean images to one default class, whose recall is then 100% at a precision near
+# its share of the test split (docs/benchmarks.md, "Where the textures victim's accuracy comes from")
+LEARNT_ABOVE = 0.5
 MAX_FITS = 6
 VERIFY_AUG = "aug"  # random crop (pad 4) + horizontal flip: the standard recipe a data thief would use
 
@@ -140,23 +145,50 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         if opts.target_acc is None:
             protected, pert, a = fit({})
             r = _measure(ds, protected, recipe, opts.device, None)
-            return pert, a, {"verify": _entry(ds, protected, r, recipe, chance, a)}
+            entry = _entry(ds, protected, r, recipe, chance, a)
+            _say_learnt(entry)
+            return pert, a, {"verify": entry}
         return _search(ds, algo, fit, recipe, chance, opts)
 
     review.check = check  # type: ignore[attr-defined]
     return review
 
 
+def per_class(cm: list[list[int]], classes: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Recall, precision and F1 of each class from a confusion matrix (rows: true, columns: predicted)."""
+    t = torch.tensor(cm, dtype=torch.float64)
+    hit, true, said = t.diagonal(), t.sum(1), t.sum(0)
+    out = []
+    for k, name in enumerate(classes):
+        rec = float(hit[k] / true[k]) if true[k] else 0.0
+        prec = float(hit[k] / said[k]) if said[k] else 0.0
+        f1 = 2 * rec * prec / (rec + prec) if rec + prec else 0.0
+        out.append({"class": name, "test_images": int(true[k]), "recall": round(rec, 4), "precision": round(prec, 4),
+                    "f1": round(f1, 4)})
+    return out
+
+
 def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
            algo: Protection) -> dict[str, Any]:
     v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
+    classes = per_class(r["confusion"]["protected"], ds.classes)
+    learnt = [c["class"] for c in classes if min(c["recall"], c["precision"]) > LEARNT_ABOVE]
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
             "precision": recipe.precision,
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
             "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
             "verdict": v, "reason": why, "recipe": asdict(recipe),
+            # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and
+            # the classes it still tells apart (recall and precision > LEARNT_ABOVE)
+            "per_class": classes, "classes_learnt": learnt, "confusion": r["confusion"]["protected"],
             # per-epoch curves and times, so a report can draw the verification without training again
             "curves": r["curves"], "wall_s": r["wall_s"]}
+
+
+def _say_learnt(entry: dict[str, Any]) -> None:
+    if entry["classes_learnt"]:
+        log(f"verify: the protected victim still tells apart {', '.join(entry['classes_learnt'])} "
+            f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images; manifest verify.per_class)")
 
 
 def _search(ds: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: float,
@@ -201,4 +233,5 @@ def _search(ds: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: fl
     e["target_acc"] = target
     e["search"] = tried
     log(f"target {target:.1%}: chose eps {hi}/255 (PSNR {e['psnr']} dB) after {len(tried)} fit(s)")
+    _say_learnt(e)
     return pert, a, {"verify": e}

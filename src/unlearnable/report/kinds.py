@@ -107,6 +107,15 @@ def protect(folder: Path) -> list[str]:
                                  "protected victim": _acc(v.get("protected_acc")), "chance": _acc(v.get("chance"))}],
                                ["verdict", "clean victim", "protected victim", "chance"]), "",
                 str(v.get("reason") or ""), ""]
+        if v.get("per_class"):
+            learnt = v.get("classes_learnt") or []
+            out += [("Classes the protected victim still tells apart on clean test images (recall and precision "
+                     f"above 50%): **{', '.join(learnt)}**." if learnt else
+                     "The protected victim tells no class apart on clean test images (none has recall and "
+                     "precision above 50%)."), "",
+                    markdown_table([{"class": c["class"], "test images": c["test_images"],
+                                     "recall": _acc(c["recall"]), "precision": _acc(c["precision"])}
+                                    for c in v["per_class"]], ["class", "test images", "recall", "precision"]), ""]
     counts = m.get("counts") or {}
     if counts:
         out += [f"Images per split: {', '.join(f'{k} {n}' for k, n in counts.items())}.", ""]

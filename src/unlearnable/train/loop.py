@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
     setup: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    test_confusion: list[list[int]] | None = None  # the final model on the test split (audit.train_and_test)
 
 
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
@@ -85,22 +86,39 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str,
-             batch_size: int = 512, precision: str = "fp32") -> float:
-    """Top-1 accuracy on uint8 ``(N, C, H, W)`` images, sharded over ranks without padding."""
+def _predictions(model: nn.Module, images: torch.Tensor, device: str, batch_size: int,
+                 precision: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(indices, top-1 predictions)`` of this rank's share of uint8 ``images``, batch by batch, in eval mode."""
     m = D.unwrap(model)
     was_training = m.training
     m.eval()
+    try:
+        for idx in D.batches(D.shard_indices(len(images)), batch_size):
+            x = P.to_device(images[idx], device, P.use_channels_last(m, device)).float().div_(255.0)
+            with P.autocast(device, precision):
+                yield idx, m(x).argmax(1).cpu()
+    finally:
+        m.train(was_training)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str,
+             batch_size: int = 512, precision: str = "fp32") -> float:
+    """Top-1 accuracy on uint8 ``(N, C, H, W)`` images, sharded over ranks without padding."""
     correct = total = 0
-    for idx in D.batches(D.shard_indices(len(labels)), batch_size):
-        x = P.to_device(images[idx], device, P.use_channels_last(m, device)).float().div_(255.0)
-        with P.autocast(device, precision):
-            pred = m(x).argmax(1).cpu()
+    for idx, pred in _predictions(model, images, device, batch_size, precision):
         correct += int((pred == labels[idx]).sum())
         total += len(idx)
-    m.train(was_training)
     counts = D.all_reduce_sum(torch.tensor([correct, total]))
     return float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
+
+
+def confusion(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, device: str,
+              batch_size: int = 512, precision: str = "fp32") -> torch.Tensor:
+    """``(K, K)`` int64 counts, row = true class, column = predicted class, summed over ranks."""
+    cm = torch.zeros(num_classes * num_classes, dtype=torch.long)
+    for idx, pred in _predictions(model, images, device, batch_size, precision):
+        cm += torch.bincount(labels[idx] * num_classes + pred, minlength=num_classes * num_classes)
+    return D.all_reduce_sum(cm).round().long().reshape(num_classes, num_classes)
 
 
 def train_classifier(
