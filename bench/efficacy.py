@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from unlearnable.audit.evaluate import evaluate
+from unlearnable.audit.verify import LEARNT_ABOVE, per_class
 from unlearnable.data import ImageSet, load
 from unlearnable.data.quality import perturbation_stats
 from unlearnable.protect import METHODS, protect
@@ -156,7 +157,10 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
                            "psnr_db": stats["psnr_db"], "ssim": stats["ssim"],
                            "linf_255": round(stats["linf_max"] * 255, 3),
                            "fit_s": fit_s, "train_s": res["wall_s"]["protected"],
-                           "protected_train_acc": res["protected_train_acc"]}
+                           "protected_train_acc": res["protected_train_acc"],
+                           # which classes the protected victim still tells apart on clean test images
+                           "confusion": res["confusion"]["protected"],
+                           "classes_learnt": learnt_classes(res["confusion"]["protected"], ds.classes)}
                     if jpeg_quality is not None:
                         row["jpeg_quality"] = jpeg_quality
                         if jpeg_cached is None:  # the clean twin saved as JPEG: what the lossy save alone costs
@@ -288,9 +292,22 @@ def from_rows(paths: Sequence[str | Path]) -> dict[str, Any]:
                    sum(r["fit_s"] + r["train_s"] for r in rows) + sum(b["train_s"] for b in baselines))
 
 
+def learnt_classes(cm: list[list[int]], classes: tuple[str, ...]) -> list[str]:
+    """The classes a victim still tells apart, by ``protect --verify``'s rule (recall and precision both above
+    :data:`~unlearnable.audit.verify.LEARNT_ABOVE`)."""
+    return [c["class"] for c in per_class(cm, classes) if min(c["recall"], c["precision"]) > LEARNT_ABOVE]
+
+
 def _db(psnr_db: float | None) -> str:
     """PSNR for a table; None (no image changed, strict JSON has no Infinity) is shown as a dash."""
     return "—" if psnr_db is None else f"{psnr_db:.1f}"
+
+
+def _learnt(row: dict[str, Any]) -> str:
+    """``3/10``: how many classes the protected victim still tells apart (— for rows made before it was kept)."""
+    if "classes_learnt" not in row:
+        return "—"
+    return f"{len(row['classes_learnt'])}/{len(row['confusion'])}"
 
 
 def _jpeg_train(ds: ImageSet, quality: int) -> ImageSet:
@@ -303,14 +320,14 @@ def markdown_table(result: dict[str, Any]) -> str:
     """One row per (dataset, victim, method, budget); accuracies in %, PSNR in dB, times in seconds."""
     has_jpeg = any("protected_jpeg_acc" in r for r in result["rows"])
     head = ["dataset", "victim", "method", "eps", "clean %", "protected %", "chance %", "PSNR dB", "SSIM",
-            "fit s", "train s"]
+            "classes learnt", "fit s", "train s"]
     if has_jpeg:
         head += [f"clean JPEG{result['config']['jpeg']} %", f"protected JPEG{result['config']['jpeg']} %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
         cells = [r["dataset"], r["victim"], r["method"], "—" if r["eps"] is None else f"{r['eps_255']:g}/255",
                  f"{100 * r['clean_acc']:.1f}", f"{100 * r['protected_acc']:.1f}", f"{100 * r['chance']:.1f}",
-                 _db(r["psnr_db"]), f"{r['ssim']:.3f}", f"{r['fit_s']:.1f}", f"{r['train_s']:.1f}"]
+                 _db(r["psnr_db"]), f"{r['ssim']:.3f}", _learnt(r), f"{r['fit_s']:.1f}", f"{r['train_s']:.1f}"]
         if has_jpeg:
             cells += [f"{100 * r['clean_jpeg_acc']:.1f}", f"{100 * r['protected_jpeg_acc']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")

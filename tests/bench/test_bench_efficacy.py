@@ -51,11 +51,22 @@ def test_quick_run_json_and_table(bench, tmp_path, capsys):
     for r in rows:
         assert r["clean_acc"] == base["clean_acc"] and 0 <= r["protected_acc"] <= 1
         assert r["fit_s"] >= 0 and r["train_s"] > 0 and 0 < r["ssim"] <= 1
+        assert sum(map(sum, r["confusion"])) == 100  # the protected victim on the 100 clean test images
+        assert r["classes_learnt"] == bench.learnt_classes(r["confusion"], bench.load("textures").classes)
+        assert f"| {len(r['classes_learnt'])}/10 |" in table.read_text()
     random8, ops = rows
     assert random8["linf_255"] <= 8 and 30 < random8["psnr_db"] < 50 and ops["linf_255"] > 8  # one pixel, any value
     text = table.read_text().splitlines()
     assert text[0].startswith("| dataset | victim | method | eps | clean % | protected %") and len(text) == 2 + 2
     assert "| textures | smallcnn | ops | — |" in text[-1]
+
+
+def test_learnt_classes_follow_the_verify_rule(bench):
+    # a: recognised; b: mostly sent to c; c: takes most of b too, precision 10/19, just above half: still counted
+    cm = [[9, 0, 1], [0, 2, 8], [0, 0, 10]]
+    assert bench.learnt_classes(cm, ("a", "b", "c")) == ["a", "c"]
+    assert bench.learnt_classes([[5, 5, 0], [0, 0, 10], [0, 0, 10]], ("a", "b", "c")) == []
+    assert bench._learnt({"classes_learnt": ["a"], "confusion": cm}) == "1/3" and bench._learnt({}) == "—"
 
 
 def test_jpeg_round_trip_touches_the_training_split_only(bench):
