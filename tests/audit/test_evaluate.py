@@ -26,6 +26,7 @@ def digits():
 FAST = Recipe(model="smallcnn", epochs=5, batch_size=64, lr=0.05, seed=0)
 
 
+@pytest.mark.slow  # ~22 s; cuda is not the recommended method (its efficacy rows: bench/efficacy.py, docs)
 def test_cuda_makes_digits_unlearnable_and_random_noise_does_not(digits):
     cuda = protect(digits, "cuda", key=Key.from_seed(7))
     res = evaluate(cuda, digits, FAST)
