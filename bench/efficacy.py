@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from unlearnable.audit.evaluate import evaluate
-from unlearnable.audit.verify import LEARNT_ABOVE, per_class
+from unlearnable.audit.verify import classes_learnt, per_class
 from unlearnable.data import ImageSet, load
 from unlearnable.data.quality import perturbation_stats
 from unlearnable.protect import METHODS, protect
@@ -152,7 +152,7 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
                             done.add("baseline", {**baselines[-1], "curve": cached["curve"]})
                     stats = perturbation_stats(clean_train.images, prot.split("train").images)
                     row = {"dataset": name, "victim": victim, "method": method,
-                           "eps": e, "eps_255": None if e is None else round(e * 255, 3),
+                           "eps": e, "eps_255": _eps_key(e),
                            "clean_acc": res["clean_acc"], "protected_acc": res["protected_acc"], "chance": chance,
                            "psnr_db": stats["psnr_db"], "ssim": stats["ssim"],
                            "linf_255": round(stats["linf_max"] * 255, 3),
@@ -212,13 +212,13 @@ class RowStore:
 
     def __init__(self, path: str | Path, sig: dict[str, Any]) -> None:
         self.path, self.sig = Path(path), sig
-        self.lines = read_rows(self.path)
+        lines = read_rows(self.path)
         if self.path.exists():
             raw = self.path.read_bytes()
             if raw and not raw.endswith(b"\n"):
                 with open(self.path, "r+b") as f:
                     f.truncate(raw.rfind(b"\n") + 1)
-        self.mine = [ln for ln in self.lines if ln["sig"] == sig]
+        self.mine = [ln for ln in lines if ln["sig"] == sig]
 
     def _find(self, kind: str, **match: Any) -> dict[str, Any] | None:
         hits = [ln["data"] for ln in self.mine if ln["kind"] == kind
@@ -295,7 +295,7 @@ def from_rows(paths: Sequence[str | Path]) -> dict[str, Any]:
 def learnt_classes(cm: list[list[int]], classes: tuple[str, ...]) -> list[str]:
     """The classes a victim still tells apart, by ``protect --verify``'s rule (recall and precision both above
     :data:`~unlearnable.audit.verify.LEARNT_ABOVE`)."""
-    return [c["class"] for c in per_class(cm, classes) if min(c["recall"], c["precision"]) > LEARNT_ABOVE]
+    return classes_learnt(per_class(cm, classes))
 
 
 def _db(psnr_db: float | None) -> str:

@@ -168,11 +168,16 @@ def per_class(cm: list[list[int]], classes: tuple[str, ...]) -> list[dict[str, A
     return out
 
 
+def classes_learnt(rows: list[dict[str, Any]]) -> list[str]:
+    """The classes of :func:`per_class` rows that a victim still tells apart: recall and precision both above
+    :data:`LEARNT_ABOVE`."""
+    return [c["class"] for c in rows if min(c["recall"], c["precision"]) > LEARNT_ABOVE]
+
+
 def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
            algo: Protection) -> dict[str, Any]:
     v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
     classes = per_class(r["confusion"]["protected"], ds.classes)
-    learnt = [c["class"] for c in classes if min(c["recall"], c["precision"]) > LEARNT_ABOVE]
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
             "precision": recipe.precision,
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
@@ -180,7 +185,8 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "verdict": v, "reason": why, "recipe": asdict(recipe),
             # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and
             # the classes it still tells apart (recall and precision > LEARNT_ABOVE)
-            "per_class": classes, "classes_learnt": learnt, "confusion": r["confusion"]["protected"],
+            "per_class": classes, "classes_learnt": classes_learnt(classes),
+            "confusion": r["confusion"]["protected"],
             # per-epoch curves and times, so a report can draw the verification without training again
             "curves": r["curves"], "wall_s": r["wall_s"]}
 

@@ -104,6 +104,8 @@ def _validity(run: dict) -> str:
 
 
 def _report(table: str, recipe, runs: dict, seconds: float) -> str:
+    from ..audit.verify import LEARNT_ABOVE
+
     tiles, rnd = runs["tiles"], runs["random"]
     return f"""# unlearnable demo: protecting handwritten digits
 
@@ -119,7 +121,8 @@ random crop (pad 4) + horizontal flip: the recipe of `unlearnable protect --veri
   victim fits its protected training data ({100 * tiles['protected_train_acc']:.1f}% train accuracy) through the
   tiles, not the digits. `protect --verify` wrote this check into `tiles/manifest.json`: verdict
   **{tiles['verdict']}** (protected means within 10 points of chance); digits the protected victim still tells
-  apart on clean test images (recall and precision above 50%): {', '.join(tiles['classes_learnt']) or 'none'}.
+  apart on clean test images (recall and precision above {LEARNT_ABOVE:.0%}):
+  {', '.join(tiles['classes_learnt']) or 'none'}.
 - **Random noise** of the same 8/255 budget is the control: it leaves accuracy at {100 * rnd['protected_acc']:.1f}%.
   Protection comes from the structure of the perturbation, not its size.
 
