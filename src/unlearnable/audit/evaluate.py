@@ -81,8 +81,10 @@ def train_and_test(train: ImageSet, test: ImageSet, recipe: Recipe, device: str,
     model, hist = train_classifier(images, train.labels, train.num_classes, recipe, device,
                                    eval_sets={"test": (test.images, test.labels)}, hooks=hooks,
                                    checkpoint=checkpoint, progress=progress, desc=desc, model=model)
-    hist.test_confusion = confusion(model, test.images, test.labels, test.num_classes, device,
-                                    precision=recipe.precision).tolist()
+    hist.test_confusion = hist.eval_confusion.get("test")
+    if hist.test_confusion is None:  # resumed from a checkpoint of a finished run: no epoch was evaluated here
+        hist.test_confusion = confusion(model, test.images, test.labels, test.num_classes, device,
+                                        precision=recipe.precision).tolist()
     return hist.epochs[-1]["test_acc"], hist
 
 

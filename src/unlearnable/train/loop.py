@@ -76,6 +76,8 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
     setup: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    # the final model's confusion matrix on each eval set (row = true class), from the last epoch's evaluation
+    eval_confusion: dict[str, list[list[int]]] = field(default_factory=dict)
     test_confusion: list[list[int]] | None = None  # the final model on the test split (audit.train_and_test)
 
 
@@ -137,7 +139,8 @@ def train_classifier(
     """Train a victim on uint8 ``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)``.
 
     Args:
-        eval_sets: named ``(images, labels)`` evaluated after every epoch (accuracy curves).
+        eval_sets: named ``(images, labels)`` evaluated after every epoch (accuracy curves); after the last
+            epoch the same pass also fills ``history.eval_confusion[name]``.
         hooks: batch transforms applied in order (defences such as mixup or adversarial training).
         model: start from this model (fine-tuning) instead of a fresh ``recipe.model``.
         checkpoint: a file updated after every epoch; if it exists, training resumes from it.
@@ -198,8 +201,15 @@ def train_classifier(
         tot = D.all_reduce_sum(loss_sum)
         row = {"epoch": epoch + 1, "train_loss": float(tot[0] / tot[2]), "train_acc": float(tot[1] / tot[2]),
                "lr": opt.param_groups[0]["lr"]}
+        last = epoch + 1 == recipe.epochs
         for name, (xi, yi) in (eval_sets or {}).items():
-            row[f"{name}_acc"] = accuracy(net, xi, yi, device, recipe.eval_batch_size, recipe.precision)
+            if last:  # one pass gives the final accuracy and the confusion matrix callers report
+                cm = confusion(net, xi, yi, num_classes, device, recipe.eval_batch_size, recipe.precision)
+                total = cm.sum()
+                row[f"{name}_acc"] = float(cm.trace() / total) if total > 0 else float("nan")
+                hist.eval_confusion[name] = cm.tolist()
+            else:
+                row[f"{name}_acc"] = accuracy(net, xi, yi, device, recipe.eval_batch_size, recipe.precision)
         row["wall_s"] = time.perf_counter() - t0
         hist.epochs.append(row)
         hist.wall_s = row["wall_s"]
