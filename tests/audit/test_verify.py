@@ -35,6 +35,13 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     md = (out / "report.md").read_text()  # the report says which classes leak, with the per-class table
     assert "| class | test images | recall | precision |" in md
     assert (f"**{', '.join(v['classes_learnt'])}**" in md) if v["classes_learnt"] else ("tells no class apart" in md)
+    assert v["learnt_above"] == LEARNT_ABOVE and f"precision above {LEARNT_ABOVE:.0%}" in md
+    # the report states the threshold the manifest recorded, not a number of its own
+    from unlearnable.report.kinds import protect as protect_report
+    m = json.loads((out / "manifest.json").read_text())
+    m["verify"]["learnt_above"] = 0.75
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert "precision above 75%" in "\n".join(protect_report(out))
 
 
 def test_per_class_tells_a_default_class_from_a_learnt_one():

@@ -185,7 +185,7 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "verdict": v, "reason": why, "recipe": asdict(recipe),
             # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and
             # the classes it still tells apart (recall and precision > LEARNT_ABOVE)
-            "per_class": classes, "classes_learnt": classes_learnt(classes),
+            "per_class": classes, "classes_learnt": classes_learnt(classes), "learnt_above": LEARNT_ABOVE,
             "confusion": r["confusion"]["protected"],
             # per-epoch curves and times, so a report can draw the verification without training again
             "curves": r["curves"], "wall_s": r["wall_s"]}

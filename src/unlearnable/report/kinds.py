@@ -109,10 +109,11 @@ def protect(folder: Path) -> list[str]:
                 str(v.get("reason") or ""), ""]
         if v.get("per_class"):
             learnt = v.get("classes_learnt") or []
+            above = f"{v.get('learnt_above', 0.5):.0%}"  # the rule's threshold as recorded (older manifests: 50%)
             out += [("Classes the protected victim still tells apart on clean test images (recall and precision "
-                     f"above 50%): **{', '.join(learnt)}**." if learnt else
+                     f"above {above}): **{', '.join(learnt)}**." if learnt else
                      "The protected victim tells no class apart on clean test images (none has recall and "
-                     "precision above 50%)."), "",
+                     f"precision above {above})."), "",
                     markdown_table([{"class": c["class"], "test images": c["test_images"],
                                      "recall": _acc(c["recall"]), "precision": _acc(c["precision"])}
                                     for c in v["per_class"]], ["class", "test images", "recall", "precision"]), ""]
