@@ -106,7 +106,7 @@ def test_verify_needs_two_classes_and_a_test_split(tmp_path, capsys):
     np.savez(notest, train_images=x, train_labels=(np.arange(20) % 2)[:, None])
     code, _, err = run_cli(["protect", str(notest), "--method", "random", "--out", str(tmp_path / "b"), "--verify"],
                            capsys)
-    assert code == 2 and "'test' split" in err and not (tmp_path / "b").exists()
+    assert code == 2 and "no 'test' or 'val' split" in err and not (tmp_path / "b").exists()
 
 
 def test_target_acc_needs_an_eps_and_says_so_before_any_work(npz_path, tmp_path, capsys):

@@ -44,6 +44,19 @@ def default_victim(device: str, model: str | None, epochs: int | None) -> tuple[
     return model or m, epochs or e, note
 
 
+HELD_OUT = ("test", "val")  # the split victims are tested on: the first of these the clean data has
+
+
+def held_out_split(ds: ImageSet, flag: str) -> str:
+    """The clean split that victims are tested on: ``test``, or ``val`` when the data has no test split (an image
+    folder of ``train/`` and ``val/``, as ImageNet-style sets are shipped). ``flag`` names the data in the error."""
+    names = ds.split_names()
+    for name in HELD_OUT:
+        if name in names:
+            return name
+    raise UserError(f"{flag}: no 'test' or 'val' split to test victims on (present: {', '.join(names)})")
+
+
 def check_pair(protected: ImageSet, clean: ImageSet, train_split: str, test_split: str) -> None:
     """The protected and clean data must describe the same samples (ids, labels, classes, shape)."""
     for name, ds in (("--protected", protected), ("--clean", clean)):
@@ -135,7 +148,7 @@ def evaluate(
     recipe: Recipe,
     device: str = "cpu",
     train_split: str = "train",
-    test_split: str = "test",
+    test_split: str | None = None,
     hooks: Sequence[BatchHook] = (),
     work_dir: Path | None = None,
     progress: bool = False,
@@ -148,6 +161,8 @@ def evaluate(
     """Train victims on protected and clean training data; test both on the clean test split.
 
     Args:
+        test_split: the clean split both victims are tested on (default: :func:`held_out_split`, ``test`` or
+            else ``val``).
         defenses: training-time defences used by *both* victims (see :mod:`unlearnable.train.defenses`).
         mix: fraction of the training split that is protected (the rest clean), chosen by ``mix_seed``
             (default: the recipe's seed); 1.0 = everything protected.
@@ -158,6 +173,7 @@ def evaluate(
     Returns:
         The results dictionary written to ``results.json``.
     """
+    test_split = test_split or held_out_split(clean, "--clean")
     check_pair(protected, clean, train_split, test_split)
     test = clean.split(test_split)
     ckpt = (lambda n: work_dir / f"{n}.ckpt") if work_dir is not None else (lambda n: None)
@@ -204,7 +220,8 @@ def evaluate(
         "mix_seed": seed,
         "protected_samples": len(prot_rows),
         "setup": prot_hist.setup,
-        "data": {"train": len(protected.split(train_split)), "test": len(test), "classes": clean.num_classes,
+        "data": {"train": len(protected.split(train_split)), "test": len(test), "test_split": test_split,
+                 "classes": clean.num_classes,
                  "image_shape": list(clean.images.shape[1:])},
         "unlearnable_version": __version__,
     }

@@ -31,7 +31,7 @@ from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
-from .evaluate import clean_rows, clean_rows_floor, evaluate, train_and_test
+from .evaluate import clean_rows, clean_rows_floor, evaluate, held_out_split, train_and_test
 from .validity import baseline_valid
 
 CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc", "valid")
@@ -79,7 +79,7 @@ def run_audit(
     parsed = {d: parse_defenses([d]) for d in defenses}
     fixed = {"source": source, "train_samples": len(ds.indices("train")), "key_seed": key_seed} | {
         f"recipe.{k}": v for k, v in asdict(recipe).items()}
-    test = ds.split("test")
+    test = ds.split(held_out_split(ds, source or "the data"))
     clean_train = ds.split("train")
     cache: dict[str, ImageSet] = {}
 

@@ -31,7 +31,7 @@ from ..models import MODELS
 from ..protect.base import Protection, eps_levels
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
-from .evaluate import evaluate
+from .evaluate import evaluate, held_out_split
 from .validity import baseline_valid
 
 PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
@@ -81,9 +81,9 @@ def check_verifiable(ds: ImageSet) -> None:
     """A verification needs a clean test split and at least two classes."""
     if ds.num_classes < 2:
         raise UserError(f"--verify: the data has {ds.num_classes} class; a victim needs at least 2 to be tested")
-    if "test" not in ds.split_names():
-        raise UserError(f"--verify: the data has no 'test' split to test victims on (present: "
-                        f"{', '.join(ds.split_names())})")
+    split = held_out_split(ds, "--verify")
+    if split != "test":
+        log(f"verify: testing the victims on the clean '{split}' split (the data has no 'test' split)")
 
 
 def pick_victim(opts: VerifyOptions, algo: Protection) -> str:
@@ -179,6 +179,7 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
     v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
     classes = per_class(r["confusion"]["protected"], ds.classes)
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
+            "test_split": r["data"]["test_split"],
             "precision": recipe.precision,
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
             "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),

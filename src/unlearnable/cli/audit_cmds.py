@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..audit.evaluate import VICTIM_HELP, default_victim
+from ..audit.evaluate import VICTIM_HELP, default_victim, held_out_split
 from ..errors import UserError
 from ..log import log
 from ..utils import check_separate, resumable_dir
@@ -44,7 +44,8 @@ def method_params(methods: list[str], items: list[str]) -> dict[str, dict[str, s
 
 @app.command("audit")
 def audit_cmd(
-    source: str = typer.Argument(..., help="a source with train and test splits (path or built-in name)"),
+    source: str = typer.Argument(..., help="a source with a train split and a test (or else val) split (path or "
+                                 "built-in name)"),
     methods: str = typer.Option("cuda,em,beo,lsp,ops", "--methods", help="comma-separated protection methods"),
     defenses: str = typer.Option("none", "--defenses", help="comma-separated defences NAME[:ARGS], e.g. "
                                  "none,jpeg:10,grayscale,at:linf:8/255"),
@@ -52,6 +53,8 @@ def audit_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="audit folder (re-running the same command resumes it)"),
     param: list[str] = typer.Option([], "--param", help="METHOD.NAME=VALUE (repeatable), e.g. em.pgd_steps=5"),
     limit: int = typer.Option(0, "--limit", help="use this many (seeded) training images; 0 = all"),
+    size: int = typer.Option(None, "--size", min=1, help="resize every image to NxN on load (needed when the "
+                             "source's images differ in size)"),
     key_seed: int = typer.Option(0, "--key-seed", help="the audit protects with a public reproducible key"),
     model: str = typer.Option(None, "--model", help=VICTIM_HELP),
     epochs: int = typer.Option(None, "--epochs", help="victim epochs (default: by device, see --model)"),
@@ -92,10 +95,12 @@ def audit_cmd(
     info = D.init_from_env(device)
     try:
         D.sync_bn_state(recipe.sync_bn)  # a CPU job that asks for SyncBatchNorm is refused before any work
-        ds = load(source)
-        for split in ("train", "test"):
-            if split not in ds.split_names():
-                raise UserError(f"{source}: no '{split}' split (present: {', '.join(ds.split_names())})")
+        ds = load(source, size=size)
+        if "train" not in ds.split_names():
+            raise UserError(f"{source}: no 'train' split (present: {', '.join(ds.split_names())})")
+        test_split = held_out_split(ds, str(source))
+        if test_split != "test":
+            log(f"audit: testing the victims on the clean '{test_split}' split ({source} has no 'test' split)")
         ds = subsample(ds, limit, seed)
         log(default_victim(info.device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
         # finished cells are kept; rank 0 alone writes

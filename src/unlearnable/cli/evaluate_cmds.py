@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..audit.evaluate import VICTIM_HELP, check_pair, default_victim
+from ..audit.evaluate import VICTIM_HELP, check_pair, default_victim, held_out_split
 from ..audit.validity import EXIT_INCONCLUSIVE
 from ..log import log, progress_enabled, warn
 from ..utils import parse_number
@@ -102,7 +102,10 @@ def evaluate_cmd(
         h.update(repr(([d.spec for d in defenses], mix_ratio)).encode())  # other defences/mix: other checkpoints
         tag = h.hexdigest()[:12]
         work = out.parent / f".{out.name}.partial-{tag}"
-        check_pair(prot, clean_ds, "train", "test")  # inputs first: a bad pair is one line, nothing announced
+        test_split = held_out_split(clean_ds, "--clean")
+        check_pair(prot, clean_ds, "train", test_split)  # inputs first: a bad pair is one line, nothing announced
+        if test_split != "test":
+            log(f"testing the victims on the clean '{test_split}' split (--clean has no 'test' split)")
         log(default_victim(info.device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
         if D.is_main() and work.is_dir() and any(work.iterdir()):
             log(f"resuming from checkpoints in {work}")
@@ -110,7 +113,7 @@ def evaluate_cmd(
         with resumable_dir(work, "re-run the same command to resume from it", writer=D.is_main()):
             D.barrier()
             results = evaluate(prot, clean_ds, recipe, info.device, work_dir=work, progress=progress_enabled(),
-                               defenses=defenses, mix=mix_ratio, floor=True)
+                               defenses=defenses, mix=mix_ratio, floor=True, test_split=test_split)
         results["protected_source"] = str(protected)
         results["image_size"] = {"trained_at": list(prot.size), "resized": bool(prot.meta.get("resized")),
                                  "note": prot.meta.get("size_note")}
