@@ -27,10 +27,12 @@ from .subjectset import (  # noqa: F401  (the names every caller imports from he
 
 
 def load_subjects(source: str, shape: Sequence[int] | None = None,
-                  modalities: Sequence[str] | None = None) -> SubjectSet:
+                  modalities: Sequence[str] | None = None, pad: bool = False) -> SubjectSet:
     """Open ``brain-phantoms[:opts]``, an MRBrainS18-layout folder, or a CSV of NIfTI paths.
 
-    ``modalities`` picks channels by name, in the order given (None: all the source has).
+    ``modalities`` picks channels by name, in the order given (None: all the source has). Subjects of different
+    shapes need ``shape`` (resampled to it) or ``pad`` (zero-padded to the largest; ``SubjectSet.native`` gives each
+    subject back at its own shape).
     """
     from pathlib import Path
 
@@ -53,7 +55,7 @@ def load_subjects(source: str, shape: Sequence[int] | None = None,
     for name in volume_formats():  # the registered 3D sources: a CSV of NIfTI paths, an MRBrainS18 folder
         fmt = FORMATS.get(name)
         if fmt.detect(p):
-            return fmt.read_subjects(p, shape, modalities)
+            return fmt.read_subjects(p, shape, modalities, pad=pad)
     raise UserError(f"{source}: not 'brain-phantoms', a folder in the MRBrainS18 layout, or a .csv of NIfTI paths")
 
 

@@ -73,7 +73,9 @@ def volume_sha256(image: torch.Tensor, label: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-PER_SUBJECT_META = ("affines", "headers")  # meta lists with one entry per subject, kept in step by subset()
+# meta lists with one entry per subject, kept in step by subset(); "native_shapes" is there only when subjects of
+# different shapes were zero-padded to one (load_subjects(pad=True)): each subject's own (D, H, W)
+PER_SUBJECT_META = ("affines", "headers", "native_shapes")
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,6 +130,16 @@ class SubjectSet:
     def shape(self) -> tuple[int, int, int]:
         d, h, w = self.images.shape[2:]
         return int(d), int(h), int(w)
+
+    def native_shape(self, i: int) -> tuple[int, int, int]:
+        """Subject ``i``'s own ``(D, H, W)``: the stack's shape unless the subjects were padded to one."""
+        shapes = self.meta.get("native_shapes")
+        return tuple(shapes[i]) if shapes else self.shape  # type: ignore[return-value]
+
+    def native(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Subject ``i``'s image ``(C, D, H, W)`` and labels ``(D, H, W)`` without the padding."""
+        d, h, w = self.native_shape(i)
+        return self.images[i, :, :d, :h, :w], self.labels[i, :d, :h, :w]
 
     def index_of(self, ids: Sequence[str], what: str = "subject id") -> list[int]:
         """Positions of ``ids``; an unknown id is a one-line UserError with a suggestion."""

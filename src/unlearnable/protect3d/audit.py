@@ -42,8 +42,8 @@ def read_protected(path: Path, clean: str) -> tuple[dict[str, Any], SubjectSet, 
         raise UserError(f"{mpath}: not a subjects manifest ({type(e).__name__}: {e})") from None
     if m.get("kind") != "subjects":
         raise UserError(f"{mpath}: written for images, not 3D subjects; use 'unlearnable evaluate' for it")
-    prot = load_subjects(str(path / data))
-    cl = load_subjects(clean)
+    prot = load_subjects(str(path / data), pad=True)  # subjects of different shapes: padded, scored at their own
+    cl = load_subjects(clean, pad=True)
     if set(prot.ids) != set(cl.ids) or set(splits) != set(cl.ids):
         raise UserError(f"--clean {clean}: subjects {sorted(set(cl.ids) ^ set(prot.ids))[:3]} are not in both "
                         f"datasets; pass the SUBJECTS that {path} was protected from")
@@ -79,10 +79,10 @@ def audit_seg(protected: Path, clean: str, cfg: SegConfig, defenses: Sequence[st
             log(f"audit-seg: training {cfg.model} on {len(train)} {name} subjects (defence {d})")
             net, summary = train_segmenter(data.images[train], data.labels[train], cl.num_classes, cfg, device,
                                            augment=aug)
-            runs[d][name] = {**public(evaluate(net, held.images, held.labels, cl.scored, cfg.patch, device)),
+            runs[d][name] = {**_scores(net, held, cl.scored, cfg.patch, device),
                              "train_loss": summary["loss"][-1], "time_s": round(summary["time_s"], 2)}
             if d == defenses[0]:
-                preds[name] = predict_labels(net, held.images[:1], cfg.patch, device)[0].numpy()
+                preds[name] = predict_labels(net, held.native(0)[0][None], cfg.patch, device)[0].numpy()
         c, p = runs[d]["clean"]["dice"], runs[d]["protected"]["dice"]
         runs[d]["dice_ratio"] = p / c if c else None  # <= 0.5: the protection halves the clean model's Dice
     results = {"protected": str(protected), "clean": str(clean), "method": m.get("method"),
@@ -94,10 +94,28 @@ def audit_seg(protected: Path, clean: str, cfg: SegConfig, defenses: Sequence[st
     return results, _figure_slices(prot, cl, train[0], held, preds)
 
 
+def _scores(net: Any, held: SubjectSet, scored: Sequence[int], patch: int, device: str) -> dict[str, Any]:
+    """Dice, MAE and per-class Dice on the held-out subjects, each at its own shape (padding never scored), as
+    means over subjects like :func:`~unlearnable.forget.metrics.evaluate`."""
+    if not held.meta.get("native_shapes"):
+        return public(evaluate(net, held.images, held.labels, scored, patch, device))
+    each = []
+    for i in range(len(held)):
+        image, labels = held.native(i)
+        each.append(public(evaluate(net, image[None], labels[None], scored, patch, device)))
+    n = len(each)
+    return {"dice": sum(r["dice"] for r in each) / n, "mae": sum(r["mae"] for r in each) / n,
+            "dice_per_class": [sum(col) / n for col in zip(*(r["dice_per_class"] for r in each), strict=True)]}
+
+
 def _figure_slices(prot: SubjectSet, cl: SubjectSet, i: int, held: SubjectSet, preds: dict[str, np.ndarray],
                    ) -> dict[str, np.ndarray]:
-    """The middle axial slice (last voxel axis) of training subject ``i`` and of the first held-out subject."""
-    z = cl.shape[2] // 2
-    return {"image": cl.images[i, 0, :, :, z].numpy(), "protected": prot.images[i, 0, :, :, z].numpy(),
-            "test_image": held.images[0, 0, :, :, z].numpy(), "truth": held.labels[0, :, :, z].numpy(),
-            "pred_clean": preds["clean"][:, :, z], "pred_protected": preds["protected"][:, :, z]}
+    """The middle axial slice (last voxel axis) of training subject ``i`` and of the first held-out subject, each at
+    its own shape."""
+    image, protected = cl.native(i)[0], prot.native(i)[0]
+    z = image.shape[-1] // 2
+    test_image, truth = held.native(0)
+    zt = truth.shape[-1] // 2
+    return {"image": image[0, :, :, z].numpy(), "protected": protected[0, :, :, z].numpy(),
+            "test_image": test_image[0, :, :, zt].numpy(), "truth": truth[:, :, zt].numpy(),
+            "pred_clean": preds["clean"][:, :, zt], "pred_protected": preds["protected"][:, :, zt]}

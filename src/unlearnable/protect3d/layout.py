@@ -64,7 +64,8 @@ def _clean(f: SubjectFiles, s: SubjectSet, i: int) -> list[tuple[np.ndarray, Vol
     if all(p is not None for p, _ in f.images.values()):
         return [read_volume(p) for p, _ in f.images.values()]  # type: ignore[arg-type]
     heads = subject_headers(s, i)
-    return [(s.images[i, c].numpy(), heads[m]) for c, m in enumerate(s.modalities)]
+    image = s.native(i)[0]
+    return [(image[c].numpy(), heads[m]) for c, m in enumerate(s.modalities)]
 
 
 def write_subject(f: SubjectFiles, s: SubjectSet, i: int, delta: torch.Tensor | None, eps: float, tmp: Path,
@@ -78,7 +79,7 @@ def write_subject(f: SubjectFiles, s: SubjectSet, i: int, delta: torch.Tensor | 
     if lp is not None:
         shutil.copyfile(lp, dst)  # label maps are never touched
     else:
-        write_volume(dst, s.labels[i].numpy(), subject_headers(s, i)["label"])
+        write_volume(dst, s.native(i)[1].numpy(), subject_headers(s, i)["label"])
     written = [lrel]
     clean = _clean(f, s, i)
     if delta is None:

@@ -54,7 +54,7 @@ def protect_subjects(source: str, method: str, out: str | os.PathLike, key_path:
     info = D.init_from_env(device)
     device = info.device if info.distributed else device
     t0 = time.perf_counter()
-    s = load_subjects(source)
+    s = load_subjects(source, pad=True)  # subjects of different shapes: fitted padded, written at their own shape
     s = s.with_splits(assign_splits(s.splits, s.ids, seed, test_fraction))
     want = sorted(set(s.splits)) if splits == "all" else [x.strip() for x in splits.split(",") if x.strip()]
     for w in want:
@@ -84,6 +84,9 @@ def protect_subjects(source: str, method: str, out: str | os.PathLike, key_path:
             if done.is_file():
                 continue
             delta = algo.delta(state, train, pos[i]) if i in pos else None
+            if delta is not None:  # the padding (if any) is dropped: each volume keeps its own grid
+                d, h, w = s.native_shape(i)
+                delta = delta[:, :d, :h, :w]
             write_json(done, write_subject(files[i], s, i, delta, p.eps, tmp))  # the record last: it marks "done"
         D.barrier()
     except UserError:
@@ -146,7 +149,11 @@ def _finish(out: Path, force: bool, work: Path, tmp: Path, s: Any, job: dict[str
             "method": job["method"], "params": job["params"], "key_fingerprint": job["key_fingerprint"],
             "splits_protected": want,
             "source": {"path": job["source"], "format": s.meta.get("format"), "modalities": list(s.modalities),
-                       "shape": list(s.shape), "labels": s.meta.get("labels")},
+                       "shape": list(s.shape), "labels": s.meta.get("labels")}
+            # subjects of different shapes: "shape" is the common extent they were fitted at (zero-padded), and
+            # every volume was written at its own shape, listed here
+            | ({"native_shapes": dict(zip(s.ids, s.meta["native_shapes"], strict=True))}
+               if s.meta.get("native_shapes") else {}),
             "load": {"data": extra[0][1] if extra else ".", "kind": "subjects"},
             "budget_rule": RULE, "linf_budget": eps,
             "splits": dict(zip(s.ids, s.splits, strict=True)),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ...errors import UserError
 from ...registry import look_up_option
@@ -106,16 +107,33 @@ def resolve_scheme(heads: list[dict[str, VolumeHeader]], labels: list[torch.Tens
     return names[0], classes, scored
 
 
-def _stack(sids: list[str], vols: list, mods: Sequence[str], splits: Sequence[str], source: str) -> SubjectSet:
-    shapes = {tuple(v[0].shape[1:]) for v in vols}
-    if len(shapes) > 1:
-        raise UserError(f"subjects have different shapes {sorted(shapes)}; pass --shape D,H,W to resample them")
+def _stack(sids: list[str], vols: list, mods: Sequence[str], splits: Sequence[str], source: str,
+           pad: bool = False) -> SubjectSet:
+    """One :class:`SubjectSet` of every subject. Subjects of different shapes are refused unless ``pad``: then each
+    is zero-padded (image 0, label 0 = background) at the high end of every axis to the largest extent, and
+    ``meta["native_shapes"]`` keeps each subject's own shape (``protect`` and ``audit-seg``, which must keep every
+    voxel where it is, crop back to it)."""
+    shapes = [tuple(int(n) for n in v[0].shape[1:]) for v in vols]
+    extra: dict = {}
+    if len(set(shapes)) > 1:
+        if not pad:
+            raise UserError(f"subjects have different shapes {sorted(set(shapes))}; pass --shape D,H,W to resample "
+                            "them")
+        top = [max(sh[a] for sh in shapes) for a in range(3)]
+        vols = [(F.pad(img, _pad_to(sh, top)), F.pad(lab, _pad_to(sh, top)), h)
+                for (img, lab, h), sh in zip(vols, shapes, strict=True)]
+        extra["native_shapes"] = [list(sh) for sh in shapes]
     heads = [v[2] for v in vols]
     scheme, classes, scored = resolve_scheme(heads, [v[1] for v in vols])
     return SubjectSet(torch.stack([v[0] for v in vols]), torch.stack([v[1] for v in vols]), tuple(sids),
                       classes, scored, tuple(mods), tuple(splits),
                       meta={"format": source, "labels": scheme, "headers": heads,
-                            "affines": [h["label"].affine for h in heads]})
+                            "affines": [h["label"].affine for h in heads]} | extra)
+
+
+def _pad_to(shape: Sequence[int], top: Sequence[int]) -> tuple[int, ...]:
+    """``F.pad`` widths (last axis first) that grow ``shape`` (D, H, W) to ``top`` at the high end."""
+    return tuple(x for a in (2, 1, 0) for x in (0, top[a] - shape[a]))
 
 
 def subject_dirs(root: Path) -> list[Path]:
@@ -130,7 +148,7 @@ def subject_dirs(root: Path) -> list[Path]:
 
 
 def read_mrbrains(root: str | Path, modalities: Sequence[str] | None = None,
-                  shape: Sequence[int] | None = None) -> SubjectSet:
+                  shape: Sequence[int] | None = None, pad: bool = False) -> SubjectSet:
     """Read every ``<root>/<id>/`` with a ``pre/`` folder. ``modalities`` (any of T1, IR, FLAIR, in the order given)
     picks channels; None takes every modality that any subject has, and then every subject must have them all."""
     dirs = subject_dirs(Path(root))
@@ -151,11 +169,11 @@ def read_mrbrains(root: str | Path, modalities: Sequence[str] | None = None,
             m = missing[0]
             raise UserError(f"{d / 'pre' / MRBRAINS_FILES[m][0]}: missing (subject {d.name} has no {m} image, {how})")
         vols.append(read_subject(d.name, paths, d / LABEL_FILE, shape))  # type: ignore[arg-type]
-    return _stack([d.name for d in dirs], vols, mods, (), "mrbrains")
+    return _stack([d.name for d in dirs], vols, mods, (), "mrbrains", pad)
 
 
 def read_csv(path: str | Path, shape: Sequence[int] | None = None,
-             modalities: Sequence[str] | None = None) -> SubjectSet:
+             modalities: Sequence[str] | None = None, pad: bool = False) -> SubjectSet:
     """Read a CSV ``id,label,<modality>...[,split]`` of NIfTI paths; ``modalities`` picks columns (order kept)."""
     path = Path(path)
     with open(path, newline="") as f:
@@ -181,7 +199,7 @@ def read_csv(path: str | Path, shape: Sequence[int] | None = None,
         vols.append(read_subject(sid, paths, path.parent / r["label"].strip(), shape))
         sids.append(sid)
         splits.append((r.get("split") or "train").strip())
-    return _stack(sids, vols, mods, splits, "csv")
+    return _stack(sids, vols, mods, splits, "csv", pad)
 
 
 def subject_headers(s: SubjectSet, i: int) -> dict[str, VolumeHeader]:
@@ -238,8 +256,8 @@ class MRBrainSFormat:
 
     @staticmethod
     def read_subjects(path: Path, shape: Sequence[int] | None = None,
-                      modalities: Sequence[str] | None = None) -> SubjectSet:
-        return read_mrbrains(path, modalities, shape)
+                      modalities: Sequence[str] | None = None, pad: bool = False) -> SubjectSet:
+        return read_mrbrains(path, modalities, shape, pad)
 
     @staticmethod
     def write_subjects(s: SubjectSet, out: Path) -> Path:
@@ -258,10 +276,10 @@ class NiftiCsvFormat:
 
     @staticmethod
     def read_subjects(path: Path, shape: Sequence[int] | None = None,
-                      modalities: Sequence[str] | None = None) -> SubjectSet:
+                      modalities: Sequence[str] | None = None, pad: bool = False) -> SubjectSet:
         if not path.is_file():
             raise UserError(f"{path}: no such file")
-        return read_csv(path, shape, modalities)
+        return read_csv(path, shape, modalities, pad)
 
     @staticmethod
     def write_subjects(s: SubjectSet, out: Path) -> Path:
