@@ -155,7 +155,7 @@ def stream_protect(cat: Catalog, out_dir: Path, algo: Protection | None, pert: A
             if raw is not None:
                 hashes[i] = hashlib.sha256(raw).hexdigest()
             payload, back = writer.encode(i, out[k], raw, changed)
-            lossy += back is not None
+            lossy += back is not None and writer.is_lossy(i)
             payloads.append(payload)
             written.append(back if back is not None else out[k])
         stats: dict[str, PerturbationStats] = {}

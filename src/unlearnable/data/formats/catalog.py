@@ -24,7 +24,19 @@ import torch
 
 from ...errors import UserError
 from ..imageset import SPLITS, ImageSet
-from .images import GREY_MODES, ImageFormat, decode, encode, hw_of, probe, resize, stack
+from .images import (
+    GREY_MODES,
+    HIGH_DEPTH_MODES,
+    ImageFormat,
+    decode,
+    encode,
+    hw_of,
+    probe,
+    probe_bytes,
+    protect_high_depth,
+    resize,
+    stack,
+)
 
 T = TypeVar("T")
 CHUNK_PIXELS = 1 << 21  # pixels per streamed chunk (~42 images at 224 x 224, ~2,700 at 28 x 28): enough to amortise
@@ -215,7 +227,7 @@ class FileWriter:
 
     def __init__(self, src_root: Path, out_dir: Path, rels: list[str], extras: Sequence[str], masks: str | None,
                  size: int | None, image_format: ImageFormat) -> None:
-        self.out, self.rels, self.fmt = out_dir, rels, image_format
+        self.src, self.out, self.rels, self.fmt = src_root, out_dir, rels, image_format
         self.hashes: dict[str, str] = {}
         for rel in extras:
             src, dst = src_root / rel, out_dir / rel
@@ -236,19 +248,40 @@ class FileWriter:
 
     def encode(self, i: int, array: np.ndarray, raw: bytes | None, changed: bool) -> tuple[str, np.ndarray | None]:
         """Write sample ``i`` (thread-safe: one file per sample): its source bytes if unchanged, else ``array``
-        ``(C, H, W)`` encoded. Returns (the file's SHA-256, the pixels a decoder reads back where the codec is lossy,
-        else ``None``)."""
+        ``(C, H, W)`` encoded. Returns (the file's SHA-256, the pixels a decoder reads back where they differ from
+        ``array``: a lossy codec, or an image written at its own depth of more than 8 bits; else ``None``)."""
         rel = self.rels[i]
         back = None
         if not changed and raw is not None:
             data = raw
         else:
             suffix = Path(rel).suffix
-            data = encode(array, self.fmt.codec(suffix), self.fmt.quality)
-            if self.fmt.lossy_for(suffix):
+            pixels = self._at_source_depth(rel, array, raw, suffix)
+            data = encode(pixels, self.fmt.codec(suffix), self.fmt.quality)
+            if self.fmt.lossy_for(suffix) or pixels is not array:  # what a reader decodes differs from ``array``
                 back = decode(data, array.shape[0] == 1, rel)
         (self.out / rel).write_bytes(data)
         return hashlib.sha256(data).hexdigest(), back
+
+    def is_lossy(self, i: int) -> bool:
+        """Whether sample ``i`` is saved with a lossy codec (``encode`` also returns decoded pixels for images
+        written at more than 8 bits, which are lossless)."""
+        return self.fmt.lossy_for(Path(self.rels[i]).suffix)
+
+    def _at_source_depth(self, rel: str, array: np.ndarray, raw: bytes | None, suffix: str) -> np.ndarray:
+        """``array``, or for a source image of more than 8 bits written losslessly at its own size, the protected
+        image at that depth (:func:`~.images.protect_high_depth`): a 16-bit X-ray stays 16-bit."""
+        if self.fmt.lossy_for(suffix):
+            return array
+        src = self.src / rel
+        if raw is None and not src.is_file():
+            return array
+        source = raw if raw is not None else src.read_bytes()
+        mode, hw = probe_bytes(source, rel)
+        if mode not in HIGH_DEPTH_MODES or tuple(hw) != tuple(array.shape[1:]):
+            return array  # 8-bit, or resized (--size): the uint8 view is what there is
+        out = protect_high_depth(source, decode(source, array.shape[0] == 1, rel), array, rel)
+        return array if out is None else out
 
     def put(self, i: int, digest: str) -> None:
         self.hashes[self.rels[i]] = digest

@@ -21,7 +21,10 @@ from ...errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LOSSLESS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
-GREY_MODES = ("L", "1", "I;16", "I")
+#: grey images of more than 8 bits (16-bit PNG/TIFF exports of X-ray, CT and MR; Pillow's 32-bit integer mode):
+#: read through their own intensity window and written back at their own depth (:func:`protect_high_depth`)
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+GREY_MODES = ("L", "1", "F", *HIGH_DEPTH_MODES)
 KEEP_JPEG_QUALITY = 95
 #: PNG is deflated with zlib's run-length strategy: measured on photographs, MRI slices and the benchmark's images,
 #: files within 3% of Pillow's default size (level 6) at a third of its CPU (docs/benchmarks.md), and the same
@@ -81,14 +84,68 @@ def probe(path: Path) -> tuple[str, tuple[int, int]]:
         raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
 
 
-def decode(raw: bytes, grey: bool, name: Path | str) -> np.ndarray:
-    """Encoded bytes -> uint8 ``(C, H, W)`` with C = 1 (grey) or 3 (RGB)."""
+def probe_bytes(raw: bytes, name: Path | str) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (H, W)) of encoded bytes, from the header only."""
     try:
         with Image.open(io.BytesIO(raw)) as im:
-            a = np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
+            return im.mode, (im.size[1], im.size[0])
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UserError(f"{name}: not a readable image ({type(e).__name__})") from None
+
+
+def decode(raw: bytes, grey: bool, name: Path | str) -> np.ndarray:
+    """Encoded bytes -> uint8 ``(C, H, W)`` with C = 1 (grey) or 3 (RGB).
+
+    A grey image of more than 8 bits is mapped onto 0..255 through its own intensity window (the 1st..99.5th
+    percentile of its non-zero pixels, as 3D scans are: :func:`~unlearnable.data.subjectset.normalise_intensity`),
+    never clipped at 255 as Pillow's own conversion does; a floating-point image is refused."""
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.mode in HIGH_DEPTH_MODES:
+                from ..subjectset import normalise_intensity
+
+                a = normalise_intensity(high_depth_values(im, name)[None])[0].numpy()
+                if not grey:
+                    a = np.repeat(a[..., None], 3, axis=2)
+            elif im.mode == "F":
+                raise UserError(f"{name}: floating-point image (mode F); save it as 8- or 16-bit integers first")
+            else:
+                a = np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"{name}: not a readable image ({type(e).__name__})") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def high_depth_values(im: Image.Image, name: Path | str) -> np.ndarray:
+    """The stored integers of a grey image of more than 8 bits, ``(H, W)`` float64; values outside 0..65535 (a
+    32-bit image) are refused, since they cannot be written back as 16-bit."""
+    a = np.asarray(im).astype(np.float64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise UserError(f"{name}: {im.mode} image with values {a.min():.0f}..{a.max():.0f}; only 0..65535 "
+                        "(16-bit) is supported")
+    return a
+
+
+def protect_high_depth(source: bytes, clean: np.ndarray, protected: np.ndarray, name: str) -> np.ndarray | None:
+    """The protected image at the source's own bit depth, or None when ``source`` is an 8-bit image.
+
+    ``clean``/``protected`` are the model's uint8 views ``(C, H, W)`` of the source and of its protected version
+    (:func:`decode`). Their difference is carried into the stored integers with the 3D budget rule
+    (:func:`~unlearnable.protect3d.budget.apply_delta`): a pixel changes by at most ``eps * (hi - lo)`` where
+    ``[lo, hi]`` is the window the reader maps onto 0..255 and ``eps`` the largest change of the uint8 view, so a
+    16-bit X-ray keeps its 16 bits, and a reader gets the protected view back when it decodes the file."""
+    with Image.open(io.BytesIO(source)) as im:
+        if im.mode not in HIGH_DEPTH_MODES:
+            return None
+        values = high_depth_values(im, name)
+    from ...protect3d.budget import apply_delta
+    from ..subjectset import intensity_window
+
+    delta = (protected.astype(np.float64) - clean.astype(np.float64)).mean(0) / 255.0  # grey: one channel
+    eps = float(np.abs(delta).max()) if delta.size else 0.0
+    if eps == 0.0:
+        return values.astype(np.uint16)
+    return apply_delta(values, delta, eps, intensity_window(values), np.dtype(np.uint16)).values.astype(np.uint16)
 
 
 def _pil(arr_chw: np.ndarray) -> Image.Image:
@@ -105,10 +162,12 @@ def resize(arr_chw: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> n
 
 
 def encode(arr_chw: np.ndarray, codec: str, quality: int = KEEP_JPEG_QUALITY) -> bytes:
-    """uint8 ``(C, H, W)`` -> file bytes in ``codec`` (a PIL format name)."""
+    """uint8 ``(C, H, W)`` (or a 16-bit grey ``(H, W)`` uint16 from :func:`protect_high_depth`) -> file bytes in
+    ``codec`` (a PIL format name)."""
     buf = io.BytesIO()
     kw = {"quality": quality} if codec in ("JPEG", "WEBP") else PNG_OPTIONS if codec == "PNG" else {}
-    _pil(arr_chw).save(buf, format=codec, **kw)
+    im = Image.fromarray(np.ascontiguousarray(arr_chw)) if arr_chw.dtype == np.uint16 else _pil(arr_chw)
+    im.save(buf, format=codec, **kw)
     return buf.getvalue()
 
 
