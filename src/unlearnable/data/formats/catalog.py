@@ -25,9 +25,11 @@ import torch
 from ...errors import UserError
 from ..imageset import SPLITS, ImageSet
 from .images import (
+    ALPHA_MODES,
     GREY_MODES,
     HIGH_DEPTH_MODES,
     ImageFormat,
+    alpha_of,
     decode,
     encode,
     hw_of,
@@ -256,9 +258,9 @@ class FileWriter:
             data = raw
         else:
             suffix = Path(rel).suffix
-            pixels = self._at_source_depth(rel, array, raw, suffix)
+            pixels, reread = self._like_source(rel, array, raw, suffix)
             data = encode(pixels, self.fmt.codec(suffix), self.fmt.quality)
-            if self.fmt.lossy_for(suffix) or pixels is not array:  # what a reader decodes differs from ``array``
+            if self.fmt.lossy_for(suffix) or reread:  # what a reader decodes differs from ``array``
                 back = decode(data, array.shape[0] == 1, rel)
         (self.out / rel).write_bytes(data)
         return hashlib.sha256(data).hexdigest(), back
@@ -268,20 +270,26 @@ class FileWriter:
         written at more than 8 bits, which are lossless)."""
         return self.fmt.lossy_for(Path(self.rels[i]).suffix)
 
-    def _at_source_depth(self, rel: str, array: np.ndarray, raw: bytes | None, suffix: str) -> np.ndarray:
-        """``array``, or for a source image of more than 8 bits written losslessly at its own size, the protected
-        image at that depth (:func:`~.images.protect_high_depth`): a 16-bit X-ray stays 16-bit."""
+    def _like_source(self, rel: str, array: np.ndarray, raw: bytes | None, suffix: str) -> tuple[np.ndarray, bool]:
+        """The pixels to encode for a protected ``array`` ``(C, H, W)``, and whether a reader's decoding of them
+        differs from ``array``. Written losslessly at the source's own size, an image keeps what its source file
+        has beyond the model's view: more than 8 bits (:func:`~.images.protect_high_depth`; a 16-bit X-ray stays
+        16-bit, re-read through its window) and an alpha channel (the source's, unchanged)."""
         if self.fmt.lossy_for(suffix):
-            return array
+            return array, False
         src = self.src / rel
         if raw is None and not src.is_file():
-            return array
+            return array, False
         source = raw if raw is not None else src.read_bytes()
         mode, hw = probe_bytes(source, rel)
-        if mode not in HIGH_DEPTH_MODES or tuple(hw) != tuple(array.shape[1:]):
-            return array  # 8-bit, or resized (--size): the uint8 view is what there is
-        out = protect_high_depth(source, decode(source, array.shape[0] == 1, rel), array, rel)
-        return array if out is None else out
+        if tuple(hw) != tuple(array.shape[1:]):
+            return array, False  # resized (--size): the uint8 view is what there is
+        if mode in HIGH_DEPTH_MODES:
+            out = protect_high_depth(source, decode(source, array.shape[0] == 1, rel), array, rel)
+            return (array, False) if out is None else (out, True)
+        if mode in ALPHA_MODES:
+            return np.concatenate([array, alpha_of(source, rel)[None]]), False
+        return array, False
 
     def put(self, i: int, digest: str) -> None:
         self.hashes[self.rels[i]] = digest

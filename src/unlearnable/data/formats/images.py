@@ -24,7 +24,9 @@ LOSSLESS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
 #: grey images of more than 8 bits (16-bit PNG/TIFF exports of X-ray, CT and MR; Pillow's 32-bit integer mode):
 #: read through their own intensity window and written back at their own depth (:func:`protect_high_depth`)
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-GREY_MODES = ("L", "1", "F", *HIGH_DEPTH_MODES)
+#: images with an alpha channel: the models read the colour (or grey) part; the writer puts the source's alpha back
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+GREY_MODES = ("L", "1", "F", "LA", "La", *HIGH_DEPTH_MODES)
 KEEP_JPEG_QUALITY = 95
 #: PNG is deflated with zlib's run-length strategy: measured on photographs, MRI slices and the benchmark's images,
 #: files within 3% of Pillow's default size (level 6) at a third of its CPU (docs/benchmarks.md), and the same
@@ -124,6 +126,13 @@ def high_depth_values(im: Image.Image, name: Path | str) -> np.ndarray:
         raise UserError(f"{name}: {im.mode} image with values {a.min():.0f}..{a.max():.0f}; only 0..65535 "
                         "(16-bit) is supported")
     return a
+
+
+def alpha_of(source: bytes, name: Path | str) -> np.ndarray:
+    """The alpha channel ``(H, W)`` uint8 of an encoded image with one (:data:`ALPHA_MODES`)."""
+    with Image.open(io.BytesIO(source)) as im:
+        rgba = im.convert("LA" if im.mode in ("LA", "La") else "RGBA")
+        return np.asarray(rgba.getchannel("A"), dtype=np.uint8)
 
 
 def protect_high_depth(source: bytes, clean: np.ndarray, protected: np.ndarray, name: str) -> np.ndarray | None:
