@@ -12,11 +12,9 @@ rounds past the bound.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..data.budget import Applied, apply_delta  # noqa: F401  (re-exported: the 3D writer's names)
 from ..data.subjectset import intensity_window
 
 RULE = ("|protected - clean| <= eps * (hi - lo) per voxel, in the file's scaled units after re-quantisation to its "
@@ -24,55 +22,7 @@ RULE = ("|protected - clean| <= eps * (hi - lo) per voxel, in the file's scaled 
         "volume's non-zero voxels (0..255 for volumes stored as unscaled uint8)")
 
 
-@dataclass(frozen=True)
-class Applied:
-    """A protected volume (scaled values, written through the clean file's header) and what was checked."""
-
-    values: np.ndarray
-    window: tuple[float, float]
-    budget: float  # eps * (hi - lo), scaled units
-    max_change: float  # measured after re-quantisation, scaled units
-
-    def record(self) -> dict[str, float | list[float]]:
-        return {"window": [self.window[0], self.window[1]], "budget": self.budget, "max_change": self.max_change}
-
-
 def window_of(values: np.ndarray, as_uint8: bool) -> tuple[float, float]:
     """The reader's intensity window of one volume (see the module rule); ``as_uint8``: the subject's volumes are
     all stored as unscaled uint8, which the reader takes as they are."""
     return (0.0, 255.0) if as_uint8 else intensity_window(values)
-
-
-def apply_delta(values: np.ndarray, delta: np.ndarray, eps: float, window: tuple[float, float], dtype: np.dtype,
-                slope: float = 1.0, inter: float = 0.0) -> Applied:
-    """Add ``delta`` (model units, ``(D, H, W)``) to a clean volume ``values`` (scaled units) within the budget.
-
-    ``dtype``/``slope``/``inter`` are the file's stored type and scaling; the result is exactly representable in
-    them (integers: ``inter + slope * k``), so :func:`~unlearnable.data.formats.nifti.write_volume` stores it as is.
-    """
-    lo, hi = window
-    budget = eps * (hi - lo)
-    change = delta.astype(np.float64) * (hi - lo)
-    dt = np.dtype(dtype)
-    if np.issubdtype(dt, np.integer):
-        info = np.iinfo(dt)
-        step = abs(slope) if slope else 1.0
-        k = math.floor(budget / step + 1e-9)
-        stored = np.rint((values.astype(np.float64) - inter) / (slope or 1.0))
-        moved = np.clip(np.rint(change / (slope or 1.0)), -k, k)
-        new_stored = np.clip(stored + moved, info.min, info.max)  # clipping can only shrink a change
-        out = new_stored * (slope or 1.0) + inter
-        clean = stored * (slope or 1.0) + inter
-    else:
-        clean = values.astype(np.float64)
-        target = clean + np.clip(change, -budget, budget)
-        cast = target.astype(dt)
-        over = np.abs(cast.astype(np.float64) - clean) > budget
-        if over.any():  # the cast rounded past the bound: step one ulp back towards the clean value
-            cast[over] = np.nextafter(cast[over], clean[over].astype(dt))
-        out = cast.astype(np.float64)
-    out_vals = out.astype(values.dtype) if values.dtype == np.uint8 else out
-    max_change = float(np.abs(out - clean).max()) if out.size else 0.0
-    if max_change > budget * (1 + 1e-9) + 1e-12:
-        raise RuntimeError(f"budget check failed: change {max_change} > {budget}")
-    return Applied(out_vals, (float(lo), float(hi)), float(budget), max_change)

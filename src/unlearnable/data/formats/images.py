@@ -147,7 +147,7 @@ def protect_high_depth(source: bytes, clean: np.ndarray, protected: np.ndarray, 
         if im.mode not in HIGH_DEPTH_MODES:
             return None
         values = high_depth_values(im, name)
-    from ...protect3d.budget import apply_delta
+    from ..budget import apply_delta
     from ..subjectset import intensity_window
 
     delta = (protected.astype(np.float64) - clean.astype(np.float64)).mean(0) / 255.0  # grey: one channel
