@@ -186,6 +186,7 @@ class FileCatalog(Catalog):
                          tuple(classes), 1 if grey else 3, "NHW" if grey else "NHWC", [s for _, s in probes],
                          dict(meta or {}, source=str(root), relpaths=list(rels)))
         self.root, self.rels, self.grey, self.extras, self.masks = root, list(rels), grey, list(extras), masks
+        self.modes = [m for m, _ in probes]  # the writer keeps what the model's view drops (depth, alpha) by mode
         self.prefix = prefix  # the output tree's top folder (e.g. "oxford-iiit-pet"), as torchvision expects
 
     def _load(self, idx: list[int], raw: bool) -> Chunk:
@@ -208,7 +209,7 @@ class FileCatalog(Catalog):
         """``setup=False``: only write samples, into a folder another process's writer already set up (the
         extras copied, the masks resized), as the ranks of a sharded pass do."""
         return FileWriter(self.root, out_dir / self.prefix, self.rels, self.extras if setup else (),
-                          self.masks if setup else None, size, image_format)
+                          self.masks if setup else None, size, image_format, self.modes)
 
     def source_digest(self, raw_hashes: dict[int, str]) -> str:
         """SHA-256 over sorted (relative path, file SHA-256) pairs; files not hashed during the pass are read."""
@@ -228,8 +229,9 @@ class FileWriter:
     """
 
     def __init__(self, src_root: Path, out_dir: Path, rels: list[str], extras: Sequence[str], masks: str | None,
-                 size: int | None, image_format: ImageFormat) -> None:
+                 size: int | None, image_format: ImageFormat, modes: Sequence[str] | None = None) -> None:
         self.src, self.out, self.rels, self.fmt = src_root, out_dir, rels, image_format
+        self.modes = list(modes) if modes is not None else None  # each source file's PIL mode, when listed
         self.hashes: dict[str, str] = {}
         for rel in extras:
             src, dst = src_root / rel, out_dir / rel
@@ -258,7 +260,7 @@ class FileWriter:
             data = raw
         else:
             suffix = Path(rel).suffix
-            pixels, reread = self._like_source(rel, array, raw, suffix)
+            pixels, reread = self._like_source(i, rel, array, raw, suffix)
             data = encode(pixels, self.fmt.codec(suffix), self.fmt.quality)
             if self.fmt.lossy_for(suffix) or reread:  # what a reader decodes differs from ``array``
                 back = decode(data, array.shape[0] == 1, rel)
@@ -270,13 +272,16 @@ class FileWriter:
         written at more than 8 bits, which are lossless)."""
         return self.fmt.lossy_for(Path(self.rels[i]).suffix)
 
-    def _like_source(self, rel: str, array: np.ndarray, raw: bytes | None, suffix: str) -> tuple[np.ndarray, bool]:
+    def _like_source(self, i: int, rel: str, array: np.ndarray, raw: bytes | None, suffix: str,
+                     ) -> tuple[np.ndarray, bool]:
         """The pixels to encode for a protected ``array`` ``(C, H, W)``, and whether a reader's decoding of them
         differs from ``array``. Written losslessly at the source's own size, an image keeps what its source file
         has beyond the model's view: more than 8 bits (:func:`~.images.protect_high_depth`; a 16-bit X-ray stays
         16-bit, re-read through its window) and an alpha channel (the source's, unchanged)."""
         if self.fmt.lossy_for(suffix):
             return array, False
+        if self.modes is not None and self.modes[i] not in (*HIGH_DEPTH_MODES, *ALPHA_MODES):
+            return array, False  # a plain 8-bit file (the mode was read when the source was listed)
         src = self.src / rel
         if raw is None and not src.is_file():
             return array, False
