@@ -86,3 +86,33 @@ def test_audit_resizes_a_folder_of_mixed_sizes_and_tests_on_val(tmp_path, capsys
     assert "clean 'val' split" in err
     rows = json.loads((tmp_path / "a" / "audit.json").read_text())
     assert {r["method"] for r in (rows["rows"] if isinstance(rows, dict) else rows)} >= {"clean", "random"}
+
+
+def test_verify_trains_on_what_the_files_will_hold(tmp_path, capsys):
+    """With a lossy --image-format the victim sees the protected images after the codec, as a reader will: JPEG
+    erases much of an 8/255 pattern, so the verified PSNR moves and the check does not flatter the output."""
+    src = _folder(tmp_path / "photos", splits=("train", "test"))
+    psnr = {}
+    for fmt in ("png", "jpeg:30"):
+        out = tmp_path / fmt.replace(":", "")
+        code, _, err = run_cli(["protect", str(src), "-m", "tiles", "--eps", "8/255", "-o", str(out), "--verify",
+                                "--verify-epochs", "1", "--image-format", fmt], capsys)
+        assert code in (0, 3), err
+        psnr[fmt] = json.loads((out / "manifest.json").read_text())["verify"]["psnr"]
+    assert 29.5 < psnr["png"] < 33 and psnr["jpeg:30"] < psnr["png"] - 1  # the codec's own loss is counted
+
+
+def test_as_written_is_identity_for_lossless_files_and_the_codec_for_lossy_ones(tmp_path):
+    import torch
+
+    from unlearnable.data.formats.images import ImageFormat, decode, encode
+    from unlearnable.data.io import open_catalog
+
+    cat = open_catalog(str(_folder(tmp_path / "photos")))
+    idx = cat.indices("train")[:3]
+    clean = cat.imageset(idx).images
+    prot = (clean.int() + 8).clamp(0, 255).to(torch.uint8)
+    assert torch.equal(cat.as_written(idx, clean, prot, ImageFormat("png")), prot)
+    got = cat.as_written(idx, clean, prot, ImageFormat("jpeg", 30))
+    want = decode(encode(prot[0].numpy(), "JPEG", 30), False, "x")
+    assert torch.equal(got[0], torch.from_numpy(want)) and not torch.equal(got, prot)

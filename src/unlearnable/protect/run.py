@@ -14,7 +14,7 @@ from typing import Any
 from .._version import __version__
 from ..data import ImageSet, load
 from ..data.formats.catalog import Catalog
-from ..data.formats.images import parse_image_format
+from ..data.formats.images import ImageFormat, parse_image_format
 from ..data.io import open_catalog
 from ..errors import UserError
 from ..log import log, warn
@@ -108,7 +108,7 @@ def protect_source(
         if review is None:
             pert = algo.fit(cat.imageset(target, size=hw, pixels=algo.fit_reads_pixels), key)
         else:
-            pert, algo, extra = _review(review, cat, target, hw, algo, key, params or {})
+            pert, algo, extra = _review(review, cat, target, hw, algo, key, params or {}, fmt)
             p = algo.params
     except UserError:
         if D.is_main() and not resuming:  # bad input: leave nothing behind (an interruption keeps its checkpoints)
@@ -142,9 +142,11 @@ def protect_source(
 
 
 def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tuple[int, int], algo: Any,
-            key: Key, params: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+            key: Key, params: Mapping[str, Any], fmt: ImageFormat) -> tuple[Any, Any, dict[str, Any]]:
     """Run ``review`` on an in-memory view of every split at the working size (victims need one size; it is decoded
-    once and also serves the fits); returns the perturbation and method to write, and manifest entries."""
+    once and also serves the fits); returns the perturbation and method to write, and manifest entries. The victims
+    see the protected images as they will be read back from the files (``Catalog.as_written``): a JPEG output is
+    verified as JPEG."""
     import torch
 
     view = cat.imageset(size=hw)
@@ -156,7 +158,7 @@ def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tup
                                            progress=algo.progress, accel=algo.accel)
         train = view.subset(idx)
         pe = a.fit(train if a.fit_reads_pixels else cat.imageset(target, size=hw, pixels=False), key)
-        return view.with_images(a.apply(train, pe), idx), pe, a
+        return view.with_images(cat.as_written(target, train.images, a.apply(train, pe), fmt), idx), pe, a
 
     return review(view, algo, fit)
 

@@ -134,6 +134,13 @@ class Catalog:
     def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> Any:
         raise NotImplementedError
 
+    def as_written(self, index: Sequence[int], clean: torch.Tensor, protected: torch.Tensor,
+                   image_format: ImageFormat) -> torch.Tensor:
+        """What a reader decodes from the files the writer makes of ``protected`` (uint8 ``(N, C, H, W)``, the
+        samples ``index``; ``clean`` their clean view): the same pixels here, where the writer stores them exactly.
+        ``protect --verify`` trains its victim on this, not on what the method computed."""
+        return protected
+
     def source_digest(self, raw_hashes: dict[int, str]) -> str:
         raise NotImplementedError
 
@@ -210,6 +217,26 @@ class FileCatalog(Catalog):
         extras copied, the masks resized), as the ranks of a sharded pass do."""
         return FileWriter(self.root, out_dir / self.prefix, self.rels, self.extras if setup else (),
                           self.masks if setup else None, size, image_format, self.modes)
+
+    def as_written(self, index: Sequence[int], clean: torch.Tensor, protected: torch.Tensor,
+                   image_format: ImageFormat) -> torch.Tensor:
+        """Each image through what its file will be: a lossy codec (``--image-format jpeg:Q``, or ``keep`` for a
+        JPEG source) or, for a source of more than 8 bits at its own size, the 16-bit file a reader re-windows."""
+        out = protected.clone()
+        for k, i in enumerate(index):
+            rel = self.rels[i]
+            suffix, arr = Path(rel).suffix, protected[k].numpy()
+            if image_format.lossy_for(suffix):
+                data = encode(arr, image_format.codec(suffix), image_format.quality)
+            elif self.modes[i] in HIGH_DEPTH_MODES and tuple(self.sizes[i]) == tuple(arr.shape[1:]):
+                pixels = protect_high_depth((self.root / rel).read_bytes(), clean[k].numpy(), arr, rel)
+                if pixels is None:
+                    continue
+                data = encode(pixels, "PNG")
+            else:
+                continue
+            out[k] = torch.from_numpy(np.array(decode(data, arr.shape[0] == 1, rel)))
+        return out
 
     def source_digest(self, raw_hashes: dict[int, str]) -> str:
         """SHA-256 over sorted (relative path, file SHA-256) pairs; files not hashed during the pass are read."""
