@@ -10,6 +10,7 @@ pickling a process pool would add.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 from collections import deque
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ...errors import UserError
 from ..imageset import SPLITS, ImageSet
@@ -31,10 +33,10 @@ from .images import (
     ImageFormat,
     alpha_of,
     decode,
+    display_info,
     encode,
     hw_of,
     probe,
-    probe_bytes,
     protect_high_depth,
     resize,
     stack,
@@ -184,16 +186,17 @@ class FileCatalog(Catalog):
                  classes: Sequence[str], ids: Sequence[str] | None = None, extras: Sequence[str] = (),
                  masks: str | None = None, meta: dict[str, Any] | None = None, prefix: str = "") -> None:
         probes = list(ordered_map(probe, [root / r for r in rels]))
-        grey = bool(probes) and all(m in GREY_MODES for m, _ in probes)
+        grey = bool(probes) and all(m in GREY_MODES for m, _, _ in probes)
         ids = list(ids) if ids is not None else [str(Path(r).with_suffix("")) for r in rels]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise UserError(f"{root}: two files share the name '{dup}' with different suffixes")
         super().__init__(fmt, tuple(ids), tuple(splits), torch.tensor(list(labels), dtype=torch.long),
-                         tuple(classes), 1 if grey else 3, "NHW" if grey else "NHWC", [s for _, s in probes],
+                         tuple(classes), 1 if grey else 3, "NHW" if grey else "NHWC", [s for _, s, _ in probes],
                          dict(meta or {}, source=str(root), relpaths=list(rels)))
         self.root, self.rels, self.grey, self.extras, self.masks = root, list(rels), grey, list(extras), masks
-        self.modes = [m for m, _ in probes]  # the writer keeps what the model's view drops (depth, alpha) by mode
+        # the writer keeps what the model's view drops: depth and alpha (by mode), ICC profile and orientation
+        self.modes, self.shown = [m for m, _, _ in probes], [d for _, _, d in probes]
         self.prefix = prefix  # the output tree's top folder (e.g. "oxford-iiit-pet"), as torchvision expects
 
     def _load(self, idx: list[int], raw: bool) -> Chunk:
@@ -216,7 +219,7 @@ class FileCatalog(Catalog):
         """``setup=False``: only write samples, into a folder another process's writer already set up (the
         extras copied, the masks resized), as the ranks of a sharded pass do."""
         return FileWriter(self.root, out_dir / self.prefix, self.rels, self.extras if setup else (),
-                          self.masks if setup else None, size, image_format, self.modes)
+                          self.masks if setup else None, size, image_format, self.modes, self.shown)
 
     def as_written(self, index: Sequence[int], clean: torch.Tensor, protected: torch.Tensor,
                    image_format: ImageFormat) -> torch.Tensor:
@@ -256,9 +259,12 @@ class FileWriter:
     """
 
     def __init__(self, src_root: Path, out_dir: Path, rels: list[str], extras: Sequence[str], masks: str | None,
-                 size: int | None, image_format: ImageFormat, modes: Sequence[str] | None = None) -> None:
+                 size: int | None, image_format: ImageFormat, modes: Sequence[str] | None = None,
+                 shown: Sequence[bool] | None = None) -> None:
         self.src, self.out, self.rels, self.fmt = src_root, out_dir, rels, image_format
-        self.modes = list(modes) if modes is not None else None  # each source file's PIL mode, when listed
+        # each source file's PIL mode and whether it carries display metadata, when the source was listed
+        self.modes = list(modes) if modes is not None else None
+        self.shown = list(shown) if shown is not None else None
         self.hashes: dict[str, str] = {}
         for rel in extras:
             src, dst = src_root / rel, out_dir / rel
@@ -287,8 +293,8 @@ class FileWriter:
             data = raw
         else:
             suffix = Path(rel).suffix
-            pixels, reread = self._like_source(i, rel, array, raw, suffix)
-            data = encode(pixels, self.fmt.codec(suffix), self.fmt.quality)
+            pixels, reread, display = self._like_source(i, rel, array, raw, suffix)
+            data = encode(pixels, self.fmt.codec(suffix), self.fmt.quality, display)
             if self.fmt.lossy_for(suffix) or reread:  # what a reader decodes differs from ``array``
                 back = decode(data, array.shape[0] == 1, rel)
         (self.out / rel).write_bytes(data)
@@ -300,28 +306,31 @@ class FileWriter:
         return self.fmt.lossy_for(Path(self.rels[i]).suffix)
 
     def _like_source(self, i: int, rel: str, array: np.ndarray, raw: bytes | None, suffix: str,
-                     ) -> tuple[np.ndarray, bool]:
-        """The pixels to encode for a protected ``array`` ``(C, H, W)``, and whether a reader's decoding of them
-        differs from ``array``. Written losslessly at the source's own size, an image keeps what its source file
-        has beyond the model's view: more than 8 bits (:func:`~.images.protect_high_depth`; a 16-bit X-ray stays
-        16-bit, re-read through its window) and an alpha channel (the source's, unchanged)."""
-        if self.fmt.lossy_for(suffix):
-            return array, False
-        if self.modes is not None and self.modes[i] not in (*HIGH_DEPTH_MODES, *ALPHA_MODES):
-            return array, False  # a plain 8-bit file (the mode was read when the source was listed)
+                     ) -> tuple[np.ndarray, bool, dict[str, bytes]]:
+        """The pixels to encode for a protected ``array`` ``(C, H, W)``, whether a reader's decoding of them
+        differs from ``array``, and the source's display metadata to save with them. An image keeps what its source
+        file has beyond the model's view: its ICC profile and EXIF orientation (:func:`~.images.display_info`, so
+        viewers show it as they showed the source) and, written losslessly at its own size, more than 8 bits
+        (:func:`~.images.protect_high_depth`; a 16-bit X-ray stays 16-bit, re-read through its window) and its
+        alpha channel (unchanged)."""
+        lossy = self.fmt.lossy_for(suffix)
+        if self.modes is not None and self.shown is not None and not self.shown[i] and (
+                lossy or self.modes[i] not in (*HIGH_DEPTH_MODES, *ALPHA_MODES)):
+            return array, False, {}  # nothing to keep (known from when the source was listed)
         src = self.src / rel
         if raw is None and not src.is_file():
-            return array, False
+            return array, False, {}
         source = raw if raw is not None else src.read_bytes()
-        mode, hw = probe_bytes(source, rel)
-        if tuple(hw) != tuple(array.shape[1:]):
-            return array, False  # resized (--size): the uint8 view is what there is
+        with Image.open(io.BytesIO(source)) as im:
+            mode, hw, display = im.mode, (im.size[1], im.size[0]), display_info(im)
+        if lossy or tuple(hw) != tuple(array.shape[1:]):
+            return array, False, display  # a lossy codec or resized (--size): the uint8 view is what there is
         if mode in HIGH_DEPTH_MODES:
             out = protect_high_depth(source, decode(source, array.shape[0] == 1, rel), array, rel)
-            return (array, False) if out is None else (out, True)
+            return (array, False, display) if out is None else (out, True, display)
         if mode in ALPHA_MODES:
-            return np.concatenate([array, alpha_of(source, rel)[None]]), False
-        return array, False
+            return np.concatenate([array, alpha_of(source, rel)[None]]), False, display
+        return array, False, display
 
     def put(self, i: int, digest: str) -> None:
         self.hashes[self.rels[i]] = digest

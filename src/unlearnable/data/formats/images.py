@@ -77,22 +77,37 @@ def parse_image_format(text: str | ImageFormat | None) -> ImageFormat:
 
 
 # -- decode / resize / encode -----------------------------------------------------------------------------------
-def probe(path: Path) -> tuple[str, tuple[int, int]]:
-    """(PIL mode, (H, W)) from the file header only; a broken file is named in the error."""
+def probe(path: Path) -> tuple[str, tuple[int, int], bool]:
+    """(PIL mode, (H, W), whether it carries display metadata: :func:`display_info`) from the file header only; a
+    broken file is named in the error."""
     try:
         with Image.open(path) as im:
-            return im.mode, (im.size[1], im.size[0])
+            return im.mode, (im.size[1], im.size[0]), bool(display_info(im))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
 
 
-def probe_bytes(raw: bytes, name: Path | str) -> tuple[str, tuple[int, int]]:
-    """(PIL mode, (H, W)) of encoded bytes, from the header only."""
+#: codecs that can carry an ICC profile and EXIF orientation when an image is re-encoded
+DISPLAY_CODECS = ("PNG", "JPEG", "WEBP")
+
+
+def display_info(im: Image.Image) -> dict[str, bytes]:
+    """What a viewer needs to show a re-encoded image as it showed its source: the ICC colour profile and the EXIF
+    orientation, nothing else. Camera EXIF also holds GPS positions, serial numbers and times, which could identify
+    a patient or a clinic; none of it is copied. Returns ``save`` keyword arguments (empty: nothing to keep)."""
+    out: dict[str, bytes] = {}
+    icc = im.info.get("icc_profile")
+    if icc:
+        out["icc_profile"] = icc
     try:
-        with Image.open(io.BytesIO(raw)) as im:
-            return im.mode, (im.size[1], im.size[0])
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise UserError(f"{name}: not a readable image ({type(e).__name__})") from None
+        orientation = im.getexif().get(0x0112)
+    except Exception:  # a damaged EXIF block: nothing to keep from it
+        orientation = None
+    if orientation not in (None, 1):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        out["exif"] = exif.tobytes()
+    return out
 
 
 def decode(raw: bytes, grey: bool, name: Path | str) -> np.ndarray:
@@ -170,11 +185,15 @@ def resize(arr_chw: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> n
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def encode(arr_chw: np.ndarray, codec: str, quality: int = KEEP_JPEG_QUALITY) -> bytes:
+def encode(arr_chw: np.ndarray, codec: str, quality: int = KEEP_JPEG_QUALITY,
+           display: dict[str, bytes] | None = None) -> bytes:
     """uint8 ``(C, H, W)`` (or a 16-bit grey ``(H, W)`` uint16 from :func:`protect_high_depth`) -> file bytes in
-    ``codec`` (a PIL format name)."""
+    ``codec`` (a PIL format name), with the source's ``display`` metadata (:func:`display_info`) where the codec
+    carries it."""
     buf = io.BytesIO()
-    kw = {"quality": quality} if codec in ("JPEG", "WEBP") else PNG_OPTIONS if codec == "PNG" else {}
+    kw = {"quality": quality} if codec in ("JPEG", "WEBP") else dict(PNG_OPTIONS) if codec == "PNG" else {}
+    if display and codec in DISPLAY_CODECS:
+        kw.update(display)
     im = Image.fromarray(np.ascontiguousarray(arr_chw)) if arr_chw.dtype == np.uint16 else _pil(arr_chw)
     im.save(buf, format=codec, **kw)
     return buf.getvalue()
