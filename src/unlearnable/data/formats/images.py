@@ -82,6 +82,10 @@ def probe(path: Path) -> tuple[str, tuple[int, int], bool]:
     broken file is named in the error."""
     try:
         with Image.open(path) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:  # a z-stack or time series: writing the first page alone would drop the others
+                raise UserError(f"{path}: {frames} pages (a multi-page {im.format}); protect reads single images, "
+                                "so save each page as a file of its own")
             return im.mode, (im.size[1], im.size[0]), bool(display_info(im))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
