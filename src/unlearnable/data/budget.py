@@ -47,14 +47,15 @@ def apply_delta(values: np.ndarray, delta: np.ndarray, eps: float, window: tuple
         clean = stored * (slope or 1.0) + inter
     else:
         clean = values.astype(np.float64)
-        target = clean + np.clip(change, -budget, budget)
+        target = clean + np.where(np.isfinite(clean), np.clip(change, -budget, budget), 0.0)  # NaN stays NaN
         cast = target.astype(dt)
         over = np.abs(cast.astype(np.float64) - clean) > budget
         if over.any():  # the cast rounded past the bound: step one ulp back towards the clean value
             cast[over] = np.nextafter(cast[over], clean[over].astype(dt))
         out = cast.astype(np.float64)
     out_vals = out.astype(values.dtype) if values.dtype == np.uint8 else out
-    max_change = float(np.abs(out - clean).max()) if out.size else 0.0
+    moved = np.abs(out - clean)[np.isfinite(clean)]  # NaN voxels are left as they are
+    max_change = float(moved.max()) if moved.size else 0.0
     if max_change > budget * (1 + 1e-9) + 1e-12:
         raise RuntimeError(f"budget check failed: change {max_change} > {budget}")
     return Applied(out_vals, (float(lo), float(hi)), float(budget), max_change)

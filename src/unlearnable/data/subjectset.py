@@ -228,8 +228,12 @@ def resample(vol: torch.Tensor, shape: Sequence[int], labels: bool = False) -> t
 
 def intensity_window(x: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.5) -> tuple[float, float]:
     """The window ``(lo, hi)`` that :func:`normalise_intensity` maps onto 0..255 for one channel ``(D, H, W)``:
-    the [lo, hi] percentiles of its non-zero voxels (of all voxels when 16 or fewer are non-zero)."""
+    the [lo, hi] percentiles of its non-zero voxels (of all voxels when 16 or fewer are non-zero); NaN voxels
+    are left out."""
     x = np.asarray(x, dtype=np.float32)
+    x = x[np.isfinite(x)]  # NaN voxels (outside a registration's field of view) hold no intensity
+    if not x.size:
+        return 0.0, 1.0
     fg = x[x != 0]
     ref = fg if fg.size > 16 else x.ravel()
     lo, hi = np.percentile(ref, [lo_pct, hi_pct])
@@ -250,6 +254,7 @@ def normalise_intensity(vol: np.ndarray | torch.Tensor, lo_pct: float = 1.0, hi_
         x = v[c]
         lo, hi = intensity_window(x.numpy(), lo_pct, hi_pct)
         scale = 255.0 / max(float(hi - lo), 1e-6)
+        x = torch.nan_to_num(x, nan=float(lo))  # NaN voxels read as the window's floor (background)
         out[c] = ((x - float(lo)) * scale).round().clamp(0, 255).to(torch.uint8)
     return out
 

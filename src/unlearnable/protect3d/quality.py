@@ -39,8 +39,10 @@ def volume_quality(clean: Sequence[np.ndarray], protected: Sequence[np.ndarray],
     psnrs, ssims = [], []
     for c, p, (lo, hi) in zip(clean, protected, windows, strict=True):
         w = max(hi - lo, 1e-12)
-        a = torch.from_numpy((np.asarray(c, dtype=np.float64) - lo) / w)
-        b = torch.from_numpy((np.asarray(p, dtype=np.float64) - lo) / w)
+        c, p = np.asarray(c, dtype=np.float64), np.asarray(p, dtype=np.float64)
+        nan = ~np.isfinite(c)  # NaN voxels (left as they are) count as unchanged background
+        a = torch.from_numpy((np.where(nan, lo, c) - lo) / w)
+        b = torch.from_numpy((np.where(nan, lo, p) - lo) / w)
         mse = float((a - b).pow(2).mean())
         psnrs.append(10 * math.log10(1.0 / mse) if mse > 0 else math.inf)
         ssims.append(ssim3d(a, b))
