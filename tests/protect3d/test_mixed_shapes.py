@@ -86,3 +86,21 @@ def test_audit_seg_scores_held_out_subjects_at_their_own_shape(tmp_path, monkeyp
         run = r["runs"]["none"][name]
         assert 0 <= run["dice"] <= 1 and len(run["dice_per_class"]) == len(r["scored"])
     assert (out / "audit_seg.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_mixed_shapes_under_torchrun_give_the_bytes_of_one_process(tmp_path) -> None:
+    from tests.protect3d.test_resume_ddp import _digests
+
+    from helpers import torchrun
+    from helpers import torchrun_status as _exit
+
+    src = _mixed(tmp_path / "training")
+    key = str(tmp_path / "k.key")
+    em = ["--method", "seg-em", "--eps", "8/255", "-p", "rounds=1", "-p", "epochs=1", "-p", "pgd_steps=1",
+          "-p", "width=4", "-p", "patch=16", "--key", key]
+    assert exit_code(["protect", str(src), *em, "--out", str(tmp_path / "one")]) == 0
+    r = torchrun(["protect", str(src), *em, "--out", str(tmp_path / "two")], tmp_path)
+    assert _exit(r) == 0, r.stderr[-2000:]
+    assert _digests(tmp_path / "two") == _digests(tmp_path / "one")

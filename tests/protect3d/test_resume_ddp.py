@@ -64,7 +64,8 @@ def test_interrupted_protect_resumes_to_the_same_bytes(tmp_path, monkeypatch) ->
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_protect_subjects_under_torchrun_two_processes(tmp_path) -> None:
-    from tests.test_ddp import _exit, torchrun
+    from helpers import torchrun
+    from helpers import torchrun_status as _exit
 
     key = str(tmp_path / "k.key")
     assert exit_code(["protect", TINY, "--method", "noise3d", "--out", str(tmp_path / "one"), "--key", key]) == 0
