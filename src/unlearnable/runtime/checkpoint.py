@@ -13,8 +13,9 @@ and :func:`restore_rng` puts the RNGs back, so that a resumed run draws the same
 Crash tests (``tests/runtime/test_kill_resume.py``) set ``UNLEARNABLE_TEST_CRASH`` to make a real process die by
 ``SIGKILL`` at a chosen moment: ``write:N`` half-way through writing the N-th checkpoint of the process (the temp
 file holds part of the payload), ``after:N:SECONDS`` that many seconds after the N-th checkpoint is in place (inside
-the next epoch); ``UNLEARNABLE_TEST_CRASH_LOG=FILE`` appends the path of every checkpoint written (how a test
-counts them). Unset, nothing happens.
+the next epoch; at the latest when the next checkpoint is about to be written, so a fast epoch cannot slip past
+it); ``UNLEARNABLE_TEST_CRASH_LOG=FILE`` appends the path of every checkpoint written (how a test counts them).
+Unset, nothing happens.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     torch.save(state, buf)
     payload = buf.getbuffer()
     header = _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
+    crash = _crash_plan()
+    if crash[0] == "after" and _saves[0] == crash[1]:  # the timer below has not fired within the epoch: die now,
+        os.kill(os.getpid(), signal.SIGKILL)  # before this epoch's checkpoint (fast epochs end within the delay)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         _saves[0] += 1
-        crash = _crash_plan()
         with os.fdopen(fd, "wb") as f:
             f.write(header)
             if crash[:2] == ("write", _saves[0]):
