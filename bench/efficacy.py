@@ -4,7 +4,8 @@ For every built-in benchmark dataset the training split is protected with each r
 (methods without an ``eps`` parameter get one row at their defaults), a victim is trained on it with crop/flip
 augmentation through :func:`unlearnable.audit.evaluate`, and tested on the clean test split, which is never
 perturbed. The clean baseline is trained once per (dataset, victim, seed) and reused by every row. ``resnet18``
-runs only at 8/255 (and for budget-free methods). Prints one JSON object; ``--table`` writes a Markdown table.
+runs only at 8/255 (and for budget-free methods). Prints one JSON object; ``--table`` writes a Markdown table,
+``--figure`` a PNG of protected accuracy against the budget.
 
     python bench/efficacy.py --quick --out results.json --table table.md
     python bench/efficacy.py --datasets mni-tissue --methods random,em --eps 8/255 --victims smallcnn --jpeg 75
@@ -334,6 +335,49 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_figure(result: dict[str, Any], path: str | Path) -> None:
+    """Protected accuracy against the budget: one panel per (dataset, victim), one line per budgeted method, with
+    the clean victim, chance and the goal (chance + 10 points) as horizontal lines; methods without a budget
+    (published ``ops``, ``cuda``) as labelled marks at the right edge."""
+    from unlearnable.report import pyplot
+
+    plt = pyplot()
+    panels = list(dict.fromkeys((r["dataset"], r["victim"]) for r in result["rows"]))
+    if not panels:
+        _fail("--figure: no rows to draw")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    budgets = sorted({r["eps_255"] for r in result["rows"] if r["eps"] is not None})
+    for ax, (data, victim) in zip(axes[0], panels):
+        rows = [r for r in result["rows"] if (r["dataset"], r["victim"]) == (data, victim)]
+        clean, chance = 100 * rows[0]["clean_acc"], 100 * rows[0]["chance"]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["eps_255"], 100 * r["protected_acc"]) for r in rows
+                         if r["method"] == method and r["eps"] is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", lw=2.2 if method == "tiles" else 1.2, label=method)
+        x_free = (max(budgets) if budgets else 8) * 1.25
+        for r in rows:
+            if r["eps"] is None:
+                ax.plot([x_free], [100 * r["protected_acc"]], marker="x", color="grey")
+                ax.annotate(f"{r['method']} (no budget)", (x_free, 100 * r["protected_acc"]), fontsize=7,
+                            xytext=(-4, 3), textcoords="offset points", ha="right")
+        ax.axhline(clean, color="black", lw=1, ls="--", label="clean")
+        ax.axhline(chance + 10, color="green", lw=1, ls=":", label="chance + 10 (goal)")
+        ax.axhline(chance, color="grey", lw=1, ls=":", label="chance")
+        ax.axvline(8, color="red", lw=0.8, alpha=0.4, label="8/255: the goal's budget")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets or [8])
+        ax.set_xticklabels([f"{b:g}/255" for b in (budgets or [8])])
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{data}, {victim}")
+        ax.set_xlabel("L-inf budget")
+        ax.set_ylabel("clean test accuracy after protected training (%)")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -355,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--table", default=None, help="write the Markdown table here")
+    ap.add_argument("--figure", default=None, help="draw protected accuracy against the budget to this PNG")
     ap.add_argument("--rows", default=None, metavar="FILE",
                     help="JSON-lines checkpoint: append each finished row, skip rows already there (resume)")
     ap.add_argument("--from-rows", default=None, metavar="FILES",
@@ -377,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if a.table:
         with open(a.table, "w") as f:
             f.write(markdown_table(result))
+    if a.figure:
+        draw_figure(result, a.figure)
     return result
 
 

@@ -115,7 +115,9 @@ def test_rows_file_resumes_without_training_again(bench, tmp_path, monkeypatch, 
     assert other.baseline("textures", "smallcnn") is None and other.row("textures", "smallcnn", "ops", None) is None
 
     capsys.readouterr()
-    rebuilt = bench.main(["--from-rows", str(rows_file), "--table", str(table2)])
+    figure = tmp_path / "efficacy.png"
+    rebuilt = bench.main(["--from-rows", str(rows_file), "--table", str(table2), "--figure", str(figure)])
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5000
     assert [(r["method"], r["eps_255"]) for r in rebuilt["rows"]] == [("random", 8.0), ("ops", None), ("random", 4.0)]
     assert table2.read_text().splitlines()[:4] == table.read_text().splitlines()
 
