@@ -45,3 +45,23 @@ def test_orientation_and_colour_profile_survive_and_nothing_else(tmp_path, capsy
             assert b.info.get("icc_profile") == a.info.get("icc_profile")
             assert SERIAL in ea and SERIAL not in eb and 0x9003 not in eb and GPS not in eb
             assert b.size == a.size
+
+
+def test_listing_a_png_folder_reads_headers_only(tmp_path, monkeypatch):
+    """Probing runs on every file when a source is listed: it must not decode pixels (Pillow's getexif() decodes a
+    PNG to find a late eXIf chunk; a 100,000-image folder would be decoded twice)."""
+    from PIL import PngImagePlugin
+
+    from unlearnable.data.formats.images import probe
+
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png", exif=exif.tobytes())
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "b.png")
+
+    def no_decoding(self, *a, **k):
+        raise AssertionError("probe decoded the pixels")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    assert probe(tmp_path / "a.png") == ("RGB", (8, 8), True)  # the orientation is seen from the header
+    assert probe(tmp_path / "b.png") == ("RGB", (8, 8), False)

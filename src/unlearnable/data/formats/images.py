@@ -91,6 +91,8 @@ def probe(path: Path) -> tuple[str, tuple[int, int], bool]:
         raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
 
 
+#: formats whose EXIF Pillow reads when the file is opened (for the others ``getexif()`` decodes the pixels)
+EXIF_AT_OPEN = ("JPEG", "MPO", "TIFF", "WEBP")
 #: codecs that can carry an ICC profile and EXIF orientation when an image is re-encoded
 DISPLAY_CODECS = ("PNG", "JPEG", "WEBP")
 
@@ -104,7 +106,14 @@ def display_info(im: Image.Image) -> dict[str, bytes]:
     if icc:
         out["icc_profile"] = icc
     try:
-        orientation = im.getexif().get(0x0112)
+        if im.format in EXIF_AT_OPEN:
+            orientation = im.getexif().get(0x0112)
+        elif im.info.get("exif"):  # a PNG's eXIf chunk read with the header (getexif() would decode the image)
+            exif = Image.Exif()
+            exif.load(im.info["exif"])
+            orientation = exif.get(0x0112)
+        else:
+            orientation = None
     except Exception:  # a damaged EXIF block: nothing to keep from it
         orientation = None
     if orientation not in (None, 1):
