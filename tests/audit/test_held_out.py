@@ -112,7 +112,7 @@ def test_as_written_is_identity_for_lossless_files_and_the_codec_for_lossy_ones(
     idx = cat.indices("train")[:3]
     clean = cat.imageset(idx).images
     prot = (clean.int() + 8).clamp(0, 255).to(torch.uint8)
-    assert torch.equal(cat.as_written(idx, clean, prot, ImageFormat("png")), prot)
-    got = cat.as_written(idx, clean, prot, ImageFormat("jpeg", 30))
+    assert torch.equal(cat.as_written(idx, prot, ImageFormat("png")), prot)
+    got = cat.as_written(idx, prot, ImageFormat("jpeg", 30))
     want = decode(encode(prot[0].numpy(), "JPEG", 30), False, "x")
     assert torch.equal(got[0], torch.tensor(want)) and not torch.equal(got, prot)

@@ -158,7 +158,7 @@ def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tup
                                            progress=algo.progress, accel=algo.accel)
         train = view.subset(idx)
         pe = a.fit(train if a.fit_reads_pixels else cat.imageset(target, size=hw, pixels=False), key)
-        return view.with_images(cat.as_written(target, train.images, a.apply(train, pe), fmt), idx), pe, a
+        return view.with_images(cat.as_written(target, a.apply(train, pe), fmt), idx), pe, a
 
     return review(view, algo, fit)
 

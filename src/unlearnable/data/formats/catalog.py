@@ -38,6 +38,7 @@ from .images import (
     hw_of,
     probe,
     protect_high_depth,
+    reencode,
     resize,
     stack,
 )
@@ -136,10 +137,9 @@ class Catalog:
     def writer(self, out_dir: Path, size: int | None, image_format: ImageFormat) -> Any:
         raise NotImplementedError
 
-    def as_written(self, index: Sequence[int], clean: torch.Tensor, protected: torch.Tensor,
-                   image_format: ImageFormat) -> torch.Tensor:
+    def as_written(self, index: Sequence[int], protected: torch.Tensor, image_format: ImageFormat) -> torch.Tensor:
         """What a reader decodes from the files the writer makes of ``protected`` (uint8 ``(N, C, H, W)``, the
-        samples ``index``; ``clean`` their clean view): the same pixels here, where the writer stores them exactly.
+        samples ``index``): the same pixels here, where the writer stores them exactly.
         ``protect --verify`` trains its victim on this, not on what the method computed."""
         return protected
 
@@ -221,24 +221,20 @@ class FileCatalog(Catalog):
         return FileWriter(self.root, out_dir / self.prefix, self.rels, self.extras if setup else (),
                           self.masks if setup else None, size, image_format, self.modes, self.shown)
 
-    def as_written(self, index: Sequence[int], clean: torch.Tensor, protected: torch.Tensor,
-                   image_format: ImageFormat) -> torch.Tensor:
+    def as_written(self, index: Sequence[int], protected: torch.Tensor, image_format: ImageFormat) -> torch.Tensor:
         """Each image through what its file will be: a lossy codec (``--image-format jpeg:Q``, or ``keep`` for a
-        JPEG source) or, for a source of more than 8 bits at its own size, the 16-bit file a reader re-windows."""
+        JPEG source; :func:`~.images.reencode`) or, for a source of more than 8 bits at its own size, the 16-bit
+        file a reader re-windows."""
         out = protected.clone()
         for k, i in enumerate(index):
             rel = self.rels[i]
             suffix, arr = Path(rel).suffix, protected[k].numpy()
             if image_format.lossy_for(suffix):
-                data = encode(arr, image_format.codec(suffix), image_format.quality)
+                out[k] = reencode(protected[k:k + 1], image_format, suffix)[0]
             elif self.modes[i] in HIGH_DEPTH_MODES and tuple(self.sizes[i]) == tuple(arr.shape[1:]):
-                pixels = protect_high_depth((self.root / rel).read_bytes(), clean[k].numpy(), arr, rel)
-                if pixels is None:
-                    continue
-                data = encode(pixels, "PNG")
-            else:
-                continue
-            out[k] = torch.from_numpy(np.array(decode(data, arr.shape[0] == 1, rel)))
+                pixels = protect_high_depth((self.root / rel).read_bytes(), arr, rel)
+                if pixels is not None:
+                    out[k] = torch.from_numpy(np.array(decode(encode(pixels, "PNG"), arr.shape[0] == 1, rel)))
         return out
 
     def source_digest(self, raw_hashes: dict[int, str]) -> str:
@@ -326,7 +322,7 @@ class FileWriter:
         if lossy or tuple(hw) != tuple(array.shape[1:]):
             return array, False, display  # a lossy codec or resized (--size): the uint8 view is what there is
         if mode in HIGH_DEPTH_MODES:
-            out = protect_high_depth(source, decode(source, array.shape[0] == 1, rel), array, rel)
+            out = protect_high_depth(source, array, rel)
             return (array, False, display) if out is None else (out, True, display)
         if mode in ALPHA_MODES:
             return np.concatenate([array, alpha_of(source, rel)[None]]), False, display

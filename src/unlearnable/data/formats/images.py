@@ -163,21 +163,22 @@ def alpha_of(source: bytes, name: Path | str) -> np.ndarray:
         return np.asarray(rgba.getchannel("A"), dtype=np.uint8)
 
 
-def protect_high_depth(source: bytes, clean: np.ndarray, protected: np.ndarray, name: str) -> np.ndarray | None:
+def protect_high_depth(source: bytes, protected: np.ndarray, name: str) -> np.ndarray | None:
     """The protected image at the source's own bit depth, or None when ``source`` is an 8-bit image.
 
-    ``clean``/``protected`` are the model's uint8 views ``(C, H, W)`` of the source and of its protected version
-    (:func:`decode`). Their difference is carried into the stored integers with the 3D budget rule
-    (:func:`~unlearnable.protect3d.budget.apply_delta`): a pixel changes by at most ``eps * (hi - lo)`` where
-    ``[lo, hi]`` is the window the reader maps onto 0..255 and ``eps`` the largest change of the uint8 view, so a
-    16-bit X-ray keeps its 16 bits, and a reader gets the protected view back when it decodes the file."""
+    ``protected`` is the model's uint8 view ``(C, H, W)`` of the protected image; its difference from the source's
+    own view (the window :func:`decode` maps onto 0..255, derived here from the stored values) is carried into the
+    stored integers with the 3D budget rule (:func:`~unlearnable.data.budget.apply_delta`): a pixel changes by at
+    most ``eps * (hi - lo)`` where ``[lo, hi]`` is that window and ``eps`` the largest change of the uint8 view, so
+    a 16-bit X-ray keeps its 16 bits, and a reader gets the protected view back when it decodes the file."""
     with Image.open(io.BytesIO(source)) as im:
         if im.mode not in HIGH_DEPTH_MODES:
             return None
         values = high_depth_values(im, name)
     from ..budget import apply_delta
-    from ..subjectset import intensity_window
+    from ..subjectset import intensity_window, normalise_intensity
 
+    clean = normalise_intensity(values[None]).numpy()  # (1, H, W): decode's view, broadcast over the channels
     delta = (protected.astype(np.float64) - clean.astype(np.float64)).mean(0) / 255.0  # grey: one channel
     eps = float(np.abs(delta).max()) if delta.size else 0.0
     if eps == 0.0:
