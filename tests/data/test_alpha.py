@@ -41,6 +41,11 @@ def test_alpha_is_kept_and_the_mode_too(tmp_path, capsys, mode, channels):
         assert np.array_equal(ca[..., -1], cb[..., -1])  # alpha untouched
         change = np.abs(cb[..., :channels] - ca[..., :channels])
         assert 0 < change.max() <= 8
+    from torchvision.datasets import ImageFolder  # users' loader: the default one reads every protected file
+
+    a, b = ImageFolder(str(src / "train")), ImageFolder(str(out / "train"))
+    assert a.classes == b.classes and len(a) == len(b) == 12
+    assert all(b[i][0].size == a[i][0].size and b[i][1] == a[i][1] for i in range(12))
     code, _, err = run_cli(["evaluate", "--protected", str(out), "--clean", str(src), "--epochs", "1",
                             "--batch-size", "4", "--out", str(tmp_path / "ev"), "--device", "cpu"], capsys)
     r = json.loads((tmp_path / "ev" / "results.json").read_text())

@@ -84,6 +84,15 @@ def test_protect_writes_16_bit_images_at_16_bit_within_the_window_budget(tmp_pat
         assert (view != 0).mean() > 0.7 and np.abs(view).max() <= 16  # (each run draws a new key)
     # the manifest's quality is measured on what a reader decodes from the written files
     assert m["metrics"]["train"]["linf_max"] > 8 / 255
+    # torchvision's ImageFolder reads the output as it reads the source: same files, classes, modes and sizes
+    from torchvision.datasets import ImageFolder
+
+    def raw(p):
+        with Image.open(p) as im:
+            return im.mode, im.size
+
+    a, b = ImageFolder(str(src / "train"), loader=raw), ImageFolder(str(out / "train"), loader=raw)
+    assert a.classes == b.classes and len(a) == len(b) == 16 and [a[i] for i in range(16)] == [b[i] for i in range(16)]
 
 
 def test_a_protected_16_bit_folder_trains_like_any_other(tmp_path, capsys):
