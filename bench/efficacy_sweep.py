@@ -39,7 +39,7 @@ AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
-         "levels-r18")
+         "levels-r18", "textures-tiled")
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -107,6 +107,9 @@ def grid(name: str) -> list[tuple]:
             + [("textures", k, 0) for k in range(7, 15)] + [("mnist5k", k, k - 7) for k in range(7, 11)]
         return [(d, "smallcnn", f"tiles,levels={lv}", k - 7, v) for d, k, v in pairs for lv in ("colour", "spread")] \
             + [("mnist5k", "smallcnn8", "tiles,levels=colour", k - 7, k - 7) for k in range(7, 11)]
+    if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
+        specs = ("em,init=tiles-colour,augment=4,min_rounds=5", "adv,init=tiles-colour")
+        return [("textures", "smallcnn", spec, 0) for spec in specs]
     raise SystemExit(f"--grid {name}: unknown ({', '.join(GRIDS)})")
 
 
