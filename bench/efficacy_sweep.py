@@ -99,7 +99,7 @@ def grid(name: str) -> list[tuple]:
         pairs = [("adv,init=tiles", 2, v) for v in (0, 1, 3, 4)] + [("adv,init=tiles", 0, v) for v in (1, 2)] \
             + [("adv,init=tiles", 4, v) for v in (0, 1)] + [("tiles", 0, v) for v in (1, 2)]
         return [("mni-tissue", "resnet18", spec, k, v) for spec, k, v in pairs]
-    if name == "gpu8":  # not run yet: ResNet-18 against the colour levels (the default tiles) and adv from them
+    if name == "gpu8":  # ResNet-18 against the colour levels (the default tiles) and adv from them
         tiles = [(d, "resnet18", "tiles", seed) for seed in range(5) for d in ("mni-tissue", "textures")]
         return tiles + [(d, "resnet18", adv_from_tiles(d, "tiles-colour"), seed) for seed in range(5) for d in DATASETS]
     if name == "levels-colour":  # CPU: the tile levels in the key's order against levels given out by colour
