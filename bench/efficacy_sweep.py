@@ -39,7 +39,7 @@ AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
-         "levels-r18", "textures-tiled")
+         "levels-r18", "textures-tiled", "gpu9")
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -102,6 +102,15 @@ def grid(name: str) -> list[tuple]:
     if name == "gpu8":  # ResNet-18 against the colour levels (the default tiles) and adv from them
         tiles = [(d, "resnet18", "tiles", seed) for seed in range(5) for d in ("mni-tissue", "textures")]
         return tiles + [(d, "resnet18", adv_from_tiles(d, "tiles-colour"), seed) for seed in range(5) for d in DATASETS]
+    if name == "gpu9":
+        # Does a key that protects against one victim seed protect against another? The default tiles over keys
+        # 7-14, each against two ResNet-18 seeds (gpu8 holds the first seed of keys 7-11), two more converged
+        # small-CNN seeds on the photographs, and the 8-epoch verify victim on every key (a cheap proxy?)
+        r18 = [(d, "resnet18", "tiles", k, v) for d in ("mni-tissue", "textures") for k in range(8)
+               for v in ((k + 1) % 5, k) if not (k < 5 and v == k)]
+        small = [("textures", "smallcnn", "tiles", k, v) for k in range(8) for v in (1, 2)]
+        proxy = [(d, "smallcnn8", "tiles", k, 0) for d in ("mni-tissue", "textures") for k in range(8)]
+        return r18 + small + proxy
     if name == "levels-colour":  # CPU: the tile levels in the key's order against levels given out by colour
         pairs = [("mni-tissue", k, v) for k, v in ((7, 0), (8, 0), (9, 0), (10, 0), (16, 0), (8, 1), (9, 3))] \
             + [("textures", k, 0) for k in range(7, 15)] + [("mnist5k", k, k - 7) for k in range(7, 11)]
@@ -208,7 +217,8 @@ def run_job(job: tuple, data_dir: str, device: str, cache: dict) -> dict[str, An
             "test": round(h.epochs[-1]["test_acc"], 4), "best_test": round(max(e["test_acc"] for e in h.epochs), 4),
             "train": round(h.epochs[-1]["train_acc"], 4), "curve": [round(e["test_acc"], 3) for e in h.epochs][::5],
             "psnr": None if spec == "clean" else float(psnr(tr.images, imgs).clamp(max=99).mean()),
-            "fit_s": round(fit_s, 1), "train_s": round(time.time() - t - fit_s, 1)}
+            "fit_s": round(fit_s, 1), "train_s": round(time.time() - t - fit_s, 1),
+            "confusion": h.eval_confusion.get("test")}
 
 
 def _worker(q, out_path: str, deadline: float, wid: int, data_dir: str, device: str, threads: int = 2) -> None:
