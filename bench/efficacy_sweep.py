@@ -20,6 +20,7 @@ epoch's, the train accuracy, PSNR of the protected training images and the fit/t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,7 +40,7 @@ AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
-         "levels-r18", "textures-tiled", "gpu9")
+         "levels-r18", "textures-tiled", "gpu9", "gpu10")
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -111,6 +112,12 @@ def grid(name: str) -> list[tuple]:
         small = [("textures", "smallcnn", "tiles", k, v) for k in range(8) for v in (1, 2)]
         proxy = [(d, "smallcnn8", "tiles", k, 0) for d in ("mni-tissue", "textures") for k in range(8)]
         return r18 + small + proxy
+    if name == "gpu10":
+        # Which class owns the darkest tile on tissue (classes background, CSF, GM, WM; counts of 16): the leaking
+        # class (white matter) gets it, against gpu8/gpu9's first-seed rows of the same keys
+        keys = [(k, k if k < 5 else (k + 1) % 5) for k in range(7)]
+        return [("mni-tissue", "resnet18", f"tiles,counts={c}", k, v) for c in ("10-6-15-1", "6-15-10-1")
+                for k, v in keys]
     if name == "levels-colour":  # CPU: the tile levels in the key's order against levels given out by colour
         pairs = [("mni-tissue", k, v) for k, v in ((7, 0), (8, 0), (9, 0), (10, 0), (16, 0), (8, 1), (9, 3))] \
             + [("textures", k, 0) for k in range(7, 15)] + [("mnist5k", k, k - 7) for k in range(7, 11)]
@@ -169,6 +176,23 @@ def train_small(images: torch.Tensor, labels: torch.Tensor, k: int, name: str, t
     return round(h.epochs[-1]["test_acc"], 4)
 
 
+@contextlib.contextmanager
+def _tile_counts(counts: str | None):
+    """Bench-only ``counts=a-b-c-...`` on ``tiles``: every class's count of ``+`` signs (grey data: one per class,
+    in class order) set by hand in place of the colour assignment, to test which class should own which level."""
+    if counts is None:
+        yield
+        return
+    from unlearnable.protect import tiles as T
+    fixed = torch.tensor([int(c) for c in counts.split("-")])[:, None]
+    saved = T.levels_by_colour
+    T.levels_by_colour = lambda drawn, means: fixed
+    try:
+        yield
+    finally:
+        T.levels_by_colour = saved
+
+
 def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: torch.Tensor, recipe,
                       key_seed: int, device: str = "cpu", aug: str | None = None):
     """Fit ``spec`` (``"clean"``: nothing) on ``tr`` with key ``key_seed``, then train ``recipe``'s victim from
@@ -185,9 +209,11 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
         imgs = tr.images
     else:
         method, params = parse_spec(spec)
+        counts = params.pop("counts", None)
         algo = METHODS.get(method)(**params)
         algo.device = device
-        pert = algo.fit(tr, Key.from_seed(key_seed))
+        with _tile_counts(counts):
+            pert = algo.fit(tr, Key.from_seed(key_seed))
         imgs = algo.apply(tr, pert)
     fit_s = time.time() - t
     hook = parse_defense(aug or AUG.get(name, "aug:4")).hook(tr.num_classes)
