@@ -36,6 +36,8 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     assert "| class | test images | recall | precision |" in md
     assert (f"**{', '.join(v['classes_learnt'])}**" in md) if v["classes_learnt"] else ("tells no class apart" in md)
     assert v["learnt_above"] == LEARNT_ABOVE and f"precision above {LEARNT_ABOVE:.0%}" in md
+    # the verdict's scope: the victim and recipe it covers, and how to check against a deeper one
+    assert "holds for the victim that was trained: a `smallcnn`, 4 epochs" in md and "--verify-victim resnet18" in md
     # the report states the threshold the manifest recorded, not a number of its own
     from unlearnable.report.kinds import protect as protect_report
     m = json.loads((out / "manifest.json").read_text())
