@@ -24,7 +24,23 @@ def test_grid_specs_are_valid(name):
         assert data in S.DATASETS and victim in S.VICTIMS
         if spec != "clean":
             method, params = S.parse_spec(spec)
+            counts = params.pop("counts", None)  # bench-only: each class's tile level set by hand
+            if counts is not None:
+                assert method == "tiles" and all(c.isdigit() for c in counts.split("-")), spec
             METHODS.get(method)(**params)  # parses and validates, or raises
+
+
+def test_hand_set_tile_counts_give_each_class_its_level():
+    from unlearnable.data import ImageSet
+    from unlearnable.protect import Key
+    data = ImageSet(torch.zeros(8, 1, 8, 8, dtype=torch.uint8), torch.arange(8) % 4,
+                    tuple(f"{i:06d}" for i in range(8)), ("train",) * 8, ("a", "b", "c", "d"))
+    from unlearnable.protect import tiles as T
+    product = T.levels_by_colour
+    with S._tile_counts("10-6-15-1"):
+        codes = METHODS.get("tiles")().fit(data, Key.from_seed(7))
+    assert [int((t > 0).sum()) for t in codes.tiles] == [10, 6, 15, 1]
+    assert T.levels_by_colour is product  # the product's assignment is back after the job
 
 
 def test_table_skips_failed_jobs(tmp_path):
