@@ -10,6 +10,7 @@ victim recipes long enough to converge on clean data (``VICTIMS``). A machine wi
     python bench/efficacy_sweep.py run --data DATA_DIR --grid gpu1 --workers 8 --budget-s 330 --out rows.jsonl
     python bench/efficacy_sweep.py table rows.jsonl          # Markdown, one row per job
     python bench/efficacy_sweep.py cue DATA_DIR              # accuracy from per-image colour statistics alone
+    python bench/efficacy_sweep.py figure rows.jsonl [more.jsonl ...] --out runs.png   # every run as a dot
 
 Jobs are ordered most important first; a job still queued when ``--budget-s`` runs out is skipped (the JSON lines
 say which ran). Each job: the protection is fitted with key ``7 + seed`` on the training split (ids ``000000``..),
@@ -300,6 +301,46 @@ def table(path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(paths: list[str], out: str) -> None:
+    """Every run as a dot: one panel per (dataset, victim), one row per protection, each run's final clean-test
+    accuracy with the row's mean as a bar, and chance and the goal (chance + 10 points) as lines; rows read from
+    the JSON lines of one or more sweeps (a job that failed is skipped). How far single runs spread is the point:
+    a mean over keys says whether a method protects, a single run does not."""
+    from unlearnable.report import pyplot
+
+    rows = [r for path in paths for r in map(json.loads, filter(str.strip, open(path))) if "error" not in r]
+    if not rows:
+        raise SystemExit(f"figure: no finished runs in {', '.join(paths)}")
+    panels = list(dict.fromkeys((r["data"], r["victim"]) for r in rows))
+    plt = pyplot()
+    specs = {pn: list(dict.fromkeys(r["spec"] for r in rows if (r["data"], r["victim"]) == pn)) for pn in panels}
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 0.9 + 0.42 * sum(map(len, specs.values())) +
+                                                      0.6 * len(panels)), squeeze=False,
+                             gridspec_kw={"height_ratios": [len(specs[pn]) + 1 for pn in panels]})
+    for ax, pn in zip(axes[:, 0], panels):
+        mine = [r for r in rows if (r["data"], r["victim"]) == pn]
+        chance = 100 * mine[0]["chance"]
+        for y, spec in enumerate(specs[pn]):
+            acc = [100 * r["test"] for r in mine if r["spec"] == spec]
+            jitter = torch.linspace(-0.15, 0.15, len(acc)).tolist() if len(acc) > 1 else [0.0]
+            ax.scatter(acc, [y + j for j in jitter], s=16, alpha=0.7)
+            mean = sum(acc) / len(acc)
+            ax.plot([mean, mean], [y - 0.3, y + 0.3], color="black", lw=2)
+            ax.annotate(f"{mean:.1f}% ({len(acc)})", (mean, y + 0.32), fontsize=7, ha="center")
+        ax.axvline(chance, color="grey", ls=":", lw=1, label="chance")
+        ax.axvline(chance + 10, color="green", ls=":", lw=1, label="chance + 10 (goal)")
+        ax.set_yticks(range(len(specs[pn])))
+        ax.set_yticklabels([sp if len(sp) < 40 else sp[:38] + "…" for sp in specs[pn]], fontsize=7)
+        ax.set_ylim(-0.7, len(specs[pn]) - 0.3)
+        ax.set_xlim(0, 100)
+        ax.invert_yaxis()
+        ax.set_title(f"{pn[0]}, {pn[1]}: final clean-test accuracy per run (%), bar = mean (runs)", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def cue(data_dir: str, names: tuple[str, ...] = DATASETS) -> list[dict[str, Any]]:
     """How far each dataset's classes can be told apart from global statistics alone: a logistic regression on
     every image's per-channel mean and standard deviation, trained on the training split and scored on the clean
@@ -348,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--out", required=True)
     sub.add_parser("table").add_argument("rows")
     sub.add_parser("cue", help="accuracy from per-image colour/brightness statistics alone").add_argument("data")
+    f = sub.add_parser("figure", help="every run as a dot, per dataset and victim")
+    f.add_argument("rows", nargs="+")
+    f.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     if a.cmd == "export":
         export(a.dir)
@@ -355,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
         run(a)
     elif a.cmd == "cue":
         cue(a.data)
+    elif a.cmd == "figure":
+        figure(a.rows, a.out)
     else:
         print(table(a.rows), end="")
 

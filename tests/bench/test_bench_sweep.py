@@ -118,3 +118,17 @@ def test_partial_bench_measures_the_clean_rows_floor(tmp_path, capsys):
         assert 0.0 <= v <= 1.0
     with pytest.raises(SystemExit):
         P.main(["--data", str(tmp_path), "--datasets", "tiny", "--mix", "1.0"])
+
+
+def test_figure_draws_every_finished_run(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    runs = [{"data": "textures", "victim": "resnet18", "spec": spec, "seed": k, "chance": 0.1, "test": acc}
+            for k, (spec, acc) in enumerate([("tiles", 0.8), ("tiles", 0.7), ("adv", 0.6)])]
+    rows.write_text("\n".join(map(json.dumps, runs)) + "\n" + json.dumps({"job": ["x"], "error": "boom"}) + "\n")
+    out = tmp_path / "runs.png"
+    S.figure([str(rows)], str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = tmp_path / "none.jsonl"
+    empty.write_text(json.dumps({"job": ["x"], "error": "boom"}) + "\n")
+    with pytest.raises(SystemExit, match="no finished runs"):
+        S.figure([str(empty)], str(tmp_path / "no.png"))
