@@ -89,6 +89,8 @@ def test_target_acc_that_cannot_be_met_writes_nothing(tmp_path, capsys):
     (["--target-acc", "0"], "--target-acc 0"),
     (["--eps", "40/255"], "eps=40/255"),
     (["--verify", "--verify-victim", "nosuchnet"], "nosuchnet"),
+    (["--verify", "--verify-size", "4"], "--verify-size 4"),
+    (["--verify-size", "16"], "--verify-size 16: only with --verify"),
 ])
 def test_bad_verify_options(npz_path, tmp_path, capsys, args, needle):
     out = tmp_path / "prot"
@@ -117,3 +119,38 @@ def test_target_acc_needs_an_eps_and_says_so_before_any_work(npz_path, tmp_path,
                            capsys)
     assert code == 2 and "method 'ops' has no L-inf budget" in err.strip().splitlines()[-1]
     assert "verify: training" not in err and not out.exists() and not (tmp_path / "prot.key").exists()
+
+
+def test_verify_size_trains_the_victims_on_resized_images(tmp_path, capsys):
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", SMALL, "--method", "tiles", "--out", str(out), "--verify", "--verify-epochs",
+                            "2", "--verify-size", "16"], capsys)
+    v = json.loads((out / "manifest.json").read_text())["verify"]
+    assert code in (0, 3), err
+    assert v["victim_size"] == [16, 16] and v["resized"] is True and "resized to 16x16" in err
+    assert 29.5 < v["psnr"] < 33  # measured on the images as written (32 px), not on the resized view
+    assert "at 16x16 pixels (resized)" in (out / "report.md").read_text()
+    native = tmp_path / "native"
+    run_cli(["protect", SMALL, "--method", "tiles", "--out", str(native), "--verify", "--verify-epochs", "1"], capsys)
+    v = json.loads((native / "manifest.json").read_text())["verify"]
+    assert v["victim_size"] == [32, 32] and v["resized"] is False
+
+
+def test_at_size_antialiases_like_a_trainers_resize():
+    """Why a downscaling trainer defeats fine tiles: an antialiased 2x downscale turns a 2-px checkerboard of +-8
+    around mid-grey into flat mid-grey, while a 4-px-period pattern keeps a period-2 pattern (at lower amplitude)."""
+    import torch
+
+    from unlearnable.audit.verify import at_size
+    from unlearnable.data import ImageSet
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    fine = 128 + 8 * (1 - 2 * ((yy + xx) % 2))
+    coarse = 128 + 8 * (1 - 2 * ((yy // 2 + xx // 2) % 2))
+    imgs = torch.stack([fine, coarse])[:, None].to(torch.uint8)
+    ds = ImageSet(imgs, torch.tensor([0, 1]), ("a", "b"), ("train", "train"), ("x", "y"))
+    small = at_size(ds, 16)
+    assert small.size == (16, 16) and small.images.dtype == torch.uint8 and small.ids == ds.ids
+    assert int((small.images[0].int() - 128).abs().max()) <= 1  # the fine pattern is gone
+    swing = small.images[1].int() - 128
+    assert int(swing.abs().max()) >= 3 and bool((swing[0, 0, ::2] * swing[0, 0, 1::2] < 0).all())  # kept, smaller
+    assert at_size(ds, None) is ds and at_size(ds, 32) is ds

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..data import ImageSet
 from ..data.quality import psnr
@@ -42,6 +43,7 @@ PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
 LEARNT_ABOVE = 0.5
 MAX_FITS = 6
 VERIFY_AUG = "aug"  # random crop (pad 4) + horizontal flip: the standard recipe a data thief would use
+MIN_SIZE, MAX_SIZE = 8, 1024  # --verify-size bounds (pixels per side)
 
 # Fit the protection ({} = as asked, else with these parameters overridden) and apply it to the training split:
 # overrides -> (data with the protected training split, perturbation, method instance).
@@ -60,6 +62,10 @@ class VerifyOptions:
     precision: str = "fp32"  # the protect command's --precision, --sync-bn and --compile, for its victims too
     sync_bn: bool = False
     compile: bool = False
+    # train and test both victims on images resized to size x size (antialiased), as a trainer who downscales the
+    # published images would; None: the working size. Tiles made at one resolution do not survive a 2x downscale
+    # on colour photographs (docs/methods.md), so a release that will be downscaled is checked at that size.
+    size: int | None = None
 
     def validate(self) -> None:
         if self.target_acc is not None and not 0.0 < self.target_acc < 1.0:
@@ -69,6 +75,8 @@ class VerifyOptions:
             raise UserError(f"--verify-epochs {self.epochs}: must be at least 1")
         if self.victim != "auto":
             MODELS.get(self.victim)
+        if self.size is not None and not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise UserError(f"--verify-size {self.size}: must be {MIN_SIZE}..{MAX_SIZE} pixels")
 
 
 def check_searchable(algo: Protection) -> None:
@@ -109,11 +117,25 @@ def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str,
                              f"({chance:.1%}; clean {clean_acc:.1%})")
 
 
+def at_size(ds: ImageSet, size: int | None, chunk: int = 256) -> ImageSet:
+    """``ds`` with every image resized to ``size`` x ``size`` by antialiased bilinear interpolation (what
+    torchvision's ``Resize`` does to tensors), rounded back to uint8; ``ds`` itself when ``size`` is None or already
+    its size."""
+    if size is None or tuple(ds.size) == (size, size):
+        return ds
+    out = torch.empty(len(ds), ds.channels, size, size, dtype=torch.uint8)
+    for i in range(0, len(ds), chunk):
+        x = ds.images[i:i + chunk].float()
+        y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i:i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return ds.with_images(out)
+
+
 def _measure(ds: ImageSet, protected: ImageSet, recipe: Recipe, device: str,
-             clean_result: dict[str, Any] | None) -> dict[str, Any]:
+             clean_result: dict[str, Any] | None, size: int | None = None) -> dict[str, Any]:
     aug = [parse_defense(VERIFY_AUG)]
-    return evaluate(protected, ds, recipe, device=device, defenses=aug, clean_result=clean_result,
-                    progress=progress_enabled())
+    return evaluate(at_size(protected, size), at_size(ds, size), recipe, device=device, defenses=aug,
+                    clean_result=clean_result, progress=progress_enabled())
 
 
 def _mean_psnr(ds: ImageSet, protected: ImageSet) -> float | None:
@@ -140,12 +162,13 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         recipe = Recipe(model=victim, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
                         precision=opts.precision, sync_bn=opts.sync_bn, compile=opts.compile)
         chance = 1.0 / ds.num_classes
-        log(f"verify: training a '{victim}' victim for {opts.epochs} epochs (crop/flip augmentation) on the protected "
-            f"and on the clean training split")
+        at = f", resized to {opts.size}x{opts.size}" if opts.size else ""
+        log(f"verify: training a '{victim}' victim for {opts.epochs} epochs (crop/flip augmentation{at}) on the "
+            f"protected and on the clean training split")
         if opts.target_acc is None:
             protected, pert, a = fit({})
-            r = _measure(ds, protected, recipe, opts.device, None)
-            entry = _entry(ds, protected, r, recipe, chance, a)
+            r = _measure(ds, protected, recipe, opts.device, None, opts.size)
+            entry = _entry(ds, protected, r, recipe, chance, a, opts.size)
             _say_learnt(entry)
             return pert, a, {"verify": entry}
         return _search(ds, algo, fit, recipe, chance, opts)
@@ -175,10 +198,13 @@ def classes_learnt(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
-           algo: Protection) -> dict[str, Any]:
+           algo: Protection, size: int | None = None) -> dict[str, Any]:
     v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
     classes = per_class(r["confusion"]["protected"], ds.classes)
+    h, w = ds.size
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
+            # the resolution the victims trained and were tested at (the working size unless --verify-size)
+            "victim_size": [size, size] if size else [h, w], "resized": bool(size) and (size, size) != (h, w),
             "test_split": r["data"]["test_split"],
             "precision": recipe.precision,
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
@@ -209,14 +235,14 @@ def _search(ds: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: fl
     def attempt(level: int) -> bool:
         nonlocal clean, best
         prot, pert, a = fit({"eps": f"{level}/255"})
-        r = _measure(ds, prot, recipe, opts.device, clean)
+        r = _measure(ds, prot, recipe, opts.device, clean, opts.size)
         if clean is None:
             clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
             learnt, why = verdict(r["clean_acc"], 0.0, chance)
             if learnt == "invalid":
                 raise UserError(f"--target-acc: {why}")
         ok = r["protected_acc"] <= target
-        e = _entry(ds, prot, r, recipe, chance, a)
+        e = _entry(ds, prot, r, recipe, chance, a, opts.size)
         tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "psnr": e["psnr"], "met": ok})
         log(f"target {target:.1%}: eps {level}/255 -> protected accuracy {r['protected_acc']:.1%} "
             f"({'met' if ok else 'not met'})")

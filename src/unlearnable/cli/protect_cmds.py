@@ -54,6 +54,9 @@ def protect_cmd(
                                       "resnet18 when smallcnn was the surrogate)"),
     verify_epochs: int = typer.Option(8, "--verify-epochs", help="epochs of each --verify victim (about 1 min per "
                                       "1,000 images of 32x32 per victim on 2 CPU cores)"),
+    verify_size: int = typer.Option(None, "--verify-size", help="train and test the --verify victims on images "
+                                    "resized to N x N (antialiased), as a trainer who downscales them would; "
+                                    "default: the working size"),
     precision: str = accel_opts.PRECISION,
     sync_bn: bool = accel_opts.SYNC_BN,
     compile_: bool = accel_opts.COMPILE,
@@ -77,6 +80,7 @@ def protect_cmd(
         from ..protect3d.cli import protect_subjects_cmd
 
         unused = {"--like": like, "--size": size, "--work-size": work_size, "--verify": verify or None,
+                  "--verify-size": verify_size,
                   "--target-acc": target_acc, "--surrogate-weights": surrogate_weights, "--clusters": clusters}
         protect_subjects_cmd(source, method, out, key, splits, params, force, dev, seed, test_fraction, resume,
                              [k for k, v in unused.items() if v is not None])
@@ -87,20 +91,24 @@ def protect_cmd(
     if like is not None:
         from ..protect.like import protect_like
 
-        if verify or target_acc is not None or resume or work_size is not None:
-            raise UserError("--like: cannot be combined with --verify, --target-acc, --resume or --work-size (the "
-                            "stored perturbation keeps its fit size)")
+        if verify or target_acc is not None or verify_size is not None or resume or work_size is not None:
+            raise UserError("--like: cannot be combined with --verify, --target-acc, --verify-size, --resume or "
+                            "--work-size (the stored perturbation keeps its fit size)")
         protect_like(source, like, out, key, splits, params, method, force, dev, size, seed,
                      parse_number(test_fraction, "--test-fraction"), progress_enabled(), image_format=image_format)
         return
     if method is None:
         raise UserError("--method: missing (or pass --like OUT to protect like an earlier output)")
+    if verify_size is not None and not verify and target_acc is None:
+        raise UserError(f"--verify-size {verify_size}: only with --verify or --target-acc (it sets the size their "
+                        "victims train at)")
     review = None
     if verify or target_acc is not None:
         from ..audit.verify import VerifyOptions, make_review
 
         target = parse_number(target_acc, "--target-acc") if target_acc is not None else None
         review = make_review(VerifyOptions(victim=verify_victim, epochs=verify_epochs, target_acc=target,
+                                           size=verify_size,
                                            device=dev, precision=acc.precision, sync_bn=acc.sync_bn,
                                            compile=acc.compile))
     try:

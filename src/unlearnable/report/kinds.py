@@ -96,11 +96,15 @@ def _verify_scope(v: dict) -> str:
     """What a verdict covers: one victim, one recipe, one run. Converged and deeper victims learnt more from the same
     protection on two of the three benchmark datasets (docs/benchmarks.md), so the report says so."""
     victim, epochs = v.get("victim", "?"), v.get("epochs", "?")
-    return (f"This verdict holds for the victim that was trained: a `{victim}`, {epochs} epochs, crop/flip, one seed. "
-            "A deeper victim trained to convergence can learn more from the same images (measured in "
+    size = v.get("victim_size")
+    at = f" at {size[0]}x{size[1]} pixels{' (resized)' if v.get('resized') else ''}" if size else ""
+    return (f"This verdict holds for the victim that was trained: a `{victim}`, {epochs} epochs, crop/flip{at}, one "
+            "seed. A deeper victim trained to convergence can learn more from the same images (measured in "
             "docs/benchmarks.md: with the same key, a converged ResNet-18 kept 32-54% on tissue patches where the "
             "8-epoch check was at chance), so check with `--verify-victim resnet18 --verify-epochs 40` before a "
-            "release.")
+            "release; and a trainer who downscales the images can learn more too (tiles made at 64 px left "
+            "photographs downscaled to 32 px almost fully learnable), so check at the size they would train at with "
+            "`--verify-size N`.")
 
 
 @kind("protect", _has("manifest.json", "method", "metrics"))

@@ -1,0 +1,33 @@
+"""bench/resize.py: every protection stays within the budget, and a run trains at the resolution it names."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnable.data import load
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import resize as R  # noqa: E402
+
+
+@pytest.mark.parametrize("spec", ["clean", "tiles", "tiles-cell:2", "fine+coarse:2"])
+def test_specs_stay_within_the_budget(spec):
+    train = load("textures:n=20,test=10,size=16").split("train")
+    x = R.protected(train, spec, 7)
+    d = (x.int() - train.images.int()).abs()
+    assert x.dtype == torch.uint8 and x.shape == train.images.shape and int(d.max()) <= 8
+    assert (int(d.max()) == 0) == (spec == "clean")
+    if spec == "tiles-cell:2":  # blocky: every 2x2 cell at the phase's grid carries one sign per channel
+        codes = R.tile_codes(train, R.Key.from_seed(7), 2)
+        assert torch.equal(codes.tiles[..., ::2, ::2].repeat_interleave(2, -1).repeat_interleave(2, -2), codes.tiles)
+
+
+def test_a_run_trains_at_the_size_it_names():
+    row = R.run("mni-tissue", 16, 8, "tiles", 7, "down", n=40, test_n=20)
+    assert row["victim_size"] == 8 and row["at"] == "down" and 0 <= row["test"] <= 1 and row["chance"] == 0.25
+    with pytest.raises(SystemExit, match="unknown"):
+        R.protected(load("textures:n=20,test=10,size=16").split("train"), "blur", 7)
