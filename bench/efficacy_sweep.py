@@ -36,12 +36,15 @@ DATASETS = ("mni-tissue", "textures", "mnist5k")
 VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
            "resnet18": {"epochs": 40, "batch_size": 64, "lr": 0.05},
            # the victim of `make demo` and `protect --verify`: 8 epochs, crop (pad 4) + flip on every dataset
-           "smallcnn8": {"model": "smallcnn", "epochs": 8, "batch_size": 64, "lr": 0.05, "aug": "aug"}}
+           "smallcnn8": {"model": "smallcnn", "epochs": 8, "batch_size": 64, "lr": 0.05, "aug": "aug"},
+           # the converged small CNN trained with torchvision's ImageNet augmentation (random resized crop, scale
+           # 0.08-1, and flip) instead of crop/flip: every crop enlarged by up to 3.5x
+           "smallcnn-rrc": {"model": "smallcnn", "epochs": 30, "batch_size": 64, "lr": 0.05, "aug": "rrc"}}
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
-         "levels-r18", "textures-tiled", "gpu9", "gpu10")
+         "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc")
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -119,6 +122,9 @@ def grid(name: str) -> list[tuple]:
         keys = [(k, k if k < 5 else (k + 1) % 5) for k in range(7)]
         return [("mni-tissue", "resnet18", f"tiles,counts={c}", k, v) for c in ("10-6-15-1", "6-15-10-1")
                 for k, v in keys]
+    if name == "rrc":  # CPU: the default tiles against a victim trained with random resized crops, two keys
+        return [(d, "smallcnn-rrc", spec, seed) for d in DATASETS for spec in ("clean", "tiles") for seed in (0, 1)
+                if not (spec == "clean" and seed == 1)]
     if name == "levels-colour":  # CPU: the tile levels in the key's order against levels given out by colour
         pairs = [("mni-tissue", k, v) for k, v in ((7, 0), (8, 0), (9, 0), (10, 0), (16, 0), (8, 1), (9, 3))] \
             + [("textures", k, 0) for k in range(7, 15)] + [("mnist5k", k, k - 7) for k in range(7, 11)]

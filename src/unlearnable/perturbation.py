@@ -6,6 +6,7 @@ Both import them from here rather than from each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,27 @@ def project(delta: torch.Tensor, eps: float, norm: str, x: torch.Tensor | None =
     if x is not None:
         delta = (x + delta).clamp(0.0, 1.0) - x
     return delta
+
+
+def random_resized_crop(x: torch.Tensor, scale: float, ratio: float = 4 / 3, flip: bool = True,
+                        g: torch.Generator | None = None) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop`` at the batch's own size, batched: per image a box of area
+    ``U(scale, 1)`` of the image and aspect ratio log-uniform in ``[1 / ratio, ratio]`` (clipped to the image
+    instead of redrawn), at a uniform position, resized back to ``(H, W)`` bilinearly; then a horizontal flip for
+    half of them. Every crop is an *enlargement*, by up to ``1 / sqrt(scale)``: any pattern in the image reaches the
+    model at a different scale and phase each time. Float ``(B, C, H, W)``; ``g`` as in :func:`random_crop_flip`."""
+    b = x.shape[0]
+    area = scale + (1 - scale) * torch.rand(b, generator=g)
+    log_r = (2 * torch.rand(b, generator=g) - 1) * math.log(ratio)
+    cw = (area * log_r.exp()).sqrt().clamp(max=1.0)  # box width and height as fractions of the image's
+    ch = (area / log_r.exp()).sqrt().clamp(max=1.0)
+    cx = (1 - cw) * (2 * torch.rand(b, generator=g) - 1)  # box centre in [-1, 1] coordinates, box inside
+    cy = (1 - ch) * (2 * torch.rand(b, generator=g) - 1)
+    sign = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = cw * sign, cx, ch, cy
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator | None = None) -> torch.Tensor:

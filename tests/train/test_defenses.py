@@ -29,7 +29,7 @@ def test_parse_positional_and_keyword_arguments():
 @pytest.mark.parametrize("spec,msg", [("jpg", "did you mean 'jpeg'"), ("jpeg:abc", "not a number"),
                                       ("jpeg:500", "1..100"), ("jpeg:10:20", "too many"),
                                       ("at:linf:8/255:stepz=3", "did you mean 'steps'"), ("at:l1", "linf or l2"),
-                                      ("blur:0", "sigma")])
+                                      ("blur:0", "sigma"), ("rrc:0", "scale"), ("rrc:ratio=9", "ratio")])
 def test_parse_errors(spec, msg):
     with pytest.raises(UserError, match=msg):
         parse_defense(spec)
@@ -99,6 +99,23 @@ def test_crop_flip_preserves_shape_and_content():
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
     shifted, _ = parse_defense("aug:4:flip=false").hook(10)(x, t, None)
     assert shifted.shape == x.shape and not torch.equal(shifted, x)
+
+
+def test_random_resized_crop_enlarges_a_box_of_the_image():
+    from unlearnable.perturbation import random_resized_crop
+    x = torch.rand(8, 3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(random_resized_crop(x, 1.0, 1.0, False, g), x, atol=1e-6)  # the whole image: itself
+    # columns numbered 0..15: a crop of area a is an enlargement by 1/sqrt(a), so neighbouring output columns step
+    # by less than one input column, and stay inside the image
+    cols = torch.arange(16.).expand(4, 1, 16, 16).contiguous()
+    out = random_resized_crop(cols, 0.25, 1.0, False, torch.Generator().manual_seed(1))
+    steps = out[:, 0, 8].diff(dim=-1)
+    assert bool((steps > 0).all()) and float(steps.max()) <= 1.0 + 1e-5
+    assert float(out.min()) >= 0 and float(out.max()) <= 15
+    a = random_resized_crop(x, 0.08, g=torch.Generator().manual_seed(3))
+    assert torch.equal(a, random_resized_crop(x, 0.08, g=torch.Generator().manual_seed(3)))  # keyed draws repeat
+    assert parse_defense("rrc:0.35").params.scale == 0.35
 
 
 def test_cutout_zeroes_one_square():

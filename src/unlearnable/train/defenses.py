@@ -28,7 +28,7 @@ from PIL import Image
 from ..data.imageset import levels_to_uint8
 from ..errors import UserError
 from ..params import coerce  # the same string -> typed value rules as --param
-from ..perturbation import project, random_crop_flip, step
+from ..perturbation import project, random_crop_flip, random_resized_crop, step
 from ..registry import Registry, did_you_mean
 from ..runtime import distributed as D
 from .loop import BatchHook, Recipe, train_classifier
@@ -228,6 +228,26 @@ class StandardAugmentation(Defense):
 
     def hook(self, num_classes: int) -> BatchHook:
         return lambda x, t, m: (random_crop_flip(x, self.params.pad, self.params.flip), t)
+
+
+@DEFENSES.register("rrc")
+class RandomResizedCropAugmentation(Defense):
+    summary = "random resized crop (torchvision's ImageNet recipe) at the image's own size, and horizontal flip"
+    positional = ("scale",)
+
+    @dataclass(frozen=True)
+    class Params:
+        scale: float = 0.08  # smallest crop, as a fraction of the image's area (torchvision's default)
+        ratio: float = 4 / 3  # aspect ratios in [1 / ratio, ratio]
+        flip: bool = True
+
+        def validate(self, what: str) -> None:
+            _require(0 < self.scale <= 1, f"{what}: scale must be in (0, 1]")
+            _require(1 <= self.ratio <= 4, f"{what}: ratio must be in 1..4")
+
+    def hook(self, num_classes: int) -> BatchHook:
+        p = self.params
+        return lambda x, t, m: (random_resized_crop(x, p.scale, p.ratio, p.flip), t)
 
 
 def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
