@@ -92,7 +92,7 @@ def _ssim(m: Mapping[str, Any]) -> str:
     return num(m.get("ssim"), "{:.4f}")
 
 
-def _verify_scope(v: dict) -> str:
+def verify_scope(v: dict) -> str:
     """What a verdict covers: one victim, one recipe, one run. Converged and deeper victims learnt more from the same
     protection on two of the three benchmark datasets (docs/benchmarks.md), so the report says so."""
     victim, epochs = v.get("victim", "?"), v.get("epochs", "?")
@@ -121,7 +121,7 @@ def protect(folder: Path) -> list[str]:
                 markdown_table([{"verdict": f"**{v.get('verdict')}**", "clean victim": _acc(v.get("clean_acc")),
                                  "protected victim": _acc(v.get("protected_acc")), "chance": _acc(v.get("chance"))}],
                                ["verdict", "clean victim", "protected victim", "chance"]), "",
-                str(v.get("reason") or ""), "", _verify_scope(v), ""]
+                str(v.get("reason") or ""), "", verify_scope(v), ""]
         if v.get("per_class"):
             learnt = v.get("classes_learnt") or []
             above = f"{v.get('learnt_above', 0.5):.0%}"  # the rule's threshold as recorded (older manifests: 50%)
