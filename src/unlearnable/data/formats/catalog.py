@@ -35,6 +35,7 @@ from .images import (
     decode,
     display_info,
     encode,
+    high_depth_view,
     hw_of,
     probe,
     protect_high_depth,
@@ -233,8 +234,9 @@ class FileCatalog(Catalog):
                 out[k] = reencode(protected[k:k + 1], image_format, suffix)[0]
             elif self.modes[i] in HIGH_DEPTH_MODES and tuple(self.sizes[i]) == tuple(arr.shape[1:]):
                 pixels = protect_high_depth((self.root / rel).read_bytes(), arr, rel)
-                if pixels is not None:
-                    out[k] = torch.from_numpy(np.array(decode(encode(pixels, "PNG"), arr.shape[0] == 1, rel)))
+                if pixels is not None:  # the view decode() gives of that 16-bit file, without writing it
+                    view = high_depth_view(pixels.astype(np.float64), arr.shape[0] == 1)
+                    out[k] = torch.from_numpy(view[None] if view.ndim == 2 else view.transpose(2, 0, 1).copy())
         return out
 
     def source_digest(self, raw_hashes: dict[int, str]) -> str:

@@ -132,11 +132,7 @@ def decode(raw: bytes, grey: bool, name: Path | str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(raw)) as im:
             if im.mode in HIGH_DEPTH_MODES:
-                from ..subjectset import normalise_intensity
-
-                a = normalise_intensity(high_depth_values(im, name)[None])[0].numpy()
-                if not grey:
-                    a = np.repeat(a[..., None], 3, axis=2)
+                a = high_depth_view(high_depth_values(im, name), grey)
             elif im.mode == "F":
                 raise UserError(f"{name}: floating-point image (mode F); save it as 8- or 16-bit integers first")
             else:
@@ -144,6 +140,16 @@ def decode(raw: bytes, grey: bool, name: Path | str) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"{name}: not a readable image ({type(e).__name__})") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def high_depth_view(values: np.ndarray, grey: bool) -> np.ndarray:
+    """The models' uint8 view of the stored integers ``(H, W)`` of a grey image of more than 8 bits: its own
+    intensity window mapped onto 0..255 (:func:`~unlearnable.data.subjectset.normalise_intensity`); ``(H, W)``, or
+    ``(H, W, 3)`` with the grey repeated when ``grey`` is false."""
+    from ..subjectset import normalise_intensity
+
+    a = normalise_intensity(values[None])[0].numpy()
+    return a if grey else np.repeat(a[..., None], 3, axis=2)
 
 
 def high_depth_values(im: Image.Image, name: Path | str) -> np.ndarray:
