@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import ImageSet
+from ..data.imageset import levels_to_uint8
 from ..data.quality import psnr
 from ..errors import UserError
 from ..log import log, progress_enabled
@@ -127,7 +128,7 @@ def at_size(ds: ImageSet, size: int | None, chunk: int = 256) -> ImageSet:
     for i in range(0, len(ds), chunk):
         x = ds.images[i:i + chunk].float()
         y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[i:i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+        out[i:i + chunk] = levels_to_uint8(y.round_().clamp_(0, 255))
     return ds.with_images(out)
 
 
