@@ -22,6 +22,7 @@ Protections (``--specs``):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -31,6 +32,7 @@ import torch
 from unlearnable.audit.verify import at_size
 from unlearnable.data import load
 from unlearnable.protect import METHODS, Key
+from unlearnable.protect.base import add_within_linf
 from unlearnable.protect.tiles import TileCodes, tile_noise
 from unlearnable.train.defenses import parse_defense
 from unlearnable.train.loop import Recipe, train_classifier
@@ -61,12 +63,18 @@ def protected(train, spec: str, key_seed: int) -> torch.Tensor:
                            + noise(tile_codes(train, Key.from_seed(key_seed + 100), cell)))
     else:
         raise SystemExit(f"--specs {spec}: unknown (clean, tiles, tiles-cell:K, fine+coarse:K)")
-    return (train.images.float() + 255 * delta).round().clamp(0, 255).to(torch.uint8)
+    return add_within_linf(train.images, delta, EPS)
+
+
+@functools.lru_cache(maxsize=2)
+def _data(dataset: str, n: int, test_n: int, size: int):
+    """One built dataset per (name, sizes): every run of a sweep reuses it (tissue takes seconds to build)."""
+    return load(f"{dataset}:n={n},test={test_n},size={size}")
 
 
 def run(dataset: str, size: int, victim_size: int, spec: str, key_seed: int, at: str, n: int = 2000,
         test_n: int = 500) -> dict:
-    ds = load(f"{dataset}:n={n},test={test_n},size={size}")
+    ds = _data(dataset, n, test_n, size)
     train, test = ds.split("train"), ds.split("test")
     t = time.time()
     train_set = train.with_images(protected(train, spec, key_seed))
