@@ -35,6 +35,8 @@ import torch
 DATASETS = ("mni-tissue", "textures", "mnist5k")
 VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
            "resnet18": {"epochs": 40, "batch_size": 64, "lr": 0.05},
+           # ResNet-18's layout at a quarter of its width: the CPU's stand-in for the ResNet-18 victim
+           "resnet18-narrow": {"epochs": 40, "batch_size": 64, "lr": 0.05},
            # the victim of `make demo` and `protect --verify`: 8 epochs, crop (pad 4) + flip on every dataset
            "smallcnn8": {"model": "smallcnn", "epochs": 8, "batch_size": 64, "lr": 0.05, "aug": "aug"},
            # the converged small CNN trained with torchvision's ImageNet augmentation (random resized crop, scale

@@ -46,6 +46,19 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     assert "precision above 75%" in "\n".join(protect_report(out))
 
 
+def test_verify_with_the_cpu_stand_in_for_resnet18(tmp_path, capsys):
+    """`--verify-victim resnet18-narrow`: the deeper victim a CPU can afford; the manifest names it."""
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", SMALL, "--method", "tiles", "--out", str(out), "--verify",
+                            "--verify-victim", "resnet18-narrow", "--verify-epochs", "1"], capsys)
+    v = json.loads((out / "manifest.json").read_text())["verify"]
+    assert code == (3 if v["verdict"] == "invalid" else 0), err
+    assert v["victim"] == "resnet18-narrow" and v["epochs"] == 1
+    md = (out / "report.md").read_text()
+    assert "a `resnet18-narrow`, 1 epoch, crop/flip" in md
+    assert "--verify-victim resnet18-narrow --verify-epochs 40" in md
+
+
 def test_per_class_tells_a_default_class_from_a_learnt_one():
     """A protected victim that sends most clean images to one class has that class's recall at 100% and its
     precision near the class's share: not "learnt"; a class it still recognises has both high."""

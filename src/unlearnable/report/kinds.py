@@ -98,13 +98,15 @@ def verify_scope(v: dict) -> str:
     victim, epochs = v.get("victim", "?"), v.get("epochs", "?")
     size = v.get("victim_size")
     at = f" at {size[0]}x{size[1]} pixels{' (resized)' if v.get('resized') else ''}" if size else ""
-    return (f"This verdict holds for the victim that was trained: a `{victim}`, {epochs} epochs, crop/flip{at}, one "
-            "seed. A deeper victim trained to convergence can learn more from the same images (measured in "
+    plural = "" if epochs == 1 else "s"
+    return (f"This verdict holds for the victim that was trained: a `{victim}`, {epochs} epoch{plural}, crop/flip{at}, "
+            "one seed. A deeper victim trained to convergence can learn more from the same images (measured in "
             "docs/benchmarks.md: with the same key, a converged ResNet-18 kept 32-54% on tissue patches where the "
             "8-epoch check was at chance), so check with `--verify-victim resnet18 --verify-epochs 40` before a "
-            "release; and a trainer who downscales the images can learn more too (tiles made at 64 px left "
-            "photographs downscaled to 32 px almost fully learnable), so check at the size they would train at with "
-            "`--verify-size N`.")
+            "release (on a CPU, `--verify-victim resnet18-narrow --verify-epochs 40`: ResNet-18's layout at a "
+            "quarter of its width, about 7 times faster, within 5 points of ResNet-18 in the runs measured); and a "
+            "trainer who downscales the images can learn more too (tiles made at 64 px left photographs downscaled "
+            "to 32 px almost fully learnable), so check at the size they would train at with `--verify-size N`.")
 
 
 @kind("protect", _has("manifest.json", "method", "metrics"))

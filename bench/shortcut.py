@@ -1,0 +1,104 @@
+"""How much of a victim's decision follows the tiles, epoch by epoch.
+
+A victim is trained on a `tiles`-protected training split (the benchmark's crop/flip recipe, `efficacy_sweep.VICTIMS`)
+and after every epoch it is scored on three sets built from the clean test split:
+
+- ``test``: the clean test images (the number the efficacy benchmark reports);
+- ``swap``: the same images carrying the tile of the *next* class ``(y + 1) mod K``, labelled with that class: a
+  victim that reads the tile says the tile's class, one that reads the image says ``y`` (then ``swap`` is near 0);
+- ``tile``: the tile alone on mid-grey, labelled with the tile's class (the shortcut without any image).
+
+``swap`` near 1 means the victim has learnt the tiles as its rule; near 0 means it has learnt the images and ignores
+the tiles, whatever its clean-test accuracy says. The rows are JSON lines (one per run, every epoch's numbers).
+
+    python bench/efficacy_sweep.py export DATA          # once, on a machine with the datasets' packages
+    python bench/shortcut.py --data DATA --datasets textures,mni-tissue --victims smallcnn,resnet18-narrow \\
+        --keys 7 --out shortcut.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import efficacy_sweep as E  # noqa: E402
+
+
+def probe_sets(tiles: torch.Tensor, seed: int, eps: float, te_im: torch.Tensor, te_lab: torch.Tensor
+               ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The three evaluation sets above for tile codes ``tiles`` ``(K, C, p, p)`` (phases from ``seed`` and ids
+    ``t000000``..), uint8 like the images."""
+    from unlearnable.protect.base import add_within_linf
+    from unlearnable.protect.tiles import tile_noise
+    k = tiles.shape[0]
+    nxt = (te_lab + 1) % k
+    ids = tuple(f"t{i:06d}" for i in range(len(te_lab)))
+    noise = tile_noise(tiles, nxt, ids, seed, tuple(te_im.shape[-2:])) * eps
+    grey = torch.full_like(te_im, 128)
+    return {"test": (te_im, te_lab), "swap": (add_within_linf(te_im, noise, eps), nxt),
+            "tile": (add_within_linf(grey, noise, eps), nxt)}
+
+
+def run_one(name: str, victim: str, spec: str, key: int, data: tuple, vseed: int = 0,
+            epochs: int | None = None) -> dict[str, Any]:
+    """Protect ``data`` (train ImageSet, test images, test labels) with ``spec`` (a `tiles` spec) and key ``key``,
+    train ``victim`` (seed ``vseed``) on it and return every epoch's ``test``/``swap``/``tile`` accuracy."""
+    from unlearnable.protect import METHODS, Key
+    from unlearnable.train.defenses import parse_defense
+    from unlearnable.train.loop import Recipe, train_classifier
+    tr, te_im, te_lab = data
+    method, params = E.parse_spec(spec)
+    if method != "tiles":
+        raise SystemExit(f"{spec}: the probe needs the class tiles of a `tiles` protection")
+    algo = METHODS.get(method)(**params)
+    pert = algo.fit(tr, Key.from_seed(key))
+    imgs = algo.apply(tr, pert)
+    kw = dict(E.VICTIMS[victim])
+    kw.pop("aug", None)
+    model = kw.pop("model", victim)
+    if epochs:
+        kw["epochs"] = epochs
+    hook = parse_defense(E.AUG.get(name, "aug:4")).hook(tr.num_classes)
+    t = time.time()
+    _, h = train_classifier(imgs, tr.labels, tr.num_classes, Recipe(model=model, seed=vseed, **kw), device="cpu",
+                            eval_sets=probe_sets(pert.tiles, pert.seed, algo.params.eps, te_im, te_lab),
+                            hooks=[hook])
+    row: dict[str, Any] = {"data": name, "victim": victim, "spec": spec, "key": key, "vseed": vseed,
+                           "epochs": len(h.epochs), "train_s": round(time.time() - t, 1)}
+    for s in ("test", "swap", "tile"):
+        row[s] = [round(e[f"{s}_acc"], 3) for e in h.epochs]
+    row["train"] = round(h.epochs[-1]["train_acc"], 4)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="folder written by `efficacy_sweep.py export`")
+    ap.add_argument("--datasets", default="textures,mni-tissue,mnist5k")
+    ap.add_argument("--victims", default="smallcnn,resnet18-narrow")
+    ap.add_argument("--spec", default="tiles")
+    ap.add_argument("--keys", default="7")
+    ap.add_argument("--epochs", type=int, default=None, help="override the victims' epochs (a quicker look)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    for name in a.datasets.split(","):
+        data = E._load(a.data, name)
+        for victim in a.victims.split(","):
+            for key in (int(k) for k in a.keys.split(",")):
+                row = run_one(name, victim, a.spec, key, data, epochs=a.epochs)
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps({k: (v[-1] if isinstance(v, list) else v) for k, v in row.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""bench/shortcut.py: the probe sets carry the next class's tile within the budget, and a victim that can only learn
+the tiles follows them on the probe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import shortcut as S  # noqa: E402
+from unlearnable.data import ImageSet  # noqa: E402
+from unlearnable.protect import METHODS, Key  # noqa: E402
+
+
+def _flat(n: int, k: int, seed: int) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
+    """Images of one random grey level each: nothing in them names the class."""
+    g = torch.Generator().manual_seed(seed)
+    im = (torch.randint(60, 200, (n, 1, 1, 1), generator=g).expand(n, 1, 16, 16) + 0).to(torch.uint8).contiguous()
+    lab = torch.arange(n) % k
+    return ImageSet(im, lab, tuple(f"{i:06d}" for i in range(n)), ("train",) * n, tuple("abcd"[:k])), im, lab
+
+
+def test_probe_sets_carry_the_next_classes_tile_within_the_budget():
+    tr, te_im, te_lab = _flat(40, 4, 0)
+    algo = METHODS.get("tiles")()
+    pert = algo.fit(tr, Key.from_seed(3))
+    sets = S.probe_sets(pert.tiles, pert.seed, algo.params.eps, te_im, te_lab)
+    assert torch.equal(sets["test"][0], te_im)
+    swap, nxt = sets["swap"]
+    assert torch.equal(nxt, (te_lab + 1) % 4)
+    d = swap.to(torch.int16) - te_im.to(torch.int16)
+    assert int(d.abs().max()) == 8 and d.abs().float().mean() > 7  # every pixel spends the budget (no clipping here)
+    # the change is the next class's tile, repeated: period 4 in both directions
+    assert torch.equal(d[:, :, :, :4], d[:, :, :, 4:8]) and torch.equal(d[:, :, :4], d[:, :, 4:8])
+    tile, _ = sets["tile"]
+    assert torch.equal(tile.to(torch.int16) - 128, d)
+
+
+def test_a_victim_that_can_only_learn_the_tiles_follows_them():
+    tr, _, _ = _flat(512, 4, 1)
+    _, te_im, te_lab = _flat(64, 4, 2)
+    S.E.VICTIMS["probe-test"] = {"model": "smallcnn", "epochs": 12, "batch_size": 32, "lr": 0.05}
+    try:
+        row = S.run_one("flat", "probe-test", "tiles", 5, (tr, te_im, te_lab))
+    finally:
+        del S.E.VICTIMS["probe-test"]
+    assert row["epochs"] == 12 and len(row["swap"]) == 12
+    assert row["test"][-1] < 0.5  # clean images carry no class
+    assert row["swap"][-1] > 0.9 and row["tile"][-1] > 0.9  # the tiles are its rule
