@@ -176,6 +176,8 @@ ds = ImageSet(torch.randint(0, 256, (n, 3, 12, 12), generator=g, dtype=torch.uin
 out = {m: hashlib.sha256(protect(ds, m, key=5).images.numpy().tobytes()).hexdigest() for m in sys.argv[2].split(",")}
 if D.is_main():
     open(sys.argv[1], "w").write(json.dumps(out))
+D.barrier()  # leave together: a rank that exits while its peer still holds the group can abort it (SIGABRT)
+D.shutdown()
 """
 
 
@@ -221,6 +223,8 @@ for name, extra in runs.items():
     out[name] = [hashlib.sha256(table.steps.numpy().tobytes()).hexdigest(), int(table.steps.abs().sum())]
 if D.is_main():
     open(sys.argv[1], "w").write(json.dumps(out))
+D.barrier()  # leave together: a rank that exits while its peer still holds the group can abort it (SIGABRT)
+D.shutdown()
 """
 
 
