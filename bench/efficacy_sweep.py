@@ -202,10 +202,23 @@ def _tile_counts(counts: str | None):
         T.levels_by_colour = saved
 
 
+def victim_recipe(victim: str, seed: int, epochs: int | None = None):
+    """``(Recipe, augmentation spec or None)`` of ``VICTIMS[victim]`` with victim seed ``seed`` (``epochs`` overrides
+    its epochs: a quicker look)."""
+    from unlearnable.train.loop import Recipe
+    kw = dict(VICTIMS[victim])
+    aug, model = kw.pop("aug", None), kw.pop("model", victim)
+    if epochs:
+        kw["epochs"] = epochs
+    return Recipe(model=model, seed=seed, **kw), aug
+
+
 def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: torch.Tensor, recipe,
-                      key_seed: int, device: str = "cpu", aug: str | None = None):
+                      key_seed: int, device: str = "cpu", aug: str | None = None, probes=None):
     """Fit ``spec`` (``"clean"``: nothing) on ``tr`` with key ``key_seed``, then train ``recipe``'s victim from
-    scratch on the result with the benchmark's augmentation for dataset ``name``, scored on the clean test split.
+    scratch on the result with the benchmark's augmentation for dataset ``name``, scored on the clean test split
+    after every epoch; ``probes(method, perturbation)``, if given, returns the evaluation sets to score instead
+    (``bench/shortcut.py``).
 
     Returns (training images as trained on, the fitted perturbation or None, the victim's history, fit seconds).
     """
@@ -213,7 +226,7 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
     from unlearnable.train.defenses import parse_defense
     from unlearnable.train.loop import train_classifier
     t = time.time()
-    pert = None
+    algo = pert = None
     if spec == "clean":
         imgs = tr.images
     else:
@@ -226,8 +239,9 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
         imgs = algo.apply(tr, pert)
     fit_s = time.time() - t
     hook = parse_defense(aug or AUG.get(name, "aug:4")).hook(tr.num_classes)
-    _, h = train_classifier(imgs, tr.labels, tr.num_classes, recipe, device=device,
-                            eval_sets={"test": (te_im, te_lab)}, hooks=[hook])
+    eval_sets = probes(algo, pert) if probes is not None else {"test": (te_im, te_lab)}
+    _, h = train_classifier(imgs, tr.labels, tr.num_classes, recipe, device=device, eval_sets=eval_sets,
+                            hooks=[hook])
     return imgs, pert, h, fit_s
 
 
@@ -236,17 +250,14 @@ def run_job(job: tuple, data_dir: str, device: str, cache: dict) -> dict[str, An
     element sets the victim's seed apart from the key (does a key that protects against one victim seed protect
     against others?)."""
     from unlearnable.data.quality import psnr
-    from unlearnable.train.loop import Recipe
     name, victim, spec, seed = job[:4]
     vseed = job[4] if len(job) > 4 else seed
     if name not in cache:
         cache[name] = _load(data_dir, name)
     tr, te_im, te_lab = cache[name]
     t = time.time()
-    kw = dict(VICTIMS[victim])
-    aug, model = kw.pop("aug", None), kw.pop("model", victim)
-    imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, Recipe(model=model, seed=vseed, **kw),
-                                          7 + seed, device, aug)
+    recipe, aug = victim_recipe(victim, vseed)
+    imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, recipe, 7 + seed, device, aug)
     chance = float(torch.bincount(te_lab).max()) / len(te_lab)
     return {"data": name, "victim": victim, "spec": spec, "seed": seed, "vseed": vseed, "chance": round(chance, 4),
             "test": round(h.epochs[-1]["test_acc"], 4), "best_test": round(max(e["test_acc"] for e in h.epochs), 4),

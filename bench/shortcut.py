@@ -50,28 +50,16 @@ def run_one(name: str, victim: str, spec: str, key: int, data: tuple, vseed: int
             epochs: int | None = None) -> dict[str, Any]:
     """Protect ``data`` (train ImageSet, test images, test labels) with ``spec`` (a `tiles` spec) and key ``key``,
     train ``victim`` (seed ``vseed``) on it and return every epoch's ``test``/``swap``/``tile`` accuracy."""
-    from unlearnable.protect import METHODS, Key
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
     tr, te_im, te_lab = data
-    method, params = E.parse_spec(spec)
-    if method != "tiles":
+    if E.parse_spec(spec)[0] != "tiles":
         raise SystemExit(f"{spec}: the probe needs the class tiles of a `tiles` protection")
-    algo = METHODS.get(method)(**params)
-    pert = algo.fit(tr, Key.from_seed(key))
-    imgs = algo.apply(tr, pert)
-    kw = dict(E.VICTIMS[victim])
-    kw.pop("aug", None)
-    model = kw.pop("model", victim)
-    if epochs:
-        kw["epochs"] = epochs
-    hook = parse_defense(E.AUG.get(name, "aug:4")).hook(tr.num_classes)
+    recipe, aug = E.victim_recipe(victim, vseed, epochs)
     t = time.time()
-    _, h = train_classifier(imgs, tr.labels, tr.num_classes, Recipe(model=model, seed=vseed, **kw), device="cpu",
-                            eval_sets=probe_sets(pert.tiles, pert.seed, algo.params.eps, te_im, te_lab),
-                            hooks=[hook])
+    _, _, h, fit_s = E.protect_and_train(
+        name, spec, tr, te_im, te_lab, recipe, key, aug=aug,
+        probes=lambda algo, pert: probe_sets(pert.tiles, pert.seed, algo.params.eps, te_im, te_lab))
     row: dict[str, Any] = {"data": name, "victim": victim, "spec": spec, "key": key, "vseed": vseed,
-                           "epochs": len(h.epochs), "train_s": round(time.time() - t, 1)}
+                           "epochs": len(h.epochs), "train_s": round(time.time() - t - fit_s, 1)}
     for s in ("test", "swap", "tile"):
         row[s] = [round(e[f"{s}_acc"], 3) for e in h.epochs]
     row["train"] = round(h.epochs[-1]["train_acc"], 4)

@@ -132,10 +132,12 @@ def at_size(ds: ImageSet, size: int | None, chunk: int = 256) -> ImageSet:
     return ds.with_images(out)
 
 
-def _measure(ds: ImageSet, protected: ImageSet, recipe: Recipe, device: str,
+def _measure(view: ImageSet, protected: ImageSet, recipe: Recipe, device: str,
              clean_result: dict[str, Any] | None, size: int | None = None) -> dict[str, Any]:
+    """Train and test the victims; ``view`` is the clean data already at the victims' size (``at_size``, once per
+    review), ``protected`` is resized here."""
     aug = [parse_defense(VERIFY_AUG)]
-    return evaluate(at_size(protected, size), at_size(ds, size), recipe, device=device, defenses=aug,
+    return evaluate(at_size(protected, size), view, recipe, device=device, defenses=aug,
                     clean_result=clean_result, progress=progress_enabled())
 
 
@@ -166,13 +168,14 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         at = f", resized to {opts.size}x{opts.size}" if opts.size else ""
         log(f"verify: training a '{victim}' victim for {opts.epochs} epochs (crop/flip augmentation{at}) on the "
             f"protected and on the clean training split")
+        view = at_size(ds, opts.size)  # the clean twin at the victims' size, for every fit tried
         if opts.target_acc is None:
             protected, pert, a = fit({})
-            r = _measure(ds, protected, recipe, opts.device, None, opts.size)
+            r = _measure(view, protected, recipe, opts.device, None, opts.size)
             entry = _entry(ds, protected, r, recipe, chance, a, opts.size)
             _say_learnt(entry)
             return pert, a, {"verify": entry}
-        return _search(ds, algo, fit, recipe, chance, opts)
+        return _search(ds, view, algo, fit, recipe, chance, opts)
 
     review.check = check  # type: ignore[attr-defined]
     return review
@@ -225,7 +228,7 @@ def _say_learnt(entry: dict[str, Any]) -> None:
             f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images; manifest verify.per_class)")
 
 
-def _search(ds: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: float,
+def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: float,
             opts: VerifyOptions) -> tuple[Any, Protection, dict[str, Any]]:
     target = float(opts.target_acc)  # type: ignore[arg-type]
     hi = eps_levels(type(algo).max_eps)
@@ -236,7 +239,7 @@ def _search(ds: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: fl
     def attempt(level: int) -> bool:
         nonlocal clean, best
         prot, pert, a = fit({"eps": f"{level}/255"})
-        r = _measure(ds, prot, recipe, opts.device, clean, opts.size)
+        r = _measure(view, prot, recipe, opts.device, clean, opts.size)
         if clean is None:
             clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
             learnt, why = verdict(r["clean_acc"], 0.0, chance)
