@@ -46,7 +46,7 @@ AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
-         "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc")
+         "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11")
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -124,6 +124,18 @@ def grid(name: str) -> list[tuple]:
         keys = [(k, k if k < 5 else (k + 1) % 5) for k in range(7)]
         return [("mni-tissue", "resnet18", f"tiles,counts={c}", k, v) for c in ("10-6-15-1", "6-15-10-1")
                 for k, v in keys]
+    if name == "gpu11":
+        # adv from an ensemble of surrogates (ensemble=N: N small CNNs from different keyed starts, mean loss) against
+        # ResNet-18 over five keys, with the surrogate recipes of gpu6's best single-surrogate rows (tissue and digits:
+        # 40 epochs; photographs: 3 and 40), then the small CNN victim on the same protections
+        a40, a3 = "adv,init=tiles,epochs=40,min_steps=1", "adv,init=tiles,epochs=3,min_steps=1"
+        ens = {"mni-tissue": [f"{a40},ensemble=3"], "textures": [f"{a3},ensemble=4", f"{a40},ensemble=3"],
+               "mnist5k": [f"{a40},ensemble=3,flip=false"]}
+        r18 = [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ens[d]]
+        small = [(d, "smallcnn", ens[d][0], k) for k in range(3) for d in DATASETS]
+        # the single-surrogate rows of keys 3 and 4 (gpu6 ran keys 0-2), so five keys compare pairwise
+        single = [(d, "resnet18", s, k) for k in (3, 4) for d, s in (("mni-tissue", a40), ("textures", a3))]
+        return r18 + small + single
     if name == "rrc":  # CPU: the default tiles against a victim trained with random resized crops, two keys
         return [(d, "smallcnn-rrc", spec, seed) for d in DATASETS for spec in ("clean", "tiles") for seed in (0, 1)
                 if not (spec == "clean" and seed == 1)]

@@ -61,10 +61,42 @@ def test_adv_is_deterministic_per_key_and_only_depends_on_its_inputs():
 
 @pytest.mark.parametrize("params, match", [({"target": "nxt"}, "next"), ({"augment": 17}, "augment"),
                                             ({"steps": 0}, "steps"), ({"eps": 2.0}, "eps"),
-                                            ({"surrogate": "resnet19"}, "resnet18")])
+                                            ({"surrogate": "resnet19"}, "resnet18"),
+                                            ({"surrogate": "smallcnn+resnet19"}, "resnet18"),
+                                            ({"surrogate": "smallcnn+"}, "empty model name"),
+                                            ({"ensemble": 0}, "ensemble=0"), ({"ensemble": 17}, "1..16")])
 def test_adv_bad_params_are_one_line(params, match):
     with pytest.raises(UserError, match=match):
         METHODS.get("adv")(**params)
+
+
+def test_adv_ensemble_shares_member_zero_with_the_single_surrogate_and_moves_every_member():
+    data = quadrant_blobs()
+    single, out1 = _fit(data)
+    algo, out = _fit(data, ensemble=3, surrogate="smallcnn+resnet18-narrow")
+    sizes = [sum(w.numel() for w in m.parameters()) for m in algo.surrogate_models]
+    assert len(sizes) == 3 and sizes[0] == sizes[2] != sizes[1]  # the architectures taken in turn
+    # member 0 is trained on the single surrogate's key streams: the same weights, so ensemble=1 keeps its bytes
+    for a, b in zip(single.surrogate_model.state_dict().values(), algo.surrogate_models[0].state_dict().values()):
+        assert torch.equal(a, b)
+    w0, w2 = (next(m.parameters()) for m in algo.surrogate_models[::2])
+    assert not torch.equal(w0, w2)  # same architecture, its own keyed start
+    assert not torch.equal(out, out1)
+    delta = out.int() - data.images.int()
+    assert delta.abs().max() <= 8
+    clean, prot = data.float(), out.float() / 255
+    target = (data.labels + 1) % data.num_classes
+    for m in algo.surrogate_models:  # the mean loss moves every member towards the target class
+        m.eval()
+        assert _target_loss(m, prot, target) < _target_loss(m, clean, target) - 0.5
+
+
+def test_verify_victim_is_never_one_of_an_ensembles_surrogates():
+    from unlearnable.audit.verify import VerifyOptions, pick_victim
+    algo = METHODS.get("adv")(surrogate="smallcnn+resnet18")
+    assert pick_victim(VerifyOptions(), algo) == "resnet18-narrow"
+    with pytest.raises(UserError, match="resnet18: the method used it"):
+        pick_victim(VerifyOptions(victim="resnet18"), algo)
 
 
 def test_adv_needs_two_classes():

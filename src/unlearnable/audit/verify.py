@@ -53,7 +53,7 @@ Fit = Callable[[dict[str, Any]], tuple[ImageSet, Any, Protection]]
 
 @dataclass(frozen=True)
 class VerifyOptions:
-    victim: str = "auto"  # auto: smallcnn, or resnet18 when smallcnn was the method's surrogate
+    victim: str = "auto"  # auto: the first of AUTO_VICTIMS that the method did not use as a surrogate
     epochs: int = 8
     batch_size: int = 64
     lr: float = 0.05
@@ -95,14 +95,19 @@ def check_verifiable(ds: ImageSet) -> None:
         log(f"verify: testing the victims on the clean '{split}' split (the data has no 'test' split)")
 
 
+#: ``--verify-victim auto``: the first of these that no surrogate of the method used
+AUTO_VICTIMS = ("smallcnn", "resnet18", "resnet18-narrow", "vgg16")
+
+
 def pick_victim(opts: VerifyOptions, algo: Protection) -> str:
     """The victim must differ from every surrogate the method trained (else the check flatters the method)."""
-    used = {str(getattr(algo.params, f)) for f in ("surrogate", "arch", "model") if hasattr(algo.params, f)}
+    used = {name.strip() for f in ("surrogate", "arch", "model") if hasattr(algo.params, f)
+            for name in str(getattr(algo.params, f)).split("+")}  # adv's ensembles join several names with "+"
     if opts.victim != "auto":
         if opts.victim in used:
             raise UserError(f"--verify-victim {opts.victim}: the method used it as its surrogate; pick another")
         return opts.victim
-    return "smallcnn" if "smallcnn" not in used else "resnet18"
+    return next(v for v in AUTO_VICTIMS if v not in used)
 
 
 def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str, str]:
