@@ -41,12 +41,15 @@ VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
            "smallcnn8": {"model": "smallcnn", "epochs": 8, "batch_size": 64, "lr": 0.05, "aug": "aug"},
            # the converged small CNN trained with torchvision's ImageNet augmentation (random resized crop, scale
            # 0.08-1, and flip) instead of crop/flip: every crop enlarged by up to 3.5x
-           "smallcnn-rrc": {"model": "smallcnn", "epochs": 30, "batch_size": 64, "lr": 0.05, "aug": "rrc"}}
+           "smallcnn-rrc": {"model": "smallcnn", "epochs": 30, "batch_size": 64, "lr": 0.05, "aug": "rrc"},
+           # more of the registered architectures, with ResNet-18's recipe (grid `victims`)
+           **{m: {"epochs": 40, "batch_size": 64, "lr": 0.05} for m in ("vgg16", "densenet121", "mobilenetv2",
+                                                                        "resnet50")}}
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
-         "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11")
+         "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims")
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -127,15 +130,22 @@ def grid(name: str) -> list[tuple]:
     if name == "gpu11":
         # adv from an ensemble of surrogates (ensemble=N: N small CNNs from different keyed starts, mean loss) against
         # ResNet-18 over five keys, with the surrogate recipes of gpu6's best single-surrogate rows (tissue and digits:
-        # 40 epochs; photographs: 3 and 40), then the small CNN victim on the same protections
+        # 40 epochs; photographs: 3), five surrogates on tissue, then the small CNN victim on the same protections
         a40, a3 = "adv,init=tiles,epochs=40,min_steps=1", "adv,init=tiles,epochs=3,min_steps=1"
-        ens = {"mni-tissue": [f"{a40},ensemble=3"], "textures": [f"{a3},ensemble=4", f"{a40},ensemble=3"],
-               "mnist5k": [f"{a40},ensemble=3,flip=false"]}
-        r18 = [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ens[d]]
-        small = [(d, "smallcnn", ens[d][0], k) for k in range(3) for d in DATASETS]
+        ens = {"mni-tissue": f"{a40},ensemble=3", "textures": f"{a3},ensemble=4",
+               "mnist5k": f"{a40},ensemble=3,flip=false"}
+        r18 = [(d, "resnet18", ens[d], k) for k in range(5) for d in DATASETS]
+        five = [("mni-tissue", "resnet18", f"{a40},ensemble=5", k) for k in range(5)]
+        small = [(d, "smallcnn", ens[d], k) for k in range(3) for d in DATASETS]
         # the single-surrogate rows of keys 3 and 4 (gpu6 ran keys 0-2), so five keys compare pairwise
         single = [(d, "resnet18", s, k) for k in (3, 4) for d, s in (("mni-tissue", a40), ("textures", a3))]
-        return r18 + small + single
+        return r18 + five + small + single
+    if name == "victims":
+        # Which architectures the default tiles defeat: VGG-16 (max pools after stride-1 convs, like the small CNN)
+        # against DenseNet-121, MobileNetV2 and ResNet-50 (strided convs or average pools, no max pool at 32 px, like
+        # ResNet-18), clean and tiles, key 7
+        return [(d, v, s, 0) for v in ("vgg16", "mobilenetv2", "densenet121", "resnet50") for d in DATASETS
+                for s in ("tiles", "clean")]
     if name == "rrc":  # CPU: the default tiles against a victim trained with random resized crops, two keys
         return [(d, "smallcnn-rrc", spec, seed) for d in DATASETS for spec in ("clean", "tiles") for seed in (0, 1)
                 if not (spec == "clean" and seed == 1)]

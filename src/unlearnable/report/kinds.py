@@ -104,8 +104,8 @@ def verify_scope(v: dict) -> str:
             "docs/benchmarks.md: with the same key, a converged ResNet-18 kept 32-54% on tissue patches where the "
             "8-epoch check was at chance), so check with `--verify-victim resnet18 --verify-epochs 40` before a "
             "release (on a CPU, `--verify-victim resnet18-narrow --verify-epochs 40`: ResNet-18's layout at a "
-            "quarter of its width, about 10 times faster, and on average 6 points above ResNet-18 in the paired runs "
-            "measured, so it errs towards 'not protected'); and a "
+            "quarter of its width, about 10 times faster, but in the paired runs measured from 25 points below "
+            "to 24 above ResNet-18, so a 'protected' from it needs ResNet-18 to confirm it); and a "
             "trainer who downscales the images can learn more too (tiles made at 64 px left photographs downscaled "
             "to 32 px almost fully learnable), so check at the size they would train at with `--verify-size N`.")
 
