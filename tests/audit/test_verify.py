@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import run_cli, write_medmnist
-from unlearnable.audit.verify import LEARNT_ABOVE, per_class, verdict
+from unlearnable.audit.verify import LEARNT_ABOVE, VICTIM_FIELDS, combine, per_class, verdict
 
 SMALL = "mni-tissue:n=240,test=120"
 
@@ -37,7 +37,8 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     assert (f"**{', '.join(v['classes_learnt'])}**" in md) if v["classes_learnt"] else ("tells no class apart" in md)
     assert v["learnt_above"] == LEARNT_ABOVE and f"precision above {LEARNT_ABOVE:.0%}" in md
     # the verdict's scope: the victim and recipe it covers, and how to check against a deeper one
-    assert "holds for the victim that was trained: a `smallcnn`, 4 epochs" in md and "--verify-victim resnet18" in md
+    assert "holds for the victim that was trained: a `smallcnn`, 4 epochs" in md
+    assert "--verify-victim smallcnn,resnet18 --verify-epochs 40" in md and "max pools" in md
     # the report states the threshold the manifest recorded, not a number of its own
     from unlearnable.report.kinds import protect as protect_report
     m = json.loads((out / "manifest.json").read_text())
@@ -81,6 +82,71 @@ def test_verify_victims_take_the_precision_and_record_it(npz_path, tmp_path, cap
     assert m["verify"]["precision"] == m["verify"]["recipe"]["precision"] == m["runtime"]["precision"] == "bf16"
 
 
+def test_verify_against_several_victims_reports_each_and_the_worst(tmp_path, capsys):
+    """`--verify-victim smallcnn,resnet18-narrow`: both trained; the verdict and the top-level numbers are the worst
+    victim's, the manifest and the report list each one."""
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", SMALL, "--method", "tiles", "--out", str(out), "--verify",
+                            "--verify-victim", "smallcnn,resnet18-narrow", "--verify-epochs", "2"], capsys)
+    v = json.loads((out / "manifest.json").read_text())["verify"]
+    assert code == (3 if v["verdict"] == "invalid" else 0), err
+    each = v["victims"]
+    assert [x["victim"] for x in each] == ["smallcnn", "resnet18-narrow"] and set(each[0]) == set(VICTIM_FIELDS)
+    assert all(x["epochs"] == 2 and x["verdict"] == verdict(x["clean_acc"], x["protected_acc"], 0.25)[0]
+               for x in each)
+    if v["verdict"] != "invalid":
+        assert v["protected_acc"] == max(x["protected_acc"] for x in each)
+        assert v["victim"] == max(each, key=lambda x: x["protected_acc"])["victim"]
+    assert "'smallcnn', 'resnet18-narrow' victims" in err
+    md = (out / "report.md").read_text()
+    assert "| victim | verdict | clean victim | protected victim |" in md
+    assert "`smallcnn`" in md and "`resnet18-narrow`" in md
+    assert "holds for the victims that were trained: `smallcnn`, `resnet18-narrow`, 2 epochs" in md
+
+
+def test_target_acc_must_hold_for_every_victim(tmp_path, capsys):
+    """`--target-acc` with two victims: each budget tried is judged by its worst victim, and the budget chosen is
+    the smallest that met the target for both."""
+    src = tmp_path / "levels.npz"  # four grey levels: flip/crop-proof classes that both victims learn in 8 epochs
+    arrays = {}
+    for split, n, seed in (("train", 640, 0), ("test", 160, 1)):
+        g = np.random.default_rng(seed)
+        y = np.arange(n) % 4
+        arrays[f"{split}_images"] = (g.integers(0, 60, (n, 16, 16)) + (y * 50)[:, None, None]).astype(np.uint8)
+        arrays[f"{split}_labels"] = y[:, None].astype(np.uint8)
+    np.savez(src, **arrays)
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", str(src), "--method", "tiles", "--out", str(out), "--target-acc", "0.99",
+                            "--verify-victim", "smallcnn,resnet18-narrow", "--verify-epochs", "8"], capsys)
+    assert code == 0, err
+    v = json.loads((out / "manifest.json").read_text())["verify"]
+    assert v["target_acc"] == 0.99 and [x["victim"] for x in v["victims"]] == ["smallcnn", "resnet18-narrow"]
+    assert v["protected_acc"] == max(x["protected_acc"] for x in v["victims"]) <= 0.99
+    assert all(t["victim"] in ("smallcnn", "resnet18-narrow") for t in v["search"])
+    chosen = min(int(t["eps"].split("/")[0]) for t in v["search"] if t["met"])
+    assert round(v["eps"] * 255) == chosen
+    assert all(t["met"] == (t["protected_acc"] <= 0.99) for t in v["search"])
+
+
+def _e(victim, clean, prot, chance=0.25):
+    v, why = verdict(clean, prot, chance)
+    return {"victim": victim, "epochs": 8, "clean_acc": clean, "protected_acc": prot, "chance": chance,
+            "verdict": v, "reason": why, "classes_learnt": [], "wall_s": {}, "psnr": 31.0}
+
+
+def test_combine_takes_the_worst_victim():
+    one = _e("a", 0.9, 0.3)
+    assert combine([one]) is one and "victims" not in one  # one victim: the entry as it always was
+    both = combine([_e("a", 0.9, 0.3), _e("b", 0.9, 0.33)])
+    assert both["verdict"] == "protected" and both["victim"] == "b" and both["protected_acc"] == 0.33
+    assert both["reason"].startswith("every victim is within 10 points of chance (a 30.0%, b 33.0%")
+    leak = combine([_e("a", 0.9, 0.3), _e("b", 0.9, 0.6), _e("c", 0.9, 0.34)])
+    assert leak["verdict"] == "not protected" and leak["victim"] == "b" and leak["reason"].startswith("b: ")
+    assert [x["verdict"] for x in leak["victims"]] == ["protected", "not protected", "protected"]
+    bad = combine([_e("a", 0.9, 0.6), _e("b", 0.26, 0.25)])  # a clean twin that did not learn proves nothing
+    assert bad["verdict"] == "invalid" and bad["victim"] == "b" and bad["reason"].startswith("b: ")
+
+
 def test_verdicts():
     assert verdict(0.9, 0.12, 0.1)[0] == "protected"
     assert verdict(0.9, 0.5, 0.1)[0] == "not protected"
@@ -102,6 +168,10 @@ def test_target_acc_that_cannot_be_met_writes_nothing(tmp_path, capsys):
     (["--target-acc", "0"], "--target-acc 0"),
     (["--eps", "40/255"], "eps=40/255"),
     (["--verify", "--verify-victim", "nosuchnet"], "nosuchnet"),
+    (["--verify", "--verify-victim", "smallcnn,nosuchnet"], "nosuchnet"),
+    (["--verify", "--verify-victim", "smallcnn,smallcnn"], "named twice"),
+    (["--verify", "--verify-victim", "auto,smallcnn"], "'auto' stands alone"),
+    (["--verify", "--verify-victim", "smallcnn,"], "an empty victim name"),
     (["--verify", "--verify-size", "4"], "--verify-size 4"),
     (["--verify-size", "16"], "--verify-size 16: only with --verify"),
 ])

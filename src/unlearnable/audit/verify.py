@@ -6,9 +6,15 @@ test split. The verdict says "protected" only when the protected victim is withi
 chance *and* the clean twin learnt (a run whose clean victim did not learn proves nothing: "invalid", by the same
 rule as every audit, :func:`~unlearnable.audit.validity.baseline_valid`; the command then exits with status 3).
 
-``--target-acc X`` searches the smallest L-inf budget whose protected accuracy is at most ``X``: one fit at the
-method's maximum budget (if that fails, nothing is written), then bisection over whole grey levels, at most
-:data:`MAX_FITS` fits in all. The clean twin is trained once and reused.
+``--verify-victim a,b`` trains several victims (each on the protected split and on its own clean twin): whether a
+protection holds depends on the victim's family (max-pool networks follow the tiles where strided-convolution
+networks do not, docs/methods.md), so a release can be checked against each family it must resist. The verdict is
+the worst victim's: "protected" only when every victim is within the margin of chance, "invalid" when any clean twin
+did not learn; the manifest's top-level fields are the worst victim's and ``victims`` lists each one.
+
+``--target-acc X`` searches the smallest L-inf budget whose protected accuracy is at most ``X`` (for every victim):
+one fit at the method's maximum budget (if that fails, nothing is written), then bisection over whole grey levels,
+at most :data:`MAX_FITS` fits in all. The clean twins are trained once and reused.
 
 Data flows one way: the protect command hands this module a ``review`` callback; :mod:`unlearnable.protect` never
 imports audit code.
@@ -53,7 +59,9 @@ Fit = Callable[[dict[str, Any]], tuple[ImageSet, Any, Protection]]
 
 @dataclass(frozen=True)
 class VerifyOptions:
-    victim: str = "auto"  # auto: the first of AUTO_VICTIMS that the method did not use as a surrogate
+    # auto: the first of AUTO_VICTIMS that the method did not use as a surrogate; or one or more registered models,
+    # comma-separated (every one is trained; the verdict is the worst of them)
+    victim: str = "auto"
     epochs: int = 8
     batch_size: int = 64
     lr: float = 0.05
@@ -74,10 +82,23 @@ class VerifyOptions:
         Recipe(precision=self.precision).accel().validate()
         if self.epochs < 1:
             raise UserError(f"--verify-epochs {self.epochs}: must be at least 1")
-        if self.victim != "auto":
-            MODELS.get(self.victim)
+        names = self.victims()
+        if "auto" in names and len(names) > 1:
+            raise UserError(f"--verify-victim {self.victim}: 'auto' stands alone; name the victims instead")
+        if len(set(names)) < len(names):
+            raise UserError(f"--verify-victim {self.victim}: a victim is named twice")
+        for name in names:
+            if name != "auto":
+                MODELS.get(name)
         if self.size is not None and not MIN_SIZE <= self.size <= MAX_SIZE:
             raise UserError(f"--verify-size {self.size}: must be {MIN_SIZE}..{MAX_SIZE} pixels")
+
+    def victims(self) -> list[str]:
+        """The names given to ``--verify-victim`` (``["auto"]`` by default)."""
+        names = [n.strip() for n in self.victim.split(",")]
+        if any(not n for n in names):
+            raise UserError(f"--verify-victim {self.victim}: an empty victim name")
+        return names
 
 
 def check_searchable(algo: Protection) -> None:
@@ -99,15 +120,22 @@ def check_verifiable(ds: ImageSet) -> None:
 AUTO_VICTIMS = ("smallcnn", "resnet18", "resnet18-narrow", "vgg16")
 
 
-def pick_victim(opts: VerifyOptions, algo: Protection) -> str:
-    """The victim must differ from every surrogate the method trained (else the check flatters the method)."""
+def pick_victims(opts: VerifyOptions, algo: Protection) -> list[str]:
+    """The victims must differ from every surrogate the method trained (else the check flatters the method)."""
     used = {name.strip() for f in ("surrogate", "arch", "model") if hasattr(algo.params, f)
             for name in str(getattr(algo.params, f)).split("+")}  # adv's ensembles join several names with "+"
-    if opts.victim != "auto":
-        if opts.victim in used:
-            raise UserError(f"--verify-victim {opts.victim}: the method used it as its surrogate; pick another")
-        return opts.victim
-    return next(v for v in AUTO_VICTIMS if v not in used)
+    names = opts.victims()
+    if names == ["auto"]:
+        return [next(v for v in AUTO_VICTIMS if v not in used)]
+    for name in names:
+        if name in used:
+            raise UserError(f"--verify-victim {name}: the method used it as its surrogate; pick another")
+    return names
+
+
+def pick_victim(opts: VerifyOptions, algo: Protection) -> str:
+    """The first victim of :func:`pick_victims` (the only one unless ``--verify-victim`` names several)."""
+    return pick_victims(opts, algo)[0]
 
 
 def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str, str]:
@@ -166,24 +194,50 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
             check_searchable(algo)
 
     def review(ds: ImageSet, algo: Protection, fit: Fit) -> tuple[Any, Protection, dict[str, Any]]:
-        victim = pick_victim(opts, algo)
-        recipe = Recipe(model=victim, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
-                        precision=opts.precision, sync_bn=opts.sync_bn, compile=opts.compile)
+        victims = pick_victims(opts, algo)
+        recipes = [Recipe(model=v, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
+                          precision=opts.precision, sync_bn=opts.sync_bn, compile=opts.compile) for v in victims]
         chance = 1.0 / ds.num_classes
         at = f", resized to {opts.size}x{opts.size}" if opts.size else ""
-        log(f"verify: training a '{victim}' victim for {opts.epochs} epochs (crop/flip augmentation{at}) on the "
-            f"protected and on the clean training split")
+        names = ", ".join(f"'{v}'" for v in victims)
+        log(f"verify: training {'a ' if len(victims) == 1 else ''}{names} victim{'s' if len(victims) > 1 else ''} "
+            f"for {opts.epochs} epochs (crop/flip augmentation{at}) on the protected and on the clean training split")
         view = at_size(ds, opts.size)  # the clean twin at the victims' size, for every fit tried
         if opts.target_acc is None:
             protected, pert, a = fit({})
-            r = _measure(view, protected, recipe, opts.device, None, opts.size)
-            entry = _entry(ds, protected, r, recipe, chance, a, opts.size)
+            entries = [_entry(ds, protected, _measure(view, protected, r, opts.device, None, opts.size), r, chance,
+                              a, opts.size) for r in recipes]
+            entry = combine(entries)
             _say_learnt(entry)
             return pert, a, {"verify": entry}
-        return _search(ds, view, algo, fit, recipe, chance, opts)
+        return _search(ds, view, algo, fit, recipes, chance, opts)
 
     review.check = check  # type: ignore[attr-defined]
     return review
+
+
+#: the fields of each victim kept in a several-victim entry's ``victims`` list
+VICTIM_FIELDS = ("victim", "epochs", "clean_acc", "protected_acc", "verdict", "reason", "classes_learnt", "wall_s")
+
+
+def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One manifest entry from one verification per victim: the worst victim's entry (an invalid one first, else the
+    highest protected accuracy) with the verdict over all of them and, for several victims, ``victims`` (each one's
+    :data:`VICTIM_FIELDS`). A single victim's entry is returned as it is."""
+    if len(entries) == 1:
+        return entries[0]
+    invalid = [e for e in entries if e["verdict"] == "invalid"]
+    worst = invalid[0] if invalid else max(entries, key=lambda e: e["protected_acc"])
+    out = dict(worst)
+    if invalid:
+        out["reason"] = f"{worst['victim']}: {worst['reason']}"
+    elif all(e["verdict"] == "protected" for e in entries):
+        out["reason"] = "every victim is within 10 points of chance (" + ", ".join(
+            f"{e['victim']} {e['protected_acc']:.1%}" for e in entries) + f"; chance {worst['chance']:.1%})"
+    else:
+        out["reason"] = f"{worst['victim']}: {worst['reason']}"
+    out["victims"] = [{k: e[k] for k in VICTIM_FIELDS} for e in entries]
+    return out
 
 
 def per_class(cm: list[list[int]], classes: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -233,27 +287,32 @@ def _say_learnt(entry: dict[str, Any]) -> None:
             f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images; manifest verify.per_class)")
 
 
-def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipe: Recipe, chance: float,
+def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: list[Recipe], chance: float,
             opts: VerifyOptions) -> tuple[Any, Protection, dict[str, Any]]:
     target = float(opts.target_acc)  # type: ignore[arg-type]
     hi = eps_levels(type(algo).max_eps)
     tried: list[dict[str, Any]] = []
-    clean: dict[str, Any] | None = None
+    clean: list[dict[str, Any] | None] = [None] * len(recipes)  # each victim's clean twin, trained once
     best: tuple[Any, Protection, dict[str, Any]] | None = None
 
     def attempt(level: int) -> bool:
-        nonlocal clean, best
+        nonlocal best
         prot, pert, a = fit({"eps": f"{level}/255"})
-        r = _measure(view, prot, recipe, opts.device, clean, opts.size)
-        if clean is None:
-            clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
-            learnt, why = verdict(r["clean_acc"], 0.0, chance)
-            if learnt == "invalid":
-                raise UserError(f"--target-acc: {why}")
-        ok = r["protected_acc"] <= target
-        e = _entry(ds, prot, r, recipe, chance, a, opts.size)
-        tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "psnr": e["psnr"], "met": ok})
-        log(f"target {target:.1%}: eps {level}/255 -> protected accuracy {r['protected_acc']:.1%} "
+        entries = []
+        for i, recipe in enumerate(recipes):
+            r = _measure(view, prot, recipe, opts.device, clean[i], opts.size)
+            if clean[i] is None:
+                clean[i] = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
+                learnt, why = verdict(r["clean_acc"], 0.0, chance)
+                if learnt == "invalid":
+                    who = f" ({recipe.model})" if len(recipes) > 1 else ""
+                    raise UserError(f"--target-acc{who}: {why}")
+            entries.append(_entry(ds, prot, r, recipe, chance, a, opts.size))
+        e = combine(entries)  # the worst victim: the target must hold for every one
+        ok = e["protected_acc"] <= target
+        tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "psnr": e["psnr"], "met": ok,
+                      "victim": e["victim"]})  # the worst victim at this budget
+        log(f"target {target:.1%}: eps {level}/255 -> protected accuracy {e['protected_acc']:.1%} "
             f"({'met' if ok else 'not met'})")
         if ok:
             best = (pert, a, e)

@@ -50,8 +50,9 @@ def protect_cmd(
                                 "clean training split before writing; the verdict goes into manifest.json"),
     target_acc: str = typer.Option(None, "--target-acc", help="search the smallest eps whose verified protected "
                                    "accuracy is at most this fraction (e.g. 0.2); implies --verify"),
-    verify_victim: str = typer.Option("auto", "--verify-victim", help="victim of --verify (auto: smallcnn, or "
-                                      "resnet18 when smallcnn was the surrogate)"),
+    verify_victim: str = typer.Option("auto", "--verify-victim", help="victim(s) of --verify, comma-separated "
+                                      "(auto: smallcnn, or the next model no surrogate used); with several, every "
+                                      "one must be fooled, e.g. smallcnn,resnet18"),
     verify_epochs: int = typer.Option(8, "--verify-epochs", help="epochs of each --verify victim (about 1 min per "
                                       "1,000 images of 32x32 per victim on 2 CPU cores)"),
     verify_size: int = typer.Option(None, "--verify-size", help="train and test the --verify victims on images "

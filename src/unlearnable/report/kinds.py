@@ -99,11 +99,16 @@ def verify_scope(v: dict) -> str:
     size = v.get("victim_size")
     at = f" at {size[0]}x{size[1]} pixels{' (resized)' if v.get('resized') else ''}" if size else ""
     plural = "" if epochs == 1 else "s"
-    return (f"This verdict holds for the victim that was trained: a `{victim}`, {epochs} epoch{plural}, crop/flip{at}, "
+    several = [str(x.get("victim")) for x in v.get("victims") or []]
+    who = (f"the victims that were trained: {', '.join(f'`{n}`' for n in several)}" if len(several) > 1
+           else f"the victim that was trained: a `{victim}`")
+    return (f"This verdict holds for {who}, {epochs} epoch{plural}, crop/flip{at}, "
             "one seed. A deeper victim trained to convergence can learn more from the same images (measured in "
             "docs/benchmarks.md: with the same key, a converged ResNet-18 kept 32-54% on tissue patches where the "
-            "8-epoch check was at chance), so check with `--verify-victim resnet18 --verify-epochs 40` before a "
-            "release (on a CPU, `--verify-victim resnet18-narrow --verify-epochs 40`: ResNet-18's layout at a "
+            "8-epoch check was at chance), and on images whose brightness or colour names the class a network that "
+            "downsamples with strided convolutions (ResNet-18, MobileNetV2) follows the tiles far less than one with "
+            "max pools (the small CNN, VGG-16), so check with `--verify-victim smallcnn,resnet18 --verify-epochs 40` "
+            "before a release (on a CPU, `--verify-victim resnet18-narrow --verify-epochs 40`: ResNet-18's layout at a "
             "quarter of its width, about 10 times faster, but in the paired runs measured from 25 points below "
             "to 24 above ResNet-18, so a 'protected' from it needs ResNet-18 to confirm it); and a "
             "trainer who downscales the images can learn more too (tiles made at 64 px left photographs downscaled "
@@ -123,8 +128,13 @@ def protect(folder: Path) -> list[str]:
         out += ["### Verification (`--verify`)", "",
                 markdown_table([{"verdict": f"**{v.get('verdict')}**", "clean victim": _acc(v.get("clean_acc")),
                                  "protected victim": _acc(v.get("protected_acc")), "chance": _acc(v.get("chance"))}],
-                               ["verdict", "clean victim", "protected victim", "chance"]), "",
-                str(v.get("reason") or ""), "", verify_scope(v), ""]
+                               ["verdict", "clean victim", "protected victim", "chance"]), ""]
+        if v.get("victims"):  # several victims: the row above is the worst one; each victim's own result
+            out += [markdown_table([{"victim": f"`{x.get('victim')}`", "verdict": x.get("verdict"),
+                                     "clean victim": _acc(x.get("clean_acc")),
+                                     "protected victim": _acc(x.get("protected_acc"))} for x in v["victims"]],
+                                   ["victim", "verdict", "clean victim", "protected victim"]), ""]
+        out += [str(v.get("reason") or ""), "", verify_scope(v), ""]
         if v.get("per_class"):
             learnt = v.get("classes_learnt") or []
             above = f"{v.get('learnt_above', 0.5):.0%}"  # the rule's threshold as recorded (older manifests: 50%)
