@@ -14,6 +14,15 @@ the tiles, whatever its clean-test accuracy says. The rows are JSON lines (one p
     python bench/efficacy_sweep.py export DATA          # once, on a machine with the datasets' packages
     python bench/shortcut.py --data DATA --datasets textures,mni-tissue --victims smallcnn,resnet18-narrow \\
         --keys 7 --out shortcut.jsonl
+
+``--data flat`` is the learnability screen: images that carry nothing but one random colour level per channel and
+image (40-215) plus the class tile (2,000 training and 300 test images of 32 px, 10 classes; ``--epochs 10``), so a
+victim can only learn the tile, against the brightness variation every real dataset has. Victims may also be the
+pooling variants below (``POOL_VARIANTS``, registered here for the bench only): they change one thing about a
+registered network, to show that a max pool at full resolution is what lets a victim read an 8/255 tile:
+
+    python bench/shortcut.py --data flat --datasets flat --victims resnet18-narrow,resnet18-narrow+maxpool \\
+        --epochs 10 --out flat.jsonl
 """
 
 from __future__ import annotations
@@ -29,6 +38,66 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import efficacy_sweep as E  # noqa: E402
+
+
+def _maxpool_after_stem(in_channels: int, num_classes: int, image_size: int):
+    """``resnet18-narrow`` with one 2x2 max pool after its stem's ReLU (the CIFAR stem has none)."""
+    from torch import nn
+
+    from unlearnable.models.classifiers import resnet18_narrow
+    m = resnet18_narrow(in_channels, num_classes, image_size)
+    layers = list(m.features[0].children())
+    m.features[0] = nn.Sequential(*layers[:3], nn.MaxPool2d(2), *layers[3:])
+    return m
+
+
+def _average_pools(in_channels: int, num_classes: int, image_size: int):
+    """``smallcnn`` with its two max pools replaced by average pools (linear: no rectification)."""
+    from torch import nn
+
+    from unlearnable.models.classifiers import smallcnn
+    m = smallcnn(in_channels, num_classes, image_size)
+    m.features[0] = nn.Sequential(*[nn.AvgPool2d(2) if isinstance(layer, nn.MaxPool2d) else layer
+                                    for layer in m.features[0].children()])
+    return m
+
+
+def _imagenet_stem(in_channels: int, num_classes: int, image_size: int):
+    """``resnet18-narrow`` with the ImageNet stem (7x7 stride-2 convolution, then a 3x3 stride-2 max pool) at any
+    size; the product builds it above 64 px."""
+    from unlearnable.models.classifiers import SMALL, resnet18_narrow
+    return resnet18_narrow(in_channels, num_classes, max(image_size, SMALL + 1))
+
+
+POOL_VARIANTS = {"resnet18-narrow+maxpool": _maxpool_after_stem, "smallcnn+avgpool": _average_pools,
+                 "resnet18-narrow+imagenet-stem": _imagenet_stem}
+
+
+def register_variants() -> None:
+    """Make :data:`POOL_VARIANTS` buildable by name (models registry) and trainable (``efficacy_sweep.VICTIMS``,
+    the converged ResNet-18 recipe); a no-op when already done."""
+    from unlearnable.models import MODELS
+    for name, build in POOL_VARIANTS.items():
+        if name not in MODELS:
+            MODELS.register(name)(build)
+        E.VICTIMS.setdefault(name, {"epochs": 40, "batch_size": 64, "lr": 0.05})
+
+
+def flat_data(n: int = 2000, test: int = 300, k: int = 10, channels: int = 3, size: int = 32, lo: int = 40,
+              hi: int = 215, seed: int = 1):
+    """The screen's data: (train ImageSet, test images, test labels), every image one random level per channel in
+    ``lo..hi``, labels round-robin; train and test from different seeds."""
+    from unlearnable.data import ImageSet
+
+    def draw(count: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(s)
+        level = torch.randint(lo, hi + 1, (count, channels, 1, 1), generator=g).to(torch.uint8)
+        return level.expand(count, channels, size, size).contiguous(), torch.arange(count) % k
+
+    im, lab = draw(n, seed)
+    te_im, te_lab = draw(test, seed + 1)
+    tr = ImageSet(im, lab, tuple(f"{i:06d}" for i in range(n)), ("train",) * n, tuple(str(c) for c in range(k)))
+    return tr, te_im, te_lab
 
 
 def probe_sets(tiles: torch.Tensor, seed: int, eps: float, te_im: torch.Tensor, te_lab: torch.Tensor
@@ -68,7 +137,8 @@ def run_one(name: str, victim: str, spec: str, key: int, data: tuple, vseed: int
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="folder written by `efficacy_sweep.py export`")
+    ap.add_argument("--data", required=True, help="folder written by `efficacy_sweep.py export`, or `flat` for the "
+                    "learnability screen (random colour levels plus the tile)")
     ap.add_argument("--datasets", default="textures,mni-tissue,mnist5k")
     ap.add_argument("--victims", default="smallcnn,resnet18-narrow")
     ap.add_argument("--spec", default="tiles")
@@ -78,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    register_variants()
     for name in a.datasets.split(","):
-        data = E._load(a.data, name)
+        data = flat_data() if a.data == "flat" else E._load(a.data, name)
         for victim in a.victims.split(","):
             for key in (int(k) for k in a.keys.split(",")):
                 row = run_one(name, victim, a.spec, key, data, epochs=a.epochs)

@@ -49,3 +49,34 @@ def test_a_victim_that_can_only_learn_the_tiles_follows_them():
     assert row["epochs"] == 12 and len(row["swap"]) == 12
     assert row["test"][-1] < 0.5  # clean images carry no class
     assert row["swap"][-1] > 0.9 and row["tile"][-1] > 0.9  # the tiles are its rule
+
+
+def test_pool_variants_change_only_the_pooling():
+    from torch import nn
+
+    from unlearnable.models import MODELS, build_model
+    S.register_variants()
+    S.register_variants()  # idempotent
+    assert set(S.POOL_VARIANTS) <= set(MODELS) and set(S.POOL_VARIANTS) <= set(S.E.VICTIMS)
+
+    def kinds(name: str, size: int = 32) -> list[str]:
+        return [type(m).__name__ for m in build_model(name, 3, 10, size).modules()
+                if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.Conv2d))]
+
+    base, mp = kinds("resnet18-narrow"), kinds("resnet18-narrow+maxpool")
+    assert "MaxPool2d" not in base and mp.count("MaxPool2d") == 1 and [k for k in mp if k != "MaxPool2d"] == base
+    small, avg = kinds("smallcnn"), kinds("smallcnn+avgpool")
+    assert small.count("MaxPool2d") == 2 and avg == ["AvgPool2d" if k == "MaxPool2d" else k for k in small]
+    stem = build_model("resnet18-narrow+imagenet-stem", 3, 10, 32)
+    first = next(m for m in stem.modules() if isinstance(m, nn.Conv2d))
+    assert first.kernel_size == (7, 7) and first.stride == (2, 2)
+    assert stem(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_flat_screen_data_names_no_class_by_its_pixels():
+    tr, te_im, te_lab = S.flat_data(n=200, test=50)
+    assert tr.images.shape == (200, 3, 32, 32) and te_im.shape == (50, 3, 32, 32) and tr.num_classes == 10
+    flat = tr.images.flatten(2)
+    assert torch.equal(flat.amin(2), flat.amax(2))  # one level per channel and image
+    assert 40 <= int(tr.images.min()) and int(tr.images.max()) <= 215
+    assert torch.equal(tr.labels, torch.arange(200) % 10) and not torch.equal(te_im, tr.images[:50])
