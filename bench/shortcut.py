@@ -83,6 +83,14 @@ def register_variants() -> None:
         E.VICTIMS.setdefault(name, {"epochs": 40, "batch_size": 64, "lr": 0.05})
 
 
+def unregister_variants() -> None:
+    """Undo :func:`register_variants` (the registry is shared by everything in the process)."""
+    from unlearnable.models import MODELS
+    for name in POOL_VARIANTS:
+        MODELS.unregister(name)
+        E.VICTIMS.pop(name, None)
+
+
 def flat_data(n: int = 2000, test: int = 300, k: int = 10, channels: int = 3, size: int = 32, lo: int = 40,
               hi: int = 215, seed: int = 1):
     """The screen's data: (train ImageSet, test images, test labels), every image one random level per channel in

@@ -49,6 +49,10 @@ class Registry(Generic[T]):
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a bench or test that registered a temporary entry puts the registry back)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         return self._items[look_up_option(name, self._items, self.what)]
 

@@ -52,10 +52,19 @@ def test_a_victim_that_can_only_learn_the_tiles_follows_them():
 
 
 def test_pool_variants_change_only_the_pooling():
+    from unlearnable.models import MODELS
+    S.register_variants()
+    try:
+        _check_variants()
+    finally:  # the models registry is the process's: leave it as it was (the catalogue lists every model)
+        S.unregister_variants()
+    assert not set(S.POOL_VARIANTS) & set(MODELS) and not set(S.POOL_VARIANTS) & set(S.E.VICTIMS)
+
+
+def _check_variants():
     from torch import nn
 
     from unlearnable.models import MODELS, build_model
-    S.register_variants()
     S.register_variants()  # idempotent
     assert set(S.POOL_VARIANTS) <= set(MODELS) and set(S.POOL_VARIANTS) <= set(S.E.VICTIMS)
 
