@@ -33,18 +33,18 @@ from typing import Any
 import torch
 
 DATASETS = ("mni-tissue", "textures", "mnist5k")
+R18 = {"epochs": 40, "batch_size": 64, "lr": 0.05}  # the converged ResNet-18 recipe, shared by the deeper victims
 VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
-           "resnet18": {"epochs": 40, "batch_size": 64, "lr": 0.05},
+           "resnet18": dict(R18),
            # ResNet-18's layout at a quarter of its width: the CPU's stand-in for the ResNet-18 victim
-           "resnet18-narrow": {"epochs": 40, "batch_size": 64, "lr": 0.05},
+           "resnet18-narrow": dict(R18),
            # the victim of `make demo` and `protect --verify`: 8 epochs, crop (pad 4) + flip on every dataset
            "smallcnn8": {"model": "smallcnn", "epochs": 8, "batch_size": 64, "lr": 0.05, "aug": "aug"},
            # the converged small CNN trained with torchvision's ImageNet augmentation (random resized crop, scale
            # 0.08-1, and flip) instead of crop/flip: every crop enlarged by up to 3.5x
            "smallcnn-rrc": {"model": "smallcnn", "epochs": 30, "batch_size": 64, "lr": 0.05, "aug": "rrc"},
            # more of the registered architectures, with ResNet-18's recipe (grid `victims`)
-           **{m: {"epochs": 40, "batch_size": 64, "lr": 0.05} for m in ("vgg16", "densenet121", "mobilenetv2",
-                                                                        "resnet50")}}
+           **{m: dict(R18) for m in ("vgg16", "densenet121", "mobilenetv2", "resnet50")}}
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"

@@ -80,7 +80,7 @@ def register_variants() -> None:
     for name, build in POOL_VARIANTS.items():
         if name not in MODELS:
             MODELS.register(name)(build)
-        E.VICTIMS.setdefault(name, {"epochs": 40, "batch_size": 64, "lr": 0.05})
+        E.VICTIMS.setdefault(name, dict(E.R18))
 
 
 def unregister_variants() -> None:

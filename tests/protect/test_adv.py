@@ -92,11 +92,12 @@ def test_adv_ensemble_shares_member_zero_with_the_single_surrogate_and_moves_eve
 
 
 def test_verify_victim_is_never_one_of_an_ensembles_surrogates():
-    from unlearnable.audit.verify import VerifyOptions, pick_victim
+    from unlearnable.audit.verify import VerifyOptions, pick_victims
     algo = METHODS.get("adv")(surrogate="smallcnn+resnet18")
-    assert pick_victim(VerifyOptions(), algo) == "resnet18-narrow"
+    assert algo.models_trained() == {"smallcnn", "resnet18"}
+    assert pick_victims(VerifyOptions(), algo) == ["resnet18-narrow"]
     with pytest.raises(UserError, match="resnet18: the method used it"):
-        pick_victim(VerifyOptions(victim="resnet18"), algo)
+        pick_victims(VerifyOptions(victim="resnet18"), algo)
 
 
 def test_adv_needs_two_classes():

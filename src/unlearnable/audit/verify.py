@@ -122,8 +122,7 @@ AUTO_VICTIMS = ("smallcnn", "resnet18", "resnet18-narrow", "vgg16")
 
 def pick_victims(opts: VerifyOptions, algo: Protection) -> list[str]:
     """The victims must differ from every surrogate the method trained (else the check flatters the method)."""
-    used = {name.strip() for f in ("surrogate", "arch", "model") if hasattr(algo.params, f)
-            for name in str(getattr(algo.params, f)).split("+")}  # adv's ensembles join several names with "+"
+    used = algo.models_trained()
     names = opts.victims()
     if names == ["auto"]:
         return [next(v for v in AUTO_VICTIMS if v not in used)]
@@ -131,11 +130,6 @@ def pick_victims(opts: VerifyOptions, algo: Protection) -> list[str]:
         if name in used:
             raise UserError(f"--verify-victim {name}: the method used it as its surrogate; pick another")
     return names
-
-
-def pick_victim(opts: VerifyOptions, algo: Protection) -> str:
-    """The first victim of :func:`pick_victims` (the only one unless ``--verify-victim`` names several)."""
-    return pick_victims(opts, algo)[0]
 
 
 def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str, str]:
@@ -229,9 +223,7 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
     invalid = [e for e in entries if e["verdict"] == "invalid"]
     worst = invalid[0] if invalid else max(entries, key=lambda e: e["protected_acc"])
     out = dict(worst)
-    if invalid:
-        out["reason"] = f"{worst['victim']}: {worst['reason']}"
-    elif all(e["verdict"] == "protected" for e in entries):
+    if worst["verdict"] == "protected":  # the worst is protected (and none invalid): so is every victim
         out["reason"] = "every victim is within 10 points of chance (" + ", ".join(
             f"{e['victim']} {e['protected_acc']:.1%}" for e in entries) + f"; chance {worst['chance']:.1%})"
     else:

@@ -167,5 +167,8 @@ class AdversarialPoison(Protection):
             delta = G.project(G.step(delta, sign * grad, alpha, "linf"), p.eps, "linf", xb)
         return delta.detach()
 
+    def models_trained(self) -> set[str]:
+        return set(self.params.surrogates())
+
     def apply(self, data: ImageSet, perturbation: NoiseTable) -> torch.Tensor:
         return G.apply_table(data, perturbation)

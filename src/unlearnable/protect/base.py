@@ -63,6 +63,12 @@ class Protection:
         """Return protected uint8 images ``(N, C, H, W)`` for ``data``; pure and deterministic."""
         raise NotImplementedError
 
+    # -- models it trains --------------------------------------------------------------------------------------
+    def models_trained(self) -> set[str]:
+        """The registered architectures ``fit`` trains as surrogates (a verification victim must be none of them):
+        the ``surrogate``, ``arch`` or ``model`` parameter, where the method has one."""
+        return {str(getattr(self.params, f)) for f in ("surrogate", "arch", "model") if hasattr(self.params, f)}
+
     # -- budget ------------------------------------------------------------------------------------------------
     def linf_budget(self) -> float | None:
         """The L-infinity bound in [0, 1] units that ``apply`` guarantees after quantisation, if any."""
