@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
+from unlearnable.audit.classes import classes_learnt, per_class
 from unlearnable.audit.evaluate import evaluate
-from unlearnable.audit.verify import classes_learnt, per_class
 from unlearnable.data import ImageSet, load
 from unlearnable.data.quality import perturbation_stats
 from unlearnable.protect import METHODS, protect

@@ -39,6 +39,15 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     # the verdict's scope: the victim and recipe it covers, and how to check against a deeper one
     assert "holds for the victim that was trained: a `smallcnn`, 4 epochs" in md
     assert "--verify-victim smallcnn,resnet18 --verify-epochs 40" in md and "max pools" in md
+    # the data's own colour cues beside the verdict: the tissue patches' background and white matter differ from the
+    # rest in brightness by more than twice the budget (docs/methods.md, "Colour cues")
+    cues = v["colour_cues"]
+    assert cues["cue"] == "brightness" and cues["test_split"] == "test" and cues["budget_levels"] == pytest.approx(8)
+    assert set(cues["apart_beyond_budget"]) <= set(cues["named"]) <= {"background", "csf", "gm", "wm"}
+    assert "wm" in cues["named"] and cues["acc"] > 0.4
+    assert cues["summary"] in err and cues["summary"][1:] in md
+    both = [c for c in v["classes_learnt"] if c in cues["named"]]
+    assert ("among them: a victim can learn such classes" in md) == bool(both)
     # the report states the threshold the manifest recorded, not a number of its own
     from unlearnable.report.kinds import protect as protect_report
     m = json.loads((out / "manifest.json").read_text())
@@ -129,6 +138,12 @@ def test_target_acc_must_hold_for_every_victim(tmp_path, capsys):
     chosen = min(int(t["eps"].split("/")[0]) for t in v["search"] if t["met"])
     assert round(v["eps"] * 255) == chosen
     assert all(t["met"] == (t["protected_acc"] <= 0.99) for t in v["search"])
+    # the colour cues are judged at the budget chosen: these four levels lie 50 grey levels apart in mean
+    cues = v["colour_cues"]
+    assert cues["budget_levels"] == pytest.approx(chosen) and len(cues["named"]) >= 2
+    gaps = {r["class"]: r["gap_levels"] for r in cues["per_class"]}
+    assert all(45 < g < 55 for g in gaps.values())
+    assert cues["apart_beyond_budget"] == [c for c in cues["named"] if gaps[c] > 2 * chosen]
 
 
 def _e(victim, clean, prot, chance=0.25):

@@ -39,15 +39,12 @@ from ..models import MODELS
 from ..protect.base import Protection, eps_levels
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
+from .classes import LEARNT_ABOVE, classes_learnt, per_class
+from .cues import colour_cues, describe
 from .evaluate import evaluate, held_out_split
 from .validity import baseline_valid
 
 PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
-# a class the protected victim still "tells apart" on clean test images: recall and precision both above this (most
-# of its images are recognised, and most images called that class are of it). Recall alone is not enough: a
-# protected victim often sends most clean images to one default class, whose recall is then 100% at a precision near
-# its share of the test split (docs/benchmarks.md, "Where the textures victim's accuracy comes from")
-LEARNT_ABOVE = 0.5
 MAX_FITS = 6
 VERIFY_AUG = "aug"  # random crop (pad 4) + horizontal flip: the standard recipe a data thief would use
 MIN_SIZE, MAX_SIZE = 8, 1024  # --verify-size bounds (pixels per side)
@@ -203,8 +200,11 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
                               a, opts.size) for r in recipes]
             entry = combine(entries)
             _say_learnt(entry)
+            _add_cues(entry, ds, a)
             return pert, a, {"verify": entry}
-        return _search(ds, view, algo, fit, recipes, chance, opts)
+        pert, a, entry = _search(ds, view, algo, fit, recipes, chance, opts)
+        _add_cues(entry["verify"], ds, a)
+        return pert, a, entry
 
     review.check = check  # type: ignore[attr-defined]
     return review
@@ -232,26 +232,6 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def per_class(cm: list[list[int]], classes: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Recall, precision and F1 of each class from a confusion matrix (rows: true, columns: predicted)."""
-    t = torch.tensor(cm, dtype=torch.float64)
-    hit, true, said = t.diagonal(), t.sum(1), t.sum(0)
-    out = []
-    for k, name in enumerate(classes):
-        rec = float(hit[k] / true[k]) if true[k] else 0.0
-        prec = float(hit[k] / said[k]) if said[k] else 0.0
-        f1 = 2 * rec * prec / (rec + prec) if rec + prec else 0.0
-        out.append({"class": name, "test_images": int(true[k]), "recall": round(rec, 4), "precision": round(prec, 4),
-                    "f1": round(f1, 4)})
-    return out
-
-
-def classes_learnt(rows: list[dict[str, Any]]) -> list[str]:
-    """The classes of :func:`per_class` rows that a victim still tells apart: recall and precision both above
-    :data:`LEARNT_ABOVE`."""
-    return [c["class"] for c in rows if min(c["recall"], c["precision"]) > LEARNT_ABOVE]
-
-
 def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
            algo: Protection, size: int | None = None) -> dict[str, Any]:
     v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
@@ -277,6 +257,17 @@ def _say_learnt(entry: dict[str, Any]) -> None:
     if entry["classes_learnt"]:
         log(f"verify: the protected victim still tells apart {', '.join(entry['classes_learnt'])} "
             f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images; manifest verify.per_class)")
+
+
+def _add_cues(entry: dict[str, Any], ds: ImageSet, algo: Protection) -> None:
+    """The data's colour cues (:mod:`unlearnable.audit.cues`) at the budget chosen, beside the verdict: whether the
+    classes a victim still tells apart are the ones the images' own colour names."""
+    cues = colour_cues(ds, held_out_split(ds, "--verify"), algo.linf_budget())
+    text = describe(cues)
+    cues["summary"] = text  # the sentence the log prints, for the report (which reads results files only)
+    entry["colour_cues"] = cues
+    if text:
+        log(f"verify: {text} (manifest verify.colour_cues)")
 
 
 def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: list[Recipe], chance: float,

@@ -115,6 +115,24 @@ def verify_scope(v: dict) -> str:
             "to 32 px almost fully learnable), so check at the size they would train at with `--verify-size N`.")
 
 
+def colour_cue_text(cues: dict, learnt: list) -> str:
+    """The verification's colour cues (:mod:`unlearnable.audit.cues`) in a sentence, and which of the classes the
+    protected victim still tells apart they account for."""
+    text = cues.get("summary")
+    if not text:
+        return (f"No class is told apart by {cues.get('cue', 'colour')} alone (a linear classifier on "
+                f"{cues.get('features')}: {_acc(cues.get('acc'))}, chance {_acc(cues.get('chance'))}).")
+    text = str(text)[0].upper() + str(text)[1:] + "."
+    named = set(cues.get("named") or [])
+    both = [c for c in learnt if c in named]
+    if both:
+        text += (f" Of the classes the protected victim still tells apart, {', '.join(both)} "
+                 f"{'is' if len(both) == 1 else 'are'} among them: a victim can learn such classes from the images' "
+                 "own colour in its first epoch, before any shortcut, so a larger budget or another key rarely "
+                 "hides them (docs/methods.md, \"Colour cues\").")
+    return text
+
+
 @kind("protect", _has("manifest.json", "method", "metrics"))
 def protect(folder: Path) -> list[str]:
     m = read_json(folder / "manifest.json")
@@ -145,6 +163,9 @@ def protect(folder: Path) -> list[str]:
                     markdown_table([{"class": c["class"], "test images": c["test_images"],
                                      "recall": _acc(c["recall"]), "precision": _acc(c["precision"])}
                                     for c in v["per_class"]], ["class", "test images", "recall", "precision"]), ""]
+        cues = v.get("colour_cues")
+        if isinstance(cues, dict):
+            out += [colour_cue_text(cues, v.get("classes_learnt") or []), ""]
     counts = m.get("counts") or {}
     if counts:
         out += [f"Images per split: {', '.join(f'{k} {n}' for k, n in counts.items())}.", ""]

@@ -1,0 +1,79 @@
+"""The colour-cue check: which classes each image's own colour statistics name, and whether a budget can close the
+gap between their mean colours (unlearnable.audit.cues)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unlearnable.audit.cues import colour_cues, colour_features, describe
+from unlearnable.data import ImageSet
+
+
+def make_set(levels: list[float], n: int = 60, channels: int = 1, pattern_classes: bool = True) -> ImageSet:
+    """One class per entry of ``levels`` (the class's mean grey level), ``n`` train and ``n`` test images each, with
+    i.i.d. noise of std 10 levels; images of equal level differ only in noise, so colour cannot tell them apart."""
+    g = torch.Generator().manual_seed(0)
+    imgs, labels, splits = [], [], []
+    for k, lv in enumerate(levels):
+        for split in ("train", "test"):
+            x = lv + 10 * torch.randn(n, channels, 8, 8, generator=g)
+            imgs.append(x.round().clamp(0, 255).to(torch.uint8))
+            labels += [k] * n
+            splits += [split] * n
+    images = torch.cat(imgs)
+    return ImageSet(images=images, labels=torch.tensor(labels), ids=tuple(f"s{i}" for i in range(len(labels))),
+                    splits=tuple(splits), classes=tuple(f"c{k}" for k in range(len(levels))))
+
+
+def test_features_are_each_channels_mean_and_std_then_a_colour_histogram():
+    grey = torch.tensor([[[[0, 10], [20, 250]]]], dtype=torch.uint8)
+    f = colour_features(grey, chunk=1)
+    assert f.shape == (1, 2 + 16)
+    assert f[0, :2].tolist() == pytest.approx([70.0, float(torch.tensor([0., 10, 20, 250]).std(correction=0))])
+    assert f[0, 2:].tolist() == [0.5, 0.25] + [0.0] * 13 + [0.25]  # 16 grey cells of 16 levels: 0,10 | 20 | 250
+    rgb = torch.zeros(2, 3, 2, 2, dtype=torch.uint8)
+    rgb[1, 0] = 255  # the second image is pure red
+    f = colour_features(rgb, chunk=1)
+    assert f.shape == (2, 6 + 64) and f[0, 6] == 1.0 and f[1, 6 + 3 * 16] == 1.0  # cell (r, g, b) = r*16 + g*4 + b
+    assert f[1, :3].tolist() == [255.0, 0.0, 0.0]
+
+
+def test_a_class_apart_in_brightness_is_named_and_equal_ones_are_not():
+    ds = make_set([200, 100, 100, 100])
+    c = colour_cues(ds, "test", eps=8 / 255)
+    assert c["named"] == ["c0"] and c["cue"] == "brightness" and c["chance"] == 0.25
+    rows = {r["class"]: r for r in c["per_class"]}
+    assert rows["c0"]["recall"] == 1.0 and rows["c0"]["gap_levels"] == pytest.approx(100, abs=3)
+    assert rows["c0"]["nearest"] in ("c1", "c2", "c3") and rows["c1"]["gap_levels"] < 5
+    assert rows["c0"]["mean_colour"][0] == pytest.approx(200, abs=2)
+    assert 0.4 < c["acc"] < 0.65  # c0 always, c1-c3 a three-way toss
+    assert c["apart_beyond_budget"] == ["c0"] and c["budget_levels"] == pytest.approx(8)
+    text = describe(c)
+    assert text.startswith("c0 is told apart by brightness alone") and "more than twice the budget (8 levels)" in text
+
+
+def test_the_budget_decides_which_named_classes_stay_apart():
+    """Two classes 12 levels apart in mean: both moved by 8 levels could meet (2 x 8 > 12), by 4 they cannot."""
+    ds = make_set([100, 112], n=200)
+    ds = ds.with_images((ds.images.float() - ds.images.float().mean((1, 2, 3), keepdim=True)
+                         + torch.tensor([100.0, 112.0])[ds.labels][:, None, None, None]).round().to(torch.uint8))
+    assert colour_cues(ds, "test", eps=8 / 255)["apart_beyond_budget"] == []
+    c = colour_cues(ds, "test", eps=4 / 255)
+    assert c["named"] == ["c0", "c1"] and c["apart_beyond_budget"] == ["c0", "c1"]
+    assert "eps" not in c and "apart_beyond_budget" not in colour_cues(ds, "test")
+
+
+def test_colour_names_rgb_classes_and_nothing_when_colours_match():
+    red = make_set([100, 100, 100, 100], channels=3)
+    x = red.images.clone()
+    x[red.labels == 0, 0] = (x[red.labels == 0, 0].int() + 60).clamp(0, 255).to(torch.uint8)  # class 0: redder
+    c = colour_cues(red.with_images(x), "test", eps=8 / 255)
+    assert c["named"] == ["c0"] and c["cue"] == "colour" and len(c["per_class"][0]["mean_colour"]) == 3
+    same = colour_cues(red, "test", eps=8 / 255)
+    assert same["named"] == [] and same["apart_beyond_budget"] == [] and describe(same) is None
+
+
+def test_deterministic():
+    ds = make_set([200, 100, 150, 100])
+    assert colour_cues(ds, "test", 8 / 255) == colour_cues(ds, "test", 8 / 255)
