@@ -62,6 +62,7 @@ def test_the_budget_decides_which_named_classes_stay_apart():
     c = colour_cues(ds, "test", eps=4 / 255)
     assert c["named"] == ["c0", "c1"] and c["apart_beyond_budget"] == ["c0", "c1"]
     assert "eps" not in c and "apart_beyond_budget" not in colour_cues(ds, "test")
+    assert "budget_levels" not in colour_cues(ds, "test", 0.0)  # an unbudgeted method (eps 0) states no budget
 
 
 def test_colour_names_rgb_classes_and_nothing_when_colours_match():

@@ -80,8 +80,8 @@ def fit_softmax(x: torch.Tensor, y: torch.Tensor, k: int, l2: float = L2, iters:
 def colour_cues(ds: ImageSet, test_split: str, eps: float | None = None) -> dict[str, Any]:
     """The colour-statistics classifier's accuracy and per-class results on the clean ``test_split`` (fitted on the
     clean ``train`` split), each class's mean colour and distance to the nearest other class, and, for an L-inf
-    budget ``eps`` (a fraction of 255), which of the classes named by colour lie further apart than the budget can
-    close (``2 x eps x 255`` levels)."""
+    budget ``eps`` (a fraction of 255; None or 0: no budget), which of the classes named by colour lie further apart
+    than the budget can close (``2 x eps x 255`` levels)."""
     k = ds.num_classes
     tr, te = ds.indices("train"), ds.indices(test_split)
     y_tr, y_te = ds.labels[tr], ds.labels[te]
@@ -111,7 +111,7 @@ def colour_cues(ds: ImageSet, test_split: str, eps: float | None = None) -> dict
                      f"{'colour' if c > 1 else 'grey-level'} histogram ({2 * c + BINS[c] ** c} numbers per image)"),
         "test_split": test_split, "acc": round(float((pred == y_te).double().mean()) if len(te) else 0.0, 4),
         "chance": round(1.0 / k, 4), "named": named, "per_class": rows}
-    if eps is not None:
+    if eps is not None and eps > 0:  # 0: a method's unbudgeted setting (the published CUDA filters)
         budget = float(eps) * 255
         out["budget_levels"] = round(budget, 2)
         out["apart_beyond_budget"] = [r["class"] for r in rows

@@ -184,6 +184,13 @@ def evaluate(folder: Path) -> list[str]:
            f"chance {_acc(r.get('chance_acc'))}."]
     if r.get("valid") is False:
         out += ["", f"**INVALID**: {r.get('invalid_reason')}; these accuracies prove nothing about protection."]
+    if isinstance(r.get("colour_cues"), dict):
+        learnt = r.get("classes_learnt") or []
+        above = f"{r.get('learnt_above', 0.5):.0%}"
+        out += ["", (f"Classes the protected victim still tells apart on clean test images (recall and precision above "
+                     f"{above}): **{', '.join(learnt)}**." if learnt else
+                     "The protected victim tells no class apart on clean test images."),
+                "", colour_cue_text(r["colour_cues"], learnt)]
     rec = r.get("recipe") or {}
     if rec:
         out += ["", f"Victim `{rec.get('model')}`, {rec.get('epochs')} epochs, global batch {rec.get('batch_size')}, "
