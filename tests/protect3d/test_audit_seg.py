@@ -24,6 +24,11 @@ def test_audit_seg_writes_results_and_figure(tmp_path, capsys) -> None:
         for name in ("clean", "protected"):
             assert 0 <= run[name]["dice"] <= 1 and 0 <= run[name]["mae"] <= 1
     assert (out / "audit_seg.png").stat().st_size > 1000 and "| none |" in (out / "report.md").read_text()
+    # how much a voxel's own intensity gives away, beside the Dice table (protect3d/cues.py)
+    cues = r["intensity_cues"]
+    assert 0 <= cues["rule_dice"] <= 1 and cues["reference_dice"] == round(r["runs"]["none"]["clean"]["dice"], 4)
+    assert cues["budget_levels"] == round(r["eps"] * 255, 2) and 0 <= cues["near"] <= 1
+    assert cues["summary"][1:] in (out / "report.md").read_text()
     # bad input: one line, exit 2, nothing written
     bad = tmp_path / "bad"
     (tmp_path / "empty").mkdir()

@@ -26,6 +26,7 @@ from ..registry import look_up_option
 from ..segment.augment import Augment3d
 from ..segment.infer import predict_labels
 from ..segment.train import SegConfig, train_segmenter
+from .cues import intensity_cues
 
 DEFENSES = ("none", "aug")
 
@@ -85,12 +86,15 @@ def audit_seg(protected: Path, clean: str, cfg: SegConfig, defenses: Sequence[st
                 preds[name] = predict_labels(net, held.native(0)[0][None], cfg.patch, device)[0].numpy()
         c, p = runs[d]["clean"]["dice"], runs[d]["protected"]["dice"]
         runs[d]["dice_ratio"] = p / c if c else None  # <= 0.5: the protection halves the clean model's Dice
+    # how much of the task a voxel's own intensity already gives away (protect3d/cues.py), beside the Dice table
+    cues = intensity_cues(cl, train, held, m.get("linf_budget"), runs[defenses[0]]["clean"]["dice"])
+    log(f"audit-seg: {cues['summary']}")
     results = {"protected": str(protected), "clean": str(clean), "method": m.get("method"),
                "params": m.get("params"), "eps": m.get("linf_budget"), "model": cfg.model,
                "config": asdict(cfg), "defenses": list(defenses), "train_ids": [cl.ids[i] for i in train],
                "test_ids": list(held.ids), "scored": list(cl.scored), "classes": list(cl.classes),
                "protection_psnr_db": m.get("metrics", {}).get("psnr_db_mean"),
-               "protection_ssim": m.get("metrics", {}).get("ssim_mean"), "runs": runs}
+               "protection_ssim": m.get("metrics", {}).get("ssim_mean"), "runs": runs, "intensity_cues": cues}
     return results, _figure_slices(prot, cl, train[0], held, preds)
 
 

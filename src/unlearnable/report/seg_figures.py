@@ -65,5 +65,10 @@ def write_report(out: Path) -> None:
             slice_figure({k: z[k] for k in z.files}, results["classes"], title, out / "audit_seg.png")
     text = [f"# audit-seg: {title}", "", f"Protected: `{results['protected']}`; clean: `{results['clean']}`; "
             f"{len(results['train_ids'])} training subjects, {len(results['test_ids'])} held-out (clean).", "",
-            results_table(results), "", "![slice](audit_seg.png)", ""]
+            results_table(results), ""]
+    cues = results.get("intensity_cues")
+    if isinstance(cues, dict) and cues.get("summary"):
+        text += [str(cues["summary"])[0].upper() + str(cues["summary"])[1:] + " (docs/methods.md, \"How much room "
+                 "the budget leaves\").", ""]
+    text += ["![slice](audit_seg.png)", ""]
     (out / "report.md").write_text("\n".join(text))
