@@ -75,6 +75,13 @@ def test_colour_names_rgb_classes_and_nothing_when_colours_match():
     assert same["named"] == [] and same["apart_beyond_budget"] == [] and describe(same) is None
 
 
+def test_two_classes_need_a_strong_cue_to_be_named():
+    weak = make_set([100, 101], n=200)  # image means 1 level apart, their noise 1.25: a lean, not a name
+    c = colour_cues(weak, "test")
+    assert c["named_above"] == 0.75 and c["named"] == [] and c["acc"] < 0.75
+    assert colour_cues(make_set([100, 200]), "test")["named"] == ["c0", "c1"]
+
+
 def test_deterministic():
     ds = make_set([200, 100, 150, 100])
     assert colour_cues(ds, "test", 8 / 255) == colour_cues(ds, "test", 8 / 255)

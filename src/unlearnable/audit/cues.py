@@ -12,7 +12,8 @@ measures both, on the clean data, in a fraction of a second:
 * a multinomial logistic regression on each image's colour statistics (each channel's mean and standard deviation
   and a coarse joint colour histogram; no position, shape or texture) is fitted to the clean training split and
   scored on the clean held-out split: its accuracy, and per class recall and precision; the classes with both above
-  :data:`~unlearnable.audit.classes.LEARNT_ABOVE` are *named by colour*;
+  :data:`~unlearnable.audit.classes.LEARNT_ABOVE` (and 25 points above chance: 75% for two classes) are *named by
+  colour*;
 * each class's mean colour and its distance, in grey levels (largest channel difference), to the nearest other
   class's mean.
 
@@ -28,11 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from ..data import ImageSet
-from .classes import classes_learnt, per_class
+from .classes import LEARNT_ABOVE, per_class
 
 L2 = 1e-3  # ridge penalty of the colour classifier, on standardised features
 ITERS = 200  # L-BFGS iterations (the problem is convex and small: at most 70 features, K classes)
 CHUNK = 1024
+NAMED_MARGIN = 0.25  # a class named by colour: recall and precision above max(LEARNT_ABOVE, chance + this)
 BINS = {1: 16, 3: 4}  # histogram cells per channel: 16 grey levels; 4 x 4 x 4 colour cells
 
 
@@ -104,13 +106,16 @@ def colour_cues(ds: ImageSet, test_split: str, eps: float | None = None) -> dict
         r["mean_colour"] = [round(float(v), 1) for v in means[i]]
         r["nearest"] = ds.classes[j] if near else None
         r["gap_levels"] = round(float(gap[i, j]), 1) if near else None
-    named = classes_learnt(rows)
+    # named: recall and precision both above the verdicts' LEARNT_ABOVE and at least 25 points above chance (two
+    # classes: 75%), so that a weak cue on a task with few classes is not reported as a name
+    above = max(LEARNT_ABOVE, 1.0 / k + NAMED_MARGIN)
+    named = [r["class"] for r in rows if min(r["recall"], r["precision"]) > above]
     out: dict[str, Any] = {
         "cue": "colour" if c > 1 else "brightness",
         "features": (f"each channel's mean and standard deviation and a {BINS[c] ** c}-cell "
                      f"{'colour' if c > 1 else 'grey-level'} histogram ({2 * c + BINS[c] ** c} numbers per image)"),
         "test_split": test_split, "acc": round(float((pred == y_te).double().mean()) if len(te) else 0.0, 4),
-        "chance": round(1.0 / k, 4), "named": named, "per_class": rows}
+        "chance": round(1.0 / k, 4), "named": named, "named_above": round(above, 4), "per_class": rows}
     if eps is not None and eps > 0:  # 0: a method's unbudgeted setting (the published CUDA filters)
         budget = float(eps) * 255
         out["budget_levels"] = round(budget, 2)
