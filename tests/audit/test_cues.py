@@ -37,6 +37,7 @@ def test_features_are_each_channels_mean_and_std_then_a_colour_histogram():
     f = colour_features(rgb, chunk=1)
     assert f.shape == (2, 6 + 64) and f[0, 6] == 1.0 and f[1, 6 + 3 * 16] == 1.0  # cell (r, g, b) = r*16 + g*4 + b
     assert f[1, :3].tolist() == [255.0, 0.0, 0.0]
+    assert torch.equal(colour_features(rgb, torch.tensor([1])), f[1:])  # a subset by index, never copied whole
 
 
 def test_a_class_apart_in_brightness_is_named_and_equal_ones_are_not():

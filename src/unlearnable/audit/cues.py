@@ -38,15 +38,17 @@ NAMED_MARGIN = 0.25  # a class named by colour: recall and precision above max(L
 BINS = {1: 16, 3: 4}  # histogram cells per channel: 16 grey levels; 4 x 4 x 4 colour cells
 
 
-def colour_features(images: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+def colour_features(images: torch.Tensor, index: torch.Tensor | None = None, chunk: int = CHUNK) -> torch.Tensor:
     """``(N, 2 C + B)`` float64: each channel's mean and standard deviation in grey levels, then the image's joint
     colour histogram (the share of its pixels in each of :data:`BINS` ``** C`` colour cells: 64 for RGB, 16 for
-    grey), read ``chunk`` images at a time (``images``: uint8 ``(N, C, H, W)``)."""
+    grey), for ``images[index]`` (all of them when None; uint8 ``(N, C, H, W)``), read ``chunk`` images at a time
+    so that a large set is never copied whole."""
     c = images.shape[1]
     b = BINS[c]
+    index = torch.arange(images.shape[0]) if index is None else index
     out = []
-    for i in range(0, images.shape[0], chunk):
-        x = images[i:i + chunk]
+    for i in range(0, len(index), chunk):
+        x = images[index[i:i + chunk]]
         flat = x.double().flatten(2)
         q = x.long().mul(b).div(256, rounding_mode="floor").flatten(2)  # (n, C, HW) cell index per channel
         cell = q[:, 0]
@@ -87,7 +89,7 @@ def colour_cues(ds: ImageSet, test_split: str, eps: float | None = None) -> dict
     k = ds.num_classes
     tr, te = ds.indices("train"), ds.indices(test_split)
     y_tr, y_te = ds.labels[tr], ds.labels[te]
-    f_tr, f_te = colour_features(ds.images[tr]), colour_features(ds.images[te])
+    f_tr, f_te = colour_features(ds.images, tr), colour_features(ds.images, te)
     predict = fit_softmax(f_tr, y_tr, k)
     pred = predict(f_te)
     cm = torch.zeros(k, k, dtype=torch.long)

@@ -93,10 +93,10 @@ def intensity_cues(subjects: SubjectSet, train: Sequence[int], held: SubjectSet,
     clean-trained segmenter's Dice ``reference_dice``, the rule's share of it."""
     k, c = subjects.num_classes, subjects.images.shape[1]
     q = levels_per_modality(c)
-    cells = _cells(subjects.images[list(train)], q).flatten()
     counts = torch.zeros(q ** c, k, dtype=torch.long)
-    counts.index_put_((cells, subjects.labels[list(train)].flatten().long()), torch.ones_like(cells),
-                      accumulate=True)
+    for i in train:  # one subject at a time: the training volumes are never copied whole
+        cells = _cells(subjects.images[i:i + 1], q).flatten()
+        counts.index_put_((cells, subjects.labels[i].flatten().long()), torch.ones_like(cells), accumulate=True)
     seen = counts.sum(1) > 0
     table = _fill(torch.where(seen, counts.argmax(1), -1), q, c, int(counts.sum(0).argmax()))
     scored = list(held.scored)
