@@ -73,9 +73,6 @@ class AdversarialPoison(Protection):
         augment: int = 4  # crop padding of the keyed crop/flip averaged over in every PGD step (0: none)
         flip: bool = True  # mirror in the attack's augmentation (false for data that is not mirror-symmetric)
         init: str = "random"  # random | tiles | tiles-colour (em.INITS: the class tiles of `tiles` as the start)
-        # -1: off. 0..1 (with init=tiles*): every pixel keeps its start tile's sign at no less than keep x eps, so
-        # the attack only reshapes the tiles' magnitudes and the tile code survives for victims that follow it
-        keep: float = -1.0
         batch_size: int = 256
         lr: float = 0.05
 
@@ -87,11 +84,6 @@ class AdversarialPoison(Protection):
                 raise UserError(f"--param ensemble={self.ensemble}: the number of surrogates must be in 1..16")
             look_up_option(self.target, ("next", "away", "own"), "--param target")
             look_up_option(self.init, tuple(INITS), "--param init")
-            if self.keep != -1.0 and not 0.0 <= self.keep <= 1.0:
-                raise UserError(f"--param keep={self.keep}: must be -1 (off) or a fraction of eps in 0..1")
-            if self.keep >= 0 and not INITS[self.init]:
-                raise UserError(f"--param keep={self.keep}: keeps the start tiles' signs, so it needs init=tiles or "
-                                "init=tiles-colour")
             if not 0 <= self.augment <= 16:
                 raise UserError(f"--param augment={self.augment}: crop padding must be in 0..16 (0: none)")
             G.check_positive(epochs=self.epochs, min_steps=self.min_steps, steps=self.steps,
@@ -118,7 +110,6 @@ class AdversarialPoison(Protection):
             delta = tile_start(data, key, p.eps, INITS[p.init]).to(dev)
         else:
             delta = G.random_start(tuple(x.shape), p.eps, "linf", key.generator("adv/init")).to(dev)
-        signs = delta.sign() if p.keep >= 0 else None  # the start tiles' signs (every pixel at +-eps)
         delta = G.project(delta, p.eps, "linf", x)
         target = (y + 1) % data.num_classes if p.target == "next" else y
         alpha = p.step_size if p.step_size > 0 else max(2.5 * p.eps / p.steps, p.eps / 10)
@@ -127,8 +118,7 @@ class AdversarialPoison(Protection):
         for i in G.my_batches(list(range(len(batches)))):  # this rank's round-robin share (all of them: 1 rank)
             idx = batches[i]
             g = torch.Generator().manual_seed(aug_seed + i)  # per batch: the same crops on whichever rank runs it
-            delta[idx] = self._attack(models, x[idx], target[idx], delta[idx], alpha, g,
-                                      None if signs is None else signs[idx])
+            delta[idx] = self._attack(models, x[idx], target[idx], delta[idx], alpha, g)
             if self.progress and (i + 1) % 10 == 0:
                 log(f"adv: {i + 1}/{len(batches)} batches perturbed")
         if D.world_size() > 1:
@@ -161,9 +151,9 @@ class AdversarialPoison(Protection):
         return model
 
     def _attack(self, models: list, xb: torch.Tensor, tb: torch.Tensor, delta: torch.Tensor, alpha: float,
-                g: torch.Generator, signs: torch.Tensor | None = None) -> torch.Tensor:
+                g: torch.Generator) -> torch.Tensor:
         """``steps`` of projected signed-gradient descent on the surrogates' mean loss towards ``tb`` (ascent away
-        from it for ``away``); with ``signs`` each pixel keeps that sign at a magnitude of at least ``keep x eps``."""
+        from it for ``away``)."""
         p = self.params
         sign = 1.0 if p.target == "away" else -1.0
         for _ in range(p.steps):
@@ -174,10 +164,7 @@ class AdversarialPoison(Protection):
             with P.autocast(self.device, self.accel.precision):
                 loss = sum(F.cross_entropy(m(view).float(), tb) for m in models) / len(models)
             grad = P.input_grad(loss, d, self.accel.precision)
-            delta = G.step(delta, sign * grad, alpha, "linf")
-            if signs is not None:
-                delta = signs * (signs * delta).clamp(p.keep * p.eps, p.eps)
-            delta = G.project(delta, p.eps, "linf", xb)
+            delta = G.project(G.step(delta, sign * grad, alpha, "linf"), p.eps, "linf", xb)
         return delta.detach()
 
     def models_trained(self) -> set[str]:
