@@ -51,7 +51,8 @@ def test_a_class_apart_in_brightness_is_named_and_equal_ones_are_not():
     assert 0.4 < c["acc"] < 0.65  # c0 always, c1-c3 a three-way toss
     assert c["apart_beyond_budget"] == ["c0"] and c["budget_levels"] == pytest.approx(8)
     text = describe(c)
-    assert text.startswith("c0 is told apart by brightness alone") and "more than twice the budget (8 levels)" in text
+    assert text.startswith("the images' own brightness alone tells apart c0 (")
+    assert "more than twice the budget (8 levels)" in text
 
 
 def test_the_budget_decides_which_named_classes_stay_apart():

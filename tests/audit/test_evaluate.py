@@ -73,7 +73,7 @@ def test_evaluate_cli_end_to_end(npz_path, tmp_path, capsys):
     assert cues["test_split"] == "test" and cues["cue"] == "brightness" and 0 <= cues["acc"] <= 1
     assert set(res["classes_learnt"]) <= set(c["class"] for c in cues["per_class"]) and res["learnt_above"] == 0.5
     md = (out / "report.md").read_text()
-    assert ("told apart by brightness alone" in md) == bool(cues["named"])
+    assert ("own brightness alone tells apart" in md) == bool(cues["named"])
     assert ("still tells apart on clean test images" in md) == bool(res["classes_learnt"])
     assert ("tells no class apart" in md) == (not res["classes_learnt"])
     code, _, err = run_cli(["evaluate", "--protected", str(prot), "--clean", str(npz_path), "--out", str(out)], capsys)

@@ -134,8 +134,8 @@ def describe(cues: dict[str, Any]) -> str | None:
     cue = cues.get("cue", "colour")
     rows = {r["class"]: r for r in cues["per_class"]}
     apart = cues.get("apart_beyond_budget") or []
-    text = (f"{', '.join(named)} {'is' if len(named) == 1 else 'are'} told apart by {cue} alone (a linear "
-            f"classifier on {cues['features']}: {cues['acc']:.1%} on clean '{cues['test_split']}' images, chance "
+    text = (f"the images' own {cue} alone tells apart {', '.join(named)} (a linear classifier on "
+            f"{cues['features']}: {cues['acc']:.1%} on clean '{cues['test_split']}' images, chance "
             f"{cues['chance']:.1%})")
     if apart:
         gaps = ", ".join(f"{rows[n]['gap_levels']:.0f}" for n in apart)

@@ -27,7 +27,7 @@ def demo(
     from ..log import log, progress_enabled
     from ..protect.run import load_output, protect_source
     from ..report.figures import accuracy_bars, accuracy_curves, image_grid
-    from ..report.kinds import verify_scope
+    from ..report.kinds import colour_cue_text, verify_scope
     from ..report.render import markdown_table, pct
     from ..train.defenses import parse_defense
     from ..train.loop import Recipe
@@ -51,7 +51,7 @@ def demo(
         runs["tiles"] = {"clean_acc": v["clean_acc"], "protected_acc": v["protected_acc"], "curves": v["curves"],
                          "protected_train_acc": v["curves"]["protected"][-1]["train_acc"], "verdict": v["verdict"],
                          "valid": valid, "invalid_reason": why or None, "classes_learnt": v["classes_learnt"],
-                         "scope": verify_scope(v)}
+                         "scope": verify_scope(v), "colour": colour_cue_text(v["colour_cues"], v["classes_learnt"])}
         protect_source("mnist5k", "random", tmp / "random", key_path=tmp / "keys" / "random.key",
                        params={"eps": "8/255"}, quiet=True)
         outputs["random"] = load_output(tmp / "random")
@@ -124,7 +124,7 @@ random crop (pad 4) + horizontal flip: the recipe of `unlearnable protect --veri
   tiles, not the digits. `protect --verify` wrote this check into `tiles/manifest.json`: verdict
   **{tiles['verdict']}** (protected means within 10 points of chance); digits the protected victim still tells
   apart on clean test images (recall and precision above {LEARNT_ABOVE:.0%}):
-  {', '.join(tiles['classes_learnt']) or 'none'}. {tiles['scope']}
+  {', '.join(tiles['classes_learnt']) or 'none'}. {tiles['colour']} {tiles['scope']}
 - **Random noise** of the same 8/255 budget is the control: it leaves accuracy at {100 * rnd['protected_acc']:.1f}%.
   Protection comes from the structure of the perturbation, not its size.
 

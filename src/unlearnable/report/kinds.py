@@ -120,7 +120,7 @@ def colour_cue_text(cues: dict, learnt: list) -> str:
     protected victim still tells apart they account for."""
     text = cues.get("summary")
     if not text:
-        return (f"No class is told apart by {cues.get('cue', 'colour')} alone (a linear classifier on "
+        return (f"The images' own {cues.get('cue', 'colour')} alone tells no class apart (a linear classifier on "
                 f"{cues.get('features')}: {_acc(cues.get('acc'))}, chance {_acc(cues.get('chance'))}).")
     text = str(text)[0].upper() + str(text)[1:] + "."
     named = set(cues.get("named") or [])
