@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -55,6 +56,8 @@ def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
     report = (out / "report.md").read_text()  # the per-cell table of the report, and its heat map embedded
     assert report.count("| lsp | jpeg:20 |") == 2 and "![heatmap.png](heatmap.png)" in report
     assert "data:image/png;base64," in (out / "report.html").read_text() and (out / "config.yaml").is_file()
+    cues = json.loads((out / "audit.json").read_text())["colour_cues"]  # the data's own colour cues, once
+    assert "budget_levels" not in cues and 0 <= cues["acc"] <= 1 and "alone tells" in report
     assert len(list((out / "protected").glob("*.pt"))) == 2  # each method protected once
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/results.json")}
     assert len(stamps) == 18

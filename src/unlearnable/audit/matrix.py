@@ -31,6 +31,7 @@ from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
+from .cues import colour_cues, describe
 from .evaluate import clean_rows, clean_rows_floor, evaluate, held_out_split, train_and_test
 from .validity import baseline_valid
 
@@ -132,7 +133,10 @@ def run_audit(
     rows = run_cells(cells, out / "cells", run_method, name_keys=("method", "defense", "mix"))
     rows = mark_validity(base_rows + rows, 1.0 / ds.num_classes)
     if D.is_main():
-        write_summary(rows, out, defenses, recipe)
+        # the classes the images' own colour tells apart, whatever the method (audit/cues.py; no single budget here)
+        cues = colour_cues(ds, held_out_split(ds, source or "the data"))
+        cues["summary"] = describe(cues)
+        write_summary(rows, out, defenses, recipe, cues)
     D.barrier()
     return rows
 
@@ -165,9 +169,11 @@ def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed:
     return result
 
 
-def write_summary(rows: Sequence[Mapping[str, Any]], out: Path, defenses: Sequence[str], recipe: Recipe) -> None:
+def write_summary(rows: Sequence[Mapping[str, Any]], out: Path, defenses: Sequence[str], recipe: Recipe,
+                  colour: Mapping[str, Any] | None = None) -> None:
     """``audit.csv`` (one line per cell) and ``audit.json`` (the same rows with the reason a column is invalid, the
-    defence order and the victim), each atomically; the report draws the table and the heat map from them."""
+    defence order, the victim and the data's colour cues), each atomically; the report draws the table and the heat
+    map from them."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -177,4 +183,5 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out: Path, defenses: Sequen
     write_text(out / "audit.csv", buf.getvalue())
     keep = (*CSV_COLUMNS, "invalid_reason")
     write_json(out / "audit.json", {"model": recipe.model, "epochs": recipe.epochs, "defenses": list(defenses),
-                                    "rows": [{k: r.get(k) for k in keep} for r in rows]})
+                                    "rows": [{k: r.get(k) for k in keep} for r in rows],
+                                    **({"colour_cues": dict(colour)} if colour is not None else {})})

@@ -218,8 +218,12 @@ def csv_table(rows: list[dict[str, str]],
 def audit(folder: Path) -> list[str]:
     rows = read_csv(folder / "audit.csv")
     bad = sum(r.get("valid") in ("no", "False", "false") for r in rows)
-    return ["One row per cell (method x defence x protected share); `clean` rows are the baseline of each defence.",
-            "", csv_table(rows), "", f"{len(rows)} cells, {bad} invalid (their clean victim did not beat chance).", ""]
+    out = ["One row per cell (method x defence x protected share); `clean` rows are the baseline of each defence.",
+           "", csv_table(rows), "", f"{len(rows)} cells, {bad} invalid (their clean victim did not beat chance).", ""]
+    summary = read_json(folder / "audit.json") if (folder / "audit.json").is_file() else {}
+    if isinstance(summary.get("colour_cues"), dict):
+        out += [colour_cue_text(summary["colour_cues"], []), ""]
+    return out
 
 
 _PER_CELL = {"seed", "clean_acc", "protected_acc", "chance_acc", "valid", "cluster_purity", "sync_bn", "precision",
