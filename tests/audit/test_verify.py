@@ -178,6 +178,7 @@ def test_target_acc_that_cannot_be_met_writes_nothing(tmp_path, capsys):
     assert code == 2
     line = err.strip().splitlines()[-1]
     assert "--target-acc 0.05" in line and "32/255" in line and "nothing written" in line
+    assert "the images' own brightness alone tells apart" in line and "wm" in line  # why, where the data says
     assert not out.exists() and not (tmp_path / "prot.key").exists()
 
 

@@ -302,8 +302,11 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
         return ok
 
     if not attempt(hi):
+        cues = colour_cues(ds, held_out_split(ds, "--verify"))
+        why = (f"; the images' own {cues['cue']} alone tells apart {', '.join(cues['named'])} (a linear classifier on "
+               f"colour statistics: {cues['acc']:.1%}, chance {cues['chance']:.1%})" if cues["named"] else "")
         raise UserError(f"--target-acc {target}: not met by '{algo.name}' at its maximum budget {hi}/255 "
-                        f"(protected accuracy {tried[-1]['protected_acc']:.1%}); nothing written")
+                        f"(protected accuracy {tried[-1]['protected_acc']:.1%}{why}); nothing written")
     lo = 0  # levels <= lo are known (or assumed at 0) not to meet the target
     while hi - lo > 1 and len(tried) < MAX_FITS:
         mid = max(lo + 1, int(round(math.sqrt(max(lo, 1) * hi))))  # geometric: budgets span 1..64 grey levels
