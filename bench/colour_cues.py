@@ -13,7 +13,8 @@ class against ``2 x eps x 255`` grey levels), and two measurements around it:
   confusion matrix): for every protected run, the classes its victim still tells apart (recall and precision
   > 50%), and how many of those the colour check names.
 
-    PYTHONPATH=src python bench/colour_cues.py --rows bench/rows/gpu8.jsonl,bench/rows/gpu9.jsonl,...
+    PYTHONPATH=src python bench/colour_cues.py --rows bench/rows/gpu8.jsonl,bench/rows/gpu9.jsonl,... \
+        --figure docs/figures/colour_cues.png
 """
 
 from __future__ import annotations
@@ -85,12 +86,39 @@ def leaks(rows: list[dict[str, Any]], classes: tuple[str, ...], named: list[str]
     return out
 
 
+def draw(result: dict[str, Any], path: str | Path) -> None:
+    """One panel per dataset with recorded runs: each class's recall by colour alone (bars) and the share of protected
+    runs whose victim still told it apart (dots), classes sorted by the latter."""
+    from unlearnable.report import pyplot
+    plt = pyplot()
+    sets = [(n, e) for n, e in result["datasets"].items() if e.get("runs", {}).get("runs")]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.4), squeeze=False)
+    for ax, (name, e) in zip(axes[0], sets, strict=True):
+        runs = e["runs"]
+        rows = sorted(e["per_class"], key=lambda r: -runs["learnt"].get(r["class"], 0))
+        x = range(len(rows))
+        named = set(e["named"])
+        ax.bar(x, [r["recall"] for r in rows], color=["#4c72b0" if r["class"] in named else "#c0c0c0" for r in rows],
+               label="recall by colour alone (blue: named)")
+        ax.plot(x, [runs["learnt"].get(r["class"], 0) / runs["runs"] for r in rows], "o", color="#dd5555",
+                label="share of protected runs that kept it")
+        ax.set_xticks(list(x), [r["class"] for r in rows], rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{name}: colour alone {e['acc']:.0%} (chance {e['chance']:.0%}); {runs['runs']} protected runs",
+                     fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--eps", default="8/255")
     p.add_argument("--rows", default="", help="comma-separated JSON-lines files of bench/efficacy_sweep.py")
     p.add_argument("--out", default=None)
+    p.add_argument("--figure", default=None, help="PNG: per class, recall by colour alone, share of runs that kept it")
     a = p.parse_args(argv)
     num, _, den = a.eps.partition("/")
     eps = float(num) / float(den or 1)
@@ -114,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps({name: entry}), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
+    if a.figure:
+        draw(result, a.figure)
     return result
 
 
