@@ -87,3 +87,20 @@ def test_two_classes_need_a_strong_cue_to_be_named():
 def test_deterministic():
     ds = make_set([200, 100, 150, 100])
     assert colour_cues(ds, "test", 8 / 255) == colour_cues(ds, "test", 8 / 255)
+
+
+def test_cues_command_prints_the_table_and_writes_json(tmp_path, capsys):
+    import json
+
+    from helpers import run_cli
+    out = tmp_path / "cues.json"
+    code, stdout, err = run_cli(["cues", "mni-tissue:n=240,test=120", "--json", str(out)], capsys)
+    assert code == 0, err
+    c = json.loads(out.read_text())
+    assert c["cue"] == "brightness" and c["budget_levels"] == pytest.approx(8) and "wm" in c["named"]
+    assert "recall" in stdout and "gap (levels)" in stdout and c["summary"] in " ".join(stdout.split())
+    for args, needle in ((["--eps", "0"], "--eps 0"), (["--eps", "x"], "--eps")):
+        code, _, err = run_cli(["cues", "mni-tissue:n=240,test=120", *args], capsys)
+        assert code == 2 and needle in err and err.count("\n") == 1
+    code, _, err = run_cli(["cues", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "missing" in err

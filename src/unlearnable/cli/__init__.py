@@ -52,6 +52,7 @@ from . import forget_cmds  # noqa: E402,F401
 from . import sweep_cmds  # noqa: E402,F401
 from . import report_cmds  # noqa: E402,F401
 from . import seg_audit_cmds  # noqa: E402,F401
+from . import cues_cmds  # noqa: E402,F401
 
 
 def _fail(message: str, code: int = 2) -> None:
