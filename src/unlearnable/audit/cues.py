@@ -33,19 +33,21 @@ from .classes import LEARNT_ABOVE, per_class
 
 L2 = 1e-3  # ridge penalty of the colour classifier, on standardised features
 ITERS = 200  # L-BFGS iterations (the problem is convex and small: at most 70 features, K classes)
-CHUNK = 1024
+CHUNK_VALUES = 1 << 24  # pixel values read at once by colour_features (16 M: ~130 MB as float64)
 NAMED_MARGIN = 0.25  # a class named by colour: recall and precision above max(LEARNT_ABOVE, chance + this)
 BINS = {1: 16, 3: 4}  # histogram cells per channel: 16 grey levels; 4 x 4 x 4 colour cells
 
 
-def colour_features(images: torch.Tensor, index: torch.Tensor | None = None, chunk: int = CHUNK) -> torch.Tensor:
+def colour_features(images: torch.Tensor, index: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
     """``(N, 2 C + B)`` float64: each channel's mean and standard deviation in grey levels, then the image's joint
     colour histogram (the share of its pixels in each of :data:`BINS` ``** C`` colour cells: 64 for RGB, 16 for
     grey), for ``images[index]`` (all of them when None; uint8 ``(N, C, H, W)``), read ``chunk`` images at a time
-    so that a large set is never copied whole."""
+    (default: :data:`CHUNK_VALUES` pixel values' worth) so that a large set is never copied whole."""
     c = images.shape[1]
     b = BINS[c]
     index = torch.arange(images.shape[0]) if index is None else index
+    if chunk is None:  # about CHUNK_VALUES pixel values at a time (float64 and int64 copies), whatever the image size
+        chunk = max(1, CHUNK_VALUES // max(1, images[0].numel()))
     out = []
     for i in range(0, len(index), chunk):
         x = images[index[i:i + chunk]]
