@@ -38,6 +38,9 @@ def test_features_are_each_channels_mean_and_std_then_a_colour_histogram():
     assert f.shape == (2, 6 + 64) and f[0, 6] == 1.0 and f[1, 6 + 3 * 16] == 1.0  # cell (r, g, b) = r*16 + g*4 + b
     assert f[1, :3].tolist() == [255.0, 0.0, 0.0]
     assert torch.equal(colour_features(rgb, torch.tensor([1])), f[1:])  # a subset by index, never copied whole
+    big = torch.zeros(1, 1, 256, 256, dtype=torch.uint8)
+    big[..., ::4, ::4] = 200  # a large image is read on a grid of every 4th row and column: exactly these pixels
+    assert colour_features(big)[0, 0] == 200.0 and colour_features(big[..., :64, :64])[0, 0] == 200.0 / 16
 
 
 def test_a_class_apart_in_brightness_is_named_and_equal_ones_are_not():

@@ -23,6 +23,7 @@ still recognises some classes can see whether those are the classes their own co
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from .classes import LEARNT_ABOVE, per_class
 
 L2 = 1e-3  # ridge penalty of the colour classifier, on standardised features
 ITERS = 200  # L-BFGS iterations (the problem is convex and small: at most 70 features, K classes)
+MAX_PIXELS = 4096  # larger images are read on a regular grid of about this many pixels (every step-th row/column)
 CHUNK_VALUES = 1 << 24  # pixel values read at once by colour_features (16 M: ~130 MB as float64)
 NAMED_MARGIN = 0.25  # a class named by colour: recall and precision above max(LEARNT_ABOVE, chance + this)
 BINS = {1: 16, 3: 4}  # histogram cells per channel: 16 grey levels; 4 x 4 x 4 colour cells
@@ -42,15 +44,19 @@ def colour_features(images: torch.Tensor, index: torch.Tensor | None = None, chu
     """``(N, 2 C + B)`` float64: each channel's mean and standard deviation in grey levels, then the image's joint
     colour histogram (the share of its pixels in each of :data:`BINS` ``** C`` colour cells: 64 for RGB, 16 for
     grey), for ``images[index]`` (all of them when None; uint8 ``(N, C, H, W)``), read ``chunk`` images at a time
-    (default: :data:`CHUNK_VALUES` pixel values' worth) so that a large set is never copied whole."""
+    (default: :data:`CHUNK_VALUES` pixel values' worth) so that a large set is never copied whole. Images of more
+    than :data:`MAX_PIXELS` pixels are read on a regular grid of about that many (every ``step``-th row and column):
+    these are statistics of the whole image, and a 500-px photograph costs what a 64-px one does."""
     c = images.shape[1]
     b = BINS[c]
     index = torch.arange(images.shape[0]) if index is None else index
+    h, w = images.shape[-2:]
+    step = max(1, math.ceil(math.sqrt(h * w / MAX_PIXELS)))  # statistics: a regular grid of pixels is enough
     if chunk is None:  # about CHUNK_VALUES pixel values at a time (float64 and int64 copies), whatever the image size
-        chunk = max(1, CHUNK_VALUES // max(1, images[0].numel()))
+        chunk = max(1, CHUNK_VALUES // max(1, c * -(-h // step) * -(-w // step)))
     out = []
     for i in range(0, len(index), chunk):
-        x = images[index[i:i + chunk]]
+        x = images[index[i:i + chunk], :, ::step, ::step]
         flat = x.double().flatten(2)
         q = x.long().mul(b).div(256, rounding_mode="floor").flatten(2)  # (n, C, HW) cell index per channel
         cell = q[:, 0]
