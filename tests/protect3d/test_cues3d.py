@@ -29,6 +29,7 @@ def test_labels_named_by_intensity_give_a_perfect_rule_and_no_voxel_near_a_bound
     c = intensity_cues(s, [0, 1], s.subset([2, 3]), eps=8 / 255, reference_dice=0.8)
     assert c["rule_dice"] == 1.0 and c["near"] == 0.0 and c["budget_levels"] == pytest.approx(8)
     assert c["rule_share"] == pytest.approx(1.25) and c["cells_seen"] == 4
+    assert c["per_label"] == [{"label": f"c{k}", "dice": 1.0} for k in (1, 2, 3)]
     assert "Dice 1.000" in c["summary"] and "125% of the clean-trained segmenter's 0.800" in c["summary"]
 
 
@@ -59,3 +60,19 @@ def test_neighbours_within_reach():
 def test_describe_without_budget_or_reference():
     text = describe({"rule_dice": 0.5})
     assert text == "a voxel-wise intensity rule alone scores Dice 0.500 on the held-out subjects"
+
+
+def test_cues_command_on_subjects(tmp_path, capsys):
+    """``unlearnable cues SUBJECTS``: the table on the split protect would make, per label, with --json."""
+    import json
+
+    from helpers import run_cli
+    out = tmp_path / "c.json"
+    code, stdout, err = run_cli(["cues", "brain-phantoms:n=6,size=16", "--test-fraction", "0.34", "--json",
+                                 str(out)], capsys)
+    assert code == 0, err
+    c = json.loads(out.read_text())
+    assert [r["label"] for r in c["per_label"]] == ["csf", "gm", "wm"] and 0 < c["rule_dice"] <= 1
+    assert c["budget_levels"] == pytest.approx(8) and "Dice from intensity alone" in stdout
+    code, _, err = run_cli(["cues", "brain-phantoms:n=4,size=16", "--test-fraction", "0"], capsys)
+    assert code == 2 and "needs training and held-out subjects" in err and err.count("\n") == 1

@@ -100,7 +100,7 @@ def intensity_cues(subjects: SubjectSet, train: Sequence[int], held: SubjectSet,
     seen = counts.sum(1) > 0
     table = _fill(torch.where(seen, counts.argmax(1), -1), q, c, int(counts.sum(0).argmax()))
     scored = list(held.scored)
-    dice, near_n, total_n = [], 0, 0
+    dice, per_label, near_n, total_n = [], torch.zeros(len(scored), dtype=torch.float64), 0, 0
     reach = None
     if eps is not None and eps > 0:
         reach = -((-int(round(eps * 255)) * q) // 256)  # budget in model levels → cells, rounded up
@@ -109,7 +109,9 @@ def intensity_cues(subjects: SubjectSet, train: Sequence[int], held: SubjectSet,
         image, labels = held.native(i)
         cell = _cells(image[None], q)[0]
         pred = table[cell]
-        dice.append(float(dice_per_class(pred, labels, k)[scored].mean()))
+        d = dice_per_class(pred, labels, k)[scored].double()
+        dice.append(float(d.mean()))
+        per_label += d
         if reach is not None:
             mask = torch.isin(labels, torch.tensor(scored))
             near_n += int(differ[cell[mask]].sum())
@@ -118,7 +120,10 @@ def intensity_cues(subjects: SubjectSet, train: Sequence[int], held: SubjectSet,
     out: dict[str, Any] = {
         "rule": (f"each voxel's label looked up from its intensity ({q} levels per modality, "
                  f"{len(scored)} scored labels)"),
-        "rule_dice": round(rule, 4), "cells_seen": int(seen.sum())}
+        "rule_dice": round(rule, 4), "cells_seen": int(seen.sum()),
+        # per scored label, mean over held-out subjects: which labels intensity names and which it does not
+        "per_label": [{"label": subjects.classes[j], "dice": round(float(v) / max(len(held), 1), 4)}
+                      for j, v in zip(scored, per_label, strict=True)]}
     if reference_dice:
         out["reference_dice"] = round(float(reference_dice), 4)
         out["rule_share"] = round(rule / float(reference_dice), 4)
