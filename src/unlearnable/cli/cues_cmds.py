@@ -19,7 +19,8 @@ from . import app
 
 @app.command("cues")
 def cues_cmd(
-    source: str = typer.Argument(..., help="image dataset: .npz, image folder, torchvision root or built-in name"),
+    source: str = typer.Argument(..., help="image dataset (.npz, image folder, torchvision root, built-in name) or "
+                                 "3D subjects (MRBrainS18 folder, NIfTI CSV, brain-phantoms:...)"),
     eps: str = typer.Option("8/255", "--eps", help="the L-inf budget to judge mean-colour gaps against"),
     size: int | None = typer.Option(None, "--size", help="resize images to N x N first (mixed-size sources)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the full result to this JSON file"),
@@ -27,7 +28,9 @@ def cues_cmd(
                                       "without a test split), as for protect"),
     seed: int = typer.Option(0, "--seed", help="seed of that split, as for protect"),
 ) -> None:
-    """Images: which classes each image's colour statistics alone tell apart (a linear classifier fitted on the clean
+    """What the data's own colour (images) or intensity (3D subjects) gives away, before anything is protected.
+
+    Images: which classes each image's colour statistics alone tell apart (a linear classifier fitted on the clean
     training split, scored on the test split), and whether their mean colours lie further apart than the budget can
     close. 3D subjects: the Dice of a per-intensity label table on the held-out subjects, per label, and the share of
     labelled voxels within the budget of its boundaries."""
