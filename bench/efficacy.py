@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from unlearnable.audit.classes import classes_learnt, per_class
+from unlearnable.audit.cues import colour_cues
 from unlearnable.audit.evaluate import evaluate
 from unlearnable.data import ImageSet, load
 from unlearnable.data.quality import perturbation_stats
@@ -115,9 +116,10 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
     for m in methods:
         METHODS.get(m)  # unknown names fail here, with "did you mean", before anything trains
     t_all = time.perf_counter()
-    baselines, rows = [], []
+    baselines, rows, colour = [], [], {}
     for name in datasets:
         ds = prepare(name, quick, n_train, n_test, seed)
+        colour[name] = colour_floor(ds)
         clean_train = ds.split("train")
         test_labels = ds.split("test").labels
         chance = float(torch.bincount(test_labels, minlength=ds.num_classes).max()) / len(test_labels)
@@ -180,13 +182,23 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
                     say(f"{name} {victim} {method} eps={row['eps_255']}: clean {row['clean_acc']:.3f} protected "
                         f"{row['protected_acc']:.3f} chance {chance:.3f} PSNR {_db(row['psnr_db'])}")
     return _result(quick, seed, device, datasets, methods, eps, victims, jpeg_quality, baselines, rows,
-                   time.perf_counter() - t_all)
+                   time.perf_counter() - t_all, colour)
+
+
+def colour_floor(ds: ImageSet) -> dict[str, Any]:
+    """What the images' own colour gives away on this split (audit/cues.py; docs/methods.md, "Colour cues")."""
+    c = colour_cues(ds, "test", 8 / 255)
+    return {"acc": c["acc"], "chance": c["chance"], "named": c["named"],
+            "apart_beyond_budget": c["apart_beyond_budget"]}
 
 
 def _result(quick: bool, seed: int, device: str, datasets: Sequence[str], methods: Sequence[str],
             eps: Sequence[float], victims: Sequence[str], jpeg_quality: int | None, baselines: list[dict[str, Any]],
-            rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+            rows: list[dict[str, Any]], wall_s: float, colour: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"benchmark": "efficacy", "quick": quick, "seed": seed, "device": device,
+            # per dataset: a linear classifier on colour statistics alone, clean train -> clean test (not in a table
+            # made --from-rows, which reads no images)
+            **({"colour_cues": colour} if colour else {}),
             "config": {"datasets": list(datasets), "methods": list(methods), "eps": list(eps),
                        "victims": list(victims), "jpeg": jpeg_quality, "batch_size": BATCH, "lr": LR,
                        "recipes": RECIPES, "quick_sizes": QUICK if quick else None},
@@ -287,10 +299,13 @@ def from_rows(paths: Sequence[str | Path]) -> dict[str, Any]:
                 b["clean_jpeg_acc"] = j
             baselines.append(b)
     uniq = lambda xs: list(dict.fromkeys(xs))  # noqa: E731
-    return _result(bool(sig["quick"]), sig["seed"], "—", uniq(r["dataset"] for r in rows),
+    names = uniq(r["dataset"] for r in rows)
+    # the colour line needs the images: rebuilt from the same split (no training, about a second per dataset)
+    colour = {n: colour_floor(prepare(n, bool(sig["quick"]), sig["train"], sig["test"], sig["seed"])) for n in names}
+    return _result(bool(sig["quick"]), sig["seed"], "—", names,
                    uniq(r["method"] for r in rows), sorted({r["eps"] for r in rows if r["eps"] is not None}),
                    uniq(r["victim"] for r in rows), sig["jpeg"], baselines, rows,
-                   sum(r["fit_s"] + r["train_s"] for r in rows) + sum(b["train_s"] for b in baselines))
+                   sum(r["fit_s"] + r["train_s"] for r in rows) + sum(b["train_s"] for b in baselines), colour)
 
 
 def learnt_classes(cm: list[list[int]], classes: tuple[str, ...]) -> list[str]:
@@ -332,6 +347,11 @@ def markdown_table(result: dict[str, Any]) -> str:
         if has_jpeg:
             cells += [f"{100 * r['clean_jpeg_acc']:.1f}", f"{100 * r['protected_jpeg_acc']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    colour = result.get("colour_cues") or {}
+    if colour:  # the data's own floor for a victim that reads colour, one line under the table
+        lines += ["", "Colour alone (a linear classifier on each image's colour statistics, clean test): " + "; ".join(
+            f"{name} {100 * c['acc']:.1f}% (chance {100 * c['chance']:.1f}%; named: {', '.join(c['named']) or 'none'})"
+            for name, c in colour.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -57,8 +57,12 @@ def test_quick_run_json_and_table(bench, tmp_path, capsys):
     random8, ops = rows
     assert random8["linf_255"] <= 8 and 30 < random8["psnr_db"] < 50 and ops["linf_255"] > 8  # one pixel, any value
     text = table.read_text().splitlines()
-    assert text[0].startswith("| dataset | victim | method | eps | clean % | protected %") and len(text) == 2 + 2
-    assert "| textures | smallcnn | ops | — |" in text[-1]
+    assert text[0].startswith("| dataset | victim | method | eps | clean % | protected %") and len(text) == 2 + 2 + 2
+    assert "| textures | smallcnn | ops | — |" in text[3]
+    colour = result["colour_cues"]["textures"]  # the data's own floor for a colour reader, under the table
+    assert colour["chance"] == pytest.approx(0.1) and 0.2 < colour["acc"] <= 1 and "rocket" in colour["named"]
+    assert text[-1].startswith("Colour alone (a linear classifier")
+    assert f"textures {100 * colour['acc']:.1f}%" in text[-1]
 
 
 def test_learnt_classes_follow_the_verify_rule(bench):
@@ -119,7 +123,8 @@ def test_rows_file_resumes_without_training_again(bench, tmp_path, monkeypatch, 
     rebuilt = bench.main(["--from-rows", str(rows_file), "--table", str(table2), "--figure", str(figure)])
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5000
     assert [(r["method"], r["eps_255"]) for r in rebuilt["rows"]] == [("random", 8.0), ("ops", None), ("random", 4.0)]
-    assert table2.read_text().splitlines()[:4] == table.read_text().splitlines()
+    before, after = table.read_text().splitlines(), table2.read_text().splitlines()
+    assert after[:4] == before[:4] and after[-1] == before[-1]  # the rows, and the colour line from the same split
 
 
 def test_rows_file_bad_line_is_one_message(bench, tmp_path, capsys):
