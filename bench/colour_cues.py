@@ -31,6 +31,7 @@ import torch
 from unlearnable.audit.classes import classes_learnt, per_class
 from unlearnable.audit.cues import colour_cues, colour_features, fit_softmax
 from unlearnable.data import ImageSet, load
+from unlearnable.utils import parse_number
 
 DATASETS = ("mni-tissue", "textures", "mnist5k")
 
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default=None)
     p.add_argument("--figure", default=None, help="PNG: per class, recall by colour alone, share of runs that kept it")
     a = p.parse_args(argv)
-    num, _, den = a.eps.partition("/")
-    eps = float(num) / float(den or 1)
+    eps = parse_number(a.eps, "--eps")
     rows = [json.loads(line) for f in filter(None, a.rows.split(",")) for line in Path(f).read_text().splitlines()
             if line.strip()]
     result: dict[str, Any] = {"eps": a.eps, "datasets": {}}

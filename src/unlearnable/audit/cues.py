@@ -93,7 +93,8 @@ def colour_cues(ds: ImageSet, test_split: str, eps: float | None = None) -> dict
     """The colour-statistics classifier's accuracy and per-class results on the clean ``test_split`` (fitted on the
     clean ``train`` split), each class's mean colour and distance to the nearest other class, and, for an L-inf
     budget ``eps`` (a fraction of 255; None or 0: no budget), which of the classes named by colour lie further apart
-    than the budget can close (``2 x eps x 255`` levels)."""
+    than the budget can close (``2 x eps x 255`` levels); ``summary`` is :func:`describe`'s sentence (None when no
+    class is named)."""
     k = ds.num_classes
     tr, te = ds.indices("train"), ds.indices(test_split)
     y_tr, y_te = ds.labels[tr], ds.labels[te]
@@ -131,6 +132,7 @@ def colour_cues(ds: ImageSet, test_split: str, eps: float | None = None) -> dict
         out["budget_levels"] = round(budget, 2)
         out["apart_beyond_budget"] = [r["class"] for r in rows
                                       if r["class"] in named and (r["gap_levels"] or 0) > 2 * budget]
+    out["summary"] = describe(out)  # the sentence logs print, stored so that reports read it without this module
     return out
 
 

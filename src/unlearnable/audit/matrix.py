@@ -31,7 +31,7 @@ from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
-from .cues import colour_cues, describe
+from .cues import colour_cues
 from .evaluate import clean_rows, clean_rows_floor, evaluate, held_out_split, train_and_test
 from .validity import baseline_valid
 
@@ -134,9 +134,7 @@ def run_audit(
     rows = mark_validity(base_rows + rows, 1.0 / ds.num_classes)
     if D.is_main():
         # the classes the images' own colour tells apart, whatever the method (audit/cues.py; no single budget here)
-        cues = colour_cues(ds, held_out_split(ds, source or "the data"))
-        cues["summary"] = describe(cues)
-        write_summary(rows, out, defenses, recipe, cues)
+        write_summary(rows, out, defenses, recipe, colour_cues(ds, held_out_split(ds, source or "the data")))
     D.barrier()
     return rows
 

@@ -40,7 +40,7 @@ from ..protect.base import Protection, eps_levels
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
 from .classes import LEARNT_ABOVE, classes_learnt, per_class
-from .cues import colour_cues, describe
+from .cues import colour_cues
 from .evaluate import evaluate, held_out_split
 from .validity import baseline_valid
 
@@ -263,11 +263,9 @@ def _add_cues(entry: dict[str, Any], ds: ImageSet, algo: Protection) -> None:
     """The data's colour cues (:mod:`unlearnable.audit.cues`) at the budget chosen, beside the verdict: whether the
     classes a victim still tells apart are the ones the images' own colour names."""
     cues = colour_cues(ds, held_out_split(ds, "--verify"), algo.linf_budget())
-    text = describe(cues)
-    cues["summary"] = text  # the sentence the log prints, for the report (which reads results files only)
     entry["colour_cues"] = cues
-    if text:
-        log(f"verify: {text} (manifest verify.colour_cues)")
+    if cues["summary"]:
+        log(f"verify: {cues['summary']} (manifest verify.colour_cues)")
 
 
 def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: list[Recipe], chance: float,

@@ -37,7 +37,7 @@ def cues_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from ..audit.cues import colour_cues, describe
+    from ..audit.cues import colour_cues
     from ..audit.evaluate import held_out_split
     from ..data import load
     from ..errors import UserError
@@ -56,7 +56,6 @@ def cues_cmd(
     if ds.num_classes < 2:
         raise UserError(f"{source}: {ds.num_classes} class; the check needs at least 2")
     cues = colour_cues(ds, held_out_split(ds, source), budget)
-    cues["summary"] = describe(cues)
     table = Table(title=f"{source}: {cues['cue']} alone {cues['acc']:.1%} on clean '{cues['test_split']}' images "
                         f"(chance {cues['chance']:.1%})")
     for col in ("class", "recall", "precision", "mean colour", "nearest class", "gap (levels)", "named"):

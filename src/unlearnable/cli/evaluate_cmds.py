@@ -71,7 +71,7 @@ def evaluate_cmd(
 ) -> None:
     """Audit a protection: clean test accuracy of a victim trained on protected vs clean data."""
     from ..audit.classes import LEARNT_ABOVE, classes_learnt, per_class
-    from ..audit.cues import colour_cues, describe
+    from ..audit.cues import colour_cues
     from ..audit.evaluate import evaluate
     from ..data import load
     from ..protect.run import load_output
@@ -123,14 +123,12 @@ def evaluate_cmd(
         if manifest is not None:
             results["method"] = manifest.get("method")
             results["key_fingerprint"] = manifest.get("key_fingerprint")
-        params = (manifest or {}).get("params") or {}
-        eps = params.get("eps") if params.get("norm", "linf") == "linf" else None
-        # the classes the clean images' own colour tells apart (audit/cues.py), beside the classes the victim kept
-        results["colour_cues"] = cues = colour_cues(clean_ds, test_split, float(eps) if eps is not None else None)
-        cues["summary"] = describe(cues)
-        results["classes_learnt"] = classes_learnt(per_class(results["confusion"]["protected"], clean_ds.classes))
-        results["learnt_above"] = LEARNT_ABOVE
         if D.is_main():
+            # the classes the clean images' own colour tells apart (audit/cues.py), at the budget the protection's
+            # manifest records, beside the classes the victim kept
+            results["colour_cues"] = colour_cues(clean_ds, test_split, (manifest or {}).get("linf_budget"))
+            results["classes_learnt"] = classes_learnt(per_class(results["confusion"]["protected"], clean_ds.classes))
+            results["learnt_above"] = LEARNT_ABOVE
             with atomic_dir(out, force) as tmp:
                 write_json(tmp / "results.json", results)
                 accuracy_curves(results["curves"], tmp / "curves.png", chance=results["chance_acc"],

@@ -115,6 +115,18 @@ def verify_scope(v: dict) -> str:
             "to 32 px almost fully learnable), so check at the size they would train at with `--verify-size N`.")
 
 
+def learnt_text(entry: dict) -> str:
+    """The classes a protected victim still tells apart (``classes_learnt`` of a verification entry or an evaluate
+    result), under the threshold the entry recorded (older files: 50%)."""
+    learnt = entry.get("classes_learnt") or []
+    above = f"{entry.get('learnt_above', 0.5):.0%}"
+    if learnt:
+        return (f"Classes the protected victim still tells apart on clean test images (recall and precision above "
+                f"{above}): **{', '.join(learnt)}**.")
+    return ("The protected victim tells no class apart on clean test images (none has recall and precision above "
+            f"{above}).")
+
+
 def colour_cue_text(cues: dict, learnt: list) -> str:
     """The verification's colour cues (:mod:`unlearnable.audit.cues`) in a sentence, and which of the classes the
     protected victim still tells apart they account for."""
@@ -154,12 +166,7 @@ def protect(folder: Path) -> list[str]:
                                    ["victim", "verdict", "clean victim", "protected victim"]), ""]
         out += [str(v.get("reason") or ""), "", verify_scope(v), ""]
         if v.get("per_class"):
-            learnt = v.get("classes_learnt") or []
-            above = f"{v.get('learnt_above', 0.5):.0%}"  # the rule's threshold as recorded (older manifests: 50%)
-            out += [("Classes the protected victim still tells apart on clean test images (recall and precision "
-                     f"above {above}): **{', '.join(learnt)}**." if learnt else
-                     "The protected victim tells no class apart on clean test images (none has recall and "
-                     f"precision above {above})."), "",
+            out += [learnt_text(v), "",
                     markdown_table([{"class": c["class"], "test images": c["test_images"],
                                      "recall": _acc(c["recall"]), "precision": _acc(c["precision"])}
                                     for c in v["per_class"]], ["class", "test images", "recall", "precision"]), ""]
@@ -185,12 +192,7 @@ def evaluate(folder: Path) -> list[str]:
     if r.get("valid") is False:
         out += ["", f"**INVALID**: {r.get('invalid_reason')}; these accuracies prove nothing about protection."]
     if isinstance(r.get("colour_cues"), dict):
-        learnt = r.get("classes_learnt") or []
-        above = f"{r.get('learnt_above', 0.5):.0%}"
-        out += ["", (f"Classes the protected victim still tells apart on clean test images (recall and precision above "
-                     f"{above}): **{', '.join(learnt)}**." if learnt else
-                     "The protected victim tells no class apart on clean test images."),
-                "", colour_cue_text(r["colour_cues"], learnt)]
+        out += ["", learnt_text(r), "", colour_cue_text(r["colour_cues"], r.get("classes_learnt") or [])]
     rec = r.get("recipe") or {}
     if rec:
         out += ["", f"Victim `{rec.get('model')}`, {rec.get('epochs')} epochs, global batch {rec.get('batch_size')}, "
