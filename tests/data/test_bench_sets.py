@@ -28,6 +28,30 @@ def test_textures_balanced_deterministic_and_seeded():
     assert float(ds.images.float().flatten(2).std(2).mean(1).min()) >= 4.0
 
 
+def test_textures_without_colour_keeps_the_crops_and_takes_the_colour_cues_away():
+    from unlearnable.audit.cues import colour_cues
+    from unlearnable.data.bench_sets import NORM_MEAN, NORM_STD
+
+    base = load("textures:n=200,test=100")
+    norm = load("textures:n=200,test=100,normalise=1")
+    grey = load("textures:n=200,test=100,grey=1")
+    both = load("textures:n=200,test=100,grey=1,normalise=1")
+    assert norm.images.shape == base.images.shape and norm.layout == "NHWC"
+    assert grey.images.shape == (300, 1, 32, 32) and grey.layout == "NHW" and both.layout == "NHW"
+    assert norm.labels.tolist() == base.labels.tolist() and norm.ids == base.ids
+    # every crop's channels: the same mean and spread (rounding and clipping to uint8 aside)
+    x = norm.images.float().flatten(2)
+    dm, ds_ = (x.mean(2) - NORM_MEAN).abs(), (x.std(2) - NORM_STD).abs()
+    assert float(dm.median()) < 0.5 and float(ds_.median()) < 1.0 and float(dm.max()) < 12
+    # grey is the luminance of the same crops
+    lum = (base.images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    assert float((grey.images[:, 0].float() - lum).abs().max()) <= 0.5 + 1e-3
+    # the point of it: a linear classifier on colour statistics names far fewer photographs
+    acc = {name: colour_cues(ds, "test")["acc"] for name, ds in (("base", base), ("both", both))}
+    assert acc["base"] > 0.5 and acc["both"] < acc["base"] - 0.25
+    assert torch.equal(norm.images, load("textures:n=200,test=100,normalise=1").images)
+
+
 def test_mni_tissue_labels_follow_the_tissue_at_the_centre():
     ds = load("mni-tissue:n=200,test=80")
     assert ds.images.shape == (280, 1, 32, 32) and ds.layout == "NHW" and ds.classes == TISSUES
@@ -55,6 +79,8 @@ def test_mni_tissue_train_and_test_slabs_are_apart():
     ("mnist5k:n=10", "options: none"),
     ("mni-tissue:test=2", "at least 4"),
     ("mni-tissue:size=4", "size=4"),
+    ("textures:grey=2", "grey=2; choose 0 or 1"),
+    ("mni-tissue:grey=1", "bad option 'grey=1'"),
 ])
 def test_bad_builtin_options(spec, match):
     with pytest.raises(UserError, match=match):

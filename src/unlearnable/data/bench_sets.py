@@ -42,7 +42,8 @@ PHOTOS = (  # (package, file, class name)
     ("skimage.data", "retina.jpg", "retina"),
     ("skimage.data", "motorcycle_left.png", "motorcycle"),
 )
-TEXTURE_DEFAULTS = {"n": 2000, "test": 500, "size": 32, "seed": 0}
+TEXTURE_DEFAULTS = {"n": 2000, "test": 500, "size": 32, "seed": 0, "normalise": 0, "grey": 0}
+NORM_MEAN, NORM_STD = 128.0, 40.0  # ``normalise=1``: every crop's channels get this mean and standard deviation
 SHORT_SIDE = 256  # every photograph is first resized to this short side, so a crop covers a similar scale
 TRAIN_FRACTION = 0.7  # of each photograph's width
 MIN_STD = 8.0  # grey levels: near-uniform crops (black fundus corners, empty sky) say nothing about the class
@@ -146,15 +147,23 @@ def _photos() -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0
+def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, normalise: int = 0, grey: int = 0
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """``n`` train and ``test`` test RGB crops ``(size, size, 3)`` uint8, balanced over the ten photographs.
 
     A crop is a random square of side ``size`` to ``2 * size`` pixels (at a short side of 256) resized to ``size``,
     so the victim sees each photograph at varying scales. Returns (images ``(N, H, W, 3)``, labels, splits, names).
+
+    The same crops without the cues that name a photograph by its colour (docs/benchmarks.md, "Colour taken
+    away"): ``grey=1`` keeps the luminance only (``(N, H, W)``, ITU-R 601 weights); ``normalise=1`` gives every
+    crop's channels the same mean and standard deviation (:data:`NORM_MEAN`, :data:`NORM_STD`), as colour or
+    stain normalisation does, so neither a crop's mean colour nor its contrast tells its class.
     """
     if size < 8 or size > 64:
         raise UserError(f"textures: size={size}; choose 8..64 pixels")
+    for name, flag in (("normalise", normalise), ("grey", grey)):
+        if flag not in (0, 1):
+            raise UserError(f"textures: {name}={flag}; choose 0 or 1")
     photos = _photos()
     rng = np.random.default_rng([seed, 20240612])
     images, labels, splits = [], [], []
@@ -179,4 +188,15 @@ def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0
                 labels.append(c)
                 splits.append(split)
                 got += 1
-    return np.stack(images), np.array(labels, dtype=np.int64), np.array(splits), tuple(p[2] for p in PHOTOS)
+    out = np.stack(images)
+    if grey:
+        out = (out.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))[..., None]
+    if normalise:
+        x = out.astype(np.float64)
+        mean, std = x.mean(axis=(1, 2), keepdims=True), x.std(axis=(1, 2), keepdims=True)
+        out = (x - mean) / np.maximum(std, 1.0) * NORM_STD + NORM_MEAN
+    if grey or normalise:
+        out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if grey:
+        out = out[..., 0]
+    return out, np.array(labels, dtype=np.int64), np.array(splits), tuple(p[2] for p in PHOTOS)

@@ -25,7 +25,8 @@ BUILTINS = {
                   "[options: n, test, size, seed]",
     "textures": "crops (32x32 RGB) of 10 photographs shipped in scikit-learn and scikit-image (fundus, histology, "
                 "cat, ...), class = photograph; 2,000 train / 500 test from disjoint regions, balanced "
-                "[options: n, test, size, seed]",
+                "[options: n, test, size, seed; normalise=1: every crop's channels standardised, grey=1: "
+                "luminance only]",
 }
 OPTIONS: dict[str, dict[str, int]] = {"mnist5k": {}, "mni-tissue": MNI_DEFAULTS, "textures": TEXTURE_DEFAULTS}
 
