@@ -21,13 +21,19 @@ def test_grid_specs_are_valid(name):
     assert jobs, name
     assert len(set(jobs)) == len(jobs)
     for data, victim, spec, *_ in jobs:
-        assert data in S.DATASETS and victim in S.VICTIMS
+        assert (data in S.DATASETS or data in S.VARIANTS) and victim in S.VICTIMS
         if spec != "clean":
             method, params = S.parse_spec(spec)
             counts = params.pop("counts", None)  # bench-only: each class's tile level set by hand
             if counts is not None:
                 assert method == "tiles" and all(c.isdigit() for c in counts.split("-")), spec
             METHODS.get(method)(**params)  # parses and validates, or raises
+
+
+def test_variants_are_builtin_sources():
+    from unlearnable.data.formats.builtin import parse_builtin
+    for name, source in S.VARIANTS.items():
+        assert name not in S.DATASETS and parse_builtin(source) is not None
 
 
 def test_hand_set_tile_counts_give_each_class_its_level():
