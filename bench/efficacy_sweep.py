@@ -51,8 +51,10 @@ TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
-# with every crop's channels standardised, and in grey as well; exported beside DATASETS under these names.
-VARIANTS = {"textures-norm": "textures:normalise=1", "textures-grey": "textures:grey=1,normalise=1"}
+# with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
+# beside DATASETS under these names.
+VARIANTS = {"textures-norm": "textures:normalise=1", "textures-grey": "textures:grey=1,normalise=1",
+            "mni-tissue-norm": "mni-tissue:normalise=1"}
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -157,14 +159,17 @@ def grid(name: str) -> list[tuple]:
             + [("textures", k, 0) for k in range(7, 15)] + [("mnist5k", k, k - 7) for k in range(7, 11)]
         return [(d, "smallcnn", f"tiles,levels={lv}", k - 7, v) for d, k, v in pairs for lv in ("colour", "spread")] \
             + [("mnist5k", "smallcnn8", "tiles,levels=colour", k - 7, k - 7) for k in range(7, 11)]
-    if name == "colour-removed":  # CPU: the photographs without their colour cues, both victims
-        specs = ("clean", "tiles", "ar", "lsp", "random", "adv", "em")
-        small = [(d, "smallcnn", s, 0) for d in VARIANTS for s in specs]
-        keys = [(d, "smallcnn", "tiles", k) for d in VARIANTS for k in (1, 2)]
-        narrow = [(d, "resnet18-narrow", s, k) for d in VARIANTS
+    if name == "colour-removed":  # CPU: the photographs with and without their colour cues, both victims
+        specs, sets = ("clean", "tiles", "ar", "lsp", "random", "adv", "em"), ("textures", "textures-norm",
+                                                                                 "textures-grey")
+        small = [(d, "smallcnn", s, 0) for d in sets for s in specs]
+        keys = [(d, "smallcnn", "tiles", k) for d in sets for k in (1, 2)]
+        narrow = [(d, "resnet18-narrow", s, k) for d in sets
+                  for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1))]
+        tissue = [("mni-tissue-norm", v, s, k) for v in ("smallcnn", "resnet18-narrow")
                   for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1))]
         return small + keys + narrow + [("textures-norm", "resnet18-narrow", s, 0)
-                                        for s in ("adv,init=tiles,epochs=3,min_steps=1", "ar")]
+                                        for s in ("adv,init=tiles,epochs=3,min_steps=1", "ar")] + tissue
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
         specs = ("em,init=tiles-colour,augment=4,min_rounds=5", "adv,init=tiles-colour")
         return [("textures", "smallcnn", spec, 0) for spec in specs]

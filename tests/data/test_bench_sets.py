@@ -66,6 +66,21 @@ def test_mni_tissue_labels_follow_the_tissue_at_the_centre():
     assert torch.equal(ds.images, load("mni-tissue:n=200,test=80").images)
 
 
+def test_mni_tissue_normalised_keeps_the_patches_and_takes_their_brightness_away():
+    from unlearnable.data.bench_sets import NORM_MEAN, NORM_STD
+
+    base, norm = load("mni-tissue:n=200,test=80"), load("mni-tissue:n=200,test=80,normalise=1")
+    assert norm.images.shape == base.images.shape and norm.labels.tolist() == base.labels.tolist()
+    x = norm.images.float().flatten(1)
+    assert float((x.mean(1) - NORM_MEAN).abs().median()) < 0.5 and float((x.std(1) - NORM_STD).abs().median()) < 1
+    # brightness ranks within a patch are kept (the same patch, rescaled)
+    a, b = base.images[0, 0].float().flatten(), norm.images[0, 0].float().flatten()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+    # the patch mean no longer orders the tissues (it does without normalising: background < CSF < GM < WM)
+    means = [float(x[norm.labels == c].mean()) for c in range(4)]
+    assert max(means) - min(means) < 3
+
+
 def test_mni_tissue_train_and_test_slabs_are_apart():
     train = [z for z in range(3 * SLAB) if _slab_split(z) == "train"]
     test = [z for z in range(3 * SLAB) if _slab_split(z) == "test"]
@@ -81,6 +96,7 @@ def test_mni_tissue_train_and_test_slabs_are_apart():
     ("mni-tissue:size=4", "size=4"),
     ("textures:grey=2", "grey=2; choose 0 or 1"),
     ("mni-tissue:grey=1", "bad option 'grey=1'"),
+    ("mni-tissue:normalise=-1", "normalise=-1; choose 0 or 1"),
 ])
 def test_bad_builtin_options(spec, match):
     with pytest.raises(UserError, match=match):

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from ..errors import UserError
 
 TISSUES = ("background", "csf", "gm", "wm")
-MNI_DEFAULTS = {"n": 2000, "test": 500, "size": 32, "seed": 0}
+NORM_MEAN, NORM_STD = 128.0, 40.0  # ``normalise=1``: every image's channels get this mean and standard deviation
+MNI_DEFAULTS = {"n": 2000, "test": 500, "size": 32, "seed": 0, "normalise": 0}
 # Axial slices repeat in blocks of 40: slices 0-27 train, 32-37 test; the 4- and 2-slice gaps are dropped so a
 # test patch never has its neighbouring slice (1 mm away, nearly identical) in the training split.
 SLAB, TRAIN_END, TEST_START, TEST_END = 40, 28, 32, 38
@@ -43,7 +44,6 @@ PHOTOS = (  # (package, file, class name)
     ("skimage.data", "motorcycle_left.png", "motorcycle"),
 )
 TEXTURE_DEFAULTS = {"n": 2000, "test": 500, "size": 32, "seed": 0, "normalise": 0, "grey": 0}
-NORM_MEAN, NORM_STD = 128.0, 40.0  # ``normalise=1``: every crop's channels get this mean and standard deviation
 SHORT_SIDE = 256  # every photograph is first resized to this short side, so a crop covers a similar scale
 TRAIN_FRACTION = 0.7  # of each photograph's width
 MIN_STD = 8.0  # grey levels: near-uniform crops (black fundus corners, empty sky) say nothing about the class
@@ -90,14 +90,30 @@ def _window_fraction(mask: np.ndarray, size: int) -> np.ndarray:
     return total / float(size * size)
 
 
-def mni_tissue(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0
+def _flag(dataset: str, name: str, value: int) -> None:
+    if value not in (0, 1):
+        raise UserError(f"{dataset}: {name}={value}; choose 0 or 1")
+
+
+def _standardise(images: np.ndarray) -> np.ndarray:
+    """Every image's channels (``(N, H, W, C)``, float) to :data:`NORM_MEAN` / :data:`NORM_STD`, then uint8."""
+    mean, std = images.mean(axis=(1, 2), keepdims=True), images.std(axis=(1, 2), keepdims=True)
+    return np.clip(np.round((images - mean) / np.maximum(std, 1.0) * NORM_STD + NORM_MEAN), 0, 255).astype(np.uint8)
+
+
+def mni_tissue(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, normalise: int = 0
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """``n`` train and ``test`` test patches ``(size, size)`` uint8, balanced over the four tissues.
+
+    ``normalise=1`` gives every patch the same mean and standard deviation (:data:`NORM_MEAN`, :data:`NORM_STD`),
+    as per-image intensity normalisation does, so a patch's overall brightness no longer tells its tissue (the
+    centre's brightness against its surroundings still does).
 
     Returns (images ``(N, H, W)``, labels ``(N,)``, splits ``(N,)``, class names).
     """
     if size < 8 or size > 96:
         raise UserError(f"mni-tissue: size={size}; choose 8..96 pixels")
+    _flag("mni-tissue", "normalise", normalise)
     t1, label = _mni_maps()
     half = size // 2
     img = np.pad(t1, ((half, half), (half, half), (0, 0)))
@@ -120,8 +136,9 @@ def mni_tissue(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0
     arr = np.stack(images)
     # Radiological convention: rotate so anterior is up, as slices are usually shown.
     arr = np.rot90(arr, k=1, axes=(1, 2))
-    return (np.round(arr * 255).clip(0, 255).astype(np.uint8), np.array(labels, dtype=np.int64), np.array(splits),
-            TISSUES)
+    out = _standardise(arr[..., None] * 255.0)[..., 0] if normalise else np.round(arr * 255).clip(0, 255).astype(
+        np.uint8)
+    return out, np.array(labels, dtype=np.int64), np.array(splits), TISSUES
 
 
 # ------------------------------------------------------------------------------------------------ textures
@@ -161,9 +178,8 @@ def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, norm
     """
     if size < 8 or size > 64:
         raise UserError(f"textures: size={size}; choose 8..64 pixels")
-    for name, flag in (("normalise", normalise), ("grey", grey)):
-        if flag not in (0, 1):
-            raise UserError(f"textures: {name}={flag}; choose 0 or 1")
+    _flag("textures", "normalise", normalise)
+    _flag("textures", "grey", grey)
     photos = _photos()
     rng = np.random.default_rng([seed, 20240612])
     images, labels, splits = [], [], []
@@ -190,13 +206,8 @@ def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, norm
                 got += 1
     out = np.stack(images)
     if grey:
-        out = (out.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))[..., None]
-    if normalise:
-        x = out.astype(np.float64)
-        mean, std = x.mean(axis=(1, 2), keepdims=True), x.std(axis=(1, 2), keepdims=True)
-        out = (x - mean) / np.maximum(std, 1.0) * NORM_STD + NORM_MEAN
-    if grey or normalise:
-        out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    if grey:
-        out = out[..., 0]
+        lum = out.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        out = _standardise(lum[..., None])[..., 0] if normalise else np.clip(np.round(lum), 0, 255).astype(np.uint8)
+    elif normalise:
+        out = _standardise(out.astype(np.float64))
     return out, np.array(labels, dtype=np.int64), np.array(splits), tuple(p[2] for p in PHOTOS)

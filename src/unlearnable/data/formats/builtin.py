@@ -22,7 +22,7 @@ BUILTINS = {
                "stratified, fixed split",
     "mni-tissue": "MNI152 T1 patches (32x32 grey) labelled background/CSF/GM/WM at the centre, from nilearn's "
                   "template and tissue maps; 2,000 train / 500 test from separate axial slabs, balanced "
-                  "[options: n, test, size, seed]",
+                  "[options: n, test, size, seed; normalise=1: every patch standardised]",
     "textures": "crops (32x32 RGB) of 10 photographs shipped in scikit-learn and scikit-image (fundus, histology, "
                 "cat, ...), class = photograph; 2,000 train / 500 test from disjoint regions, balanced "
                 "[options: n, test, size, seed; normalise=1: every crop's channels standardised, grey=1: "
