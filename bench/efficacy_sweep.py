@@ -165,7 +165,7 @@ def grid(name: str) -> list[tuple]:
         small = [(d, "smallcnn", s, 0) for d in sets for s in specs]
         keys = [(d, "smallcnn", "tiles", k) for d in sets for k in (1, 2)]
         narrow = [(d, "resnet18-narrow", s, k) for d in sets
-                  for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1))]
+                  for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2))]
         tissue = [(d, v, s, k) for d in ("mni-tissue-norm", "mni-tissue") for v in ("smallcnn", "resnet18-narrow")
                   for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1))]
         return small + keys + narrow + [("textures-norm", "resnet18-narrow", s, 0)
