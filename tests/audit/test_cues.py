@@ -102,6 +102,10 @@ def test_cues_command_prints_the_table_and_writes_json(tmp_path, capsys):
     c = json.loads(out.read_text())
     assert c["cue"] == "brightness" and c["budget_levels"] == pytest.approx(8) and "wm" in c["named"]
     assert "recall" in stdout and "gap (levels)" in stdout and c["summary"] in " ".join(stdout.split())
+    assert "expect a victim trained on a protection within 8/255 to keep some of these classes" in stdout
+    code, stdout, err = run_cli(["cues", "textures:n=200,test=100,grey=1,normalise=1"], capsys)
+    assert code == 0, err
+    assert ("tells no class apart" in stdout) == ("expect a victim" not in stdout)
     for args, needle in ((["--eps", "0"], "--eps 0"), (["--eps", "x"], "--eps")):
         code, _, err = run_cli(["cues", "mni-tissue:n=240,test=120", *args], capsys)
         assert code == 2 and needle in err and err.count("\n") == 1

@@ -69,6 +69,11 @@ def cues_cmd(
                       ("yes, beyond the budget" if r["class"] in apart else "yes") if named else "")
     Console(width=120).print(table)
     typer.echo(cues["summary"] or f"the images' own {cues['cue']} alone tells no class apart")
+    if cues["named"]:
+        typer.echo(f"expect a victim trained on a protection within {eps} to keep some of these classes: a "
+                   f"network learns them from {cues['cue']} early, before a shortcut takes over (the benchmark's "
+                   "photographs with their colour standardised away were protected by the same tiles: "
+                   "docs/benchmarks.md, \"Colour taken away\")")
     if json_out is not None:
         write_json(json_out, cues)
 
