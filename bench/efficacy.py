@@ -310,7 +310,7 @@ def from_rows(paths: Sequence[str | Path]) -> dict[str, Any]:
 
 def learnt_classes(cm: list[list[int]], classes: tuple[str, ...]) -> list[str]:
     """The classes a victim still tells apart, by ``protect --verify``'s rule (recall and precision both above
-    :data:`~unlearnable.audit.verify.LEARNT_ABOVE`)."""
+    :data:`~unlearnable.audit.classes.LEARNT_ABOVE`)."""
     return classes_learnt(per_class(cm, classes))
 
 

@@ -198,30 +198,36 @@ def test_tiles_make_digits_unlearnable_where_random_noise_does_not():
     assert tiles < clean - 0.3 and tiles < noise - 0.3
 
 
+def _converged_smallcnn(source: str, key: int | None = None, **tile_params: str) -> float:
+    """Final-epoch clean-test accuracy of the benchmark's converged small CNN (30 epochs, batch 64, lr 0.05, crop pad 4
+    + flip, seed 0) trained on built-in ``source``'s training split, protected by ``tiles`` with key ``key`` (None:
+    clean), as ``bench/efficacy_sweep.py`` runs it."""
+    from unlearnable.data import load
+    from unlearnable.train.defenses import parse_defense
+    from unlearnable.train.loop import Recipe, train_classifier
+    ds = load(source)
+    tr, te = ds.split("train"), ds.split("test")
+    n = len(tr)
+    # the benchmark's view of the split (ids 000000.., which set each image's tile phase)
+    tr = ImageSet(tr.images, tr.labels, tuple(f"{i:06d}" for i in range(n)), ("train",) * n, tr.classes)
+    images = tr.images
+    if key is not None:
+        algo = METHODS.get("tiles")(**tile_params)
+        images = algo.apply(tr, algo.fit(tr, Key.from_seed(key)))
+    _, h = train_classifier(images, tr.labels, tr.num_classes,
+                            Recipe(model="smallcnn", epochs=30, batch_size=64, lr=0.05, seed=0),
+                            eval_sets={"test": (te.images, te.labels)},
+                            hooks=[parse_defense("aug:4").hook(tr.num_classes)])
+    return h.epochs[-1]["test_acc"]
+
+
 @pytest.mark.slow  # two converged small-CNN victims on 2,000 patches: about 4 min on the shared 2-core machine
 def test_tiles_colour_levels_protect_tissue_where_the_key_order_did_not():
     """Key 8 on the tissue patches: the key-drawn order gives the near-constant tiles to background and white matter
     (124 grey levels apart), and the converged victim keeps those two classes (measured 49.8%); given out by colour,
     the same key leaves it at chance (25.2%; docs/benchmarks.md, "Tile levels given out by colour")."""
-    from unlearnable.data import load
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
-    ds = load("mni-tissue")
-    tr, te = ds.split("train"), ds.split("test")
-    n = len(tr)
-    # the benchmark's view of the split (ids 000000.., which set each image's tile phase)
-    tr = ImageSet(tr.images, tr.labels, tuple(f"{i:06d}" for i in range(n)), ("train",) * n, tr.classes)
-
-    def victim(levels: str) -> float:
-        algo = METHODS.get("tiles")(levels=levels)
-        images = algo.apply(tr, algo.fit(tr, Key.from_seed(8)))
-        aug = parse_defense("aug:4").hook(tr.num_classes)
-        _, h = train_classifier(images, tr.labels, tr.num_classes,
-                                Recipe(model="smallcnn", epochs=30, batch_size=64, lr=0.05, seed=0),
-                                eval_sets={"test": (te.images, te.labels)}, hooks=[aug])
-        return h.epochs[-1]["test_acc"]
-
-    spread, colour = victim("spread"), victim("colour")
+    spread, colour = (_converged_smallcnn("mni-tissue", key=8, levels="spread"),
+                      _converged_smallcnn("mni-tissue", key=8, levels="colour"))
     assert spread > 0.40 and colour < 0.35, (spread, colour)
 
 
@@ -230,25 +236,7 @@ def test_tiles_protect_the_photographs_once_their_colour_is_standardised():
     """The photographs' colour is what keeps their victims above the goal: with every crop's channels standardised
     (``textures:normalise=1``) the same key leaves the converged small CNN at chance (measured 10.0%, clean 72.8%),
     where the colour crops keep 40.8% (docs/benchmarks.md, "Colour taken away")."""
-    from unlearnable.data import load
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
-
-    def victim(source: str, protect: bool) -> float:
-        ds = load(source)
-        tr, te = ds.split("train"), ds.split("test")
-        n = len(tr)
-        tr = ImageSet(tr.images, tr.labels, tuple(f"{i:06d}" for i in range(n)), ("train",) * n, tr.classes)
-        images = tr.images
-        if protect:
-            algo = METHODS.get("tiles")()
-            images = algo.apply(tr, algo.fit(tr, Key.from_seed(7)))
-        _, h = train_classifier(images, tr.labels, tr.num_classes,
-                                Recipe(model="smallcnn", epochs=30, batch_size=64, lr=0.05, seed=0),
-                                eval_sets={"test": (te.images, te.labels)},
-                                hooks=[parse_defense("aug:4").hook(tr.num_classes)])
-        return h.epochs[-1]["test_acc"]
-
-    clean, standardised, colour = (victim("textures:normalise=1", False), victim("textures:normalise=1", True),
-                                   victim("textures", True))
+    clean, standardised, colour = (_converged_smallcnn("textures:normalise=1"),
+                                   _converged_smallcnn("textures:normalise=1", key=7),
+                                   _converged_smallcnn("textures", key=7))
     assert clean > 0.6 and standardised < 0.2 and colour > standardised + 0.1, (clean, standardised, colour)

@@ -95,10 +95,14 @@ def _flag(dataset: str, name: str, value: int) -> None:
         raise UserError(f"{dataset}: {name}={value}; choose 0 or 1")
 
 
+def _uint8(grey_levels: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(grey_levels), 0, 255).astype(np.uint8)
+
+
 def _standardise(images: np.ndarray) -> np.ndarray:
     """Every image's channels (``(N, H, W, C)``, float) to :data:`NORM_MEAN` / :data:`NORM_STD`, then uint8."""
     mean, std = images.mean(axis=(1, 2), keepdims=True), images.std(axis=(1, 2), keepdims=True)
-    return np.clip(np.round((images - mean) / np.maximum(std, 1.0) * NORM_STD + NORM_MEAN), 0, 255).astype(np.uint8)
+    return _uint8((images - mean) / np.maximum(std, 1.0) * NORM_STD + NORM_MEAN)
 
 
 def mni_tissue(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, normalise: int = 0
@@ -136,8 +140,8 @@ def mni_tissue(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, no
     arr = np.stack(images)
     # Radiological convention: rotate so anterior is up, as slices are usually shown.
     arr = np.rot90(arr, k=1, axes=(1, 2))
-    out = _standardise(arr[..., None] * 255.0)[..., 0] if normalise else np.round(arr * 255).clip(0, 255).astype(
-        np.uint8)
+    levels = arr * 255.0
+    out = _standardise(levels[..., None])[..., 0] if normalise else _uint8(levels)
     return out, np.array(labels, dtype=np.int64), np.array(splits), TISSUES
 
 
@@ -207,7 +211,7 @@ def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, norm
     out = np.stack(images)
     if grey:
         lum = out.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        out = _standardise(lum[..., None])[..., 0] if normalise else np.clip(np.round(lum), 0, 255).astype(np.uint8)
+        out = _standardise(lum[..., None])[..., 0] if normalise else _uint8(lum)
     elif normalise:
         out = _standardise(out.astype(np.float64))
     return out, np.array(labels, dtype=np.int64), np.array(splits), tuple(p[2] for p in PHOTOS)
