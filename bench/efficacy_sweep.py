@@ -399,23 +399,18 @@ def figure(paths: list[str], out: str) -> None:
 
 
 def cue(data_dir: str, names: tuple[str, ...] = DATASETS) -> list[dict[str, Any]]:
-    """How far each dataset's classes can be told apart from global statistics alone: a logistic regression on
-    every image's per-channel mean and standard deviation, trained on the training split and scored on the clean
-    test split; then trained on images whose class's mean is moved by ``eps`` per channel *away* from the nearest
-    other class's mean (so that clean test images sit towards it). A victim that learns this cue besides a
-    shortcut keeps about this accuracy on clean images, and a class-wise shift of 8/255 barely moves it."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """How far each dataset's classes can be told apart from colour statistics alone, with the product's colour
+    classifier (``unlearnable.audit.cues``: each channel's mean and standard deviation and a coarse joint colour
+    histogram, no position or shape; the classifier ``unlearnable cues`` and ``--verify`` report), fitted on the
+    training split and scored on the clean test split; then fitted on training images whose class's mean is moved
+    by ``eps`` per channel *away* from the nearest other class's mean (so that clean test images sit towards it).
+    A victim that learns this cue besides a shortcut keeps about this accuracy on clean images, and a class-wise
+    shift of 8/255 barely moves it."""
+    from unlearnable.audit.cues import colour_features, fit_softmax
 
-    def stats(x: torch.Tensor):
-        x = x.float() / 255
-        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1).numpy()
-
-    def score(train: torch.Tensor, y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor) -> float:
-        m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-        m.fit(stats(train), y.numpy())
-        return round(float(m.score(stats(test), test_y.numpy())), 4)
+    def score(train: torch.Tensor, y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor, k: int) -> float:
+        predict = fit_softmax(colour_features(train), y, k)
+        return round(float((predict(colour_features(test)) == test_y).double().mean()), 4)
 
     rows = []
     for name in names:
@@ -423,10 +418,11 @@ def cue(data_dir: str, names: tuple[str, ...] = DATASETS) -> list[dict[str, Any]
         y, k = tr.labels, tr.num_classes
         means = torch.stack([tr.images[y == c].float().mean((0, 2, 3)) for c in range(k)])
         nearest = (torch.cdist(means, means) + 9 * 255 * torch.eye(k)).argmin(1)
-        row: dict[str, Any] = {"data": name, "clean": score(tr.images, y, te_im, te_lab)}
+        row: dict[str, Any] = {"data": name, "clean": score(tr.images, y, te_im, te_lab, k)}
         for e in (8, 16):
             away = torch.sign(means - means[nearest])[y][:, :, None, None] * e
-            row[f"shift_{e}"] = score((tr.images.float() + away).clamp(0, 255), y, te_im, te_lab)
+            moved = (tr.images.float() + away).clamp(0, 255).to(torch.uint8)
+            row[f"shift_{e}"] = score(moved, y, te_im, te_lab, k)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
