@@ -49,7 +49,8 @@ AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
-         "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed")
+         "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
+         "pil-r18")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
@@ -170,6 +171,16 @@ def grid(name: str) -> list[tuple]:
                   for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1))]
         return small + keys + narrow + [("textures-norm", "resnet18-narrow", s, 0)
                                         for s in ("adv,init=tiles,epochs=3,min_steps=1", "ar")] + tissue
+    if name == "pil":  # CPU: PIL on every dataset against both CPU victims (key 7), the digits over three keys, the
+        # references the CPU rows lacked, then the datasets without their colour cues
+        first = [(d, v, "pil", 0) for v in ("smallcnn", "resnet18-narrow") for d in DATASETS]
+        digits = [("mnist5k", "resnet18-narrow", s, k) for k in (1, 2) for s in ("pil", "tiles")]
+        refs = [("mnist5k", "resnet18-narrow", "clean", 0), ("mnist5k", "smallcnn", "clean", 0),
+                ("mnist5k", "smallcnn", "tiles", 0)]
+        colourless = [(d, "resnet18-narrow", "pil", 0) for d in VARIANTS] + [("textures-norm", "smallcnn", "pil", 0)]
+        return first + digits + refs + colourless
+    if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
+        return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
         specs = ("em,init=tiles-colour,augment=4,min_rounds=5", "adv,init=tiles-colour")
         return [("textures", "smallcnn", spec, 0) for spec in specs]

@@ -4,6 +4,7 @@ runner, a two-process torchrun launcher and folder listings."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -132,6 +133,43 @@ def torchrun(args: list[str], tmp_path, nproc: int = 2, timeout: int = 300) -> s
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
            "-m", "unlearnable", *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+_SHARD_SCRIPT = """
+import hashlib, json, sys, torch
+sys.path.insert(0, sys.argv[2])
+from helpers import quadrant_blobs
+from unlearnable.protect import METHODS, Key
+from unlearnable.runtime import distributed as D
+D.init_from_env("cpu")
+data = quadrant_blobs(n=40)
+algo = METHODS.get(sys.argv[3])(**json.loads(sys.argv[4]))
+out = algo.apply(data, algo.fit(data, Key.from_seed(5)))
+if D.rank() == 0:
+    json.dump({"sha": hashlib.sha256(out.numpy().tobytes()).hexdigest(), "world": D.world_size()},
+              open(sys.argv[1], "w"))
+D.barrier()  # leave together: a rank that exits while its peer still holds the group can abort it (SIGABRT)
+D.shutdown()
+"""
+
+
+def sharded_fit_hashes(method: str, params: dict, tmp_path) -> tuple[dict, dict]:
+    """Fit and apply ``method`` with ``params`` on :func:`quadrant_blobs` (40 images, key seed 5) once as one
+    process and once under torchrun with two (gloo); returns rank 0's ``{"sha", "world"}`` of each run, so a test
+    can check that sharding the fit over ranks gives the same bytes."""
+    path = tmp_path / "shard.py"
+    path.write_text(_SHARD_SCRIPT)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [str(path), "", tests_dir, method, json.dumps(params)]
+    out = []
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    for name, prefix in (("one", [sys.executable]), ("two", two)):
+        args[1] = str(tmp_path / f"{name}.json")
+        r = subprocess.run(prefix + args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    return out[0], out[1]
 
 
 def torchrun_status(r: subprocess.CompletedProcess) -> int:

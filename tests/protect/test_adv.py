@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from _efficacy import single_thread  # noqa: F401
-from helpers import quadrant_blobs
+from helpers import quadrant_blobs, sharded_fit_hashes
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
@@ -106,40 +101,11 @@ def test_adv_needs_two_classes():
         METHODS.get("adv")(epochs=1, min_steps=1, steps=1).fit(data, Key.from_seed(1))
 
 
-_SHARD_SCRIPT = """
-import hashlib, json, sys, torch
-sys.path.insert(0, sys.argv[2])
-from helpers import quadrant_blobs
-from unlearnable.protect import METHODS, Key
-from unlearnable.runtime import distributed as D
-D.init_from_env("cpu")
-data = quadrant_blobs(n=40)
-algo = METHODS.get("adv")(epochs=1, min_steps=1, steps=3, augment=2, batch_size=8)
-out = algo.apply(data, algo.fit(data, Key.from_seed(5)))
-if D.rank() == 0:
-    json.dump({"sha": hashlib.sha256(out.numpy().tobytes()).hexdigest(), "world": D.world_size()},
-              open(sys.argv[1], "w"))
-D.barrier()  # leave together: a rank that exits while its peer still holds the group can abort it (SIGABRT)
-D.shutdown()
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_adv_sharded_over_two_processes_gives_the_same_bytes(tmp_path):
     """Each rank perturbs its round-robin share of the batches, crops seeded per batch: same bytes as one process."""
-    script = tmp_path / "adv.py"
-    script.write_text(_SHARD_SCRIPT)
-    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where helpers.py lives
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), tests_dir], capture_output=True,
-                         text=True, cwd=tmp_path, env=env)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                          str(script), str(tmp_path / "two.json"), tests_dir], capture_output=True, text=True,
-                         cwd=tmp_path, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
-    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    a, b = sharded_fit_hashes("adv", {"epochs": 1, "min_steps": 1, "steps": 3, "augment": 2, "batch_size": 8}, tmp_path)
     assert (a["world"], b["world"]) == (1, 2) and a["sha"] == b["sha"]
 
 

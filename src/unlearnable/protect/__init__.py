@@ -4,7 +4,7 @@ import sys
 import types
 from typing import Any
 
-from . import adv, ar, beo, cuda, em, lsp, noise, ops, tiles, uc  # noqa: E402,F401  (registration)
+from . import adv, ar, beo, cuda, em, lsp, noise, ops, pil, tiles, uc  # noqa: E402,F401  (registration)
 from .base import METHODS, Protection, add_within_linf, make_params, protect
 from .keys import Key, load_key, save_key
 
