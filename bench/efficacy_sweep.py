@@ -50,7 +50,7 @@ E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
-         "pil-r18")
+         "pil-r18", "jpeg")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
@@ -179,6 +179,9 @@ def grid(name: str) -> list[tuple]:
                 ("mnist5k", "smallcnn", "tiles", 0)]
         colourless = [(d, "resnet18-narrow", "pil", 0) for d in VARIANTS] + [("textures-norm", "smallcnn", "pil", 0)]
         return first + digits + refs + colourless
+    if name == "jpeg":  # CPU: the victim saves the protected digits as JPEG (quality 10 and 75) before training
+        specs = [f"{s}+jpeg:{q}" for q in (10, 75) for s in ("clean", "pil", "tiles")]
+        return [("mnist5k", v, s, 0) for v in ("smallcnn", "resnet18-narrow") for s in specs]
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
@@ -264,8 +267,9 @@ def victim_recipe(victim: str, seed: int, epochs: int | None = None):
 
 def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: torch.Tensor, recipe,
                       key_seed: int, device: str = "cpu", aug: str | None = None, probes=None):
-    """Fit ``spec`` (``"clean"``: nothing) on ``tr`` with key ``key_seed``, then train ``recipe``'s victim from
-    scratch on the result with the benchmark's augmentation for dataset ``name``, scored on the clean test split
+    """Fit ``spec`` (``"clean"``: nothing) on ``tr`` with key ``key_seed``, apply the dataset defences named after
+    a ``+`` (``"pil+jpeg:10"``: the victim saves the protected images as JPEG first), then train ``recipe``'s victim
+    from scratch on the result with the benchmark's augmentation for dataset ``name``, scored on the clean test split
     after every epoch; ``probes(method, perturbation)``, if given, returns the evaluation sets to score instead
     (``bench/shortcut.py``).
 
@@ -276,6 +280,7 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
     from unlearnable.train.loop import train_classifier
     t = time.time()
     algo = pert = None
+    spec, *defences = spec.split("+")  # "pil+jpeg:10": the victim's dataset defence on the protected images
     if spec == "clean":
         imgs = tr.images
     else:
@@ -286,6 +291,8 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
         with _tile_counts(counts):
             pert = algo.fit(tr, Key.from_seed(key_seed))
         imgs = algo.apply(tr, pert)
+    for d in defences:
+        imgs = parse_defense(d).transform(imgs)
     fit_s = time.time() - t
     hook = parse_defense(aug or AUG.get(name, "aug:4")).hook(tr.num_classes)
     eval_sets = probes(algo, pert) if probes is not None else {"test": (te_im, te_lab)}

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from unlearnable.protect import METHODS
+from unlearnable.train.defenses import parse_defense
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import efficacy_sweep as S  # noqa: E402
@@ -22,6 +23,9 @@ def test_grid_specs_are_valid(name):
     assert len(set(jobs)) == len(jobs)
     for data, victim, spec, *_ in jobs:
         assert (data in S.DATASETS or data in S.VARIANTS) and victim in S.VICTIMS
+        spec, *defences = spec.split("+")  # dataset defences the victim applies to the protected images
+        for d in defences:
+            assert parse_defense(d).transform(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).shape == (1, 1, 8, 8)
         if spec != "clean":
             method, params = S.parse_spec(spec)
             counts = params.pop("counts", None)  # bench-only: each class's tile level set by hand
