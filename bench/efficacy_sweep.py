@@ -370,9 +370,10 @@ def table(path: str) -> str:
              "| PSNR dB | fit s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ps = "—" if r["psnr"] is None else f"{r['psnr']:.1f}"
+        fit = "—" if r.get("fit_s") is None else f"{r['fit_s']:.0f}"  # rows from before the fit was timed
         seeds = f"{7 + r['seed']} / {r.get('vseed', r['seed'])}" if "seed" in r else "—"
         lines.append(f"| {r['data']} | {r['victim']} | `{r['spec']}` | {seeds} | {100 * r['test']:.1f} | "
-                     f"{100 * r['best_test']:.1f} | {100 * r['train']:.1f} | {ps} | {r['fit_s']:.0f} |")
+                     f"{100 * r['best_test']:.1f} | {100 * r['train']:.1f} | {ps} | {fit} |")
     return "\n".join(lines) + "\n"
 
 
