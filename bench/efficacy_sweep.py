@@ -190,6 +190,13 @@ def grid(name: str) -> list[tuple]:
     raise SystemExit(f"--grid {name}: unknown ({', '.join(GRIDS)})")
 
 
+def split_defences(spec: str) -> tuple[str, list[str]]:
+    """``"pil+jpeg:10"`` -> ``("pil", ["jpeg:10"])``: the protection, then the dataset defences the victim applies
+    to the protected training images."""
+    spec, *defences = spec.split("+")
+    return spec, defences
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``"em,init=tiles,augment=4"`` -> ``("em", {"init": "tiles", "augment": "4"})`` (values stay strings, as
     ``--param`` gives them; the method's Params coerce and validate them)."""
@@ -280,7 +287,7 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
     from unlearnable.train.loop import train_classifier
     t = time.time()
     algo = pert = None
-    spec, *defences = spec.split("+")  # "pil+jpeg:10": the victim's dataset defence on the protected images
+    spec, defences = split_defences(spec)
     if spec == "clean":
         imgs = tr.images
     else:

@@ -23,7 +23,7 @@ def test_grid_specs_are_valid(name):
     assert len(set(jobs)) == len(jobs)
     for data, victim, spec, *_ in jobs:
         assert (data in S.DATASETS or data in S.VARIANTS) and victim in S.VICTIMS
-        spec, *defences = spec.split("+")  # dataset defences the victim applies to the protected images
+        spec, defences = S.split_defences(spec)
         for d in defences:
             assert parse_defense(d).transform(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).shape == (1, 1, 8, 8)
         if spec != "clean":

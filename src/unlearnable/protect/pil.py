@@ -95,16 +95,15 @@ class PerturbationInducedLinearisation(Protection):
         opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9)
         per_epoch = G.steps_per_epoch(len(x), p.batch_size)
         epochs = max(p.epochs, -(-p.min_steps // per_epoch))
-        total, done = epochs * per_epoch, 0
-        g = key.generator("pil/batches")
-        for _ in range(epochs):
-            for idx in torch.randperm(len(x), generator=g).split(p.batch_size):
-                for group in opt.param_groups:  # cosine schedule over all steps
-                    group["lr"] = p.lr * 0.5 * (1 + math.cos(math.pi * done / total))
-                opt.zero_grad()
-                F.cross_entropy(model(x[idx.to(x.device)]), y[idx.to(x.device)]).backward()
-                opt.step()
-                done += 1
+        total = epochs * per_epoch
+        batches = G.index_batches(len(x), p.batch_size, key.generator("pil/batches"))  # a fresh shuffle per epoch
+        for done in range(total):
+            idx = next(batches).to(x.device)
+            for group in opt.param_groups:  # cosine schedule over all steps
+                group["lr"] = p.lr * 0.5 * (1 + math.cos(math.pi * done / total))
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
         with torch.no_grad():
             acc = sum(int((model(x[i]).argmax(1) == y[i]).sum()) for i in torch.arange(len(x)).split(4096))
         self.linear_train_acc = acc / len(x)  # kept for inspection (tests, --progress); not part of the output
