@@ -50,7 +50,7 @@ E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
-         "pil-r18", "jpeg")
+         "pil-r18", "jpeg", "oppose", "oppose-r18")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
@@ -65,7 +65,9 @@ def adv_from_tiles(data: str, init: str = "tiles") -> str:
 
 
 def grid(name: str) -> list[tuple]:
-    """The named job lists that were run (docs/benchmarks.md cites them by name)."""
+    """The named job lists that were run (docs/benchmarks.md cites them by name). A bare ``tiles`` is the default of
+    the release that ran the grid: ``levels=random`` up to ``gpu4``, ``spread`` up to ``gpu7``, ``colour`` from
+    ``levels-colour`` to ``jpeg`` and ``oppose`` from ``oppose`` on (docs/benchmarks.md says which)."""
     if name == "gpu1":
         first = ["clean", "tiles", TILE_EM, "ar", "em", "em,augment=4"]
         second = ["tiles,period=3", "tiles,period=4", "em,init=tiles,min_rounds=5", "random", "lsp", "ops",
@@ -131,8 +133,8 @@ def grid(name: str) -> list[tuple]:
         # Which class owns the darkest tile on tissue (classes background, CSF, GM, WM; counts of 16): the leaking
         # class (white matter) gets it, against gpu8/gpu9's first-seed rows of the same keys
         keys = [(k, k if k < 5 else (k + 1) % 5) for k in range(7)]
-        return [("mni-tissue", "resnet18", f"tiles,counts={c}", k, v) for c in ("10-6-15-1", "6-15-10-1")
-                for k, v in keys]
+        return [("mni-tissue", "resnet18", f"tiles,levels=colour,counts={c}", k, v)
+                for c in ("10-6-15-1", "6-15-10-1") for k, v in keys]
     if name == "gpu11":
         # adv from an ensemble of surrogates (ensemble=N: N small CNNs from different keyed starts, mean loss) against
         # ResNet-18 over five keys, with the surrogate recipes of gpu6's best single-surrogate rows (tissue and digits:
@@ -182,6 +184,22 @@ def grid(name: str) -> list[tuple]:
     if name == "jpeg":  # CPU: the victim saves the protected digits as JPEG (quality 10 and 75) before training
         specs = [f"{s}+jpeg:{q}" for q in (10, 75) for s in ("clean", "pil", "tiles")]
         return [("mnist5k", v, s, 0) for v in ("smallcnn", "resnet18-narrow") for s in specs]
+    if name == "oppose":
+        # CPU: the tile levels signed so that they narrow the classes' colour gaps (levels=oppose) against the key's
+        # sign (colour), on the keys where the two differ, with both CPU victims; the narrow ResNet on tissue over
+        # keys 7-12 with two more hand-set orders; then ResNet-18 itself on the two tissue keys that change
+        c, o = "tiles,levels=colour", "tiles,levels=oppose"
+        narrow = [("mni-tissue", "resnet18-narrow", s, k) for k in range(6)
+                  for s in (c, o, f"{c},counts=10-6-15-1", f"{c},counts=15-10-6-1")]
+        small = [("textures", "smallcnn", s, k) for k in (1, 2, 6, 7) for s in (o, c)] \
+            + [("mni-tissue", "smallcnn", o, k) for k in (0, 1, 3)]
+        return narrow + small + [("textures", "resnet18-narrow", s, k) for k in (1, 2) for s in (o, c)] \
+            + [("mni-tissue", "resnet18", o, k) for k in (0, 1)]
+    if name == "oppose-r18":
+        # one GPU session: levels=oppose against ResNet-18 on tissue and the photographs, keys 7-14 with gpu9's two
+        # victim seeds per key (gpu8/gpu9 hold levels=colour on the same jobs; the digits' keys do not change)
+        return [(d, "resnet18", "tiles,levels=oppose", k, v) for d in ("mni-tissue", "textures") for k in range(8)
+                for v in ((k + 1) % 5, k)]
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
@@ -246,8 +264,9 @@ def train_small(images: torch.Tensor, labels: torch.Tensor, k: int, name: str, t
 
 @contextlib.contextmanager
 def _tile_counts(counts: str | None):
-    """Bench-only ``counts=a-b-c-...`` on ``tiles``: every class's count of ``+`` signs (grey data: one per class,
-    in class order) set by hand in place of the colour assignment, to test which class should own which level."""
+    """Bench-only ``counts=a-b-c-...`` on ``tiles,levels=colour``: every class's count of ``+`` signs (grey data:
+    one per class, in class order) set by hand in place of the colour assignment, to test which class should own
+    which level (with ``levels=oppose`` the counts could still be mirrored)."""
     if counts is None:
         yield
         return

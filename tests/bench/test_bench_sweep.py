@@ -48,7 +48,7 @@ def test_hand_set_tile_counts_give_each_class_its_level():
     from unlearnable.protect import tiles as T
     product = T.levels_by_colour
     with S._tile_counts("10-6-15-1"):
-        codes = METHODS.get("tiles")().fit(data, Key.from_seed(7))
+        codes = METHODS.get("tiles")(levels="colour").fit(data, Key.from_seed(7))
     assert [int((t > 0).sum()) for t in codes.tiles] == [10, 6, 15, 1]
     assert T.levels_by_colour is product  # the product's assignment is back after the job
 

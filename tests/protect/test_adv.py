@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _efficacy import single_thread  # noqa: F401
+from _efficacy import converged_acc, protect, random_subset, single_thread  # noqa: F401
 from helpers import quadrant_blobs, sharded_fit_hashes
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
@@ -113,24 +113,12 @@ def test_adv_sharded_over_two_processes_gives_the_same_bytes(tmp_path):
 def test_adv_protects_mri_tissue_patches_where_random_noise_does_not():
     """1,000 tissue patches (4 classes), a smallcnn victim with crop/flip: adv at 8/255 falls far below the clean
     victim and far below random noise at the same budget (on the H200 benchmark, full split: 25.0% vs 73.8% clean)."""
-    from unlearnable.data import load
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
-    ds = load("mni-tissue")
-    tr, te = ds.split("train"), ds.split("test")
-    tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:1000].sort().values)
+    tr, te = random_subset("mni-tissue", 1000)
 
     def victim(images: torch.Tensor) -> float:
-        aug = parse_defense("aug:4").hook(tr.num_classes)
-        _, h = train_classifier(images, tr.labels, tr.num_classes,
-                                Recipe(model="smallcnn", epochs=10, batch_size=64, lr=0.05, seed=0),
-                                eval_sets={"test": (te.images, te.labels)}, hooks=[aug])
-        return h.epochs[-1]["test_acc"]
+        return converged_acc(tr, te, images, epochs=10, aug="aug:4")
 
-    def protected(method: str, **params) -> float:
-        algo = METHODS.get(method)(**params)
-        return victim(algo.apply(tr, algo.fit(tr, Key.from_seed(7))))
-
-    clean, adv, rnd = victim(tr.images), protected("adv", epochs=10, steps=20), protected("random")
+    clean, adv, rnd = (victim(tr.images), victim(protect(tr, "adv", epochs=10, steps=20)),
+                      victim(protect(tr, "random")))
     assert clean > 0.6 and rnd > clean - 0.1, (clean, rnd)  # the victim learns; random noise does not protect
     assert adv < clean - 0.2 and adv < rnd - 0.2, (clean, adv, rnd)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _efficacy import single_thread  # noqa: F401
+from _efficacy import converged_acc, protect, random_subset, single_thread  # noqa: F401
 from helpers import quadrant_blobs, sharded_fit_hashes
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
@@ -64,25 +64,11 @@ def test_pil_makes_digits_unlearnable_where_random_noise_does_not():
     """Efficacy that can fail: 2,000 digits, a small CNN with random crops (pad 2), 20 epochs. Measured: clean 96.7%,
     random noise at 8/255 96.9%, PIL at 8/255 46.9% (on the full split with the converged recipe: 26.0%, and the
     narrow ResNet 13.0%; docs/benchmarks.md, "PIL")."""
-    from unlearnable.data import load
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
-
-    ds = load("mnist5k")
-    tr, te = ds.split("train"), ds.split("test")
-    tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:2000].sort().values)
+    tr, te = random_subset("mnist5k", 2000)
 
     def victim(images: torch.Tensor) -> float:
-        _, h = train_classifier(images, tr.labels, tr.num_classes,
-                                Recipe(model="smallcnn", epochs=20, batch_size=64, lr=0.05, seed=0),
-                                eval_sets={"test": (te.images, te.labels)},
-                                hooks=[parse_defense("aug:2:flip=false").hook(tr.num_classes)])
-        return h.epochs[-1]["test_acc"]
+        return converged_acc(tr, te, images, epochs=20, aug="aug:2:flip=false")
 
-    def protected(method: str) -> float:
-        algo = METHODS.get(method)()
-        return victim(algo.apply(tr, algo.fit(tr, Key.from_seed(7))))
-
-    clean, pil, rnd = victim(tr.images), protected("pil"), protected("random")
+    clean, pil, rnd = victim(tr.images), victim(protect(tr, "pil")), victim(protect(tr, "random"))
     assert clean > 0.9 and rnd > clean - 0.05, (clean, rnd)  # the victim learns; random noise does not protect
     assert pil < clean - 0.3 and pil < rnd - 0.3, (clean, pil, rnd)

@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _efficacy import converged_acc, protect, single_thread  # noqa: F401
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
 from unlearnable.protect.ar import generate, matched_response
-from unlearnable.protect.tiles import _variants, draw_tiles, level_cost, levels_by_colour, spread_levels
+from unlearnable.protect.tiles import (
+    _variants,
+    colour_agreement,
+    draw_tiles,
+    level_cost,
+    levels_by_colour,
+    oppose_colour,
+    spread_levels,
+)
 
 
 def _flat(n: int = 24, c: int = 3, size: int = 16, classes: int = 4, value: int = 128) -> ImageSet:
@@ -88,7 +97,7 @@ def test_tiles_levels_fall_back_to_distinct_patterns_and_validate():
     data = _flat(n=20, c=1, size=8, classes=10)
     a, b = _run("tiles", data)[1].tiles, _run("tiles", data, levels="random")[1].tiles
     assert not torch.equal(a, b)
-    with pytest.raises(UserError, match="levels=flat: must be 'colour', 'spread' or 'random'"):
+    with pytest.raises(UserError, match="levels=flat: must be one of colour, oppose, spread, random"):
         METHODS.get("tiles")(levels="flat")
 
 
@@ -139,6 +148,44 @@ def test_tiles_levels_colour_give_the_extremes_to_the_closest_classes():
     assert (out.int() - data.images.int()).abs().max() == 8
 
 
+def test_colour_agreement_weighs_close_pairs_and_flips_with_the_mirror():
+    """The sign of the tiles' effect on the classes' colour gaps: a mirror (``n - counts``) negates it; the closest
+    pair weighs most (tissue: CSF and GM, 26 levels apart, outweigh background and white matter, 124 apart)."""
+    means = torch.tensor([[61.0], [121.0], [147.0], [185.0]])  # background, CSF, GM, WM
+    widen = torch.tensor([[10], [1], [15], [6]])  # CSF darkest, GM brightest: their gap widens
+    assert colour_agreement(widen, means) > 0
+    assert colour_agreement(16 - widen, means) == pytest.approx(-colour_agreement(widen, means))
+    assert torch.equal(oppose_colour(widen, means, 16), 16 - widen)
+    assert torch.equal(oppose_colour(16 - widen, means, 16), 16 - widen)
+    assert colour_agreement(widen, torch.full((4, 1), 100.0)) == 0  # no colour gap: nothing to widen
+    g = torch.Generator().manual_seed(1)
+    for classes, channels, n in ((4, 1, 16), (10, 3, 4), (7, 2, 9)):
+        means = torch.rand(classes, channels, generator=g) * 255
+        counts = levels_by_colour(spread_levels(classes, channels, n, g), means)
+        got = oppose_colour(counts, means, n)
+        assert colour_agreement(got, means) <= 0
+        assert level_cost(got, means) == pytest.approx(level_cost(counts, means))  # the same spread and cost
+        assert int(got.min()) >= 1 and int(got.max()) <= n - 1
+
+
+def test_tiles_levels_oppose_darken_the_brighter_of_the_closest_classes():
+    """``levels=oppose``: the same near-constant tiles as ``colour`` for CSF and GM, the darkest always on GM (the
+    brighter of the two), for every key; the other tiles keep ``colour``'s patterns where no mirror is needed."""
+    shades = torch.tensor([60, 120, 147, 185], dtype=torch.uint8)
+    data = _flat(n=16, c=1, size=8, classes=4)
+    data = ImageSet(shades[data.labels][:, None, None, None].expand_as(data.images).contiguous(), data.labels,
+                    data.ids, data.splits, data.classes)
+    assert METHODS.get("tiles")(levels="oppose").fit_reads_pixels
+    kept = 0
+    for seed in range(6):
+        tiles = _run("tiles", data, seed=seed, levels="oppose")[1].tiles
+        counts = (tiles > 0).flatten(1).sum(1)
+        assert (int(counts.argmin()), int(counts.argmax())) == (2, 1)
+        colour = _run("tiles", data, seed=seed, levels="colour")[1].tiles
+        kept += int(torch.equal(tiles, colour))
+    assert 0 < kept < 6  # the key drew both orders; oppose kept colour's tiles where they already opposed
+
+
 def test_ar_noise_is_the_class_process_and_budgeted():
     data = _flat(n=16, c=1, classes=4)
     algo = METHODS.get("ar")(gain=0)
@@ -171,10 +218,6 @@ def test_tiles_make_digits_unlearnable_where_random_noise_does_not():
     """Efficacy that can fail, in the benchmark's setting: 600 digits (60 per class), smallcnn, 10 epochs with random
     crops (pad 2); tiles at 8/255 against a random-noise control of the same budget. The shortcut needs epochs to take
     over: with 4-8 epochs on 500 digits tiles only reached 72-74% against 85-87% clean."""
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
-
-    torch.set_num_threads(1)
     from unlearnable.data import load
 
     ds = load("mnist5k")
@@ -182,13 +225,9 @@ def test_tiles_make_digits_unlearnable_where_random_noise_does_not():
     g = torch.Generator().manual_seed(0)
     train = train.subset(torch.cat([(train.labels == c).nonzero().flatten()[torch.randperm(400, generator=g)[:60]]
                                     for c in range(10)]).sort().values)
-    crop = parse_defense("aug:2:flip=false").hook(train.num_classes)
-    recipe = Recipe(model="smallcnn", epochs=10, batch_size=32, lr=0.05, seed=0)
 
     def acc(images: torch.Tensor) -> float:
-        _, h = train_classifier(images, train.labels, train.num_classes, recipe, hooks=[crop],
-                                eval_sets={"test": (test.images, test.labels)})
-        return h.epochs[-1]["test_acc"]
+        return converged_acc(train, test, images, epochs=10, aug="aug:2:flip=false", batch_size=32)
 
     clean = acc(train.images)
     tiles = acc(_run("tiles", train, seed=0, eps=8 / 255)[0])
@@ -203,22 +242,13 @@ def _converged_smallcnn(source: str, key: int | None = None, **tile_params: str)
     + flip, seed 0) trained on built-in ``source``'s training split, protected by ``tiles`` with key ``key`` (None:
     clean), as ``bench/efficacy_sweep.py`` runs it."""
     from unlearnable.data import load
-    from unlearnable.train.defenses import parse_defense
-    from unlearnable.train.loop import Recipe, train_classifier
     ds = load(source)
     tr, te = ds.split("train"), ds.split("test")
     n = len(tr)
     # the benchmark's view of the split (ids 000000.., which set each image's tile phase)
     tr = ImageSet(tr.images, tr.labels, tuple(f"{i:06d}" for i in range(n)), ("train",) * n, tr.classes)
-    images = tr.images
-    if key is not None:
-        algo = METHODS.get("tiles")(**tile_params)
-        images = algo.apply(tr, algo.fit(tr, Key.from_seed(key)))
-    _, h = train_classifier(images, tr.labels, tr.num_classes,
-                            Recipe(model="smallcnn", epochs=30, batch_size=64, lr=0.05, seed=0),
-                            eval_sets={"test": (te.images, te.labels)},
-                            hooks=[parse_defense("aug:4").hook(tr.num_classes)])
-    return h.epochs[-1]["test_acc"]
+    images = tr.images if key is None else protect(tr, "tiles", key, **tile_params)
+    return converged_acc(tr, te, images, epochs=30, aug="aug:4")
 
 
 @pytest.mark.slow  # two converged small-CNN victims on 2,000 patches: about 4 min on the shared 2-core machine
