@@ -41,7 +41,7 @@ def protect(train: ImageSet, method: str, key: int = 7, **params) -> torch.Tenso
     return algo.apply(train, algo.fit(train, Key.from_seed(key)))
 
 
-def converged_acc(train: ImageSet, test: ImageSet, images: torch.Tensor, *, epochs: int, aug: str,
+def smallcnn_acc(train: ImageSet, test: ImageSet, images: torch.Tensor, *, epochs: int, aug: str,
                   batch_size: int = 64) -> float:
     """Final-epoch clean-test accuracy of a small CNN (lr 0.05, seed 0) trained ``epochs`` epochs on ``images``
     with ``train``'s labels and the augmentation ``aug`` (a defence spec: ``aug:4``, ``aug:2:flip=false``)."""

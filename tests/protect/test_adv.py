@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _efficacy import converged_acc, protect, random_subset, single_thread  # noqa: F401
+from _efficacy import protect, random_subset, single_thread, smallcnn_acc  # noqa: F401
 from helpers import quadrant_blobs, sharded_fit_hashes
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
@@ -116,7 +116,7 @@ def test_adv_protects_mri_tissue_patches_where_random_noise_does_not():
     tr, te = random_subset("mni-tissue", 1000)
 
     def victim(images: torch.Tensor) -> float:
-        return converged_acc(tr, te, images, epochs=10, aug="aug:4")
+        return smallcnn_acc(tr, te, images, epochs=10, aug="aug:4")
 
     clean, adv, rnd = (victim(tr.images), victim(protect(tr, "adv", epochs=10, steps=20)),
                       victim(protect(tr, "random")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _efficacy import converged_acc, protect, random_subset, single_thread  # noqa: F401
+from _efficacy import protect, random_subset, single_thread, smallcnn_acc  # noqa: F401
 from helpers import quadrant_blobs, sharded_fit_hashes
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
@@ -67,7 +67,7 @@ def test_pil_makes_digits_unlearnable_where_random_noise_does_not():
     tr, te = random_subset("mnist5k", 2000)
 
     def victim(images: torch.Tensor) -> float:
-        return converged_acc(tr, te, images, epochs=20, aug="aug:2:flip=false")
+        return smallcnn_acc(tr, te, images, epochs=20, aug="aug:2:flip=false")
 
     clean, pil, rnd = victim(tr.images), victim(protect(tr, "pil")), victim(protect(tr, "random"))
     assert clean > 0.9 and rnd > clean - 0.05, (clean, rnd)  # the victim learns; random noise does not protect

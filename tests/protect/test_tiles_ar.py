@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _efficacy import converged_acc, protect, single_thread  # noqa: F401
+from _efficacy import protect, single_thread, smallcnn_acc  # noqa: F401
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
@@ -227,7 +227,7 @@ def test_tiles_make_digits_unlearnable_where_random_noise_does_not():
                                     for c in range(10)]).sort().values)
 
     def acc(images: torch.Tensor) -> float:
-        return converged_acc(train, test, images, epochs=10, aug="aug:2:flip=false", batch_size=32)
+        return smallcnn_acc(train, test, images, epochs=10, aug="aug:2:flip=false", batch_size=32)
 
     clean = acc(train.images)
     tiles = acc(_run("tiles", train, seed=0, eps=8 / 255)[0])
@@ -248,7 +248,7 @@ def _converged_smallcnn(source: str, key: int | None = None, **tile_params: str)
     # the benchmark's view of the split (ids 000000.., which set each image's tile phase)
     tr = ImageSet(tr.images, tr.labels, tuple(f"{i:06d}" for i in range(n)), ("train",) * n, tr.classes)
     images = tr.images if key is None else protect(tr, "tiles", key, **tile_params)
-    return converged_acc(tr, te, images, epochs=30, aug="aug:4")
+    return smallcnn_acc(tr, te, images, epochs=30, aug="aug:4")
 
 
 @pytest.mark.slow  # two converged small-CNN victims on 2,000 patches: about 4 min on the shared 2-core machine

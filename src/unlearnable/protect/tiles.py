@@ -34,6 +34,7 @@ from .base import METHODS, Protection, add_within_linf, require_fitted, require_
 from .keys import Key, sample_seed
 
 LEVELS = ("colour", "oppose", "spread", "random")
+BY_COLOUR = ("colour", "oppose")  # the levels given out by each class's mean colour: fit reads pixels for them
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator,
     (``means``: each class's mean colour), with ``"oppose"`` then signed by :func:`oppose_colour`, with
     ``"random"`` signs are i.i.d."""
     counts = spread_levels(num_classes, channels, period * period, g) if levels != "random" else None
-    if levels in ("colour", "oppose"):
+    if levels in BY_COLOUR:
         if means is None:
             raise ValueError(f"draw_tiles(levels={levels!r}) needs the class means")
         counts = levels_by_colour(counts, means)
@@ -258,7 +259,7 @@ class PeriodicTiles(Protection):
     def fit_reads_pixels(self) -> bool:  # type: ignore[override]
         """``levels=oppose`` (the default) and ``colour`` read pixels once, for each class's mean colour; the others
         need labels, ids and the channel count only."""
-        return self.params.levels in ("colour", "oppose")
+        return self.params.levels in BY_COLOUR
 
     def period_for(self, channels: int, num_classes: int) -> int:
         """The tile side: the parameter, or the measured best (colour: 2, grey: 4), grown until the tiles can
@@ -274,7 +275,7 @@ class PeriodicTiles(Protection):
         if self.params.period and period != self.params.period:
             raise UserError(f"--param period={self.params.period}: too small to tell {data.num_classes} classes "
                             f"apart (use {period} or more)")
-        means = class_means(data) if self.params.levels in ("colour", "oppose") else None
+        means = class_means(data) if self.params.levels in BY_COLOUR else None
         tiles = draw_tiles(data.num_classes, data.channels, period, key.generator("tiles/codes"),
                            levels=self.params.levels, means=means)
         return TileCodes(tiles, key.seed("tiles/phases"))
