@@ -50,7 +50,7 @@ E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
-         "pil-r18", "jpeg", "oppose", "oppose-r18")
+         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
@@ -200,6 +200,21 @@ def grid(name: str) -> list[tuple]:
         # victim seeds per key (gpu8/gpu9 hold levels=colour on the same jobs; the digits' keys do not change)
         return [(d, "resnet18", "tiles,levels=oppose", k, v) for d in ("mni-tissue", "textures") for k in range(8)
                 for v in ((k + 1) % 5, k)]
+    if name == "walsh":
+        # CPU: zero-mean square-wave tiles (bench-only codes=walsh), and the same waves with small offsets in
+        # levels=oppose's order (counts 7-11-5-9), against levels=oppose on tissue: the narrow ResNet over keys 7-14
+        # (and second victim seeds), the small CNN over keys 7-12, four ResNet-18 runs (gpu9's key/seed pairs 11/4 and
+        # 12/5, where oppose failed, and 9/2 and 10/4, where it held); then a longer tile period (8 px)
+        w, m, o = "tiles,codes=walsh", "tiles,codes=walsh,counts=7-11-5-9", "tiles,levels=oppose"
+        narrow = [("mni-tissue", "resnet18-narrow", s, k, k) for s in (w, m) for k in range(8)] \
+            + [("mni-tissue", "resnet18-narrow", w, k, k + 1) for k in range(3)] \
+            + [("mni-tissue", "resnet18-narrow", o, k, v) for k, v in ((6, 6), (7, 7), (0, 1), (1, 2))]
+        return narrow + [("mni-tissue", "smallcnn", s, k, k) for s in (w, m) for k in range(6)] \
+            + [("mni-tissue", "resnet18", w, k, v) for k, v in ((4, 4), (5, 5), (2, 2), (3, 4))] \
+            + [("mni-tissue", "resnet18-narrow", "tiles,period=8", k, k) for k in range(4)]
+    if name == "walsh-r18":  # one GPU session: both wave codes against ResNet-18 on tissue, gpu9's 16 key/seed pairs
+        return [("mni-tissue", "resnet18", s, k, v) for s in ("tiles,codes=walsh", "tiles,codes=walsh,counts=7-11-5-9")
+                for k in range(8) for v in ((k + 1) % 5, k)]
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
@@ -262,6 +277,53 @@ def train_small(images: torch.Tensor, labels: torch.Tensor, k: int, name: str, t
     return round(h.epochs[-1]["test_acc"], 4)
 
 
+WALSH = ((0, 2), (2, 0), (2, 2), (0, 1), (1, 0), (1, 1), (1, 2), (2, 1))  # (rows, columns) frequencies, in order
+
+
+def walsh_tiles(num_classes: int, channels: int = 1, period: int = 4, counts: list[int] | None = None
+                ) -> torch.Tensor:
+    """Bench-only ``codes=walsh`` on grey ``tiles``: ``(K, 1, p, p)`` zero-mean square waves, class ``k`` the
+    ``k``-th frequency pair of :data:`WALSH` (cycles per tile down the rows and along the columns: 2 is the Nyquist
+    stripe, 1 two pixels on, two off). Any two are orthogonal under every cyclic shift and mirror, and every tile has
+    as many ``+`` as ``-`` signs: a pattern with no brightness offset, against the product's tiles, whose counts of
+    ``+`` signs give each class a brightness offset. ``counts`` (``codes=walsh,counts=7-11-5-9``) then gives class
+    ``k`` exactly ``counts[k]`` ``+`` signs, flipping the first wrong-signed pixels in raster order: the same
+    patterns with a small offset each."""
+    if channels != 1 or period != 4 or num_classes > len(WALSH):
+        raise SystemExit(f"codes=walsh: grey images with a 4 px tile and at most {len(WALSH)} classes")
+    if counts is not None and (len(counts) != num_classes or not all(0 < c < period * period for c in counts)):
+        raise SystemExit(f"codes=walsh,counts={counts}: one count in 1..{period * period - 1} per class")
+
+    def wave(f: int) -> torch.Tensor:
+        return 1 - 2 * ((2 * f * torch.arange(period)) // period % 2).float() if f else torch.ones(period)
+
+    tiles = torch.stack([torch.outer(wave(fy), wave(fx)) for fy, fx in WALSH[:num_classes]])
+    for t, c in zip(tiles.view(num_classes, -1), counts or []):
+        have = int((t > 0).sum())
+        flip = ((t < 0) if c > have else (t > 0)).nonzero()[:abs(c - have), 0]
+        t[flip] = -t[flip]
+    return tiles[:, None]
+
+
+@contextlib.contextmanager
+def _tile_codes(codes: str | None, counts: str | None = None):
+    """Bench-only ``codes=walsh`` on ``tiles``: every class's tile set to :func:`walsh_tiles` in class order in
+    place of the product's draw (the key still draws each image's phase), with ``counts`` if given."""
+    if codes is None:
+        yield
+        return
+    if codes != "walsh":
+        raise SystemExit(f"codes={codes}: only walsh")
+    from unlearnable.protect import tiles as T
+    fixed = None if counts is None else [int(c) for c in counts.split("-")]
+    saved = T.draw_tiles
+    T.draw_tiles = lambda num_classes, channels, period, g, **kw: walsh_tiles(num_classes, channels, period, fixed)
+    try:
+        yield
+    finally:
+        T.draw_tiles = saved
+
+
 @contextlib.contextmanager
 def _tile_counts(counts: str | None):
     """Bench-only ``counts=a-b-c-...`` on ``tiles,levels=colour``: every class's count of ``+`` signs (grey data:
@@ -311,10 +373,10 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
         imgs = tr.images
     else:
         method, params = parse_spec(spec)
-        counts = params.pop("counts", None)
+        counts, codes = params.pop("counts", None), params.pop("codes", None)
         algo = METHODS.get(method)(**params)
         algo.device = device
-        with _tile_counts(counts):
+        with _tile_counts(None if codes else counts), _tile_codes(codes, counts):
             pert = algo.fit(tr, Key.from_seed(key_seed))
         imgs = algo.apply(tr, pert)
     for d in defences:

@@ -31,6 +31,9 @@ def test_grid_specs_are_valid(name):
             counts = params.pop("counts", None)  # bench-only: each class's tile level set by hand
             if counts is not None:
                 assert method == "tiles" and all(c.isdigit() for c in counts.split("-")), spec
+            codes = params.pop("codes", None)  # bench-only: zero-mean square-wave tiles
+            if codes is not None:
+                assert method == "tiles" and codes == "walsh" and data.startswith("mni-tissue"), spec
             METHODS.get(method)(**params)  # parses and validates, or raises
 
 
@@ -51,6 +54,48 @@ def test_hand_set_tile_counts_give_each_class_its_level():
         codes = METHODS.get("tiles")(levels="colour").fit(data, Key.from_seed(7))
     assert [int((t > 0).sum()) for t in codes.tiles] == [10, 6, 15, 1]
     assert T.levels_by_colour is product  # the product's assignment is back after the job
+
+
+def test_walsh_tiles_are_zero_mean_and_orthogonal_under_every_shift_and_mirror():
+    from unlearnable.protect import tiles as T
+    w = S.walsh_tiles(8)
+    assert w.shape == (8, 1, 4, 4) and set(w.unique().tolist()) == {-1.0, 1.0}
+    assert (w.sum((1, 2, 3)) == 0).all()  # no brightness offset
+    for i in range(8):
+        for j in range(8):
+            agree = T._variants(w[j]) @ w[i].flatten()  # every cyclic shift and mirror of tile j
+            assert (agree.abs().max() == 16) if i == j else (agree == 0).all(), (i, j)
+    with pytest.raises(SystemExit, match="codes=walsh"):
+        S.walsh_tiles(9)
+    with pytest.raises(SystemExit, match="codes=walsh"):
+        S.walsh_tiles(4, channels=3)
+
+
+def test_walsh_counts_give_each_class_its_offset_and_keep_most_of_its_pattern():
+    w, m = S.walsh_tiles(4), S.walsh_tiles(4, counts=[7, 11, 5, 9])
+    assert [int((t > 0).sum()) for t in m] == [7, 11, 5, 9]
+    assert [int((a != b).sum()) for a, b in zip(w, m)] == [1, 3, 3, 1]  # the fewest flips that reach each count
+    with pytest.raises(SystemExit, match="one count"):
+        S.walsh_tiles(4, counts=[7, 11, 5])
+    with pytest.raises(SystemExit, match="one count"):
+        S.walsh_tiles(4, counts=[7, 11, 5, 16])
+
+
+def test_walsh_codes_replace_the_draw_for_one_job_only():
+    from unlearnable.data import ImageSet
+    from unlearnable.protect import Key
+    from unlearnable.protect import tiles as T
+    data = ImageSet(torch.full((8, 1, 8, 8), 100, dtype=torch.uint8), torch.arange(8) % 4,
+                    tuple(f"{i:06d}" for i in range(8)), ("train",) * 8, ("a", "b", "c", "d"))
+    product = T.draw_tiles
+    with S._tile_codes("walsh"):
+        codes = METHODS.get("tiles")().fit(data, Key.from_seed(7))
+    assert torch.equal(codes.tiles, S.walsh_tiles(4))
+    with S._tile_codes("walsh", "7-11-5-9"):
+        offset = METHODS.get("tiles")().fit(data, Key.from_seed(7))
+    assert torch.equal(offset.tiles, S.walsh_tiles(4, counts=[7, 11, 5, 9]))
+    assert T.draw_tiles is product
+    assert not torch.equal(METHODS.get("tiles")().fit(data, Key.from_seed(7)).tiles, codes.tiles)
 
 
 def test_table_skips_failed_jobs(tmp_path):
