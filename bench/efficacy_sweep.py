@@ -203,14 +203,16 @@ def grid(name: str) -> list[tuple]:
     if name == "walsh":
         # CPU: zero-mean square-wave tiles (bench-only codes=walsh), and the same waves with small offsets in
         # levels=oppose's order (counts 7-11-5-9), against levels=oppose on tissue: the narrow ResNet over keys 7-14
-        # (and second victim seeds), the small CNN over keys 7-12, four ResNet-18 runs (gpu9's key/seed pairs 11/4 and
-        # 12/5, where oppose failed, and 9/2 and 10/4, where it held); then a longer tile period (8 px)
+        # (and second victim seeds), the small CNN over keys 7-12, four ResNet-18 runs of the waves (gpu9's key/seed
+        # pairs 11/4 and 12/5, where oppose failed, and 9/2 and 10/4, where it held) and two of the offset waves (12/5,
+        # 10/4); then a longer tile period (8 px)
         w, m, o = "tiles,codes=walsh", "tiles,codes=walsh,counts=7-11-5-9", "tiles,levels=oppose"
         narrow = [("mni-tissue", "resnet18-narrow", s, k, k) for s in (w, m) for k in range(8)] \
             + [("mni-tissue", "resnet18-narrow", w, k, k + 1) for k in range(3)] \
             + [("mni-tissue", "resnet18-narrow", o, k, v) for k, v in ((6, 6), (7, 7), (0, 1), (1, 2))]
         return narrow + [("mni-tissue", "smallcnn", s, k, k) for s in (w, m) for k in range(6)] \
             + [("mni-tissue", "resnet18", w, k, v) for k, v in ((4, 4), (5, 5), (2, 2), (3, 4))] \
+            + [("mni-tissue", "resnet18", m, k, v) for k, v in ((5, 5), (3, 4))] \
             + [("mni-tissue", "resnet18-narrow", "tiles,period=8", k, k) for k in range(4)]
     if name == "walsh-r18":  # one GPU session: both wave codes against ResNet-18 on tissue, gpu9's 16 key/seed pairs
         return [("mni-tissue", "resnet18", s, k, v) for s in ("tiles,codes=walsh", "tiles,codes=walsh,counts=7-11-5-9")
