@@ -308,40 +308,43 @@ def walsh_tiles(num_classes: int, channels: int = 1, period: int = 4, counts: li
 
 
 @contextlib.contextmanager
+def _swapped(name: str, value):
+    """``unlearnable.protect.tiles.<name>`` replaced by ``value`` for one job, the product's restored after it."""
+    from unlearnable.protect import tiles as T
+    saved = getattr(T, name)
+    setattr(T, name, value)
+    try:
+        yield
+    finally:
+        setattr(T, name, saved)
+
+
 def _tile_codes(codes: str | None, counts: str | None = None):
     """Bench-only ``codes=walsh`` on ``tiles``: every class's tile set to :func:`walsh_tiles` in class order in
     place of the product's draw (the key still draws each image's phase), with ``counts`` if given."""
     if codes is None:
-        yield
-        return
+        return contextlib.nullcontext()
     if codes != "walsh":
         raise SystemExit(f"codes={codes}: only walsh")
-    from unlearnable.protect import tiles as T
     fixed = None if counts is None else [int(c) for c in counts.split("-")]
-    saved = T.draw_tiles
-    T.draw_tiles = lambda num_classes, channels, period, g, **kw: walsh_tiles(num_classes, channels, period, fixed)
-    try:
-        yield
-    finally:
-        T.draw_tiles = saved
+    return _swapped("draw_tiles", lambda num_classes, channels, period, g, **kw:
+                    walsh_tiles(num_classes, channels, period, fixed))
 
 
-@contextlib.contextmanager
 def _tile_counts(counts: str | None):
     """Bench-only ``counts=a-b-c-...`` on ``tiles,levels=colour``: every class's count of ``+`` signs (grey data:
     one per class, in class order) set by hand in place of the colour assignment, to test which class should own
     which level (with ``levels=oppose`` the counts could still be mirrored)."""
     if counts is None:
-        yield
-        return
-    from unlearnable.protect import tiles as T
+        return contextlib.nullcontext()
     fixed = torch.tensor([int(c) for c in counts.split("-")])[:, None]
-    saved = T.levels_by_colour
-    T.levels_by_colour = lambda drawn, means: fixed
-    try:
-        yield
-    finally:
-        T.levels_by_colour = saved
+    return _swapped("levels_by_colour", lambda drawn, means: fixed)
+
+
+def _tile_overrides(counts: str | None, codes: str | None):
+    """The bench-only tile options of one spec: with ``codes``, ``counts`` sets the waves' counts; alone, the
+    colour levels'."""
+    return _tile_codes(codes, counts) if codes is not None else _tile_counts(counts)
 
 
 def victim_recipe(victim: str, seed: int, epochs: int | None = None):
@@ -378,7 +381,7 @@ def protect_and_train(name: str, spec: str, tr, te_im: torch.Tensor, te_lab: tor
         counts, codes = params.pop("counts", None), params.pop("codes", None)
         algo = METHODS.get(method)(**params)
         algo.device = device
-        with _tile_counts(None if codes else counts), _tile_codes(codes, counts):
+        with _tile_overrides(counts, codes):
             pert = algo.fit(tr, Key.from_seed(key_seed))
         imgs = algo.apply(tr, pert)
     for d in defences:
