@@ -66,14 +66,25 @@ def protected(train, spec: str, key_seed: int) -> torch.Tensor:
     return add_within_linf(train.images, delta, EPS)
 
 
+#: the largest size each built-in dataset is cut at; larger ``--size`` builds there and upsamples (antialiased
+#: bilinear) before protecting, as a publisher who enlarges small crops would
+BUILT_MAX = {"textures": 64, "mni-tissue": 96}
+
+
 @functools.lru_cache(maxsize=2)
 def _data(dataset: str, n: int, test_n: int, size: int):
     """One built dataset per (name, sizes): every run of a sweep reuses it (tissue takes seconds to build)."""
-    return load(f"{dataset}:n={n},test={test_n},size={size}")
+    built = min(size, BUILT_MAX.get(dataset, size))
+    ds = load(f"{dataset}:n={n},test={test_n},size={built}")
+    return ds if built == size else at_size(ds, size)
+
+
+#: victims: the converged recipes of ``efficacy_sweep.VICTIMS`` (30 epochs for the small CNN, 40 for the ResNets)
+EPOCHS = {"smallcnn": 30, "resnet18": 40, "resnet18-narrow": 40}
 
 
 def run(dataset: str, size: int, victim_size: int, spec: str, key_seed: int, at: str, n: int = 2000,
-        test_n: int = 500) -> dict:
+        test_n: int = 500, model: str = "smallcnn") -> dict:
     ds = _data(dataset, n, test_n, size)
     train, test = ds.split("train"), ds.split("test")
     t = time.time()
@@ -81,10 +92,10 @@ def run(dataset: str, size: int, victim_size: int, spec: str, key_seed: int, at:
     if at == "down":
         train_set, test = at_size(train_set, victim_size), at_size(test, victim_size)
     hook = parse_defense("aug:4").hook(train.num_classes)
-    recipe = Recipe(model="smallcnn", seed=0, epochs=30, batch_size=64, lr=0.05)
+    recipe = Recipe(model=model, seed=0, epochs=EPOCHS[model], batch_size=64, lr=0.05)
     _, h = train_classifier(train_set.images, train_set.labels, train.num_classes, recipe,
                             eval_sets={"test": (test.images, test.labels)}, hooks=[hook])
-    return {"data": dataset, "size": size, "spec": spec, "key": key_seed, "at": at,
+    return {"data": dataset, "size": size, "spec": spec, "key": key_seed, "at": at, "model": model,
             "victim_size": victim_size if at == "down" else size, "test": round(h.epochs[-1]["test_acc"], 4),
             "train": round(h.epochs[-1]["train_acc"], 4), "chance": round(1 / train.num_classes, 4),
             "s": round(time.time() - t, 1)}
@@ -101,13 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=2000, help="training images per dataset")
     ap.add_argument("--test", type=int, default=500, help="test images per dataset")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default="smallcnn", choices=sorted(EPOCHS),
+                    help="the victim; above 64 px the ResNets use the ImageNet stem (7x7 stride-2 conv + max pool)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     for dataset in a.datasets.split(","):
         for spec in a.specs.split(","):
             for key in (int(k) for k in a.keys.split(",")):
                 for at in a.at.split(","):
-                    print(json.dumps(run(dataset, a.size, a.victim_size, spec, key, at, a.n, a.test)), flush=True)
+                    print(json.dumps(run(dataset, a.size, a.victim_size, spec, key, at, a.n, a.test, a.model)),
+                          flush=True)
 
 
 if __name__ == "__main__":
