@@ -31,3 +31,22 @@ def test_a_run_trains_at_the_size_it_names():
     assert row["victim_size"] == 8 and row["at"] == "down" and 0 <= row["test"] <= 1 and row["chance"] == 0.25
     with pytest.raises(SystemExit, match="unknown"):
         R.protected(load("textures:n=20,test=10,size=16").split("train"), "blur", 7)
+
+
+def test_sizes_above_what_a_dataset_is_cut_at_are_enlarged_and_the_victim_is_named(monkeypatch):
+    R._data.cache_clear()
+    monkeypatch.setitem(R.BUILT_MAX, "textures", 16)  # cut at 16 px, asked for 24: built at 16, then enlarged
+    ds = R._data("textures", 20, 10, 24)
+    small = load("textures:n=20,test=10,size=16")
+    assert tuple(ds.images.shape[1:]) == (3, 24, 24) and torch.equal(ds.labels, small.labels)
+    seen = {}
+
+    def fake_train(images, labels, k, recipe, **kw):  # record the victim instead of training it
+        seen.update(model=recipe.model, epochs=recipe.epochs, size=tuple(images.shape[-2:]))
+        h = type("H", (), {"epochs": [{"test_acc": 0.5, "train_acc": 1.0}]})()
+        return None, h
+
+    monkeypatch.setattr(R, "train_classifier", fake_train)
+    row = R.run("textures", 24, 24, "tiles", 7, "native", n=20, test_n=10, model="resnet18-narrow")
+    assert seen == {"model": "resnet18-narrow", "epochs": 40, "size": (24, 24)} and row["model"] == "resnet18-narrow"
+    R._data.cache_clear()
