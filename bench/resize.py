@@ -13,7 +13,10 @@ Protections (``--specs``):
 - ``tiles``: the product's tiles at the data's resolution (auto period: 2 px colour, 4 px grey);
 - ``tiles-cell:K``: the same tiles drawn at the auto period, each tile cell K x K pixels (a coarser, blocky period
   of K times the auto one, aimed at a trainer who downscales by K);
+- ``tiles-period:P``: the product's tiles with ``--param period=P`` (independent signs in a P x P tile);
 - ``fine+coarse:K``: ``tiles`` and ``tiles-cell:K`` (another key) at half the budget each.
+
+``--datasets`` takes built-in variants too (``textures:normalise=1``: every crop's colour statistics standardised).
 
     PYTHONPATH=src python bench/resize.py --datasets textures,mni-tissue --keys 7,8 --specs clean,tiles,tiles-cell:2 \
         --at native,down > resize.jsonl
@@ -56,13 +59,15 @@ def protected(train, spec: str, key_seed: int) -> torch.Tensor:
     def noise(codes: TileCodes) -> torch.Tensor:
         return tile_noise(codes.tiles, train.labels, train.ids, codes.seed, train.size)
 
-    if name in ("tiles", "tiles-cell"):
+    if name == "tiles-period":
+        delta = EPS * noise(METHODS.get("tiles")(period=cell).fit(train, Key.from_seed(key_seed)))
+    elif name in ("tiles", "tiles-cell"):
         delta = EPS * noise(tile_codes(train, Key.from_seed(key_seed), cell if name == "tiles-cell" else 1))
     elif name == "fine+coarse":
         delta = EPS / 2 * (noise(tile_codes(train, Key.from_seed(key_seed), 1))
                            + noise(tile_codes(train, Key.from_seed(key_seed + 100), cell)))
     else:
-        raise SystemExit(f"--specs {spec}: unknown (clean, tiles, tiles-cell:K, fine+coarse:K)")
+        raise SystemExit(f"--specs {spec}: unknown (clean, tiles, tiles-period:P, tiles-cell:K, fine+coarse:K)")
     return add_within_linf(train.images, delta, EPS)
 
 
@@ -74,8 +79,9 @@ BUILT_MAX = {"textures": 64, "mni-tissue": 96}
 @functools.lru_cache(maxsize=2)
 def _data(dataset: str, n: int, test_n: int, size: int):
     """One built dataset per (name, sizes): every run of a sweep reuses it (tissue takes seconds to build)."""
-    built = min(size, BUILT_MAX.get(dataset, size))
-    ds = load(f"{dataset}:n={n},test={test_n},size={built}")
+    base, _, options = dataset.partition(":")  # "textures:normalise=1": a built-in variant
+    built = min(size, BUILT_MAX.get(base, size))
+    ds = load(f"{base}:{options + ',' if options else ''}n={n},test={test_n},size={built}")
     return ds if built == size else at_size(ds, size)
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import resize as R  # noqa: E402
 
 
-@pytest.mark.parametrize("spec", ["clean", "tiles", "tiles-cell:2", "fine+coarse:2"])
+@pytest.mark.parametrize("spec", ["clean", "tiles", "tiles-period:4", "tiles-cell:2", "fine+coarse:2"])
 def test_specs_stay_within_the_budget(spec):
     train = load("textures:n=20,test=10,size=16").split("train")
     x = R.protected(train, spec, 7)
@@ -24,6 +24,13 @@ def test_specs_stay_within_the_budget(spec):
     if spec == "tiles-cell:2":  # blocky: every 2x2 cell at the phase's grid carries one sign per channel
         codes = R.tile_codes(train, R.Key.from_seed(7), 2)
         assert torch.equal(codes.tiles[..., ::2, ::2].repeat_interleave(2, -1).repeat_interleave(2, -2), codes.tiles)
+    if spec in ("tiles", "tiles-period:4"):  # the signed change repeats every period along a row (2 px / 4 px),
+        # wherever neither pixel was clipped at 0 or 255, and not at the other period
+        delta = x.int() - train.images.int()
+        for p, same in ((4, True), (2, spec == "tiles")):
+            a, b = delta[..., :, p:], delta[..., :, :-p]
+            ok = (a.abs() == 8) & (b.abs() == 8)
+            assert bool((a[ok] == b[ok]).all()) == same
 
 
 def test_a_run_trains_at_the_size_it_names():
