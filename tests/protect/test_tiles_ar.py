@@ -48,6 +48,23 @@ def test_tiles_are_periodic_full_budget_and_classwise():
     assert (_variants(a) @ c.flatten()).max() < c.numel()
 
 
+@pytest.mark.parametrize(("channels", "size", "period"), [(3, 16, 2), (3, 64, 2), (3, 65, 4), (3, 96, 4),
+                                                        (1, 16, 4), (1, 96, 4)])
+def test_tiles_auto_period_follows_the_channels_and_the_size(channels, size, period):
+    """2 px for colour images up to 64 px a side, 4 px for grey ones and for larger colour images (whose victims
+    downsample with a stride-2 stem first); the period drawn is the period applied."""
+    data = _flat(n=8, c=channels, size=size)
+    out, fit = _run("tiles", data)
+    assert fit.tiles.shape[-1] == period
+    delta = out.int() - data.images.int()
+    assert torch.equal(delta[..., :, period:], delta[..., :, :-period])
+    assert not torch.equal(delta[..., :, 2:], delta[..., :, :-2]) or period == 2
+    tall = ImageSet(torch.full((2, 3, 80, 40), 128, dtype=torch.uint8), torch.arange(2), ("a", "b"),
+                    ("train",) * 2, ("x", "y"))  # the longer side decides
+    assert METHODS.get("tiles")().period_for(3, 2, tall.size) == 4
+    assert METHODS.get("tiles")(period=2).period_for(3, 2, tall.size) == 2  # an explicit period is kept
+
+
 def test_tiles_apply_at_any_size_and_reject_bad_params():
     data = _flat(size=16)
     algo = METHODS.get("tiles")(period=4)

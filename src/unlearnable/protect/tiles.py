@@ -10,6 +10,9 @@ global pooling detects it at every phase. Each class owns one tile; tiles are ch
 another's under any cyclic shift or mirror (the flip augmentation), and every pixel spends the whole L-inf budget
 (PSNR = 20 log10(1 / eps) before clipping, 30.1 dB at 8/255).
 
+Tiles are 2 px for colour images of up to 64 px a side and 4 px for grey images and larger colour ones
+(:data:`LARGE`, :meth:`PeriodicTiles.period_for`).
+
 Each image gets the tile of its class at a phase drawn from the key and its id, so the noise is not one fixed
 image per class, ``apply`` is pure and works at any image size, and nothing per sample needs storing.
 
@@ -34,6 +37,11 @@ from .base import METHODS, Protection, add_within_linf, require_fitted, require_
 from .keys import Key, sample_seed
 
 LEVELS = ("colour", "oppose", "spread", "random")
+#: colour images larger than this (pixels a side) get 4-px tiles: victims of that size downsample first with a
+#: stride-2 convolution (the ImageNet stem; the registered models switch to it above 64 px), which averages a 2-px
+#: tile away but leaves a 4-px one a 2-px pattern that the stem's max pool reads (docs/benchmarks.md, "A 4-px tile
+#: for larger colour images")
+LARGE = 64
 BY_COLOUR = ("colour", "oppose")  # the levels given out by each class's mean colour: fit reads pixels for them
 
 
@@ -242,7 +250,8 @@ class PeriodicTiles(Protection):
     @dataclass(frozen=True)
     class Params:
         eps: float = 8 / 255
-        period: int = 0  # tile side in pixels; 0 = auto: 2 for colour images, 4 for grey ones (docs/methods.md)
+        # tile side in pixels; 0 = auto: 2 for colour images of at most LARGE px a side, else 4 (docs/methods.md)
+        period: int = 0
         # each class's tile mean: "oppose" (the default: as "colour", signed so that the tiles narrow the classes'
         # colour gaps), "colour" (spread apart, the far-apart levels to classes whose images are close in colour;
         # the key chose the sign), "spread" (spread apart in a key-drawn order) or "random" (i.i.d. signs)
@@ -261,17 +270,19 @@ class PeriodicTiles(Protection):
         need labels, ids and the channel count only."""
         return self.params.levels in BY_COLOUR
 
-    def period_for(self, channels: int, num_classes: int) -> int:
-        """The tile side: the parameter, or the measured best (colour: 2, grey: 4), grown until the tiles can
-        still tell ``num_classes`` classes apart under every shift and mirror."""
-        p = self.params.period or (2 if channels == 3 else 4)
+    def period_for(self, channels: int, num_classes: int, size: tuple[int, int] | None = None) -> int:
+        """The tile side: the parameter, or the measured best (colour images of at most :data:`LARGE` pixels a
+        side: 2; grey images and larger colour ones: 4), grown until the tiles can still tell ``num_classes``
+        classes apart under every shift and mirror. ``size``: the ``(H, W)`` the tiles are fitted at."""
+        small_colour = channels == 3 and (size is None or max(size) <= LARGE)
+        p = self.params.period or (2 if small_colour else 4)
         while 2 ** (channels * p * p) < 16 * num_classes and p < 16:
             p += 1
         return p
 
     def fit(self, data: ImageSet, key: Key) -> TileCodes:
         require_labels(self.name, data)
-        period = self.period_for(data.channels, data.num_classes)
+        period = self.period_for(data.channels, data.num_classes, data.size)
         if self.params.period and period != self.params.period:
             raise UserError(f"--param period={self.params.period}: too small to tell {data.num_classes} classes "
                             f"apart (use {period} or more)")
