@@ -29,6 +29,7 @@ import functools
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,7 +39,10 @@ from unlearnable.protect import METHODS, Key
 from unlearnable.protect.base import add_within_linf
 from unlearnable.protect.tiles import TileCodes, tile_noise
 from unlearnable.train.defenses import parse_defense
-from unlearnable.train.loop import Recipe, train_classifier
+from unlearnable.train.loop import train_classifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from efficacy_sweep import victim_recipe  # noqa: E402  (the efficacy benchmark's converged recipes)
 
 EPS = 8 / 255
 
@@ -85,8 +89,8 @@ def _data(dataset: str, n: int, test_n: int, size: int):
     return ds if built == size else at_size(ds, size)
 
 
-#: victims: the converged recipes of ``efficacy_sweep.VICTIMS`` (30 epochs for the small CNN, 40 for the ResNets)
-EPOCHS = {"smallcnn": 30, "resnet18": 40, "resnet18-narrow": 40}
+#: victims, each trained with its converged recipe from ``efficacy_sweep.VICTIMS``
+MODELS = ("smallcnn", "resnet18", "resnet18-narrow")
 
 
 def run(dataset: str, size: int, victim_size: int, spec: str, key_seed: int, at: str, n: int = 2000,
@@ -98,7 +102,7 @@ def run(dataset: str, size: int, victim_size: int, spec: str, key_seed: int, at:
     if at == "down":
         train_set, test = at_size(train_set, victim_size), at_size(test, victim_size)
     hook = parse_defense("aug:4").hook(train.num_classes)
-    recipe = Recipe(model=model, seed=0, epochs=EPOCHS[model], batch_size=64, lr=0.05)
+    recipe, _ = victim_recipe(model, 0)
     _, h = train_classifier(train_set.images, train_set.labels, train.num_classes, recipe,
                             eval_sets={"test": (test.images, test.labels)}, hooks=[hook])
     return {"data": dataset, "size": size, "spec": spec, "key": key_seed, "at": at, "model": model,
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=2000, help="training images per dataset")
     ap.add_argument("--test", type=int, default=500, help="test images per dataset")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--model", default="smallcnn", choices=sorted(EPOCHS),
+    ap.add_argument("--model", default="smallcnn", choices=MODELS,
                     help="the victim; above 64 px the ResNets use the ImageNet stem (7x7 stride-2 conv + max pool)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)

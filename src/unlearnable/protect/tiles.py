@@ -32,16 +32,17 @@ import torch
 
 from ..data.imageset import ImageSet
 from ..errors import UserError
+from ..models.classifiers import SMALL
 from . import _gradient as G
 from .base import METHODS, Protection, add_within_linf, require_fitted, require_labels
 from .keys import Key, sample_seed
 
 LEVELS = ("colour", "oppose", "spread", "random")
 #: colour images larger than this (pixels a side) get 4-px tiles: victims of that size downsample first with a
-#: stride-2 convolution (the ImageNet stem; the registered models switch to it above 64 px), which averages a 2-px
-#: tile away but leaves a 4-px one a 2-px pattern that the stem's max pool reads (docs/benchmarks.md, "A 4-px tile
-#: for larger colour images")
-LARGE = 64
+#: stride-2 convolution (the ImageNet stem, which the registered models use above :data:`~..models.classifiers.SMALL`),
+#: which averages a 2-px tile away but leaves a 4-px one a 2-px pattern that the stem's max pool reads
+#: (docs/benchmarks.md, "A 4-px tile for larger colour images")
+LARGE = SMALL
 BY_COLOUR = ("colour", "oppose")  # the levels given out by each class's mean colour: fit reads pixels for them
 
 
