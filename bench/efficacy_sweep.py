@@ -50,7 +50,7 @@ E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
-         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18")
+         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
@@ -217,6 +217,22 @@ def grid(name: str) -> list[tuple]:
     if name == "walsh-r18":  # one GPU session: both wave codes against ResNet-18 on tissue, gpu9's 16 key/seed pairs
         return [("mni-tissue", "resnet18", s, k, v) for s in ("tiles,codes=walsh", "tiles,codes=walsh,counts=7-11-5-9")
                 for k in range(8) for v in ((k + 1) % 5, k)]
+    if name == "gpu12":
+        # one GPU session: the real ResNet-18 (ImageNet stem above 64 px) at 96 px, where bench/resize.py measured
+        # the narrow stand-in: the photographs standardised and in colour with 2-px against 4-px tiles (keys 7 and 8,
+        # victim seed 0), tissue with its 4-px tiles; then the default tiles (levels=oppose) against ResNet-18 on
+        # tissue over gpu9's 16 key/seed pairs (all on one device, where the 36.9% combined CPU and GPU runs), 16
+        # new keys (15-30), the photographs' 16 pairs; then, if time is left, keys 9 and 10 on the standardised
+        # photographs at 96 px and 16 more new tissue keys (31-46)
+        pairs = (("clean", 0), ("tiles,period=2", 0), ("tiles,period=2", 1), ("tiles,period=4", 0),
+                 ("tiles,period=4", 1))
+        big = [(f"{d}@96", "resnet18", s, k, 0) for d in ("textures-norm", "textures") for s, k in pairs] \
+            + [("mni-tissue@96", "resnet18", s, k, 0) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1))]
+        old = grid("oppose-r18")
+        new = [("mni-tissue", "resnet18", "tiles,levels=oppose", k, k % 5) for k in range(8, 40)]
+        more = [("textures-norm@96", "resnet18", f"tiles,period={p}", k, 0) for k in (2, 3) for p in (2, 4)]
+        return big + [j for j in old if j[0] == "mni-tissue"] + new[:16] + [j for j in old if j[0] == "textures"] \
+            + more + new[16:]
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
@@ -239,19 +255,55 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return method, dict(x.split("=", 1) for x in kv)
 
 
-def export(out: Path) -> None:
-    from unlearnable.data import load
-    out.mkdir(parents=True, exist_ok=True)
-    for name, source in [(d, d) for d in DATASETS] + list(VARIANTS.items()):
+def sized(name: str) -> tuple[str, int | None]:
+    """``"textures-norm@96"`` -> ``("textures-norm", 96)``: a dataset of DATASETS or VARIANTS built at another pixel
+    size, as ``bench/resize.py`` builds it (cut at most at its ``BUILT_MAX`` size, then enlarged); a plain name ->
+    ``(name, None)``."""
+    base, at, size = name.partition("@")
+    if base not in DATASETS and base not in VARIANTS or (at and not size.isdigit()):
+        raise SystemExit(f"dataset {name}: unknown ({', '.join(DATASETS + tuple(VARIANTS))}, optionally @SIZE)")
+    return base, int(size) if at else None
+
+
+def _build(name: str):
+    """Dataset ``name`` (see :func:`sized`) built from its source packages: ``(train ImageSet, test images, test
+    labels)`` with the training ids ``export`` gives."""
+    from unlearnable.data import ImageSet, load
+    base, size = sized(name)
+    source = VARIANTS.get(base, base)
+    if size is None:
         ds = load(source)
-        tr, te = ds.split("train"), ds.split("test")
-        torch.save({"tr": (tr.images, tr.labels, ds.classes), "te": (te.images, te.labels)}, out / f"{name}.pt")
-        print(f"{out / name}.pt: {len(tr)} train, {len(te)} test", file=sys.stderr)
+    else:
+        from resize import _data  # noqa: PLC0415  (bench/resize.py imports this module)
+        ds = _data(source, 2000, 500, size)
+    tr, te = ds.split("train"), ds.split("test")
+    ids = tuple(f"{i:06d}" for i in range(len(tr)))
+    return ImageSet(tr.images, tr.labels, ids, ("train",) * len(tr), tuple(ds.classes)), te.images, te.labels
+
+
+def _file(data_dir: str | Path, name: str) -> Path:
+    """Where ``export`` writes dataset ``name``: ``<name>.pt``, a size after ``_`` (``mni-tissue_96.pt``)."""
+    return Path(data_dir) / f"{name.replace('@', '_')}.pt"
+
+
+def export(out: Path, names: list[str] | None = None) -> None:
+    """Write ``names`` (default: DATASETS and VARIANTS at their benchmark size) to ``out``, for a machine without
+    the datasets' source packages."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names or list(DATASETS) + list(VARIANTS):
+        tr, te_im, te_lab = _build(name)
+        torch.save({"tr": (tr.images, tr.labels, tr.classes), "te": (te_im, te_lab)}, _file(out, name))
+        print(f"{_file(out, name)}: {len(tr)} train, {len(te_lab)} test", file=sys.stderr)
 
 
 def _load(data_dir: str, name: str):
+    """Dataset ``name`` as ``export`` wrote it to ``data_dir``; a sized name (``textures@96``) without a file is
+    built here from its source packages (the photographs ship inside scikit-learn and scikit-image)."""
     from unlearnable.data import ImageSet
-    d = torch.load(Path(data_dir) / f"{name}.pt")
+    path = _file(data_dir, name)
+    if not path.exists() and sized(name)[1] is not None:
+        return _build(name)
+    d = torch.load(path)
     im, lab, cls = d["tr"]
     tr = ImageSet(im, lab, tuple(f"{i:06d}" for i in range(len(lab))), ("train",) * len(lab), tuple(cls))
     return tr, *d["te"]
@@ -543,7 +595,10 @@ def cue(data_dir: str, names: tuple[str, ...] = DATASETS) -> list[dict[str, Any]
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("export").add_argument("dir", type=Path)
+    e = sub.add_parser("export")
+    e.add_argument("dir", type=Path)
+    e.add_argument("names", nargs="*", help="datasets to write (default: DATASETS and VARIANTS); NAME@SIZE builds "
+                   "NAME at SIZE px, e.g. mni-tissue@96")
     r = sub.add_parser("run")
     r.add_argument("--data", required=True)
     r.add_argument("--grid", default="gpu1")
@@ -559,7 +614,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     if a.cmd == "export":
-        export(a.dir)
+        export(a.dir, a.names)
     elif a.cmd == "run":
         run(a)
     elif a.cmd == "cue":

@@ -22,7 +22,7 @@ def test_grid_specs_are_valid(name):
     assert jobs, name
     assert len(set(jobs)) == len(jobs)
     for data, victim, spec, *_ in jobs:
-        assert (data in S.DATASETS or data in S.VARIANTS) and victim in S.VICTIMS
+        assert S.sized(data) and victim in S.VICTIMS  # a dataset of DATASETS or VARIANTS, at most resized
         spec, defences = S.split_defences(spec)
         for d in defences:
             assert parse_defense(d).transform(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).shape == (1, 1, 8, 8)
@@ -41,6 +41,19 @@ def test_variants_are_builtin_sources():
     from unlearnable.data.formats.builtin import parse_builtin
     for name, source in S.VARIANTS.items():
         assert name not in S.DATASETS and parse_builtin(source) is not None
+
+
+def test_sized_datasets_are_built_at_their_size_with_export_ids(tmp_path):
+    assert S.sized("textures-norm@96") == ("textures-norm", 96) and S.sized("mnist5k") == ("mnist5k", None)
+    for bad in ("cifar10", "textures@big", "textures-norm@"):
+        with pytest.raises(SystemExit, match="unknown"):
+            S.sized(bad)
+    tr, te_im, te_lab = S._load(str(tmp_path), "textures@40")  # no file: built here from the photographs
+    assert tr.images.shape[1:] == (3, 40, 40) and te_im.shape[1:] == (3, 40, 40) and len(te_lab) == 500
+    assert tr.ids[:2] == ("000000", "000001") and len(tr) == 2000 and tr.num_classes == 10
+    S.export(tmp_path, ["textures@40"])  # a file, when there is one, is what is read
+    again = S._load(str(tmp_path), "textures@40")[0]
+    assert torch.equal(again.images, tr.images) and again.classes == tr.classes
 
 
 def test_hand_set_tile_counts_give_each_class_its_level():
