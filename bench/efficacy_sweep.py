@@ -50,7 +50,7 @@ E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
-         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12")
+         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
@@ -233,6 +233,13 @@ def grid(name: str) -> list[tuple]:
         more = [("textures-norm@96", "resnet18", f"tiles,period={p}", k, 0) for k in (2, 3) for p in (2, 4)]
         return big + [j for j in old if j[0] == "mni-tissue"] + new[:16] + [j for j in old if j[0] == "textures"] \
             + more + new[16:]
+    if name == "gpu13":
+        # the rest of one GPU session: keys 9 and 10 on the standardised photographs at 96 px (2-px against 4-px
+        # tiles), then gpu10's lead (WM on the darkest tile, GM on the brightest) on 28 of gpu12's tissue key/seed
+        # pairs (gpu9's 16 and keys 15-26), against levels=oppose measured there
+        more = [j for j in grid("gpu12") if j[0] == "textures-norm@96" and j[3] >= 2]
+        pairs = [(k, v) for d, _, _, k, v in grid("gpu12") if d == "mni-tissue"][:28]
+        return more + [("mni-tissue", "resnet18", "tiles,levels=colour,counts=10-6-15-1", k, v) for k, v in pairs]
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
