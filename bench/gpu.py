@@ -6,9 +6,10 @@
 Measures, through the package's own code paths (so the numbers are what users get): CUDA protection (fit + apply),
 one UC surrogate (SimCLR) epoch, one EM round (surrogate steps + noise pass), one victim epoch for ``smallcnn`` and
 ``resnet18``, and 3D segmentation training steps of the Med3D ResNet-10. Each is timed after a warm-up run (cuDNN
-autotuning, allocator), between ``torch.cuda.synchronize()`` calls. With more than one GPU visible, the victim
-epoch is re-run under torchrun on all of them (``--ddp-worker``, NCCL) and the weak-scaling efficiency is reported;
-``--ddp-procs N`` picks the process count (on a CPU: N gloo processes, which is how the tests run that path).
+autotuning, allocator), between ``torch.cuda.synchronize()`` calls, as the median of ``REPEATS`` timed calls. With
+more than one GPU visible, the victim epoch is re-run under torchrun on all of them (``--ddp-worker``, NCCL) and the
+weak-scaling efficiency is reported; ``--ddp-procs N`` picks the process count (on a CPU: N gloo processes, which is
+how the tests run that path).
 """
 
 from __future__ import annotations
@@ -49,15 +50,21 @@ SIZES = {
 }
 
 
-def synced(device: str, fn: Callable[[], object]) -> float:
-    """Wall-clock seconds of ``fn()``, with the GPU's queue drained before and after."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t
+REPEATS = 3  # every figure is the median of this many timed calls (one call of 0.1-0.3 s swung 3D bf16 5x)
+
+
+def synced(device: str, fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    """Median wall-clock seconds of ``repeats`` calls of ``fn()``, the GPU's queue drained before and after each."""
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def synthetic(n: int, size: int, classes: int = 10, channels: int = 3) -> ImageSet:
@@ -208,7 +215,7 @@ def main() -> None:
         "benchmark": "gpu", "device": args.device,
         "device_name": torch.cuda.get_device_name(args.device) if cuda else "cpu",
         "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
-        "threads": torch.get_num_threads(), "quick": args.quick,
+        "threads": torch.get_num_threads(), "quick": args.quick, "repeats": REPEATS,
         "sizes": z | {"channels": 3, "seg_model": "resnet10 (Med3D)", "seg_batch": 2},
         "results": res, "bf16_speedup": speed, "ddp_scaling": ddp, "ddp_note": why or None,
         "wall_s": time.perf_counter() - t0,

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,14 @@ def test_bench_gpu_quick_runs_on_cpu(tmp_path, monkeypatch, capsys):
         if name != "cuda_protection":  # model-free: no autocast path, said so in its note
             assert by_prec["bf16"]["ms_per_step"] > 0, name
     assert res["seg3d_train_step"]["bf16"]["voxels_per_s"] > 0
-    assert printed["device_name"] == "cpu" and printed["quick"] is True
+    assert printed["device_name"] == "cpu" and printed["quick"] is True and printed["repeats"] == mod.REPEATS
     assert printed["ddp_scaling"] is None and "not CUDA" in printed["ddp_note"]
+
+
+def test_bench_gpu_times_the_median_of_its_repeats():
+    mod = load_bench("gpu")
+    delays = iter([0.05, 0.0, 0.2])
+    assert 0.04 < mod.synced("cpu", lambda: time.sleep(next(delays)), repeats=3) < 0.15  # 0.05 s, not 0.0 or 0.2
 
 
 @pytest.mark.slow  # the quick benchmark plus a 2-process torchrun: ~40 s on the shared 2-core machine
