@@ -39,7 +39,8 @@ def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
            "--out", str(out), *ARGS]
     audit_inconclusive(cmd)
     rows = list(csv.DictReader((out / "audit.csv").open()))
-    assert list(rows[0]) == ["method", "defense", "mix", "clean_acc", "protected_acc", "valid"]
+    assert list(rows[0]) == ["method", "defense", "mix", "clean_acc", "protected_acc", "protected_best_acc", "valid"]
+    assert all(float(r["protected_best_acc"]) >= float(r["protected_acc"]) for r in rows)  # best epoch >= final
     # one clean baseline per defence, one clean-rows floor per defence for the partial mix, every (method, defence,
     # mix)
     assert len(rows) == 3 + 3 + 2 * 3 * 2

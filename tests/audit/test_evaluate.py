@@ -46,7 +46,14 @@ def test_results_contract(digits):
         assert key in res
     assert res["gap"] == pytest.approx(res["clean_acc"] - res["protected_acc"])
     assert len(res["curves"]["protected"]) == 1 and "test_acc" in res["curves"]["protected"][0]
+    assert res["protected_best_epoch"] == 1 and res["protected_best_acc"] == res["protected_acc"]  # one epoch
     assert res["setup"]["world_size"] == 1 and res["setup"]["per_rank_batch_size"] == 32
+
+
+def test_best_epoch_is_the_first_highest_scored_epoch():
+    from unlearnable.audit.evaluate import best_epoch
+    assert best_epoch([{"test_acc": 0.3}, {"test_acc": 0.7}, {"test_acc": 0.7}, {"test_acc": 0.25}]) == (0.7, 2)
+    assert best_epoch([{"train_acc": 0.9}]) == (None, None) and best_epoch([]) == (None, None)
 
 
 def test_lr_scaling_and_warmup():
@@ -61,11 +68,13 @@ def test_evaluate_cli_end_to_end(npz_path, tmp_path, capsys):
     prot = tmp_path / "prot"
     assert run_cli(["protect", str(npz_path), "-m", "cuda", "-o", str(prot)], capsys)[0] == 0
     out = tmp_path / "audit"
-    code, _, err = run_cli(["evaluate", "--protected", str(prot), "--clean", str(npz_path), "--model", "smallcnn",
-                            "--epochs", "2", "--batch-size", "8", "--out", str(out), "--device", "cpu"], capsys)
+    code, printed, err = run_cli(["evaluate", "--protected", str(prot), "--clean", str(npz_path), "--model",
+                                  "smallcnn", "--epochs", "2", "--batch-size", "8", "--out", str(out), "--device",
+                                  "cpu"], capsys)
     res = json.loads((out / "results.json").read_text())
     assert code == (0 if res["valid"] else 3), err  # 3: the tiny clean victim did not beat chance clearly
     assert {"clean_acc", "protected_acc"} <= set(res) and res["method"] == "cuda"
+    assert f"(best epoch {res['protected_best_epoch']}: {res['protected_best_acc']:.4f})" in printed
     assert (out / "curves.png").stat().st_size > 1000
     assert not list(tmp_path.glob(".audit.partial*"))  # checkpoints cleaned up after success
     # which classes the victim kept, beside which classes the clean images' own colour names

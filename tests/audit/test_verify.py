@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import run_cli, write_medmnist
-from unlearnable.audit.verify import LEARNT_ABOVE, VICTIM_FIELDS, combine, per_class, verdict
+from unlearnable.audit.verify import LEARNT_ABOVE, VICTIM_FIELDS, best_epoch_note, combine, per_class, verdict
 
 SMALL = "mni-tissue:n=240,test=120"
 
@@ -22,6 +22,11 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     assert v["victim"] == "smallcnn" and v["epochs"] == 4 and v["chance"] == 0.25
     assert {"clean_acc", "protected_acc", "psnr", "verdict", "reason"} <= set(v)
     assert v["verdict"] == verdict(v["clean_acc"], v["protected_acc"], v["chance"])[0]
+    # the protected victim's best epoch on the clean test split, beside the final one the verdict uses
+    scored = [e["test_acc"] for e in v["curves"]["protected"]]
+    assert v["best_acc"] == round(max(scored), 4) and scored[v["best_epoch"] - 1] == max(scored)
+    assert v["best_acc"] >= v["protected_acc"]
+    assert ("but at epoch" in v["reason"]) == (v["verdict"] == "protected" and v["best_acc"] > 0.35)
     assert 29.5 < v["psnr"] < 33  # 8/255 sign noise: 30.1 dB before clipping
     assert "verify:" in err
     # per class: the protected victim's confusion on the 120 clean test images, and what follows from it
@@ -38,6 +43,7 @@ def test_verify_writes_a_verdict(tmp_path, capsys):
     assert v["learnt_above"] == LEARNT_ABOVE and f"precision above {LEARNT_ABOVE:.0%}" in md
     # the verdict's scope: the victim and recipe it covers, and how to check against a deeper one
     assert "holds for the victim that was trained: a `smallcnn`, 4 epochs" in md
+    assert "| its best epoch |" in md and f"(epoch {v['best_epoch']})" in md
     assert "--verify-victim smallcnn,resnet18 --verify-epochs 40" in md and "max pools" in md
     # the data's own colour cues beside the verdict: the tissue patches' background and white matter differ from the
     # rest in brightness by more than twice the budget (docs/methods.md, "Colour cues")
@@ -146,10 +152,26 @@ def test_target_acc_must_hold_for_every_victim(tmp_path, capsys):
     assert cues["apart_beyond_budget"] == [c for c in cues["named"] if gaps[c] > 2 * chosen]
 
 
-def _e(victim, clean, prot, chance=0.25):
+def _e(victim, clean, prot, chance=0.25, best=None, best_epoch=None):
     v, why = verdict(clean, prot, chance)
+    best = prot if best is None else best
     return {"victim": victim, "epochs": 8, "clean_acc": clean, "protected_acc": prot, "chance": chance,
-            "verdict": v, "reason": why, "classes_learnt": [], "wall_s": {}, "psnr": 31.0}
+            "best_acc": best, "best_epoch": best_epoch or 8, "verdict": v,
+            "reason": why + best_epoch_note(v, best, best_epoch or 8, chance), "classes_learnt": [], "wall_s": {},
+            "psnr": 31.0}
+
+
+def test_a_protected_verdict_says_when_an_earlier_epoch_learnt():
+    assert best_epoch_note("protected", 0.34, 3, 0.25) == ""  # never above chance + 10 points: nothing to add
+    note = best_epoch_note("protected", 0.612, 3, 0.25)
+    assert note.startswith("; but at epoch 3 the protected victim reached 61.2%") and "best on clean held-out" in note
+    assert best_epoch_note("not protected", 0.9, 3, 0.25) == ""  # the verdict already says it learnt
+    assert best_epoch_note("protected", None, None, 0.25) == ""  # no epoch was scored
+    early = combine([_e("a", 0.9, 0.3), _e("b", 0.9, 0.33, best=0.7, best_epoch=2)])
+    assert early["verdict"] == "protected" and early["reason"].startswith("every victim is within 10 points")
+    assert "but at their best epochs b 70.0% at epoch 2" in early["reason"]
+    assert [x["best_acc"] for x in early["victims"]] == [0.3, 0.7]
+    assert "best epochs" not in combine([_e("a", 0.9, 0.3), _e("b", 0.9, 0.33)])["reason"]
 
 
 def test_combine_takes_the_worst_victim():

@@ -101,6 +101,18 @@ def train_and_test(train: ImageSet, test: ImageSet, recipe: Recipe, device: str,
     return hist.epochs[-1]["test_acc"], hist
 
 
+def best_epoch(epochs: Sequence[dict[str, Any]]) -> tuple[float | None, int | None]:
+    """(highest clean-test accuracy, its 1-based epoch) over a victim's per-epoch history; (None, None) when no epoch
+    was scored. The verdicts use the final epoch, as the unlearnable-examples literature does; a trainer who keeps
+    the epoch that scores best on clean held-out data keeps this one instead, and a victim whose final epoch is at
+    chance can have passed through epochs that read the content well (docs/methods.md, "The best epoch")."""
+    scored = [(float(e["test_acc"]), i + 1) for i, e in enumerate(epochs) if e.get("test_acc") is not None]
+    if not scored:
+        return None, None
+    acc, epoch = max(scored, key=lambda t: (t[0], -t[1]))
+    return acc, epoch
+
+
 def mix_indices(n: int, ratio: float, seed: int) -> torch.Tensor:
     """The ``round(ratio * n)`` training rows (sorted) that are protected when only a fraction is; seeded."""
     if not 0.0 <= ratio <= 1.0:
@@ -200,11 +212,16 @@ def evaluate(
         extra = {"clean_rows_acc": acc, "clean_rows": {"rows": rows, "epochs": epochs}}
         curves["clean-rows only"] = hist.epochs  # its own colour in curves.png (not clean's)
     valid, why = baseline_valid(clean_acc, 1.0 / clean.num_classes)
+    best_acc, best_at = best_epoch(prot_hist.epochs)
     return extra | {
         "valid": valid,  # False: the clean victim did not beat chance clearly, the run proves nothing
         "invalid_reason": why or None,
         "clean_acc": clean_acc,
         "protected_acc": prot_acc,
+        # the protected victim's best epoch on the clean test split: what a trainer who keeps the best epoch on clean
+        # held-out data would keep (the final epoch above is what the verdicts and the literature use)
+        "protected_best_acc": best_acc,
+        "protected_best_epoch": best_at,
         "gap": clean_acc - prot_acc,
         "relative_drop": (clean_acc - prot_acc) / clean_acc if clean_acc > 0 else 0.0,
         "chance_acc": 1.0 / clean.num_classes,

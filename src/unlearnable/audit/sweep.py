@@ -40,8 +40,8 @@ TOP_KEYS = ("name", "out", "datasets", "methods", "grid", "fixed", "surrogate")
 SURROGATE_KEYS = {"model": "smallcnn", "epochs": 3, "batch_size": 64, "lr": 0.05, "images": 0}
 DATA_KEYS = ("data.train_limit", "data.test_limit", "data.size")
 DEFENSE_KEY = "evaluate.defense"  # training-time augmentation/defence of both victims, e.g. "aug:4" (crop+flip)
-CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "chance_acc", "valid", "sync_bn",
-             "precision", "lr_scaling", "cluster_purity"]
+CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "protected_best_acc",
+             "chance_acc", "valid", "sync_bn", "precision", "lr_scaling", "cluster_purity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,6 +348,8 @@ def merge(study: Study) -> Path:
             purity = _fit_field(study, r, "cluster_purity")
             rows.append({"dataset": cell["dataset"], "method": cell["method"], "batch_size": bs,
                          "seed": cell["seed"], "clean_acc": r["clean_acc"], "protected_acc": r["protected_acc"],
+                         # the best epoch on the clean test split ("" in cells written before it was recorded)
+                         "protected_best_acc": r.get("protected_best_acc", ""),
                          "chance_acc": r["chance_acc"],
                          "valid": "yes" if valid else "no",
                          # per-rank or global batch statistics matter to a batch-size study (issue 14)

@@ -41,7 +41,7 @@ from ..train.defenses import parse_defense
 from ..train.loop import Recipe
 from .classes import LEARNT_ABOVE, classes_learnt, per_class
 from .cues import colour_cues
-from .evaluate import evaluate, held_out_split
+from .evaluate import best_epoch, evaluate, held_out_split
 from .validity import baseline_valid
 
 PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
@@ -142,6 +142,16 @@ def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str,
                              f"({chance:.1%}; clean {clean_acc:.1%})")
 
 
+def best_epoch_note(verdict_: str, best_acc: float | None, best_at: int | None, chance: float) -> str:
+    """The sentence a "protected" verdict gets when the protected victim passed through an epoch that was *not*
+    within 10 points of chance on the clean test split ("" otherwise): the verdict is the final epoch's, and a
+    trainer who keeps the best epoch on clean held-out data keeps that one."""
+    if verdict_ != "protected" or best_acc is None or best_acc <= chance + PROTECTED_MARGIN:
+        return ""
+    return (f"; but at epoch {best_at} the protected victim reached {best_acc:.1%}, which a trainer who keeps the "
+            f"epoch that scores best on clean held-out data would keep")
+
+
 def at_size(ds: ImageSet, size: int | None, chunk: int = 256) -> ImageSet:
     """``ds`` with every image resized to ``size`` x ``size`` by antialiased bilinear interpolation (what
     torchvision's ``Resize`` does to tensors), rounded back to uint8; ``ds`` itself when ``size`` is None or already
@@ -199,6 +209,7 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
             entries = [_entry(ds, protected, _measure(view, protected, r, opts.device, None, opts.size), r, chance,
                               a, opts.size) for r in recipes]
             entry = combine(entries)
+            log(f"verify: {entry['verdict']}: {entry['reason']}")
             _say_learnt(entry)
             _add_cues(entry, ds, a)
             return pert, a, {"verify": entry}
@@ -211,7 +222,8 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
 
 
 #: the fields of each victim kept in a several-victim entry's ``victims`` list
-VICTIM_FIELDS = ("victim", "epochs", "clean_acc", "protected_acc", "verdict", "reason", "classes_learnt", "wall_s")
+VICTIM_FIELDS = ("victim", "epochs", "clean_acc", "protected_acc", "best_acc", "best_epoch", "verdict", "reason",
+                 "classes_learnt", "wall_s")
 
 
 def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,6 +238,11 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
     if worst["verdict"] == "protected":  # the worst is protected (and none invalid): so is every victim
         out["reason"] = "every victim is within 10 points of chance (" + ", ".join(
             f"{e['victim']} {e['protected_acc']:.1%}" for e in entries) + f"; chance {worst['chance']:.1%})"
+        early = [f"{e['victim']} {e['best_acc']:.1%} at epoch {e['best_epoch']}" for e in entries
+                 if best_epoch_note(e["verdict"], e.get("best_acc"), e.get("best_epoch"), e["chance"])]
+        if early:
+            out["reason"] += (f"; but at their best epochs {', '.join(early)}, which a trainer who keeps the epoch "
+                              f"that scores best on clean held-out data would keep")
     else:
         out["reason"] = f"{worst['victim']}: {worst['reason']}"
     out["victims"] = [{k: e[k] for k in VICTIM_FIELDS} for e in entries]
@@ -235,6 +252,8 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
 def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
            algo: Protection, size: int | None = None) -> dict[str, Any]:
     v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
+    best_acc, best_at = best_epoch(r["curves"]["protected"])
+    why += best_epoch_note(v, best_acc, best_at, chance)
     classes = per_class(r["confusion"]["protected"], ds.classes)
     h, w = ds.size
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
@@ -243,6 +262,8 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "test_split": r["data"]["test_split"],
             "precision": recipe.precision,
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
+            # the protected victim's best epoch on the clean test split (the verdict uses the final one)
+            "best_acc": None if best_acc is None else round(best_acc, 4), "best_epoch": best_at,
             "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
             "verdict": v, "reason": why, "recipe": asdict(recipe),
             # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and

@@ -51,6 +51,7 @@ def demo(
         runs["tiles"] = {"clean_acc": v["clean_acc"], "protected_acc": v["protected_acc"], "curves": v["curves"],
                          "protected_train_acc": v["curves"]["protected"][-1]["train_acc"], "verdict": v["verdict"],
                          "valid": valid, "invalid_reason": why or None, "classes_learnt": v["classes_learnt"],
+                         "best_acc": v["best_acc"], "best_epoch": v["best_epoch"],
                          "scope": verify_scope(v), "colour": colour_cue_text(v["colour_cues"], v["classes_learnt"])}
         protect_source("mnist5k", "random", tmp / "random", key_path=tmp / "keys" / "random.key",
                        params={"eps": "8/255"}, quiet=True)
@@ -121,7 +122,9 @@ random crop (pad 4) + horizontal flip: the recipe of `unlearnable protect --veri
 - **tiles** (the recommended method: class-wise periodic sign tiles drawn from a private key, 8/255) drops clean
   test accuracy from {100 * tiles['clean_acc']:.1f}% to {100 * tiles['protected_acc']:.1f}% (chance is 10%); the
   victim fits its protected training data ({100 * tiles['protected_train_acc']:.1f}% train accuracy) through the
-  tiles, not the digits. `protect --verify` wrote this check into `tiles/manifest.json`: verdict
+  tiles, not the digits. Its best epoch on the clean test split ({tiles['best_epoch']}) reached
+  {100 * tiles['best_acc']:.1f}%: a trainer who keeps the best epoch on clean held-out data gets no more than that.
+  `protect --verify` wrote this check into `tiles/manifest.json`: verdict
   **{tiles['verdict']}** (protected means within 10 points of chance); digits the protected victim still tells
   apart on clean test images (recall and precision above {LEARNT_ABOVE:.0%}):
   {', '.join(tiles['classes_learnt']) or 'none'}. {tiles['colour']} {tiles['scope']}

@@ -136,7 +136,9 @@ def evaluate_cmd(
             shutil.rmtree(work, ignore_errors=True)
             floor = (f"  clean_rows_acc {results['clean_rows_acc']:.4f} (the clean rows alone: no unlearnable "
                      f"method goes below it at this mix)" if "clean_rows_acc" in results else "")
-            typer.echo(f"clean_acc {results['clean_acc']:.4f}  protected_acc {results['protected_acc']:.4f}  "
+            best = (f"  (best epoch {results['protected_best_epoch']}: {results['protected_best_acc']:.4f})"
+                    if results.get("protected_best_acc") is not None else "")
+            typer.echo(f"clean_acc {results['clean_acc']:.4f}  protected_acc {results['protected_acc']:.4f}{best}  "
                        f"gap {results['gap']:.4f}{floor}  -> {out / 'results.json'}")
             if not results["valid"]:
                 warn(f"INVALID: {results['invalid_reason']} (exit status {EXIT_INCONCLUSIVE})")

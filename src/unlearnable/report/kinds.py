@@ -157,8 +157,10 @@ def protect(folder: Path) -> list[str]:
     if isinstance(v, dict):
         out += ["### Verification (`--verify`)", "",
                 markdown_table([{"verdict": f"**{v.get('verdict')}**", "clean victim": _acc(v.get("clean_acc")),
-                                 "protected victim": _acc(v.get("protected_acc")), "chance": _acc(v.get("chance"))}],
-                               ["verdict", "clean victim", "protected victim", "chance"]), ""]
+                                 "protected victim": _acc(v.get("protected_acc")),
+                                 "its best epoch": _best(v.get("best_acc"), v.get("best_epoch")),
+                                 "chance": _acc(v.get("chance"))}],
+                               ["verdict", "clean victim", "protected victim", "its best epoch", "chance"]), ""]
         if v.get("victims"):  # several victims: the row above is the worst one; each victim's own result
             out += [markdown_table([{"victim": f"`{x.get('victim')}`", "verdict": x.get("verdict"),
                                      "clean victim": _acc(x.get("clean_acc")),
@@ -179,6 +181,11 @@ def protect(folder: Path) -> list[str]:
     return out
 
 
+def _best(acc: Any, epoch: Any) -> str:
+    """``"61.2% (epoch 3)"``; ``"–"`` for results written before the best epoch was recorded."""
+    return "–" if acc is None else f"{_acc(acc)} (epoch {epoch})"
+
+
 # ------------------------------------------------------------------------------------------------------ evaluate
 @kind("evaluate", _has("results.json", "clean_acc", "protected_acc"))
 def evaluate(folder: Path) -> list[str]:
@@ -189,6 +196,10 @@ def evaluate(folder: Path) -> list[str]:
     out = [markdown_table(rows, ["training data", "clean test acc"]), "",
            f"Gap {_acc(r.get('gap'))}, relative drop {_acc(r.get('relative_drop'))}, "
            f"chance {_acc(r.get('chance_acc'))}."]
+    if r.get("protected_best_acc") is not None:
+        out += ["", f"The protected victim's best epoch on the clean test split: "
+                f"{_best(r['protected_best_acc'], r.get('protected_best_epoch'))} (the table gives the final epoch; a "
+                f"trainer who keeps the best epoch on clean held-out data keeps this one)."]
     if r.get("valid") is False:
         out += ["", f"**INVALID**: {r.get('invalid_reason')}; these accuracies prove nothing about protection."]
     if isinstance(r.get("colour_cues"), dict):
