@@ -85,6 +85,7 @@ def test_evaluate_cli_end_to_end(npz_path, tmp_path, capsys):
     assert ("own brightness alone tells apart" in md) == bool(cues["named"])
     assert ("still tells apart on clean test images" in md) == bool(res["classes_learnt"])
     assert ("tells no class apart" in md) == (not res["classes_learnt"])
+    assert f"best epoch on the clean test split: {100 * res['protected_best_acc']:.1f}% (epoch " in md
     code, _, err = run_cli(["evaluate", "--protected", str(prot), "--clean", str(npz_path), "--out", str(out)], capsys)
     assert code == 2 and "already exists" in err
 
