@@ -156,7 +156,7 @@ def _e(victim, clean, prot, chance=0.25, best=None, best_epoch=None):
     v, why = verdict(clean, prot, chance)
     best = prot if best is None else best
     return {"victim": victim, "epochs": 8, "clean_acc": clean, "protected_acc": prot, "chance": chance,
-            "best_acc": best, "best_epoch": best_epoch or 8, "verdict": v,
+            "best_acc": best, "best_epoch": best_epoch or 8, "score": "final", "scored_acc": prot, "verdict": v,
             "reason": why + best_epoch_note(v, best, best_epoch or 8, chance), "classes_learnt": [], "wall_s": {},
             "psnr": 31.0}
 
@@ -187,19 +187,45 @@ def test_combine_takes_the_worst_victim():
     assert bad["verdict"] == "invalid" and bad["victim"] == "b" and bad["reason"].startswith("b: ")
 
 
+def test_verify_score_best_scores_the_best_epoch(tmp_path, capsys):
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", SMALL, "--method", "tiles", "--out", str(out), "--verify", "--verify-epochs",
+                            "4", "--verify-score", "best"], capsys)
+    v = json.loads((out / "manifest.json").read_text())["verify"]
+    assert code == (3 if v["verdict"] == "invalid" else 0), err
+    assert v["score"] == "best" and v["scored_acc"] == v["best_acc"] >= v["protected_acc"]
+    assert v["verdict"] == verdict(v["clean_acc"], v["best_acc"], v["chance"])[0]
+    if v["verdict"] != "invalid":
+        assert v["reason"].startswith(f"the protected victim's best epoch ({v['best_epoch']}) reached")
+        assert "but at epoch" not in v["reason"]  # the verdict already scored the best epoch
+
+
+def test_combine_and_the_target_search_take_the_scored_accuracy():
+    a, b = _e("a", 0.9, 0.3), _e("b", 0.9, 0.33)
+    a |= {"score": "best", "scored_acc": 0.34}  # a's best epoch is worse than b's final one
+    b |= {"score": "best", "scored_acc": 0.33}
+    both = combine([a, b])
+    assert both["victim"] == "a" and both["reason"].startswith("every victim is within 10 points of chance at their "
+                                                                "best epochs (a 34.0%, b 33.0%")
+    assert [x["scored_acc"] for x in both["victims"]] == [0.34, 0.33]
+
+
 def test_verdicts():
     assert verdict(0.9, 0.12, 0.1)[0] == "protected"
     assert verdict(0.9, 0.5, 0.1)[0] == "not protected"
     assert verdict(0.2, 0.1, 0.1)[0] == "invalid"  # the clean victim did not learn: nothing is proved
 
 
-def test_target_acc_that_cannot_be_met_writes_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("score", ["final", "best"])
+def test_target_acc_that_cannot_be_met_writes_nothing(tmp_path, capsys, score):
     out = tmp_path / "prot"
     code, _, err = run_cli(["protect", SMALL, "--method", "random", "--out", str(out), "--target-acc", "0.05",
-                            "--verify-epochs", "3"], capsys)
+                            "--verify-epochs", "3", "--verify-score", score], capsys)
     assert code == 2
     line = err.strip().splitlines()[-1]
     assert "--target-acc 0.05" in line and "32/255" in line and "nothing written" in line
+    assert ("(protected accuracy at its best epoch " in line) == (score == "best")
+    assert f"protected accuracy{' at its best epoch' if score == 'best' else ''} " in err  # the search's log
     assert "the images' own brightness alone tells apart" in line and "wm" in line  # why, where the data says
     assert not out.exists() and not (tmp_path / "prot.key").exists()
 
@@ -215,6 +241,8 @@ def test_target_acc_that_cannot_be_met_writes_nothing(tmp_path, capsys):
     (["--verify", "--verify-victim", "smallcnn,"], "an empty victim name"),
     (["--verify", "--verify-size", "4"], "--verify-size 4"),
     (["--verify-size", "16"], "--verify-size 16: only with --verify"),
+    (["--verify", "--verify-score", "last"], "--verify-score last: must be one of final, best"),
+    (["--verify-score", "best"], "--verify-score best: only with --verify"),
 ])
 def test_bad_verify_options(npz_path, tmp_path, capsys, args, needle):
     out = tmp_path / "prot"

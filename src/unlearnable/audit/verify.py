@@ -48,6 +48,7 @@ PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
 MAX_FITS = 6
 VERIFY_AUG = "aug"  # random crop (pad 4) + horizontal flip: the standard recipe a data thief would use
 MIN_SIZE, MAX_SIZE = 8, 1024  # --verify-size bounds (pixels per side)
+SCORES = ("final", "best")  # --verify-score: the protected victim's final epoch, or its best one
 
 # Fit the protection ({} = as asked, else with these parameters overridden) and apply it to the training split:
 # overrides -> (data with the protected training split, perturbation, method instance).
@@ -72,8 +73,13 @@ class VerifyOptions:
     # published images would; None: the working size. Tiles made at one resolution do not survive a 2x downscale
     # on colour photographs (docs/methods.md), so a release that will be downscaled is checked at that size.
     size: int | None = None
+    # which epoch of the protected victim the verdict and --target-acc score: "final" (the papers' rule) or "best"
+    # (its best epoch on the clean test split: what a trainer who keeps the best epoch on clean held-out data gets)
+    score: str = "final"
 
     def validate(self) -> None:
+        if self.score not in SCORES:
+            raise UserError(f"--verify-score {self.score}: must be one of {', '.join(SCORES)}")
         if self.target_acc is not None and not 0.0 < self.target_acc < 1.0:
             raise UserError(f"--target-acc {self.target_acc}: must be a fraction in (0, 1), e.g. 0.2")
         Recipe(precision=self.precision).accel().validate()
@@ -129,16 +135,18 @@ def pick_victims(opts: VerifyOptions, algo: Protection) -> list[str]:
     return names
 
 
-def verdict(clean_acc: float, protected_acc: float, chance: float) -> tuple[str, str]:
+def verdict(clean_acc: float, protected_acc: float, chance: float, what: str = "protected accuracy"
+            ) -> tuple[str, str]:
     """(verdict, reason). "invalid" when the clean twin did not learn (the audits' one rule,
-    :func:`~unlearnable.audit.validity.baseline_valid`); "protected" within 10 points of chance."""
+    :func:`~unlearnable.audit.validity.baseline_valid`); "protected" within 10 points of chance. ``what`` names the
+    accuracy scored (the final epoch's by default)."""
     valid, why = baseline_valid(clean_acc, chance)
     if not valid:
         return "invalid", why.replace("train for more epochs or on more images",
                                       "raise --verify-epochs or use more images")
     if protected_acc <= chance + PROTECTED_MARGIN:
-        return "protected", f"protected accuracy {protected_acc:.1%} is within 10 points of chance ({chance:.1%})"
-    return "not protected", (f"protected accuracy {protected_acc:.1%} is more than 10 points above chance "
+        return "protected", f"{what} {protected_acc:.1%} is within 10 points of chance ({chance:.1%})"
+    return "not protected", (f"{what} {protected_acc:.1%} is more than 10 points above chance "
                              f"({chance:.1%}; clean {clean_acc:.1%})")
 
 
@@ -207,7 +215,7 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         if opts.target_acc is None:
             protected, pert, a = fit({})
             entries = [_entry(ds, protected, _measure(view, protected, r, opts.device, None, opts.size), r, chance,
-                              a, opts.size) for r in recipes]
+                              a, opts.size, opts.score) for r in recipes]
             entry = combine(entries)
             log(f"verify: {entry['verdict']}: {entry['reason']}")
             _say_learnt(entry)
@@ -222,8 +230,8 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
 
 
 #: the fields of each victim kept in a several-victim entry's ``victims`` list
-VICTIM_FIELDS = ("victim", "epochs", "clean_acc", "protected_acc", "best_acc", "best_epoch", "verdict", "reason",
-                 "classes_learnt", "wall_s")
+VICTIM_FIELDS = ("victim", "epochs", "clean_acc", "protected_acc", "best_acc", "best_epoch", "scored_acc", "verdict",
+                 "reason", "classes_learnt", "wall_s")
 
 
 def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -233,11 +241,12 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
     if len(entries) == 1:
         return entries[0]
     invalid = [e for e in entries if e["verdict"] == "invalid"]
-    worst = invalid[0] if invalid else max(entries, key=lambda e: e["protected_acc"])
+    worst = invalid[0] if invalid else max(entries, key=_scored)
     out = dict(worst)
     if worst["verdict"] == "protected":  # the worst is protected (and none invalid): so is every victim
-        out["reason"] = "every victim is within 10 points of chance (" + ", ".join(
-            f"{e['victim']} {e['protected_acc']:.1%}" for e in entries) + f"; chance {worst['chance']:.1%})"
+        at = " at their best epochs" if worst.get("score") == "best" else ""
+        out["reason"] = f"every victim is within 10 points of chance{at} (" + ", ".join(
+            f"{e['victim']} {_scored(e):.1%}" for e in entries) + f"; chance {worst['chance']:.1%})"
         early = [f"{e['victim']} {e['best_acc']:.1%} at epoch {e['best_epoch']}" for e in entries
                  if best_epoch_note(e["verdict"], e.get("best_acc"), e.get("best_epoch"), e["chance"])]
         if early:
@@ -249,11 +258,21 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _scored(e: dict[str, Any]) -> float:
+    """The accuracy an entry's verdict scored (``--verify-score``); entries from before the option: the final one."""
+    return e.get("scored_acc", e["protected_acc"])
+
+
 def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
-           algo: Protection, size: int | None = None) -> dict[str, Any]:
-    v, why = verdict(r["clean_acc"], r["protected_acc"], chance)
+           algo: Protection, size: int | None = None, score: str = "final") -> dict[str, Any]:
     best_acc, best_at = best_epoch(r["curves"]["protected"])
-    why += best_epoch_note(v, best_acc, best_at, chance)
+    if score == "best" and best_acc is not None:
+        scored = best_acc
+        v, why = verdict(r["clean_acc"], scored, chance, f"the protected victim's best epoch ({best_at}) reached")
+    else:
+        scored = r["protected_acc"]
+        v, why = verdict(r["clean_acc"], scored, chance)
+        why += best_epoch_note(v, best_acc, best_at, chance)
     classes = per_class(r["confusion"]["protected"], ds.classes)
     h, w = ds.size
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
@@ -264,6 +283,8 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
             # the protected victim's best epoch on the clean test split (the verdict uses the final one)
             "best_acc": None if best_acc is None else round(best_acc, 4), "best_epoch": best_at,
+            # what the verdict (and --target-acc) scored: the final epoch's accuracy, or the best one's (score)
+            "score": score, "scored_acc": round(scored, 4),
             "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
             "verdict": v, "reason": why, "recipe": asdict(recipe),
             # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and
@@ -309,12 +330,13 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
                 if learnt == "invalid":
                     who = f" ({recipe.model})" if len(recipes) > 1 else ""
                     raise UserError(f"--target-acc{who}: {why}")
-            entries.append(_entry(ds, prot, r, recipe, chance, a, opts.size))
+            entries.append(_entry(ds, prot, r, recipe, chance, a, opts.size, opts.score))
         e = combine(entries)  # the worst victim: the target must hold for every one
-        ok = e["protected_acc"] <= target
-        tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "psnr": e["psnr"], "met": ok,
-                      "victim": e["victim"]})  # the worst victim at this budget
-        log(f"target {target:.1%}: eps {level}/255 -> protected accuracy {e['protected_acc']:.1%} "
+        ok = _scored(e) <= target
+        tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "scored_acc": _scored(e),
+                      "psnr": e["psnr"], "met": ok, "victim": e["victim"]})  # the worst victim at this budget
+        at = " at its best epoch" if opts.score == "best" else ""
+        log(f"target {target:.1%}: eps {level}/255 -> protected accuracy{at} {_scored(e):.1%} "
             f"({'met' if ok else 'not met'})")
         if ok:
             best = (pert, a, e)
@@ -325,7 +347,8 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
         why = (f"; the images' own {cues['cue']} alone tells apart {', '.join(cues['named'])} (a linear classifier on "
                f"colour statistics: {cues['acc']:.1%}, chance {cues['chance']:.1%})" if cues["named"] else "")
         raise UserError(f"--target-acc {target}: not met by '{algo.name}' at its maximum budget {hi}/255 "
-                        f"(protected accuracy {tried[-1]['protected_acc']:.1%}{why}); nothing written")
+                        f"(protected accuracy{' at its best epoch' if opts.score == 'best' else ''} "
+                        f"{tried[-1]['scored_acc']:.1%}{why}); nothing written")
     lo = 0  # levels <= lo are known (or assumed at 0) not to meet the target
     while hi - lo > 1 and len(tried) < MAX_FITS:
         mid = max(lo + 1, int(round(math.sqrt(max(lo, 1) * hi))))  # geometric: budgets span 1..64 grey levels

@@ -58,6 +58,9 @@ def protect_cmd(
     verify_size: int = typer.Option(None, "--verify-size", help="train and test the --verify victims on images "
                                     "resized to N x N (antialiased), as a trainer who downscales them would; "
                                     "default: the working size"),
+    verify_score: str = typer.Option("final", "--verify-score", help="which epoch of the protected --verify victim "
+                                     "the verdict and --target-acc score: final (the papers' rule) or best (its best "
+                                     "epoch on the clean test split, what a trainer who keeps the best epoch gets)"),
     precision: str = accel_opts.PRECISION,
     sync_bn: bool = accel_opts.SYNC_BN,
     compile_: bool = accel_opts.COMPILE,
@@ -81,7 +84,7 @@ def protect_cmd(
         from ..protect3d.cli import protect_subjects_cmd
 
         unused = {"--like": like, "--size": size, "--work-size": work_size, "--verify": verify or None,
-                  "--verify-size": verify_size,
+                  "--verify-size": verify_size, "--verify-score": None if verify_score == "final" else verify_score,
                   "--target-acc": target_acc, "--surrogate-weights": surrogate_weights, "--clusters": clusters}
         protect_subjects_cmd(source, method, out, key, splits, params, force, dev, seed, test_fraction, resume,
                              [k for k, v in unused.items() if v is not None])
@@ -92,14 +95,18 @@ def protect_cmd(
     if like is not None:
         from ..protect.like import protect_like
 
-        if verify or target_acc is not None or verify_size is not None or resume or work_size is not None:
-            raise UserError("--like: cannot be combined with --verify, --target-acc, --verify-size, --resume or "
-                            "--work-size (the stored perturbation keeps its fit size)")
+        if (verify or target_acc is not None or verify_size is not None or verify_score != "final" or resume
+                or work_size is not None):
+            raise UserError("--like: cannot be combined with --verify, --target-acc, --verify-size, --verify-score, "
+                            "--resume or --work-size (the stored perturbation keeps its fit size)")
         protect_like(source, like, out, key, splits, params, method, force, dev, size, seed,
                      parse_number(test_fraction, "--test-fraction"), progress_enabled(), image_format=image_format)
         return
     if method is None:
         raise UserError("--method: missing (or pass --like OUT to protect like an earlier output)")
+    if verify_score != "final" and not verify and target_acc is None:
+        raise UserError(f"--verify-score {verify_score}: only with --verify or --target-acc (it sets what their "
+                        "verdict scores)")
     if verify_size is not None and not verify and target_acc is None:
         raise UserError(f"--verify-size {verify_size}: only with --verify or --target-acc (it sets the size their "
                         "victims train at)")
@@ -109,7 +116,7 @@ def protect_cmd(
 
         target = parse_number(target_acc, "--target-acc") if target_acc is not None else None
         review = make_review(VerifyOptions(victim=verify_victim, epochs=verify_epochs, target_acc=target,
-                                           size=verify_size,
+                                           size=verify_size, score=verify_score,
                                            device=dev, precision=acc.precision, sync_bn=acc.sync_bn,
                                            compile=acc.compile))
     try:
