@@ -174,14 +174,17 @@ def test_audit_and_sweep_figures_are_drawn_by_the_report_from_their_results_file
         (audit / "heatmap.png").unlink()
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    (sweep / "sweep.csv").write_text("dataset,method,batch_size,seed,clean_acc,protected_acc,chance_acc,valid\n"
-                                     "d,uc,4,0,0.800000,0.300000,0.1,yes\nd,uc,8,0,0.700000,0.400000,0.1,yes\n"
-                                     "d,uc,4,1,0.900000,0.500000,0.1,yes\nd,uc,4,2,0.100000,0.100000,0.1,no\n")
+    (sweep / "sweep.csv").write_text("dataset,method,batch_size,seed,clean_acc,protected_acc,protected_best_acc,"
+                                     "chance_acc,valid\n"
+                                     "d,uc,4,0,0.800000,0.300000,0.6,0.1,yes\nd,uc,8,0,0.700000,0.400000,,0.1,yes\n"
+                                     "d,uc,4,1,0.900000,0.500000,0.7,0.1,yes\nd,uc,4,2,0.100000,0.100000,0.1,0.1,no\n")
     assert run_cli(["report", str(sweep)], capsys)[0] == 0
     assert (sweep / "accuracy_vs_batch_size.png").stat().st_size > 1000
     md = (sweep / "report.md").read_text()  # the seed summary: invalid cells counted, not averaged
-    assert "| d | uc | 4 | 2 | 1 | 85.0 | 40.0 ± 14.1 [30.0, 50.0] | 45.0 |" in md, md
-    assert "| d | uc | 8 | 1 | 0 | 70.0 | 40.0 ± 0.0 [40.0, 40.0] | 30.0 |" in md
+    # seeds group over the best-epoch column (a per-cell number, not a varied key); a cell without one: "–"
+    assert "| d | uc | 4 | 2 | 1 | 85.0 | 40.0 ± 14.1 [30.0, 50.0] | 45.0 | 65.0 |" in md, md
+    assert "| d | uc | 8 | 1 | 0 | 70.0 | 40.0 ± 0.0 [40.0, 40.0] | 30.0 | – |" in md
+    assert "| d | uc | 4 | 0 | 80.0% | 30.0% | 60.0% | 10.0% | yes |" in md  # per cell: accuracies as percentages
     assert_self_contained(sweep, 1)
 
 

@@ -219,7 +219,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def csv_table(rows: list[dict[str, str]],
-              acc_cols: tuple[str, ...] = ("clean_acc", "protected_acc", "chance_acc")) -> str:
+              acc_cols: tuple[str, ...] = ("clean_acc", "protected_acc", "protected_best_acc", "chance_acc")) -> str:
     """A results CSV as a Markdown table; accuracy columns as percentages."""
     if not rows:
         return "(no finished cells)"
@@ -239,8 +239,8 @@ def audit(folder: Path) -> list[str]:
     return out
 
 
-_PER_CELL = {"seed", "clean_acc", "protected_acc", "chance_acc", "valid", "cluster_purity", "sync_bn", "precision",
-             "lr_scaling", "batch_size", "dataset", "method", "protect.batch_size"}
+_PER_CELL = {"seed", "clean_acc", "protected_acc", "protected_best_acc", "chance_acc", "valid", "cluster_purity",
+             "sync_bn", "precision", "lr_scaling", "batch_size", "dataset", "method", "protect.batch_size"}
 
 
 def sweep_summary(rows: list[dict[str, str]]) -> str:
@@ -260,14 +260,18 @@ def sweep_summary(rows: list[dict[str, str]]) -> str:
         g = [r for r in groups[key] if r.get("valid") != "no"]
         prot = [100 * float(r["protected_acc"]) for r in g]
         clean = [100 * float(r["clean_acc"]) for r in g]
+        best = [100 * float(r["protected_best_acc"]) for r in g if r.get("protected_best_acc") not in (None, "")]
         sd = st.stdev(prot) if len(prot) > 1 else 0.0
         out.append({"dataset": key[0], "method": key[1], "batch": key[2]} | dict(zip(other, key[3:]))
                    | {"seeds": len(g), "invalid": len(groups[key]) - len(g),
                       "clean %": f"{st.mean(clean):.1f}" if clean else "–",
                       "protected %": f"{st.mean(prot):.1f} ± {sd:.1f} [{min(prot):.1f}, {max(prot):.1f}]" if prot
                       else "–",
-                      "drop (points)": f"{st.mean(clean) - st.mean(prot):.1f}" if prot else "–"})
-    cols = ["dataset", "method", "batch", *other, "seeds", "invalid", "clean %", "protected %", "drop (points)"]
+                      "drop (points)": f"{st.mean(clean) - st.mean(prot):.1f}" if prot else "–",
+                      # the protected victims' best epochs (the final one is the protected column)
+                      "best epoch %": f"{st.mean(best):.1f}" if best and len(best) == len(g) else "–"})
+    cols = ["dataset", "method", "batch", *other, "seeds", "invalid", "clean %", "protected %", "drop (points)",
+            "best epoch %"]
     return markdown_table(out, cols) if out else "(no finished cells)"
 
 
