@@ -5,7 +5,8 @@ the verdicts score) and its best epoch's (``best_test``). A trainer who holds ba
 that scores best on them gets the second. This reads the rows (no training), groups them by dataset, victim and
 protection, and prints one JSON line per group with at least ``--min-runs`` runs, then a Markdown table:
 
-    python bench/best_epoch.py bench/rows/*.jsonl bench/rows/*/rows.jsonl --min-runs 3
+    python bench/best_epoch.py bench/rows/*.jsonl bench/rows/*/rows.jsonl --min-runs 3 \
+        --figure docs/figures/best_epoch.png     # every run of FIGURE's groups: final and best epoch
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from collections import defaultdict
 from typing import Any
 
 MARGIN = 0.10  # the goal: within 10 points of chance
+#: the groups the figure draws (docs/benchmarks.md, "Final epoch against best epoch"): the default tiles against
+#: each victim, and the protections that hold best where they hold
+FIGURE = (("mni-tissue", "smallcnn", "tiles,levels=oppose"), ("mni-tissue", "resnet18", "tiles,levels=oppose"),
+          ("textures", "smallcnn", "tiles"), ("textures", "resnet18", "tiles,levels=oppose"),
+          ("textures-norm", "smallcnn", "tiles"), ("textures-norm@96", "resnet18", "tiles,period=4"),
+          ("mnist5k", "resnet18", "adv,init=tiles,epochs=40,min_steps=1,ensemble=3,flip=false"))
 
 
 def _within(accs: list[float], chance: float | None) -> int | None:
@@ -24,8 +31,8 @@ def _within(accs: list[float], chance: float | None) -> int | None:
     return None if chance is None else sum(a <= chance + MARGIN for a in accs)
 
 
-def groups(paths: list[str], min_runs: int = 3) -> list[dict[str, Any]]:
-    """One summary per (data, victim, spec) with at least ``min_runs`` finished runs that recorded a best epoch."""
+def read(paths: list[str]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Every finished run that recorded a best epoch, by (data, victim, spec)."""
     runs: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in paths:
         with open(path) as f:
@@ -33,6 +40,12 @@ def groups(paths: list[str], min_runs: int = 3) -> list[dict[str, Any]]:
                 r = json.loads(line)
                 if "error" not in r and r.get("best_test") is not None:
                     runs[(r["data"], r["victim"], r["spec"])].append(r)
+    return runs
+
+
+def groups(paths: list[str], min_runs: int = 3) -> list[dict[str, Any]]:
+    """One summary per (data, victim, spec) with at least ``min_runs`` finished runs that recorded a best epoch."""
+    runs = read(paths)
     out = []
     for (data, victim, spec), rs in sorted(runs.items()):
         if len(rs) < min_runs:
@@ -58,15 +71,55 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(paths: list[str], out: str, which: tuple[tuple[str, str, str], ...] = FIGURE) -> None:
+    """One row per group of ``which`` that has runs: each run's final epoch (filled) joined to its best epoch
+    (hollow), with chance and the goal (chance + 10 points) marked on each row."""
+    from unlearnable.report import pyplot
+
+    runs = read(paths)
+    shown = [k for k in which if runs.get(k)]
+    if not shown:
+        raise SystemExit(f"--figure: none of the figure's groups has runs in {', '.join(paths)}")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.75 * len(shown) + 1.2))
+    for y, key in enumerate(shown):
+        rs = runs[key]
+        jitter = [0.3 * (i / max(1, len(rs) - 1) - 0.5) for i in range(len(rs))]
+        for r, j in zip(rs, jitter):
+            ax.plot([100 * r["test"], 100 * r["best_test"]], [y + j, y + j], color="grey", lw=0.6, alpha=0.6)
+        ax.scatter([100 * r["test"] for r in rs], [y + j for j in jitter], s=14, color="tab:blue",
+                   label="final epoch" if y == 0 else None, zorder=3)
+        ax.scatter([100 * r["best_test"] for r in rs], [y + j for j in jitter], s=14, facecolors="none",
+                   edgecolors="tab:red", label="best epoch" if y == 0 else None, zorder=3)
+        chance = next((100 * r["chance"] for r in rs if r.get("chance") is not None), None)
+        if chance is not None:
+            ax.plot([chance, chance], [y - 0.4, y + 0.4], color="black", ls=":", lw=1)
+            ax.plot([chance + 100 * MARGIN] * 2, [y - 0.4, y + 0.4], color="green", ls=":", lw=1)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([f"{d}, {v}\n{sp if len(sp) < 34 else sp[:32] + '…'} ({len(runs[(d, v, sp)])})"
+                        for d, v, sp in shown], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("clean-test accuracy (%); dotted: chance (black) and the goal, chance + 10 (green)")
+    ax.set_title("Each run's final epoch and its best epoch", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rows", nargs="+", help="JSON-lines files written by bench/efficacy_sweep.py run")
     ap.add_argument("--min-runs", type=int, default=3)
+    ap.add_argument("--figure", default=None, help="also draw FIGURE's groups, every run, to this PNG")
     a = ap.parse_args(argv)
     rows = groups(a.rows, a.min_runs)
     for r in rows:
         print(json.dumps(r))
     print(table(rows))
+    if a.figure:
+        figure(a.rows, a.figure)
 
 
 if __name__ == "__main__":
