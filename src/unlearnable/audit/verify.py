@@ -150,14 +150,20 @@ def verdict(clean_acc: float, protected_acc: float, chance: float, what: str = "
                              f"({chance:.1%}; clean {clean_acc:.1%})")
 
 
+KEEPS_BEST = "which a trainer who keeps the epoch that scores best on clean held-out data would keep"
+
+
+def learnt_earlier(verdict_: str, best_acc: float | None, chance: float) -> bool:
+    """A "protected" verdict whose victim passed through an epoch *not* within 10 points of chance."""
+    return verdict_ == "protected" and best_acc is not None and best_acc > chance + PROTECTED_MARGIN
+
+
 def best_epoch_note(verdict_: str, best_acc: float | None, best_at: int | None, chance: float) -> str:
-    """The sentence a "protected" verdict gets when the protected victim passed through an epoch that was *not*
-    within 10 points of chance on the clean test split ("" otherwise): the verdict is the final epoch's, and a
-    trainer who keeps the best epoch on clean held-out data keeps that one."""
-    if verdict_ != "protected" or best_acc is None or best_acc <= chance + PROTECTED_MARGIN:
+    """The sentence a "protected" verdict gets when :func:`learnt_earlier` ("" otherwise): the verdict is the final
+    epoch's, and a trainer who keeps the best epoch on clean held-out data keeps that one."""
+    if not learnt_earlier(verdict_, best_acc, chance):
         return ""
-    return (f"; but at epoch {best_at} the protected victim reached {best_acc:.1%}, which a trainer who keeps the "
-            f"epoch that scores best on clean held-out data would keep")
+    return f"; but at epoch {best_at} the protected victim reached {best_acc:.1%}, {KEEPS_BEST}"
 
 
 def at_size(ds: ImageSet, size: int | None, chunk: int = 256) -> ImageSet:
@@ -248,10 +254,9 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
         out["reason"] = f"every victim is within 10 points of chance{at} (" + ", ".join(
             f"{e['victim']} {_scored(e):.1%}" for e in entries) + f"; chance {worst['chance']:.1%})"
         early = [f"{e['victim']} {e['best_acc']:.1%} at epoch {e['best_epoch']}" for e in entries
-                 if best_epoch_note(e["verdict"], e.get("best_acc"), e.get("best_epoch"), e["chance"])]
+                 if learnt_earlier(e["verdict"], e.get("best_acc"), e["chance"])]
         if early:
-            out["reason"] += (f"; but at their best epochs {', '.join(early)}, which a trainer who keeps the epoch "
-                              f"that scores best on clean held-out data would keep")
+            out["reason"] += f"; but at their best epochs {', '.join(early)}, {KEEPS_BEST}"
     else:
         out["reason"] = f"{worst['victim']}: {worst['reason']}"
     out["victims"] = [{k: e[k] for k in VICTIM_FIELDS} for e in entries]
@@ -317,6 +322,7 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
     tried: list[dict[str, Any]] = []
     clean: list[dict[str, Any] | None] = [None] * len(recipes)  # each victim's clean twin, trained once
     best: tuple[Any, Protection, dict[str, Any]] | None = None
+    at = " at its best epoch" if opts.score == "best" else ""  # how the search's log and refusal name the score
 
     def attempt(level: int) -> bool:
         nonlocal best
@@ -335,7 +341,6 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
         ok = _scored(e) <= target
         tried.append({"eps": f"{level}/255", "protected_acc": e["protected_acc"], "scored_acc": _scored(e),
                       "psnr": e["psnr"], "met": ok, "victim": e["victim"]})  # the worst victim at this budget
-        at = " at its best epoch" if opts.score == "best" else ""
         log(f"target {target:.1%}: eps {level}/255 -> protected accuracy{at} {_scored(e):.1%} "
             f"({'met' if ok else 'not met'})")
         if ok:
@@ -347,8 +352,7 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
         why = (f"; the images' own {cues['cue']} alone tells apart {', '.join(cues['named'])} (a linear classifier on "
                f"colour statistics: {cues['acc']:.1%}, chance {cues['chance']:.1%})" if cues["named"] else "")
         raise UserError(f"--target-acc {target}: not met by '{algo.name}' at its maximum budget {hi}/255 "
-                        f"(protected accuracy{' at its best epoch' if opts.score == 'best' else ''} "
-                        f"{tried[-1]['scored_acc']:.1%}{why}); nothing written")
+                        f"(protected accuracy{at} {tried[-1]['scored_acc']:.1%}{why}); nothing written")
     lo = 0  # levels <= lo are known (or assumed at 0) not to meet the target
     while hi - lo > 1 and len(tried) < MAX_FITS:
         mid = max(lo + 1, int(round(math.sqrt(max(lo, 1) * hi))))  # geometric: budgets span 1..64 grey levels
