@@ -38,8 +38,10 @@ VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
            "resnet18": dict(R18),
            # ResNet-18's layout at a quarter of its width: the CPU's stand-in for the ResNet-18 victim
            "resnet18-narrow": dict(R18),
-           # the victim of `make demo` and `protect --verify`: 8 epochs, crop (pad 4) + flip on every dataset
+           # the victim of `make demo` and `protect --verify` until they moved to 16 epochs: crop (pad 4) + flip on
+           # every dataset; and the victim since (audit.verify.VERIFY_EPOCHS)
            "smallcnn8": {"model": "smallcnn", "epochs": 8, "batch_size": 64, "lr": 0.05, "aug": "aug"},
+           "smallcnn16": {"model": "smallcnn", "epochs": 16, "batch_size": 64, "lr": 0.05, "aug": "aug"},
            # the converged small CNN trained with torchvision's ImageNet augmentation (random resized crop, scale
            # 0.08-1, and flip) instead of crop/flip: every crop enlarged by up to 3.5x
            "smallcnn-rrc": {"model": "smallcnn", "epochs": 30, "batch_size": 64, "lr": 0.05, "aug": "rrc"},

@@ -210,6 +210,20 @@ def test_combine_and_the_target_search_take_the_scored_accuracy():
     assert [x["scored_acc"] for x in both["victims"]] == [0.34, 0.33]
 
 
+def test_the_verify_victim_and_the_demo_train_the_same_number_of_epochs():
+    """protect --verify, the demo and VerifyOptions share one default (the CLI modules stay torch-free at import,
+    so they spell it; this keeps the three in step)."""
+    import inspect
+
+    from unlearnable.audit.verify import VERIFY_EPOCHS, VerifyOptions
+    from unlearnable.cli.demo_cmds import demo
+    from unlearnable.cli.protect_cmds import protect_cmd
+
+    assert VerifyOptions().epochs == VERIFY_EPOCHS == 16
+    assert inspect.signature(protect_cmd).parameters["verify_epochs"].default.default == VERIFY_EPOCHS
+    assert inspect.signature(demo).parameters["epochs"].default.default == VERIFY_EPOCHS
+
+
 def test_verdicts():
     assert verdict(0.9, 0.12, 0.1)[0] == "protected"
     assert verdict(0.9, 0.5, 0.1)[0] == "not protected"

@@ -14,7 +14,8 @@ from . import app
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="output folder (replaced if present)"),
-    epochs: int = typer.Option(8, "--epochs", help="victim epochs"),
+    epochs: int = typer.Option(16, "--epochs", help="victim epochs (protect --verify's default, "
+                               "audit.verify.VERIFY_EPOCHS)"),
     model: str = typer.Option("smallcnn", "--model", help="victim architecture"),
 ) -> None:
     """The main job on built-in data: protect mnist5k, train victims, write report.md with pictures."""

@@ -53,8 +53,9 @@ def protect_cmd(
     verify_victim: str = typer.Option("auto", "--verify-victim", help="victim(s) of --verify, comma-separated "
                                       "(auto: smallcnn, or the next model no surrogate used); with several, every "
                                       "one must be fooled, e.g. smallcnn,resnet18"),
-    verify_epochs: int = typer.Option(8, "--verify-epochs", help="epochs of each --verify victim (about 1 min per "
-                                      "1,000 images of 32x32 per victim on 2 CPU cores)"),
+    verify_epochs: int = typer.Option(16, "--verify-epochs", help="epochs of each --verify victim (audit.verify."
+                                      "VERIFY_EPOCHS; about 10-20 s per 1,000 images of 32x32 per victim, and "
+                                      "as much again for its clean twin, on 2 CPU cores)"),
     verify_size: int = typer.Option(None, "--verify-size", help="train and test the --verify victims on images "
                                     "resized to N x N (antialiased), as a trainer who downscales them would; "
                                     "default: the working size"),

@@ -104,7 +104,7 @@ def verify_scope(v: dict) -> str:
            else f"the victim that was trained: a `{victim}`")
     return (f"This verdict holds for {who}, {epochs} epoch{plural}, crop/flip{at}, "
             "one seed. A deeper victim trained to convergence can learn more from the same images (measured in "
-            "docs/benchmarks.md: with the same key, a converged ResNet-18 scored 27-50% on tissue patches where the "
+            "docs/benchmarks.md: with the same key, a converged ResNet-18 scored 27-50% on tissue patches where an "
             "8-epoch check was at chance), and on images whose brightness or colour names the class a network that "
             "downsamples with strided convolutions (ResNet-18, MobileNetV2) follows the tiles far less than one with "
             "max pools (the small CNN, VGG-16), so check with `--verify-victim smallcnn,resnet18 --verify-epochs 40` "
