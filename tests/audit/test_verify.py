@@ -224,6 +224,42 @@ def test_the_verify_victim_and_the_demo_train_the_same_number_of_epochs():
     assert inspect.signature(demo).parameters["epochs"].default.default == VERIFY_EPOCHS
 
 
+def test_each_victim_checkpoints_into_a_folder_of_its_own_images_and_recipe(tmp_path):
+    """A --resume continues a victim only on the same protected images with the same recipe and size; any change
+    (another key or budget, labels, epochs, --verify-size) names another folder, where training starts afresh."""
+    import torch
+
+    from unlearnable.audit.verify import victim_dir
+    from unlearnable.data import load
+    from unlearnable.train.loop import Recipe
+
+    ds = load("mni-tissue:n=40,test=8")
+    r = Recipe(model="smallcnn", epochs=3)
+    here = victim_dir(tmp_path, ds, r, None)
+    assert here.parent == tmp_path and here.name.startswith("smallcnn-")
+    assert victim_dir(tmp_path, ds, Recipe(model="smallcnn", epochs=3), None) == here  # same inputs: same folder
+    idx = ds.indices("train")
+    moved = ds.images.clone()
+    moved[idx[0], 0, 0, 0] ^= 1  # one grey level of one pixel of one training image
+    relabelled = ds.labels.clone()
+    relabelled[idx[0]] = (relabelled[idx[0]] + 1) % ds.num_classes
+    others = {victim_dir(tmp_path, ds.with_images(moved, torch.arange(len(ds))), r, None),
+              victim_dir(tmp_path, replace_labels(ds, relabelled), r, None),
+              victim_dir(tmp_path, ds, Recipe(model="smallcnn", epochs=4), None),
+              victim_dir(tmp_path, ds, r, 16)}
+    assert here not in others and len(others) == 4
+    test_only = ds.images.clone()
+    test_only[ds.indices("test")[0], 0, 0, 0] ^= 1  # the clean test split is not what the victim trains on
+    assert victim_dir(tmp_path, ds.with_images(test_only, torch.arange(len(ds))), r, None) == here
+    assert victim_dir(None, ds, r, None) is None  # no --resume folder: no checkpoints
+
+
+def replace_labels(ds, labels):
+    from dataclasses import replace
+
+    return replace(ds, labels=labels)
+
+
 def test_verdicts():
     assert verdict(0.9, 0.12, 0.1)[0] == "protected"
     assert verdict(0.9, 0.5, 0.1)[0] == "not protected"

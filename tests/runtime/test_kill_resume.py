@@ -136,6 +136,37 @@ def test_protect_uc_killed_and_resumed(tmp_path: Path) -> None:
     kill_and_resume(tmp_path, first, ["--resume"], "uc", lambda d: d / ".uc.partial")
 
 
+def test_protect_verify_killed_and_resumed(tmp_path: Path) -> None:
+    """``protect --verify``'s victims (protected, then its clean twin) checkpoint into ``.OUT.partial/verify/``;
+    ``--resume`` continues them, and the manifest's verdict, curves and confusion equal an uninterrupted run's."""
+    write_train_test_npz(tmp_path / "tiny.npz", n=24, classes=3)
+    first = ["protect", "tiny.npz", "--method", "tiles", "--key", "k.key", "--verify", "--verify-epochs", "3",
+             "--device", "cpu"]
+    assert cli(["protect", "tiny.npz", "--method", "tiles", "--key", "k.key", "--out", "keyonly"],
+               tmp_path).returncode == 0  # the key both runs use
+    kill_and_resume(tmp_path, first, ["--resume"], "pv", lambda d: d / ".pv.partial", done=(0, 3))
+
+
+def test_protect_verify_parks_a_new_key_for_resume(tmp_path: Path) -> None:
+    """Without ``--key`` a verified run creates its key: a run killed while its victims train parks the key in
+    ``.OUT.partial/`` (mode 0600) and writes none beside the output; ``--resume`` protects with that same key."""
+    write_train_test_npz(tmp_path / "tiny.npz", n=24, classes=3)
+    args = ["protect", "tiny.npz", "--method", "tiles", "--verify", "--verify-epochs", "3", "--device", "cpu",
+            "--out", "pv"]
+    r = cli(args, tmp_path, "after:2:0.0")
+    assert r.returncode == -9, r.stderr[-2000:]
+    parked = tmp_path / ".pv.partial" / "key"
+    assert parked.is_file() and parked.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "pv").exists() and not (tmp_path / "pv.key").exists()
+    kept = list((tmp_path / ".pv.partial" / "verify").rglob("*.ckpt"))
+    assert kept, "no victim checkpoint to resume from"
+    secret = parked.read_bytes()
+    r = cli([*args, "--resume"], tmp_path)
+    assert r.returncode in (0, 3), r.stderr[-2000:]
+    assert (tmp_path / "pv.key").read_bytes() == secret
+    assert not (tmp_path / ".pv.partial").exists()
+
+
 def test_evaluate_killed_and_resumed(tmp_path: Path) -> None:
     write_train_test_npz(tmp_path / "tiny.npz", n=24, classes=3)
     r = cli(["protect", "tiny.npz", "--method", "tiles", "--key", "k.key", "--out", "prot"], tmp_path)

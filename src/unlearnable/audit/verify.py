@@ -16,15 +16,21 @@ did not learn; the manifest's top-level fields are the worst victim's and ``vict
 one fit at the method's maximum budget (if that fails, nothing is written), then bisection over whole grey levels,
 at most :data:`MAX_FITS` fits in all. The clean twins are trained once and reused.
 
+Every victim checkpoints after each epoch into ``.OUT.partial/verify/`` (:func:`victim_dir`), so ``protect
+--resume`` continues an interrupted verification instead of training it again.
+
 Data flows one way: the protect command hands this module a ``review`` callback; :mod:`unlearnable.protect` never
 imports audit code.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -185,12 +191,32 @@ def at_size(ds: ImageSet, size: int | None, chunk: int = 256) -> ImageSet:
 
 
 def _measure(view: ImageSet, protected: ImageSet, recipe: Recipe, device: str,
-             clean_result: dict[str, Any] | None, size: int | None = None) -> dict[str, Any]:
+             clean_result: dict[str, Any] | None, size: int | None = None,
+             work: Path | None = None) -> dict[str, Any]:
     """Train and test the victims; ``view`` is the clean data already at the victims' size (``at_size``, once per
-    review), ``protected`` is resized here."""
+    review), ``protected`` is resized here. With ``work`` both victims checkpoint every epoch into
+    :func:`victim_dir` and continue from there."""
     aug = [parse_defense(VERIFY_AUG)]
     return evaluate(at_size(protected, size), view, recipe, device=device, defenses=aug,
-                    clean_result=clean_result, progress=progress_enabled())
+                    clean_result=clean_result, progress=progress_enabled(),
+                    work_dir=victim_dir(work, protected, recipe, size))
+
+
+def victim_dir(work: Path | None, protected: ImageSet, recipe: Recipe, size: int | None) -> Path | None:
+    """The folder of one victim's checkpoints (``protected.ckpt``, and ``clean.ckpt`` for its clean twin) under
+    ``work``, named by the victim and a digest of what it trains on: the protected training split (images and labels),
+    the recipe and ``--verify-size``. A ``--resume`` continues a victim only on the same images with the same
+    settings; another key, budget (each ``--target-acc`` fit) or recipe gets a folder of its own and starts afresh.
+    The digest is a BLAKE2b of pixels that the output publishes anyway, so it reveals nothing the output does not."""
+    if work is None:
+        return None
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps([asdict(recipe), size], sort_keys=True).encode())
+    idx = protected.indices("train")
+    for chunk in idx.split(4096):  # bounded memory on large splits
+        h.update(protected.images[chunk].contiguous().numpy().tobytes())
+        h.update(protected.labels[chunk].contiguous().numpy().tobytes())
+    return work / f"{recipe.model}-{h.hexdigest()}"
 
 
 def _mean_psnr(ds: ImageSet, protected: ImageSet) -> float | None:
@@ -212,7 +238,8 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         if opts.target_acc is not None:
             check_searchable(algo)
 
-    def review(ds: ImageSet, algo: Protection, fit: Fit) -> tuple[Any, Protection, dict[str, Any]]:
+    def review(ds: ImageSet, algo: Protection, fit: Fit, work: Path | None = None
+               ) -> tuple[Any, Protection, dict[str, Any]]:
         victims = pick_victims(opts, algo)
         recipes = [Recipe(model=v, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
                           precision=opts.precision, sync_bn=opts.sync_bn, compile=opts.compile) for v in victims]
@@ -224,14 +251,14 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         view = at_size(ds, opts.size)  # the clean twin at the victims' size, for every fit tried
         if opts.target_acc is None:
             protected, pert, a = fit({})
-            entries = [_entry(ds, protected, _measure(view, protected, r, opts.device, None, opts.size), r, chance,
-                              a, opts.size, opts.score) for r in recipes]
+            entries = [_entry(ds, protected, _measure(view, protected, r, opts.device, None, opts.size, work), r,
+                              chance, a, opts.size, opts.score) for r in recipes]
             entry = combine(entries)
             log(f"verify: {entry['verdict']}: {entry['reason']}")
             _say_learnt(entry)
             _add_cues(entry, ds, a)
             return pert, a, {"verify": entry}
-        pert, a, entry = _search(ds, view, algo, fit, recipes, chance, opts)
+        pert, a, entry = _search(ds, view, algo, fit, recipes, chance, opts, work)
         _add_cues(entry["verify"], ds, a)
         return pert, a, entry
 
@@ -320,7 +347,7 @@ def _add_cues(entry: dict[str, Any], ds: ImageSet, algo: Protection) -> None:
 
 
 def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: list[Recipe], chance: float,
-            opts: VerifyOptions) -> tuple[Any, Protection, dict[str, Any]]:
+            opts: VerifyOptions, work: Path | None = None) -> tuple[Any, Protection, dict[str, Any]]:
     target = float(opts.target_acc)  # type: ignore[arg-type]
     hi = eps_levels(type(algo).max_eps)
     tried: list[dict[str, Any]] = []
@@ -333,7 +360,7 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
         prot, pert, a = fit({"eps": f"{level}/255"})
         entries = []
         for i, recipe in enumerate(recipes):
-            r = _measure(view, prot, recipe, opts.device, clean[i], opts.size)
+            r = _measure(view, prot, recipe, opts.device, clean[i], opts.size, work)
             if clean[i] is None:
                 clean[i] = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
                 learnt, why = verdict(r["clean_acc"], 0.0, chance)

@@ -45,7 +45,8 @@ def protect_cmd(
     epochs: int = typer.Option(None, "--epochs", help="training epochs of the method"),
     lr_scaling: str = typer.Option(None, "--lr-scaling", help="none, linear or sqrt in batch_size/base_batch"),
     warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="linear learning-rate warm-up"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from .OUT.partial/"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from .OUT.partial/ (the "
+                                "method's fit where it checkpoints, and the --verify victims)"),
     verify: bool = typer.Option(False, "--verify", help="train a short independent victim on the protected and the "
                                 "clean training split before writing; the verdict goes into manifest.json"),
     target_acc: str = typer.Option(None, "--target-acc", help="search the smallest eps whose verified protected "

@@ -69,10 +69,11 @@ def protect_source(
     checkpoint every epoch into ``.OUT.partial/`` beside the output; ``resume`` continues from there (the key
     of an interrupted run is kept there too, mode 0600, until the output is complete).
 
-    ``review(data, method, fit)`` (``--verify``/``--target-acc``, built by :mod:`unlearnable.audit.verify`) runs on
-    every rank in place of the plain fit, on every split at the working size: it fits through ``fit(overrides)``
-    (``{}``: as asked; e.g. ``{"eps": ...}`` for a budget search), verifies, and returns the perturbation and method
-    to write plus manifest entries. ``review.check(data, method)`` runs on a pixel-free view before any work.
+    ``review(data, method, fit, work)`` (``--verify``/``--target-acc``, built by :mod:`unlearnable.audit.verify`)
+    runs on every rank in place of the plain fit, on every split at the working size: it fits through
+    ``fit(overrides)`` (``{}``: as asked; e.g. ``{"eps": ...}`` for a budget search), verifies (its victims checkpoint
+    under ``work``), and returns the perturbation and method to write plus manifest entries.
+    ``review.check(data, method)`` runs on a pixel-free view before any work.
     """
     out = Path(out)
     cls = METHODS.get(method)
@@ -95,7 +96,8 @@ def protect_source(
     n_target = len(target)
     checkpoints = hasattr(cls, "checkpoint_dir")
     resuming = resume and work.is_dir()  # an earlier run's checkpoints: never removed by this run's failure
-    key, created = _key_for_run(kpath, work, resume, park=checkpoints)
+    # a run that checkpoints (the method's fit, or the --verify victims) parks a new key where --resume finds it
+    key, created = _key_for_run(kpath, work, resume, park=checkpoints or review is not None)
     say = (lambda m: None) if quiet else log
     say(f"protecting {n_target} images ({', '.join(split_list)}) of {source} with '{method}' "
         f"(key {key.fingerprint}, {info.world_size} process(es), device {device}, fitted at {hw[1]}x{hw[0]})")
@@ -108,7 +110,7 @@ def protect_source(
         if review is None:
             pert = algo.fit(cat.imageset(target, size=hw, pixels=algo.fit_reads_pixels), key)
         else:
-            pert, algo, extra = _review(review, cat, target, hw, algo, key, params or {}, fmt)
+            pert, algo, extra = _review(review, cat, target, hw, algo, key, params or {}, fmt, work)
             p = algo.params
     except UserError:
         if D.is_main() and not resuming:  # bad input: leave nothing behind (an interruption keeps its checkpoints)
@@ -142,11 +144,11 @@ def protect_source(
 
 
 def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tuple[int, int], algo: Any,
-            key: Key, params: Mapping[str, Any], fmt: ImageFormat) -> tuple[Any, Any, dict[str, Any]]:
+            key: Key, params: Mapping[str, Any], fmt: ImageFormat, work: Path) -> tuple[Any, Any, dict[str, Any]]:
     """Run ``review`` on an in-memory view of every split at the working size (victims need one size; it is decoded
     once and also serves the fits); returns the perturbation and method to write, and manifest entries. The victims
     see the protected images as they will be read back from the files (``Catalog.as_written``): a JPEG output is
-    verified as JPEG."""
+    verified as JPEG. Their per-epoch checkpoints go under ``work/verify/`` (``--resume`` continues them)."""
     import torch
 
     view = cat.imageset(size=hw)
@@ -160,7 +162,7 @@ def _review(review: Callable[..., Any], cat: Catalog, target: list[int], hw: tup
         pe = a.fit(train if a.fit_reads_pixels else cat.imageset(target, size=hw, pixels=False), key)
         return view.with_images(cat.as_written(target, a.apply(train, pe), fmt), idx), pe, a
 
-    return review(view, algo, fit)
+    return review(view, algo, fit, work / "verify")
 
 
 def check_paths(source: str, out: Path, key_path: str | os.PathLike | None, force: bool) -> Path:
