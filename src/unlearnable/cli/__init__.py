@@ -7,10 +7,14 @@ Only typer's public API is used (``typer.Exit``, ``typer.Abort``, ``typer.TyperE
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -99,15 +103,47 @@ def _save_traceback(e: BaseException, args: list[str]) -> Path:
     return Path(name)
 
 
+class Terminated(BaseException):
+    """SIGTERM: a batch scheduler's time limit (SLURM, LSF), torchrun stopping its workers, ``kill``. Raised in the
+    main thread so that the run unwinds like Ctrl-C: temporary output folders are removed, checkpoints a re-run resumes
+    from are kept, and the last line says which."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (the default would end the process at once, leaving
+    half-built output folders behind and saying nothing); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+INTERRUPTED = "nothing was written (re-run with --resume where supported)"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2.
 
     Exit codes: 0 success; 1 an unexpected error (one line, full traceback saved to a file); 2 a user error or bad
     usage, nothing written; 3 the run finished but proved nothing (a clean victim that did not beat chance, see
-    ``audit.validity.baseline_valid``); 130 interrupted.
+    ``audit.validity.baseline_valid``); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
     """
     args = sys.argv[1:] if argv is None else argv
     KEPT.clear()
+    with _sigterm_unwinds():
+        _run(args)
+
+
+def _run(args: list[str]) -> None:
     try:
         command = typer.main.get_command(app)
         readable_metavars(command)
@@ -120,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except (KeyboardInterrupt, typer.Abort):
-        _fail("interrupted; nothing was written (re-run with --resume where supported)", 130)
+        _fail(f"interrupted; {INTERRUPTED}", 130)
+    except Terminated:
+        _fail(f"terminated (SIGTERM); {INTERRUPTED}", 143)
     except typer.TyperException as e:  # click's usage errors, public through typer
         if type(e).__name__ == "NoArgsIsHelpError":  # a command group called without a command: show its help
             typer.echo(e.format_message())
@@ -143,6 +181,6 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # Non-standalone typer returns an Exit's code instead of raising it (KeyboardInterrupt becomes 130).
         if rv == 130:
-            _fail("interrupted; nothing was written (re-run with --resume where supported)", 130)
+            _fail(f"interrupted; {INTERRUPTED}", 130)
         if isinstance(rv, int) and rv:
             raise SystemExit(rv)
