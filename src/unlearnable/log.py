@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from time import monotonic
 from typing import TypeVar
 
 from rich.console import Console
@@ -37,7 +38,9 @@ class Progress:
 
     A log file must not fill with ``\r`` bar redraws, yet a run under ``make demo > log`` or a batch scheduler must
     not sit silent for minutes. Off a terminal, a line is printed when ``update(..., line=True)`` asks for one
-    (e.g. at the end of an epoch) or, with ``line=None``, each time another ``every`` fraction of ``total`` is done.
+    (e.g. at the end of an epoch) or, with ``line=None``, each time another ``every`` fraction of ``total`` is done;
+    it ends with the time elapsed and, until the end, the time left at the rate so far (``[1 min 4 s, ~3 min left]``;
+    a resumed run's rate counts only the units done since it started), as the bar shows on a terminal.
 
     Args:
         total: units of work (epochs, batches, images); initial: units already done (a resumed run).
@@ -52,6 +55,7 @@ class Progress:
         self.active = enabled and D.is_main()
         self.bar = None
         self._next = self._step_after(self.done)
+        self._t0, self._initial = monotonic(), self.done
         if self.active and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -76,9 +80,17 @@ class Progress:
         if line or (line is None and crossed):
             pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
             extra = "".join(f"  {k} {_fmt(v)}" for k, v in info.items())
-            _console.print(f"{self.desc}: {self.unit} {self.done}/{self.total}{pct}{extra}", markup=False)
+            _console.print(f"{self.desc}: {self.unit} {self.done}/{self.total}{pct}{extra}  {self._timing()}",
+                           markup=False)
         if crossed:
             self._next = self._step_after(self.done)
+
+    def _timing(self) -> str:
+        """``[elapsed, ~left]``: the time left at this process's rate so far (none at the end, or before a unit)."""
+        elapsed = monotonic() - self._t0
+        ran = self.done - self._initial
+        left = elapsed / ran * (self.total - self.done) if ran > 0 and self.total and self.done < self.total else None
+        return f"[{duration(elapsed)}" + ("" if left is None else f", ~{duration(left)} left") + "]"
 
     def close(self) -> None:
         if self.bar is not None:
@@ -90,6 +102,16 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 12 s``, ``2 h 05 min``: a readable span for progress lines."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _fmt(v: float | int | str) -> str:

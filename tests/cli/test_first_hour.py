@@ -151,6 +151,31 @@ def test_progress_prints_lines_per_ten_percent_off_a_terminal(capsys):
     assert "\r" not in err and err.count("work: batch") == 10 and "work: batch 50/50 (100%)" in err
 
 
+def test_progress_lines_say_the_time_elapsed_and_left(capsys, monkeypatch):
+    """A batch log shows how long a run has taken and how long it will still take, at the rate so far; a resumed
+    run's rate counts only what it did itself."""
+    import unlearnable.log as L
+
+    now = [100.0]
+    monkeypatch.setattr(L, "monotonic", lambda: now[0])
+    with L.Progress(10, "victim", "epoch", every=0.5) as p:
+        now[0] += 30.0
+        p.update(1, line=True, loss=0.5)  # 1 of 10 in 30 s: 9 more at that rate
+        now[0] += 120.0
+        p.update(4)  # 5 of 10 in 150 s (the 50% line)
+    with L.Progress(10, "resumed", "epoch", initial=8) as p:  # 8 done before: the rate is this run's alone
+        now[0] += 3000.0
+        p.update(1, line=True)
+        now[0] += 4000.0
+        p.update(1, line=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "victim: epoch 1/10 (10%)  loss 0.500  [30 s, ~4 min 30 s left]"
+    assert lines[1] == "victim: epoch 5/10 (50%)  [2 min 30 s, ~2 min 30 s left]"
+    assert lines[2] == "resumed: epoch 9/10 (90%)  [50 min 0 s, ~50 min 0 s left]"
+    assert lines[3] == "resumed: epoch 10/10 (100%)  [1 h 56 min]"  # done: no time left to show
+    assert [L.duration(x) for x in (0.4, 59.6, 3599, 7260)] == ["0 s", "1 min 0 s", "59 min 59 s", "2 h 01 min"]
+
+
 def test_cuda_chunk_default_agrees_with_the_docs():
     from unlearnable.protect import METHODS
 
