@@ -32,7 +32,7 @@ def test_file_then_flags_override_and_config_yaml_records_every_value(npz, tmp_p
     assert manifest["params"]["eps"] == pytest.approx(2 / 255)  # the flag beats the file
     written = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["protect"]
     assert written["eps"] == "2/255" and written["method"] == "random" and written["splits"] == "train"
-    assert written["verify_epochs"] == 8  # defaults are written too: every parameter's final value
+    assert written["verify_epochs"] == 16  # defaults are written too: every parameter's final value
 
 
 def test_written_config_reproduces_the_run(npz, tmp_path, capsys):

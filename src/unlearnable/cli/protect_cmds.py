@@ -35,7 +35,9 @@ def protect_cmd(
                                   "(default 224); outputs keep their native size"),
     seed: int = typer.Option(0, "--seed", help="seed of the train/test split for class-folder sources"),
     test_fraction: str = typer.Option("0.2", "--test-fraction", help="test share for class-folder sources"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (cuda = this rank's GPU)"),
+    device: str = typer.Option("auto", "--device", help="auto (this rank's GPU when there is one, else the CPU), "
+                               "cpu, cuda or cuda:N; the device of the method's surrogates and of the --verify "
+                               "victims"),
     surrogate: str = typer.Option(None, "--surrogate", help="UC: surrogate architecture (any registered model)"),
     surrogate_weights: Path = typer.Option(None, "--surrogate-weights", help="UC: local surrogate weights file; "
                                            "default: self-supervised (SimCLR) on the data itself"),
