@@ -71,6 +71,27 @@ def test_protect_output_reports_its_measured_quality(runs):
     assert_self_contained(out, 0)
 
 
+def test_a_verified_output_shows_its_victims_curves_in_place_and_nested(tmp_path, capsys):
+    """--verify draws verify.png (accuracies only) beside the verification table; a folder that holds the output
+    (the demo's) shows it at the sub-folder's path, once; an unverified output has no figure (the run above)."""
+    npz = write_train_test_npz(tmp_path / "tiny.npz", n=16)
+    out = tmp_path / "runs" / "tiles"
+    code, _, err = run_cli(["protect", str(npz), "-m", "tiles", "-o", str(out), "--key", str(tmp_path / "k.key"),
+                            "--verify", "--verify-epochs", "2"], capsys)
+    assert code in (0, 3), err
+    md = (out / "report.md").read_text()
+    link = "![the --verify victim's clean-test accuracy per epoch](verify.png)"
+    assert (out / "verify.png").is_file() and link in md
+    assert md.index("### Verification") < md.index(link) < md.index("This verdict holds")
+    assert "## Figures" not in md  # shown in place, not again at the end
+    assert_self_contained(out, 1)
+    code, _, err = run_cli(["report", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+    parent = (tmp_path / "runs" / "report.md").read_text()
+    assert parent.count("verify.png") == 1 and "(tiles/verify.png)" in parent
+    assert len(images(tmp_path / "runs" / "report.html")) == 1
+
+
 def test_evaluate_output_reports_accuracies_verdict_and_curves(runs):
     out = runs["evaluate"]
     r = json.loads((out / "results.json").read_text())

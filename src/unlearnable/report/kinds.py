@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,31 @@ def colour_cue_text(cues: dict, learnt: list) -> str:
     return text
 
 
-@kind("protect", _has("manifest.json", "method", "metrics"))
+VERIFY_FIGURE = "verify.png"
+
+
+def draw_protect(folder: Path) -> None:
+    """``verify.png``: the ``--verify`` victims' clean-test accuracy after every epoch (the worst victim's, with its
+    clean twin, and chance), from ``manifest.json``; nothing for an output that was not verified. It shows accuracies
+    only: never a clean image nor the perturbation, which a published output must not carry."""
+    import os
+
+    m = read_json(folder / "manifest.json") or {}
+    v = m.get("verify")
+    curves = v.get("curves") if isinstance(v, dict) else None
+    if not isinstance(curves, dict) or not curves.get("protected") or not curves.get("clean"):
+        return
+    from .figures import accuracy_curves
+
+    runs = {"clean": curves["clean"], f"protected: {m.get('method', '?')}": curves["protected"]}
+    invalid = v.get("reason") if v.get("verdict") == "invalid" else None
+    tmp = folder / f".verify.tmp-{os.getpid()}.png"
+    accuracy_curves(runs, tmp, title=f"--verify victim {v.get('victim', '?')}: {v.get('verdict')}",
+                    chance=v.get("chance"), invalid=invalid)
+    os.replace(tmp, folder / VERIFY_FIGURE)
+
+
+@kind("protect", _has("manifest.json", "method", "metrics"), draw=draw_protect)
 def protect(folder: Path) -> list[str]:
     m = read_json(folder / "manifest.json")
     src = m.get("source") or {}
@@ -161,6 +186,8 @@ def protect(folder: Path) -> list[str]:
                                  "its best epoch": _best(v.get("best_acc"), v.get("best_epoch")),
                                  "chance": _acc(v.get("chance"))}],
                                ["verdict", "clean victim", "protected victim", "its best epoch", "chance"]), ""]
+        if (folder / VERIFY_FIGURE).is_file():
+            out += [f"![the --verify victim's clean-test accuracy per epoch]({VERIFY_FIGURE})", ""]
         if v.get("victims"):  # several victims: the row above is the worst one; each victim's own result
             out += [markdown_table([{"victim": f"`{x.get('victim')}`", "verdict": x.get("verdict"),
                                      "clean victim": _acc(x.get("clean_acc")),
@@ -339,12 +366,21 @@ def sections(folder: Path, depth: int = 2, prefix: str = "") -> list[str]:
     out = (KINDS[name][1] if name in KINDS else generic)(folder)
     if depth and name == "generic":
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            inner = sections(sub, depth - 1, f"{prefix}{sub.name}/")
+            inner = [_images_under(line, sub.name) for line in sections(sub, depth - 1, f"{prefix}{sub.name}/")]
             if detect(sub) != "generic":
                 out += [f"## {prefix}{sub.name}/ ({detect(sub)})", "", *inner]
             elif any(line.startswith("## ") for line in inner):  # an output further down
                 out += inner[_first(inner):]
     return out
+
+
+_IMAGE = re.compile(r"(!\[[^\]]*\]\()(?![A-Za-z][A-Za-z0-9+.-]*:|/|#)([^)\s]+\))")
+
+
+def _images_under(line: str, sub: str) -> str:
+    """A sub-output's Markdown shown in its parent's report: its relative image paths (``verify.png``) made relative
+    to the parent (``tiles/verify.png``), so the parent's report shows the sub-output's figures in place."""
+    return _IMAGE.sub(lambda m: f"{m.group(1)}{sub}/{m.group(2)}", line)
 
 
 def _first(lines: list[str]) -> int:
