@@ -140,3 +140,23 @@ def test_clean_rows_floor_trains_on_exactly_the_rows_mix_leaves_clean(source, tm
     assert epochs == round(2 * 45 / kept) == 3
     (floor,) = [json.loads(p.read_text()) for p in out.glob("cells/method=clean_rows_only*/results.json")]
     assert floor["rows"] == kept and floor["epochs"] == 3
+
+
+def test_the_protected_cache_is_tied_to_labels_and_training_rows(grey_set, tmp_path, monkeypatch):
+    """An audit resumed on relabelled data or on other training rows protects afresh instead of reusing images
+    protected with the old labels (the gradient methods read them)."""
+    from dataclasses import replace
+
+    import unlearnable.audit.matrix as M
+
+    real, calls = M.protect, []
+    monkeypatch.setattr(M, "protect", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ds = replace(grey_set, splits=tuple("train" if i < 12 else "test" for i in range(len(grey_set))))
+    first = M._protect_cached(ds, "random", {}, 3, tmp_path, "cpu")
+    again = M._protect_cached(ds, "random", {}, 3, tmp_path, "cpu")
+    assert len(calls) == 1 and torch.equal(first.images, again.images)  # same inputs: read back
+    relabelled = replace(ds, labels=(ds.labels + 1) % len(ds.classes))
+    M._protect_cached(relabelled, "random", {}, 3, tmp_path, "cpu")
+    moved = replace(ds, splits=tuple("train" if i < 10 else "test" for i in range(len(ds))))
+    M._protect_cached(moved, "random", {}, 3, tmp_path, "cpu")
+    assert len(calls) == 3 and len(list(tmp_path.glob("random-*.pt"))) == 3

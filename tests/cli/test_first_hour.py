@@ -279,3 +279,27 @@ def test_datasets_is_the_complete_catalogue(capsys, monkeypatch):
         assert set(reg.names()) <= words, reg.what
     assert set(BUILTINS) <= words
 
+
+
+def test_evaluate_resumes_only_on_the_same_data(grey_set, rgb_set, tmp_path):
+    """The checkpoint folder of `evaluate` changes with the protected or the clean data (a label, one grey level,
+    the training rows) and with the defences or mix; not with anything else."""
+    from dataclasses import replace
+
+    import torch
+
+    from unlearnable.cli.evaluate_cmds import work_dir
+
+    out = tmp_path / "res"
+    here = work_dir(out, grey_set, rgb_set, ["none"], 1.0)
+    assert here.parent == tmp_path and here.name.startswith(".res.partial-")
+    assert work_dir(out, grey_set, rgb_set, ["none"], 1.0) == here
+    moved = grey_set.images.clone()
+    moved[0, 0, 0, 0] ^= 1
+    others = {work_dir(out, grey_set.with_images(moved, torch.arange(len(grey_set))), rgb_set, ["none"], 1.0),
+              work_dir(out, replace(grey_set, labels=grey_set.labels.flip(0)), rgb_set, ["none"], 1.0),
+              work_dir(out, grey_set, replace(rgb_set, labels=rgb_set.labels.flip(0)), ["none"], 1.0),
+              work_dir(out, grey_set, replace(rgb_set, splits=("test",) + rgb_set.splits[1:]), ["none"], 1.0),
+              work_dir(out, grey_set, rgb_set, ["grayscale"], 1.0),
+              work_dir(out, grey_set, rgb_set, ["none"], 0.5)}
+    assert here not in others and len(others) == 6

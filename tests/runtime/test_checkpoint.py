@@ -76,3 +76,34 @@ def test_rng_state_round_trip() -> None:
     CK.restore_rng(saved)
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1]) and first[2] == second[2]
+
+
+def test_fingerprint_names_the_data_and_settings_a_checkpoint_belongs_to(monkeypatch) -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (10, 1, 6, 6), dtype=torch.uint8, generator=g)
+    labels = torch.arange(10) % 3
+    here = CK.fingerprint({"eps": 8, "method": "tiles"}, images, labels)
+    assert len(here) == 16 and int(here, 16) >= 0
+    assert CK.fingerprint({"method": "tiles", "eps": 8}, images.clone(), labels.clone()) == here  # key order, copies
+    moved = images.clone()
+    moved[7, 0, 3, 2] ^= 1  # one grey level of one pixel
+    relabelled = labels.clone()
+    relabelled[4] = (relabelled[4] + 1) % 3
+    others = [CK.fingerprint({"eps": 8, "method": "tiles"}, moved, labels),
+              CK.fingerprint({"eps": 8, "method": "tiles"}, images, relabelled),
+              CK.fingerprint({"eps": 4, "method": "tiles"}, images, labels),
+              CK.fingerprint({"eps": 8, "method": "tiles"}, images, labels.to(torch.int32)),  # dtype counts
+              CK.fingerprint({"eps": 8, "method": "tiles"}, images.reshape(10, 1, 3, 12), labels),  # shape counts
+              CK.fingerprint({"eps": 8, "method": "tiles"}, labels, images)]  # so does which tensor is which
+    assert len({here, *others}) == len(others) + 1
+    # rows: only the rows named count, in chunks or not, as if those rows were passed alone
+    rows = torch.tensor([0, 2, 5, 9])
+    alone = CK.fingerprint("s", images[rows], labels[rows])
+    assert CK.fingerprint("s", images, labels, rows=rows) == alone
+    elsewhere = images.clone()
+    elsewhere[1] = 0  # a row outside ``rows`` (e.g. the test split)
+    assert CK.fingerprint("s", elsewhere, labels, rows=rows) == alone
+    monkeypatch.setattr(CK, "FINGERPRINT_CHUNK", 3)  # several chunks hash as one
+    assert CK.fingerprint("s", images, labels, rows=rows) == alone
+    assert CK.fingerprint({"eps": 8, "method": "tiles"}, images, labels) == here
+    assert CK.fingerprint("s", images[:, :, ::2]) == CK.fingerprint("s", images[:, :, ::2].contiguous())  # views

@@ -11,7 +11,6 @@ atomically; the accuracy table ``audit.md`` and ``heatmap.png`` are drawn from t
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -156,10 +155,10 @@ def mark_validity(rows: Sequence[Mapping[str, Any]], chance: float) -> list[dict
 def _protect_cached(ds: ImageSet, method: str, params: dict[str, Any], key_seed: int, folder: Path,
                     device: str, accel: Accel | None = None) -> ImageSet:
     """Protect the training split once; the protected images are kept in ``folder`` for resumed audits."""
-    h = hashlib.sha256(ds.images.numpy().tobytes())
     reduced = [accel.precision] if accel is not None and accel.precision != "fp32" else []  # other numbers
-    h.update(json.dumps([method, params, key_seed, *reduced], sort_keys=True, default=str).encode())
-    path = folder / f"{method}-{h.hexdigest()[:12]}.pt"
+    # What the protection depends on: the images, the labels the gradient methods read, and which rows are trained.
+    tag = CK.fingerprint([method, params, key_seed, *reduced], ds.images, ds.labels, ds.indices("train"))
+    path = folder / f"{method}-{tag}.pt"
     cached = CK.load(path)
     if cached is not None:
         return ds.with_images(cached["images"])

@@ -25,8 +25,6 @@ imports audit code.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,6 +41,7 @@ from ..errors import UserError
 from ..log import log, progress_enabled
 from ..models import MODELS
 from ..protect.base import Protection, eps_levels
+from ..runtime.checkpoint import fingerprint
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
 from .classes import LEARNT_ABOVE, classes_learnt, per_class
@@ -207,16 +206,11 @@ def victim_dir(work: Path | None, protected: ImageSet, recipe: Recipe, size: int
     ``work``, named by the victim and a digest of what it trains on: the protected training split (images and labels),
     the recipe and ``--verify-size``. A ``--resume`` continues a victim only on the same images with the same
     settings; another key, budget (each ``--target-acc`` fit) or recipe gets a folder of its own and starts afresh.
-    The digest is a BLAKE2b of pixels that the output publishes anyway, so it reveals nothing the output does not."""
+    The digest (:func:`~unlearnable.runtime.checkpoint.fingerprint`) covers pixels that the output publishes anyway."""
     if work is None:
         return None
-    h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps([asdict(recipe), size], sort_keys=True).encode())
-    idx = protected.indices("train")
-    for chunk in idx.split(4096):  # bounded memory on large splits
-        h.update(protected.images[chunk].contiguous().numpy().tobytes())
-        h.update(protected.labels[chunk].contiguous().numpy().tobytes())
-    return work / f"{recipe.model}-{h.hexdigest()}"
+    tag = fingerprint([asdict(recipe), size], protected.images, protected.labels, rows=protected.indices("train"))
+    return work / f"{recipe.model}-{tag}"
 
 
 def _mean_psnr(ds: ImageSet, protected: ImageSet) -> float | None:

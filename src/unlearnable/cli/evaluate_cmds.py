@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -43,6 +42,18 @@ def parse_mix(text: str) -> float:
     if not 0.0 <= r <= 1.0:
         raise UserError(f"--mix {text}: must be a fraction in [0, 1]")
     return r
+
+
+def work_dir(out: Path, prot, clean, defenses: list[str], mix: float) -> Path:
+    """The hidden folder beside ``out`` where an evaluation's victims checkpoint every epoch, so that re-running the
+    same command resumes. Its name is a fingerprint of what they train on (both datasets' images, labels and
+    training rows), the defences and the mix: other data or settings get a folder of their own (a changed recipe is
+    refused inside the checkpoints)."""
+    from ..runtime.checkpoint import fingerprint
+
+    tag = fingerprint([defenses, mix], prot.images, prot.labels, prot.indices("train"),
+                      clean.images, clean.labels, clean.indices("train"))
+    return out.parent / f".{out.name}.partial-{tag}"
 
 
 @app.command("evaluate")
@@ -99,11 +110,7 @@ def evaluate_cmd(
         clean_ds = load(clean, size=size or (prot.size[0] if prot.meta.get("resized") else None),
                         seed=(manifest or {}).get("load", {}).get("seed", 0),
                         test_fraction=(manifest or {}).get("load", {}).get("test_fraction", 0.2))
-        # Per-epoch checkpoints live beside the output so re-running the same command resumes.
-        h = hashlib.sha256(prot.images.numpy().tobytes())
-        h.update(repr(([d.spec for d in defenses], mix_ratio)).encode())  # other defences/mix: other checkpoints
-        tag = h.hexdigest()[:12]
-        work = out.parent / f".{out.name}.partial-{tag}"
+        work = work_dir(out, prot, clean_ds, [d.spec for d in defenses], mix_ratio)
         test_split = held_out_split(clean_ds, "--clean")
         check_pair(prot, clean_ds, "train", test_split)  # inputs first: a bad pair is one line, nothing announced
         if test_split != "test":

@@ -11,8 +11,6 @@ and their "discrepancy" broken, so a victim learns the cluster-wise shortcut ins
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -201,10 +199,8 @@ class UnlearnableClusters(Protection):
         """The checkpoint folder, tied to (params, key, data): a different run never resumes from it."""
         if self.checkpoint_dir is None:
             return None
-        h = hashlib.sha256(json.dumps(asdict(self.params), sort_keys=True).encode())
-        h.update(key.seed("uc/checkpoint").to_bytes(8, "little"))
-        h.update(data.images.numpy().tobytes())
-        d = Path(self.checkpoint_dir) / f"uc-{h.hexdigest()[:16]}"
+        tag = CK.fingerprint([asdict(self.params), key.seed("uc/checkpoint")], data.images)  # no labels: UC reads none
+        d = Path(self.checkpoint_dir) / f"uc-{tag}"
         if D.is_main():
             d.mkdir(parents=True, exist_ok=True)
         D.barrier()

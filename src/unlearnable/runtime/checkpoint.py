@@ -16,18 +16,25 @@ file holds part of the payload), ``after:N:SECONDS`` that many seconds after the
 the next epoch; at the latest when the next checkpoint is about to be written, so a fast epoch cannot slip past
 it); ``UNLEARNABLE_TEST_CRASH_LOG=FILE`` appends the path of every checkpoint written (how a test counts them).
 Unset, nothing happens.
+
+Which checkpoints a run may resume from: :func:`fingerprint` names a checkpoint folder or file by everything the run
+depends on (its settings and the bytes, dtype and shape of its data), so a changed image, label, split or setting
+gets a new name and starts afresh instead of continuing someone else's run. Every resumable command names its
+checkpoints through it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import signal
 import struct
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +88,30 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
         timer = threading.Timer(crash[2], os.kill, (os.getpid(), signal.SIGKILL))
         timer.daemon = True  # a run that ends first exits normally (the test sees it was not killed)
         timer.start()
+
+
+FINGERPRINT_CHUNK = 4096  # rows hashed at a time: bounded memory on large datasets
+
+
+def fingerprint(settings: Any, *tensors: torch.Tensor, rows: torch.Tensor | Sequence[int] | None = None) -> str:
+    """16 hex digits (BLAKE2b) over ``settings`` (anything JSON can write; other objects by ``str``) and each of
+    ``tensors``' dtype, shape and bytes, optionally only the ``rows`` given (the training split of a dataset).
+
+    A checkpoint name built from it changes with one grey level of one image, one label or one setting, so
+    ``--resume`` continues only the same run. The digest holds nothing that the data and settings do not: the
+    images it covers are published with the output anyway, and key material goes in only through a derived seed.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    index = None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    for t in tensors:
+        t = t.detach().cpu()
+        n = len(t) if index is None else len(index)
+        h.update(json.dumps([str(t.dtype), [n, *t.shape[1:]]]).encode())
+        for start in range(0, n, FINGERPRINT_CHUNK):
+            part = t[start:start + FINGERPRINT_CHUNK] if index is None else t[index[start:start + FINGERPRINT_CHUNK]]
+            h.update(part.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _crash_plan() -> tuple[str, int, float]:
