@@ -142,6 +142,66 @@ def test_levels_by_colour_find_the_best_assignment():
             assert level_cost(swapped, means) >= cost - 1e-6
 
 
+def _scan_tiles(num_classes, channels, period, g, levels, means=None):
+    """The tile choice scanned one candidate and one chosen tile at a time: the rule :func:`draw_tiles` batches."""
+    from unlearnable.protect.tiles import _signs
+
+    counts = spread_levels(num_classes, channels, period * period, g) if levels != "random" else None
+    if levels in ("colour", "oppose"):
+        counts = levels_by_colour(counts, means)
+        if levels == "oppose":
+            counts = oppose_colour(counts, means, period * period)
+    chosen, banks = [], []
+    for k in range(num_classes):
+        best, best_d, best_same = None, -1.0, 1.0
+        for level in ([] if counts is None else [counts[k]]) + [None]:
+            for _ in range(64):
+                t = _signs(level, channels, period, g)
+                if t is None:
+                    continue
+                v = t.flatten()
+                agree = torch.stack([b @ v for b in banks]) / v.numel() if banks else torch.zeros(1)
+                if float(1 - agree.abs().max()) > best_d:
+                    best, best_d, best_same = t, float(1 - agree.abs().max()), float(agree.max())
+            if best_same < 1:
+                break
+        chosen.append(best)
+        banks.append(_variants(best))
+    return torch.stack(chosen)
+
+
+@pytest.mark.parametrize("classes,channels,period,levels", [(10, 3, 2, "spread"), (37, 3, 2, "random"),
+                                                             (40, 1, 4, "oppose"), (20, 1, 2, "spread")])
+def test_draw_tiles_batched_choose_what_a_one_by_one_scan_chooses(classes, channels, period, levels):
+    """Scoring a class's candidates against every chosen tile in one product changes no choice (the same key gives
+    the same tiles as before), including the fall-back to i.i.d. signs when a level runs out of patterns (20 grey
+    classes in a 2-px tile)."""
+    means = torch.rand(classes, channels, generator=torch.Generator().manual_seed(3)) * 255
+    got = draw_tiles(classes, channels, period, torch.Generator().manual_seed(classes), levels=levels, means=means)
+    want = _scan_tiles(classes, channels, period, torch.Generator().manual_seed(classes), levels, means)
+    assert torch.equal(got, want)
+
+
+def test_levels_by_colour_updates_its_product_without_drift(monkeypatch):
+    """The swap search updates its product after each swap instead of recomputing it; recomputing after every
+    swap gives the same assignment, and a thousand classes take seconds (they took minutes)."""
+    import time
+
+    import unlearnable.protect.tiles as T
+
+    for classes, channels, seed in ((12, 3, 0), (30, 1, 1), (90, 3, 2)):
+        counts = spread_levels(classes, channels, 16, torch.Generator().manual_seed(seed))
+        means = (torch.rand(classes, channels, generator=torch.Generator().manual_seed(seed + 9)) * 255).round()
+        fast = levels_by_colour(counts, means)
+        monkeypatch.setattr(T, "REFRESH", 1)
+        assert torch.equal(levels_by_colour(counts, means), fast)
+        monkeypatch.undo()
+    t0 = time.perf_counter()
+    counts = spread_levels(1000, 1, 16, torch.Generator().manual_seed(0))
+    levels_by_colour(counts, torch.rand(1000, 1, generator=torch.Generator().manual_seed(1)) * 255)
+    assert time.perf_counter() - t0 < 120  # ~10 s on the 2-core reference machine; the full product took 190 s
+
+
 def test_tiles_levels_colour_give_the_extremes_to_the_closest_classes():
     """``levels=colour``: the two near-constant tiles (1 and n - 1 ``+`` signs) go to the two classes whose images
     are closest in brightness, never to classes that brightness already tells apart; it reads pixels, keeps the

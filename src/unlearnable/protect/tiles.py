@@ -95,6 +95,8 @@ def _signs(counts: torch.Tensor | None, channels: int, period: int, g: torch.Gen
 
 
 EXACT_LEVELS = 8  # up to this many classes the level assignment is searched exhaustively
+STARTS_BUDGET = 512  # classes x local-search starts in levels_by_colour (8 starts up to 64 classes)
+REFRESH = 32  # swaps between full recomputations of the swap search's product (see levels_by_colour)
 
 
 def class_means(data: ImageSet, chunk: int = 1024) -> torch.Tensor:
@@ -118,7 +120,7 @@ def levels_by_colour(counts: torch.Tensor, means: torch.Tensor, max_swaps: int =
     """Give the rows of ``counts`` ``(K, C)`` (the spread levels) to the classes so that the far-apart levels go to
     classes whose mean colours ``means`` ``(K, C)`` are close, and near levels to classes the colours already
     separate: the minimum of :func:`level_cost` (exhaustive up to :data:`EXACT_LEVELS` classes, else the best
-    local minimum of pairwise swaps from eight fixed starts).
+    local minimum of pairwise swaps from eight fixed starts, fewer above 64 classes: :data:`STARTS_BUDGET`).
 
     Why: a tile at an extreme level (1 or n - 1 ``+`` signs of n) is nearly a constant, a brightness change with
     little pattern. When the two classes that own the extremes are also far apart in the images' own brightness,
@@ -134,12 +136,15 @@ def levels_by_colour(counts: torch.Tensor, means: torch.Tensor, max_swaps: int =
         perms = torch.tensor(list(itertools.permutations(range(k))))
         d = torch.cdist(c[perms], c[perms])  # (P, K, K)
         return counts[perms[int((d * gaps).sum((1, 2)).argmin())]]
-    starts = [torch.arange(k)] + [torch.randperm(k, generator=torch.Generator().manual_seed(r)) for r in range(7)]
+    # eight starts up to 64 classes, then fewer (one from 512 classes): each costs about K swaps of O(K^2)
+    n_starts = max(1, min(8, STARTS_BUDGET // k))
+    starts = [torch.arange(k)] + [torch.randperm(k, generator=torch.Generator().manual_seed(r))
+                                  for r in range(n_starts - 1)]
     best, best_cost = None, float("inf")
     for order in starts:  # pairwise swaps from several fixed starts; keep the best local minimum
-        for _ in range(max_swaps):
-            d = torch.cdist(c[order], c[order])  # level distance between classes under the current order
-            a = d @ gaps
+        d = torch.cdist(c[order], c[order])  # level distance between classes under the current order
+        a = d @ gaps
+        for swap in range(max_swaps):
             diag = a.diagonal()
             # change of the cost if classes i and j swap levels (d, gaps symmetric)
             delta = a + a.T - diag[:, None] - diag[None, :] + 2 * d * gaps
@@ -147,6 +152,20 @@ def levels_by_colour(counts: torch.Tensor, means: torch.Tensor, max_swaps: int =
             if float(delta[i, j]) > -1e-9:
                 break
             order[[i, j]] = order[[j, i]]
+            # a swap changes rows and columns i and j of d only, so the product follows in O(K^2), not O(K^3)
+            # (1,000 classes: seconds instead of minutes); it is recomputed now and then so that rounding cannot drift
+            both, swapped = [i, j], [j, i]
+            new = d.clone()  # the same distances, rows and columns i and j exchanged (exact: counts are integers)
+            new[both] = new[swapped]
+            new[:, both] = new[:, swapped]
+            if (swap + 1) % REFRESH == 0:
+                d, a = new, new @ gaps
+                continue
+            change = new - d
+            a += change[:, both] @ gaps[both]
+            change[:, both] = 0
+            a[both] += change[both] @ gaps
+            d = new
         cost = level_cost(counts[order], means)
         if cost < best_cost - 1e-9:
             best, best_cost = order.clone(), cost
@@ -197,28 +216,37 @@ def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator,
         if levels == "oppose":
             counts = oppose_colour(counts, means, period * period)
     chosen: list[torch.Tensor] = []
-    banks: list[torch.Tensor] = []
+    n = channels * period * period
+    # every shift and mirror of every chosen tile, one row each, in a buffer grown by doubling: a class's candidates
+    # are scored against all of them in one product (1,000 classes: seconds, where a product per chosen tile took
+    # minutes)
+    bank, rows = torch.empty(0, n), 0
     for k in range(num_classes):
         best, best_d, best_same = None, -1.0, 1.0
         # a level shared by several classes may hold too few patterns to tell them apart (one +1 in a tile has a
         # single pattern up to shifts): then this class falls back to i.i.d. signs
         for level in ([] if counts is None else [counts[k]]) + [None]:
-            for _ in range(candidates):
-                t = _signs(level, channels, period, g)
-                if t is None:
-                    continue
-                v = t.flatten()
-                # agreement with every shift/mirror of each chosen tile, normalised (1 = identical, -1 = negated);
-                # the distance counts a negated tile as close too
-                agree = torch.stack([b @ v for b in banks]) / v.numel() if banks else torch.zeros(1)
-                d = float(1 - agree.abs().max())
-                if d > best_d:
-                    best, best_d, best_same = t, d, float(agree.max())
+            drawn = [t for t in (_signs(level, channels, period, g) for _ in range(candidates)) if t is not None]
+            if not drawn:
+                continue
+            cand = torch.stack(drawn).reshape(len(drawn), n)
+            # agreement with every shift/mirror of each chosen tile, normalised (1 = identical, -1 = negated); the
+            # distance counts a negated tile as close too. Sums of +-1 are exact in float32, so the choice does not
+            # depend on how the product is blocked.
+            agree = (cand @ bank[:rows].T) / n if rows else torch.zeros(len(drawn), 1)
+            d = 1 - agree.abs().amax(1)
+            i = int(d.argmax())  # the first of equals, as a draw-by-draw scan keeps it
+            if float(d[i]) > best_d:
+                best, best_d, best_same = drawn[i], float(d[i]), float(agree[i].max())
             if best_same < 1:  # not identical to any chosen tile under any shift or mirror
                 break
         assert best is not None
         chosen.append(best)
-        banks.append(_variants(best))
+        v = _variants(best)
+        if rows + len(v) > len(bank):
+            bank = torch.cat([bank[:rows], torch.empty(max(len(v), rows), n)])
+        bank[rows:rows + len(v)] = v
+        rows += len(v)
     return torch.stack(chosen)
 
 
