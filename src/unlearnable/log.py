@@ -127,3 +127,17 @@ def track(items: Iterable[T], total: int, desc: str, unit: str = "it", enabled: 
         for x in items:
             yield x
             p.update(1)
+
+
+#: how many class names a sentence (a log line, an error, a report paragraph) lists before "and N more"; the
+#: manifest and results files keep every name
+SHOWN = 10
+
+
+def name_list(names: Iterable[object], limit: int = SHOWN) -> str:
+    """``"a, b, c"``, or the first ``limit`` and ``"and N more"``: a dataset of 102 or 1,000 classes would otherwise
+    write a line of hundreds of names."""
+    shown = [str(n) for n in names]
+    if len(shown) <= limit:
+        return ", ".join(shown)
+    return f"{', '.join(shown[:limit])} and {len(shown) - limit} more"

@@ -3,6 +3,8 @@ gap between their mean colours (unlearnable.audit.cues)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -111,3 +113,17 @@ def test_cues_command_prints_the_table_and_writes_json(tmp_path, capsys):
         assert code == 2 and needle in err and err.count("\n") == 1
     code, _, err = run_cli(["cues", str(tmp_path / "missing")], capsys)
     assert code == 2 and "missing" in err
+
+
+def test_many_named_classes_make_one_readable_sentence():
+    """24 classes that brightness names, 10 levels apart: the sentence lists ten and says how many more, the
+    result keeps them all (a 102- or 1,000-class dataset wrote a log line of hundreds of names)."""
+    from unlearnable.log import SHOWN, name_list
+
+    c = colour_cues(make_set([5 + 10 * k for k in range(24)], n=40), "test", eps=2 / 255)
+    assert len(c["named"]) > SHOWN and len(c["apart_beyond_budget"]) > SHOWN
+    text = describe(c)
+    assert f"and {len(c['named']) - SHOWN} more (a linear" in text and f"{c['named'][SHOWN]}," not in text
+    assert len(re.findall(r"and \d+ more", text)) == 3 and len(text) < 600  # named, apart, and their gaps
+    assert name_list(["a", "b"]) == "a, b" and name_list(list("abc"), 2) == "a, b and 1 more"
+    assert name_list([]) == "" and name_list(range(3)) == "0, 1, 2"

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import ImageSet
+from ..log import name_list
 from .classes import LEARNT_ABOVE, per_class
 
 L2 = 1e-3  # ridge penalty of the colour classifier, on standardised features
@@ -144,11 +145,11 @@ def describe(cues: dict[str, Any]) -> str | None:
     cue = cues.get("cue", "colour")
     rows = {r["class"]: r for r in cues["per_class"]}
     apart = cues.get("apart_beyond_budget") or []
-    text = (f"the images' own {cue} alone tells apart {', '.join(named)} (a linear classifier on "
+    text = (f"the images' own {cue} alone tells apart {name_list(named)} (a linear classifier on "
             f"{cues['features']}: {cues['acc']:.1%} on clean '{cues['test_split']}' images, chance "
             f"{cues['chance']:.1%})")
     if apart:
-        gaps = ", ".join(f"{rows[n]['gap_levels']:.0f}" for n in apart)
-        text += (f"; the mean {cue} of {', '.join(apart)} lies {gaps} grey levels from the nearest other class's, "
+        gaps = name_list([f"{rows[n]['gap_levels']:.0f}" for n in apart])
+        text += (f"; the mean {cue} of {name_list(apart)} lies {gaps} grey levels from the nearest other class's, "
                  f"more than twice the budget ({cues['budget_levels']:g} levels) can close")
     return text

@@ -38,7 +38,7 @@ from ..data import ImageSet
 from ..data.imageset import levels_to_uint8
 from ..data.quality import psnr
 from ..errors import UserError
-from ..log import log, progress_enabled
+from ..log import log, name_list, progress_enabled
 from ..models import MODELS
 from ..protect.base import Protection, eps_levels
 from ..runtime.checkpoint import fingerprint
@@ -327,7 +327,7 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
 
 def _say_learnt(entry: dict[str, Any]) -> None:
     if entry["classes_learnt"]:
-        log(f"verify: the protected victim still tells apart {', '.join(entry['classes_learnt'])} "
+        log(f"verify: the protected victim still tells apart {name_list(entry['classes_learnt'])} "
             f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images; manifest verify.per_class)")
 
 
@@ -374,7 +374,7 @@ def _search(ds: ImageSet, view: ImageSet, algo: Protection, fit: Fit, recipes: l
 
     if not attempt(hi):
         cues = colour_cues(ds, held_out_split(ds, "--verify"))
-        why = (f"; the images' own {cues['cue']} alone tells apart {', '.join(cues['named'])} (a linear classifier on "
+        why = (f"; the images' own {cues['cue']} alone tells apart {name_list(cues['named'])} (a linear classifier on "
                f"colour statistics: {cues['acc']:.1%}, chance {cues['chance']:.1%})" if cues["named"] else "")
         raise UserError(f"--target-acc {target}: not met by '{algo.name}' at its maximum budget {hi}/255 "
                         f"(protected accuracy{at} {tried[-1]['scored_acc']:.1%}{why}); nothing written")

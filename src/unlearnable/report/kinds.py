@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..log import name_list
 from .audit_figures import draw_audit, draw_sweep
 from .render import markdown_table, pct
 
@@ -123,7 +124,7 @@ def learnt_text(entry: dict) -> str:
     above = f"{entry.get('learnt_above', 0.5):.0%}"
     if learnt:
         return (f"Classes the protected victim still tells apart on clean test images (recall and precision above "
-                f"{above}): **{', '.join(learnt)}**.")
+                f"{above}): **{name_list(learnt)}**.")
     return ("The protected victim tells no class apart on clean test images (none has recall and precision above "
             f"{above}).")
 
@@ -139,7 +140,7 @@ def colour_cue_text(cues: dict, learnt: list) -> str:
     named = set(cues.get("named") or [])
     both = [c for c in learnt if c in named]
     if both:
-        text += (f" Of the classes the protected victim still tells apart, {', '.join(both)} "
+        text += (f" Of the classes the protected victim still tells apart, {name_list(both)} "
                  f"{'is' if len(both) == 1 else 'are'} among them: a victim can learn such classes from the images' "
                  "own colour in its first epoch, before any shortcut, so a larger budget or another key rarely "
                  "hides them (docs/methods.md, \"Colour cues\").")
