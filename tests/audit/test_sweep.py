@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -175,3 +176,34 @@ def test_shipped_study_configs_are_valid(tmp_path: Path, capsys, monkeypatch: py
     (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(gpu))
     code, out, err = run_cli(["sweep", "gpu.yaml", "--out", "gpu", "--dry-run"], capsys)
     assert code == 0 and "12 cells, 0 finished" in out, err
+
+
+def test_a_sweep_refuses_to_continue_on_changed_data_but_not_on_a_copy(tmp_path: Path, capsys,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed sweep whose dataset file changed would mix cells (and cached protections and clean victims) made
+    from two datasets in one table: one line, exit 2, no new cell. A byte-identical copy (new file times, as when a
+    job stages the data to local disk) continues."""
+    import shutil
+
+    import numpy as np
+
+    f = study(tmp_path, {"seed": [0, 1]}, methods={"random": {}})
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["sweep", str(f), "--out", "s", "--cell", "0"], capsys)
+    assert code == 0, err
+    recorded = json.loads((tmp_path / "s" / "sources.json").read_text())
+    assert list(recorded) == ["tiny"] and len(recorded["tiny"]) == 16
+    data = tmp_path / "tiny.npz"
+    shutil.copy(data, tmp_path / "copy.npz")
+    data.unlink()
+    shutil.copy(tmp_path / "copy.npz", data)  # same bytes, new file
+    code, _, err = run_cli(["sweep", str(f), "--out", "s", "--cell", "0"], capsys)
+    assert code == 0 and "skip finished cell" in err, err
+    arrays = dict(np.load(data))
+    arrays["train_images"][0, 0, 0] ^= 1  # one grey level of one training image
+    np.savez(data, **arrays)
+    code, _, err = run_cli(["sweep", str(f), "--out", "s", "--cell", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "dataset 'tiny' changed since the sweep in s started" in err and "new --out" in err
+    assert len(list((tmp_path / "s" / "cells").iterdir())) == 1  # nothing ran
+    assert json.loads((tmp_path / "s" / "sources.json").read_text()) == recorded  # the record stands

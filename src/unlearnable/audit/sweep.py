@@ -301,13 +301,39 @@ def run_cell(study: Study, cell: Mapping[str, Any], cell_dir: Path, device: str)
     return res
 
 
+SOURCES = "sources.json"  # in the sweep folder: each dataset's digest when the sweep started
+
+
+def check_sources(study: Study) -> None:
+    """Refuse to continue a sweep whose data changed since it started: its finished cells, cached subsets,
+    protections and clean victims were made from the old files, and a table that mixed them with new ones would
+    compare cells that saw different data. The first run records each dataset's :func:`~unlearnable.data.io.
+    source_digest` in ``OUT/sources.json``; every later run (each array task too) compares before any work."""
+    from ..data.io import source_digest
+
+    path = study.out / SOURCES
+    now = {name: source_digest(src) for name, src in study.datasets.items()}
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    changed = [name for name in now if name in before and before[name] != now[name]]
+    if changed:
+        name = changed[0]
+        raise UserError(f"{study.datasets[name]}: dataset '{name}' changed since the sweep in {study.out} started "
+                        f"(its files differ from those the finished cells and caches were made from); run the "
+                        f"sweep with a new --out, or remove {study.out} to start it over")
+    D.barrier()  # every rank has compared with the same file before rank 0 adds to it
+    if D.is_main() and any(name not in before for name in now):
+        write_json(path, before | now)
+
+
 def run_study(study: Study, device: str, only: int | None = None) -> list[dict[str, Any]]:
-    """Run the unfinished cells (all, or only index ``only``); rank 0 writes each ``results.json``."""
+    """Run the unfinished cells (all, or only index ``only``) after :func:`check_sources`; rank 0 writes each
+    ``results.json``."""
     cells = study.cells()
     if only is not None:
         if not 0 <= only < len(cells):
             raise UserError(f"--cell {only}: the study has {len(cells)} cells (0..{len(cells) - 1})")
         cells = [cells[only]]
+    check_sources(study)
     keys = study.varied()
 
     def run(cell: dict[str, Any], d: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -27,6 +28,24 @@ def detect_format(source: str | os.PathLike) -> str:
             return name
     raise UserError(f"{s}: unknown format (expected a .npz archive, an image folder, a Pets/Flowers102 "
                     f"torchvision root, or a built-in name: {', '.join(BUILTINS)})")
+
+
+def source_digest(source: str | os.PathLike) -> str | None:
+    """16 hex digits (BLAKE2b) of a dataset's files, or None for a built-in dataset (made from installed packages):
+    a file's bytes, or, for a folder, every file under it (its path relative to the folder, then its bytes) in
+    sorted order. Content, not times: a copy of the same data (staged to a node's local disk each job, say) has the
+    same digest."""
+    if parse_builtin(str(source)) is not None:
+        return None
+    root = Path(source)
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+    h = hashlib.blake2b(digest_size=8)
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" if f != root else b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def load(source: str | os.PathLike, format: str | None = None, size: int | None = None, seed: int = 0,
