@@ -217,10 +217,9 @@ def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator,
             counts = oppose_colour(counts, means, period * period)
     chosen: list[torch.Tensor] = []
     n = channels * period * period
-    # every shift and mirror of every chosen tile, one row each, in a buffer grown by doubling: a class's candidates
-    # are scored against all of them in one product (1,000 classes: seconds, where a product per chosen tile took
-    # minutes)
-    bank, rows = torch.empty(0, n), 0
+    # every shift and mirror of every chosen tile (2 p^2 rows per class), one row each: a class's candidates are
+    # scored against all of them in one product (1,000 classes: seconds, where a product per chosen tile took minutes)
+    bank, rows = torch.empty(num_classes * 2 * period * period, n), 0
     for k in range(num_classes):
         best, best_d, best_same = None, -1.0, 1.0
         # a level shared by several classes may hold too few patterns to tell them apart (one +1 in a tile has a
@@ -243,8 +242,6 @@ def draw_tiles(num_classes: int, channels: int, period: int, g: torch.Generator,
         assert best is not None
         chosen.append(best)
         v = _variants(best)
-        if rows + len(v) > len(bank):
-            bank = torch.cat([bank[:rows], torch.empty(max(len(v), rows), n)])
         bank[rows:rows + len(v)] = v
         rows += len(v)
     return torch.stack(chosen)
