@@ -312,7 +312,9 @@ def check_sources(study: Study) -> None:
     from ..data.io import source_digest
 
     path = study.out / SOURCES
-    now = {name: source_digest(src) for name, src in study.datasets.items()}
+    # rank 0 reads the files, every rank gets its digests: a torchrun job reads its data once, not once per rank
+    now = D.broadcast_object({name: source_digest(src) for name, src in study.datasets.items()} if D.is_main()
+                             else None)
     before = json.loads(path.read_text()) if path.is_file() else {}
     changed = [name for name in now if name in before and before[name] != now[name]]
     if changed:
