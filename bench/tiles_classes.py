@@ -23,16 +23,30 @@ import torch
 
 from unlearnable.data import ImageSet
 from unlearnable.protect import METHODS, Key
-from unlearnable.protect.tiles import _signs, _variants, draw_tiles, spread_levels
+from unlearnable.protect.tiles import (
+    BY_COLOUR,
+    _signs,
+    _variants,
+    draw_tiles,
+    levels_by_colour,
+    oppose_colour,
+    spread_levels,
+)
 
 
-def scan_tiles(num_classes: int, channels: int, period: int, g: torch.Generator) -> torch.Tensor:
-    """The reference: ``levels=spread`` tiles, each candidate scored against each chosen tile's variants in turn."""
-    counts = spread_levels(num_classes, channels, period * period, g)
+def scan_tiles(num_classes: int, channels: int, period: int, g: torch.Generator, levels: str = "spread",
+               means: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference: the rule :func:`draw_tiles` batches, each candidate scored against each chosen tile's
+    variants in turn (also the tests' reference, tests/protect/test_tiles_ar.py)."""
+    counts = spread_levels(num_classes, channels, period * period, g) if levels != "random" else None
+    if levels in BY_COLOUR:
+        counts = levels_by_colour(counts, means)
+        if levels == "oppose":
+            counts = oppose_colour(counts, means, period * period)
     chosen, banks = [], []
     for k in range(num_classes):
         best, best_d, best_same = None, -1.0, 1.0
-        for level in [counts[k], None]:
+        for level in ([] if counts is None else [counts[k]]) + [None]:
             for _ in range(64):
                 t = _signs(level, channels, period, g)
                 if t is None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from _efficacy import protect, single_thread, smallcnn_acc  # noqa: F401
+from helpers import load_bench
 from unlearnable.data import ImageSet
 from unlearnable.errors import UserError
 from unlearnable.protect import METHODS, Key
@@ -142,34 +143,6 @@ def test_levels_by_colour_find_the_best_assignment():
             assert level_cost(swapped, means) >= cost - 1e-6
 
 
-def _scan_tiles(num_classes, channels, period, g, levels, means=None):
-    """The tile choice scanned one candidate and one chosen tile at a time: the rule :func:`draw_tiles` batches."""
-    from unlearnable.protect.tiles import _signs
-
-    counts = spread_levels(num_classes, channels, period * period, g) if levels != "random" else None
-    if levels in ("colour", "oppose"):
-        counts = levels_by_colour(counts, means)
-        if levels == "oppose":
-            counts = oppose_colour(counts, means, period * period)
-    chosen, banks = [], []
-    for k in range(num_classes):
-        best, best_d, best_same = None, -1.0, 1.0
-        for level in ([] if counts is None else [counts[k]]) + [None]:
-            for _ in range(64):
-                t = _signs(level, channels, period, g)
-                if t is None:
-                    continue
-                v = t.flatten()
-                agree = torch.stack([b @ v for b in banks]) / v.numel() if banks else torch.zeros(1)
-                if float(1 - agree.abs().max()) > best_d:
-                    best, best_d, best_same = t, float(1 - agree.abs().max()), float(agree.max())
-            if best_same < 1:
-                break
-        chosen.append(best)
-        banks.append(_variants(best))
-    return torch.stack(chosen)
-
-
 @pytest.mark.parametrize("classes,channels,period,levels", [(10, 3, 2, "spread"), (37, 3, 2, "random"),
                                                              (40, 1, 4, "oppose"), (20, 1, 2, "spread")])
 def test_draw_tiles_batched_choose_what_a_one_by_one_scan_chooses(classes, channels, period, levels):
@@ -178,7 +151,8 @@ def test_draw_tiles_batched_choose_what_a_one_by_one_scan_chooses(classes, chann
     classes in a 2-px tile)."""
     means = torch.rand(classes, channels, generator=torch.Generator().manual_seed(3)) * 255
     got = draw_tiles(classes, channels, period, torch.Generator().manual_seed(classes), levels=levels, means=means)
-    want = _scan_tiles(classes, channels, period, torch.Generator().manual_seed(classes), levels, means)
+    scan = load_bench("tiles_classes").scan_tiles  # the one-by-one scan, also the benchmark's reference
+    want = scan(classes, channels, period, torch.Generator().manual_seed(classes), levels, means)
     assert torch.equal(got, want)
 
 
