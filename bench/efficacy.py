@@ -35,6 +35,7 @@ import torch
 from unlearnable.audit.classes import classes_learnt, per_class
 from unlearnable.audit.cues import colour_cues
 from unlearnable.audit.evaluate import evaluate
+from unlearnable.audit.validity import chance_level
 from unlearnable.data import ImageSet, load
 from unlearnable.data.quality import perturbation_stats
 from unlearnable.protect import METHODS, protect
@@ -122,7 +123,7 @@ def run(datasets: Sequence[str] = DATASETS, methods: Sequence[str] | None = None
         colour[name] = colour_floor(ds)
         clean_train = ds.split("train")
         test_labels = ds.split("test").labels
-        chance = float(torch.bincount(test_labels, minlength=ds.num_classes).max()) / len(test_labels)
+        chance = chance_level(test_labels, ds.num_classes)  # the product's rule: the commonest test class
         aug = [parse_defense(RECIPES.get(name, RECIPES["textures"])["aug"])]
         for victim in victims:
             recipe = recipe_for(name, victim, quick, epochs, seed)

@@ -459,6 +459,7 @@ def run_job(job: tuple, data_dir: str, device: str, cache: dict) -> dict[str, An
     """One job ``(data, victim, spec, seed)``: protection key ``7 + seed`` and victim seed ``seed``; a fifth
     element sets the victim's seed apart from the key (does a key that protects against one victim seed protect
     against others?)."""
+    from unlearnable.audit.validity import chance_level
     from unlearnable.data.quality import psnr
     name, victim, spec, seed = job[:4]
     vseed = job[4] if len(job) > 4 else seed
@@ -468,7 +469,7 @@ def run_job(job: tuple, data_dir: str, device: str, cache: dict) -> dict[str, An
     t = time.time()
     recipe, aug = victim_recipe(victim, vseed)
     imgs, _, h, fit_s = protect_and_train(name, spec, tr, te_im, te_lab, recipe, 7 + seed, device, aug)
-    chance = float(torch.bincount(te_lab).max()) / len(te_lab)
+    chance = chance_level(te_lab, int(te_lab.max()) + 1)  # the product's rule: the commonest test class
     return {"data": name, "victim": victim, "spec": spec, "seed": seed, "vseed": vseed, "chance": round(chance, 4),
             "test": round(h.epochs[-1]["test_acc"], 4), "best_test": round(max(e["test_acc"] for e in h.epochs), 4),
             "train": round(h.epochs[-1]["train_acc"], 4), "curve": [round(e["test_acc"], 3) for e in h.epochs][::5],

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from ..data import ImageSet
 from ..log import name_list
-from .classes import LEARNT_ABOVE, per_class
+from .classes import LEARNT_ABOVE, per_class, precision_floor
+from .validity import chance_level
 
 L2 = 1e-3  # ridge penalty of the colour classifier, on standardised features
 ITERS = 200  # L-BFGS iterations (the problem is convex and small: at most 70 features, K classes)
@@ -120,14 +121,17 @@ def colour_cues(ds: ImageSet, test_split: str, eps: float | None = None) -> dict
         r["gap_levels"] = round(float(gap[i, j]), 1) if near else None
     # named: recall and precision both above the verdicts' LEARNT_ABOVE and at least 25 points above chance (two
     # classes: 75%), so that a weak cue on a task with few classes is not reported as a name
+    # (and, for precision, 25 points above the class's share of the test split: on imbalanced data a classifier that
+    # answers the commonest class everywhere would otherwise name it)
     above = max(LEARNT_ABOVE, 1.0 / k + NAMED_MARGIN)
-    named = [r["class"] for r in rows if min(r["recall"], r["precision"]) > above]
+    named = [r["class"] for r in rows
+             if r["recall"] > above and r["precision"] > max(above, precision_floor(r, len(te), 0.0))]
     out: dict[str, Any] = {
         "cue": "colour" if c > 1 else "brightness",
         "features": (f"each channel's mean and standard deviation and a {BINS[c] ** c}-cell "
                      f"{'colour' if c > 1 else 'grey-level'} histogram ({2 * c + BINS[c] ** c} numbers per image)"),
         "test_split": test_split, "acc": round(float((pred == y_te).double().mean()) if len(te) else 0.0, 4),
-        "chance": round(1.0 / k, 4), "named": named, "named_above": round(above, 4), "per_class": rows}
+        "chance": round(chance_level(y_te, k), 4), "named": named, "named_above": round(above, 4), "per_class": rows}
     if eps is not None and eps > 0:  # 0: a method's unbudgeted setting (the published CUDA filters)
         budget = float(eps) * 255
         out["budget_levels"] = round(budget, 2)

@@ -21,7 +21,7 @@ from ..log import log
 from ..runtime import distributed as D
 from ..train.defenses import Defense
 from ..train.loop import BatchHook, History, Recipe, confusion, train_classifier
-from .validity import baseline_valid
+from .validity import baseline_valid, chance_level, chance_note
 
 # Victim defaults by device: the papers' ResNet-18 needs a GPU (10 epochs of both victims take about
 # 50 min on two CPU cores); on a CPU the small CNN gives a usable audit in minutes. Measurements: README.md.
@@ -211,7 +211,8 @@ def evaluate(
                                                    progress, defenses)
         extra = {"clean_rows_acc": acc, "clean_rows": {"rows": rows, "epochs": epochs}}
         curves["clean-rows only"] = hist.epochs  # its own colour in curves.png (not clean's)
-    valid, why = baseline_valid(clean_acc, 1.0 / clean.num_classes)
+    chance = chance_level(test.labels, clean.num_classes)
+    valid, why = baseline_valid(clean_acc, chance)
     best_acc, best_at = best_epoch(prot_hist.epochs)
     return extra | {
         "valid": valid,  # False: the clean victim did not beat chance clearly, the run proves nothing
@@ -224,7 +225,8 @@ def evaluate(
         "protected_best_epoch": best_at,
         "gap": clean_acc - prot_acc,
         "relative_drop": (clean_acc - prot_acc) / clean_acc if clean_acc > 0 else 0.0,
-        "chance_acc": 1.0 / clean.num_classes,
+        "chance_acc": chance,  # the test split's most frequent class (validity.chance_level)
+        "chance_note": chance_note(test.labels, clean.classes) or None,  # which class, when it is not 1 / K
         "protected_train_acc": prot_hist.epochs[-1]["train_acc"],
         "curves": curves,
         # rows: true class, columns: predicted class, on the clean test split (the clean victim's when trained here)

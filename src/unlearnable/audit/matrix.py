@@ -32,7 +32,7 @@ from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
 from .cues import colour_cues
 from .evaluate import best_epoch, clean_rows, clean_rows_floor, evaluate, held_out_split, train_and_test
-from .validity import baseline_valid
+from .validity import baseline_valid, chance_level
 
 # protected_best_acc: the victim's best epoch on the clean test split (protected_acc is the final epoch's, which the
 # verdicts use; a trainer who keeps the best epoch on clean held-out data gets the other)
@@ -134,7 +134,7 @@ def run_audit(
         if methods[c["method"]]:
             c["params"] = json.dumps(dict(methods[c["method"]]), sort_keys=True)
     rows = run_cells(cells, out / "cells", run_method, name_keys=("method", "defense", "mix"))
-    rows = mark_validity(base_rows + rows, 1.0 / ds.num_classes)
+    rows = mark_validity(base_rows + rows, chance_level(test.labels, ds.num_classes))
     if D.is_main():
         # the classes the images' own colour tells apart, whatever the method (audit/cues.py; no single budget here)
         write_summary(rows, out, defenses, recipe, colour_cues(ds, held_out_split(ds, source or "the data")))

@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+
 # Exit status of evaluate/audit/sweep (and protect --verify) when a run finished but its clean victim did not learn
 # the task: the numbers are written, but they prove nothing about the protection.
 EXIT_INCONCLUSIVE = 3
+
+
+def chance_level(labels: torch.Tensor | Sequence[int], num_classes: int) -> float:
+    """The accuracy of a victim that learnt nothing from the images: the share of the most frequent class among
+    the test split's ``labels`` (the no-information rate; ``1 / num_classes`` on a balanced split, or with no labels).
+
+    On imbalanced data the uniform ``1 / K`` is the wrong floor. A victim that answers the commonest class for every
+    image scores that class's share: 67% on a skin-lesion set where two images in three are naevi, against a uniform
+    chance of 14% for its seven classes. Read against ``1 / K``, such a clean victim would pass the validity rule
+    though it learnt only the class counts, and a protected victim that learnt nothing would read "not protected".
+    """
+    y = torch.as_tensor(labels, dtype=torch.long).flatten()
+    if len(y) == 0:
+        return 1.0 / max(1, num_classes)
+    return max(float(torch.bincount(y, minlength=num_classes).max()) / len(y), 1.0 / max(1, num_classes))
+
+
+def chance_note(labels: torch.Tensor | Sequence[int], classes: Sequence[str]) -> str:
+    """``""`` when :func:`chance_level` is the uniform ``1 / K``, else a clause naming the class that sets it, for the
+    sentences that quote chance (a reader of "chance 67%" for seven classes needs to know why)."""
+    y = torch.as_tensor(labels, dtype=torch.long).flatten()
+    k = len(classes)
+    if len(y) == 0 or chance_level(y, k) <= 1.0 / max(1, k) + 1e-9:
+        return ""
+    counts = torch.bincount(y, minlength=k)
+    top = int(counts.argmax())
+    return (f"chance is the share of the commonest class, '{classes[top]}', among the {len(y)} test images "
+            f"(uniform chance {1.0 / k:.1%})")
 
 
 def baseline_margin(chance: float) -> float:

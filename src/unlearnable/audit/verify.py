@@ -44,10 +44,10 @@ from ..protect.base import Protection, eps_levels
 from ..runtime.checkpoint import fingerprint
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
-from .classes import LEARNT_ABOVE, classes_learnt, per_class
+from .classes import ABOVE_SHARE, LEARNT_ABOVE, classes_learnt, per_class
 from .cues import colour_cues
 from .evaluate import best_epoch, evaluate, held_out_split
-from .validity import baseline_valid
+from .validity import baseline_valid, chance_level, chance_note
 
 PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
 MAX_FITS = 6
@@ -237,7 +237,7 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         victims = pick_victims(opts, algo)
         recipes = [Recipe(model=v, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
                           precision=opts.precision, sync_bn=opts.sync_bn, compile=opts.compile) for v in victims]
-        chance = 1.0 / ds.num_classes
+        chance = chance_level(ds.split(held_out_split(ds, "--verify")).labels, ds.num_classes)
         at = f", resized to {opts.size}x{opts.size}" if opts.size else ""
         names = ", ".join(f"'{v}'" for v in victims)
         log(f"verify: training {'a ' if len(victims) == 1 else ''}{names} victim{'s' if len(victims) > 1 else ''} "
@@ -303,6 +303,8 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
         scored = r["protected_acc"]
         v, why = verdict(r["clean_acc"], scored, chance)
         why += best_epoch_note(v, best_acc, best_at, chance)
+    note = chance_note(ds.split(r["data"]["test_split"]).labels, ds.classes)
+    why += f"; {note}" if note else ""
     classes = per_class(r["confusion"]["protected"], ds.classes)
     h, w = ds.size
     return {"victim": recipe.model, "epochs": recipe.epochs, "augmentation": "crop(pad 4)+flip",
@@ -318,8 +320,9 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
             "verdict": v, "reason": why, "recipe": asdict(recipe),
             # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and
-            # the classes it still tells apart (recall and precision > LEARNT_ABOVE)
+            # the classes it still tells apart (recall and precision > LEARNT_ABOVE, precision > share + ABOVE_SHARE)
             "per_class": classes, "classes_learnt": classes_learnt(classes), "learnt_above": LEARNT_ABOVE,
+            "above_share": ABOVE_SHARE,
             "confusion": r["confusion"]["protected"],
             # per-epoch curves and times, so a report can draw the verification without training again
             "curves": r["curves"], "wall_s": r["wall_s"]}

@@ -81,7 +81,7 @@ def evaluate_cmd(
     compile_: bool = accel_opts.COMPILE,
 ) -> None:
     """Audit a protection: clean test accuracy of a victim trained on protected vs clean data."""
-    from ..audit.classes import LEARNT_ABOVE, classes_learnt, per_class
+    from ..audit.classes import ABOVE_SHARE, LEARNT_ABOVE, classes_learnt, per_class
     from ..audit.cues import colour_cues
     from ..audit.evaluate import evaluate
     from ..data import load
@@ -135,7 +135,7 @@ def evaluate_cmd(
             # manifest records, beside the classes the victim kept
             results["colour_cues"] = colour_cues(clean_ds, test_split, (manifest or {}).get("linf_budget"))
             results["classes_learnt"] = classes_learnt(per_class(results["confusion"]["protected"], clean_ds.classes))
-            results["learnt_above"] = LEARNT_ABOVE
+            results["learnt_above"], results["above_share"] = LEARNT_ABOVE, ABOVE_SHARE
             with atomic_dir(out, force) as tmp:
                 write_json(tmp / "results.json", results)
                 accuracy_curves(results["curves"], tmp / "curves.png", chance=results["chance_acc"],

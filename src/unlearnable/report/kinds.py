@@ -122,11 +122,13 @@ def learnt_text(entry: dict) -> str:
     result), under the threshold the entry recorded (older files: 50%)."""
     learnt = entry.get("classes_learnt") or []
     above = f"{entry.get('learnt_above', 0.5):.0%}"
+    # entries from before the share rule carry no above_share (their rule was the plain threshold)
+    share = entry.get("above_share")
+    rule = f"recall and precision above {above}" + (
+        f", precision also {share:.0%} above the class's share of the test images" if share else "")
     if learnt:
-        return (f"Classes the protected victim still tells apart on clean test images (recall and precision above "
-                f"{above}): **{name_list(learnt)}**.")
-    return ("The protected victim tells no class apart on clean test images (none has recall and precision above "
-            f"{above}).")
+        return f"Classes the protected victim still tells apart on clean test images ({rule}): **{name_list(learnt)}**."
+    return f"The protected victim tells no class apart on clean test images (none has {rule})."
 
 
 def colour_cue_text(cues: dict, learnt: list) -> str:
@@ -223,7 +225,7 @@ def evaluate(folder: Path) -> list[str]:
             {"training data": name, "clean test acc": _acc(r["protected_acc"])}]
     out = [markdown_table(rows, ["training data", "clean test acc"]), "",
            f"Gap {_acc(r.get('gap'))}, relative drop {_acc(r.get('relative_drop'))}, "
-           f"chance {_acc(r.get('chance_acc'))}."]
+           f"chance {_acc(r.get('chance_acc'))}" + (f" ({r['chance_note']})." if r.get("chance_note") else ".")]
     if r.get("protected_best_acc") is not None:
         out += ["", f"The protected victim's best epoch on the clean test split: "
                 f"{_best(r['protected_best_acc'], r.get('protected_best_epoch'))} (the table gives the final epoch; a "
