@@ -204,12 +204,13 @@ def test_evaluate_native_pets_output_trains_at_the_fit_size_and_says_so(tmp_path
 
 
 def test_evaluate_plain_mixed_size_root_uses_the_default_working_size(tmp_path, capsys):
-    """Without a manifest there is no fit size: the default working size (224) is used, and the log says so."""
+    """Without a manifest there is no fit size: the default working size (the images' median short side, at most
+    224: protect's own default) is used, and the log says so."""
     from unlearnable.protect.run import load_output
 
     src = make_pets(tmp_path / "src")
     ds, manifest = load_output(src, fit_mixed=True)
-    assert manifest is None and ds.size == (224, 224) and ds.meta["resized"]
-    assert "resized to 224x224 on load, the default working size" in ds.meta["size_note"]
+    assert manifest is None and ds.size == (20, 20) and ds.meta["resized"]  # sizes 16x18 to 24x20
+    assert "resized to 20x20 on load, the default working size" in ds.meta["size_note"]
     with pytest.raises(UserError, match="different sizes"):
         load_output(src)  # without fit_mixed (library callers that need native pixels) mixed sizes still refuse

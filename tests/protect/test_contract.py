@@ -102,3 +102,23 @@ def test_method_contract_on_mixed_sizes_at_native_size(name, tmp_path):
             if eps is not None:
                 assert np.abs(a - b).max() <= int(eps * 255 + 1e-6), rel
     assert changed > 0
+
+
+def test_the_default_working_size_is_the_median_short_side_at_most_224(tmp_path):
+    """Images of differing sizes are fitted at their median short side, capped at 224: photographs of a few hundred
+    pixels at 224 as before, small crops at about their own size instead of blown up to 224."""
+    from unlearnable.protect.native import WORK_SIZE, default_work_size, working_size
+    from unlearnable.protect.run import protect_source
+
+    assert WORK_SIZE == 224
+    assert default_work_size([(500, 375), (333, 500), (240, 320)]) == 224  # Pets-sized photographs: unchanged
+    assert default_work_size([(60, 90), (120, 100), (200, 210)]) == 100  # the median of 60, 100, 200
+    assert default_work_size([(16, 16), (16, 20), (24, 20), (20, 24)]) == 20  # upper median of 16, 16, 20, 20
+    assert working_size([(16, 16), (24, 20)], None, 12) == (12, 12)  # --work-size still decides
+    assert working_size([(16, 16), (24, 20)], 8) == (8, 8) and working_size([(9, 9)] * 3, None) == (9, 9)
+    src = _mixed_folder(tmp_path / "src")
+    man = protect_source(str(src), "tiles", tmp_path / "o", key_path=tmp_path / "k.key", quiet=True)
+    from unlearnable.data.io import open_catalog
+    cat = open_catalog(str(src))
+    train = [cat.sizes[i] for i in range(len(cat)) if cat.splits[i] == "train"]
+    assert man["images"]["fit_size"] == [default_work_size(train)] * 2 and max(man["images"]["fit_size"]) < 30

@@ -125,7 +125,8 @@ random crop (pad 4) + horizontal flip: the recipe of `unlearnable protect --veri
   victim fits its protected training data ({100 * tiles['protected_train_acc']:.1f}% train accuracy) through the
   tiles, not the digits. Its best epoch on the clean test split ({tiles['best_epoch']}) reached
   {100 * tiles['best_acc']:.1f}%: a trainer who keeps the best epoch on clean held-out data gets no more than that.
-  `protect --verify` wrote this check into `tiles/manifest.json`: verdict
+  `protect --verify` wrote this check into `tiles/manifest.json` (its figure, [`tiles/verify.png`](tiles/verify.png),
+  draws the tiles and clean curves of the figure below): verdict
   **{tiles['verdict']}** (protected means within 10 points of chance); digits the protected victim still tells
   apart on clean test images (recall and precision above {LEARNT_ABOVE:.0%}):
   {', '.join(tiles['classes_learnt']) or 'none'}. {tiles['colour']} {tiles['scope']}

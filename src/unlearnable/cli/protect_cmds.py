@@ -32,7 +32,7 @@ def protect_cmd(
                                      "PNG bytes under the original file name; default), keep (each file's own "
                                      "codec, JPEG q95 for .jpg: lossy) or jpeg:Q (lossy)"),
     work_size: int = typer.Option(None, "--work-size", help="size the method is fitted at when image sizes differ "
-                                  "(default 224); outputs keep their native size"),
+                                  "(default: their median short side, at most 224); outputs keep their native size"),
     seed: int = typer.Option(0, "--seed", help="seed of the train/test split for class-folder sources"),
     test_fraction: str = typer.Option("0.2", "--test-fraction", help="test share for class-folder sources"),
     device: str = typer.Option("auto", "--device", help="auto (this rank's GPU when there is one, else the CPU), "

@@ -282,13 +282,13 @@ def load_output(path: str | os.PathLike, progress: bool = False, size: int | Non
 
     ``size`` resizes every image to ``size x size`` (default: the manifest's ``--size``, else native). With
     ``fit_mixed``, images of differing sizes (native Pets/Flowers102 outputs) are resized to the size the protection
-    was fitted at (the manifest's ``fit_size``; :data:`~unlearnable.protect.native.WORK_SIZE` without one) instead
-    of being refused; ``meta["size_note"]`` then says so, for the command to print and record.
+    was fitted at (the manifest's ``fit_size``; :func:`~unlearnable.protect.native.default_work_size` without
+    one) instead of being refused; ``meta["size_note"]`` then says so, for the command to print and record.
     """
     import json
 
     from ..data.io import detect_format, open_catalog
-    from .native import WORK_SIZE
+    from .native import default_work_size
 
     p = Path(path)
     src, fmt, manifest, kw = str(path), None, None, {}
@@ -303,9 +303,10 @@ def load_output(path: str | os.PathLike, progress: bool = False, size: int | Non
         size = size or spec.get("size")
     note = None
     if size is None and fit_mixed and (fmt or detect_format(src)) not in ("npz", "builtin"):  # those are uniform
-        sizes = sorted(set(open_catalog(src, format=fmt, **kw).sizes))
+        every = open_catalog(src, format=fmt, **kw).sizes
+        sizes = sorted(set(every))
         if len(sizes) > 1:
-            fit = ((manifest or {}).get("images") or {}).get("fit_size") or [WORK_SIZE, WORK_SIZE]
+            fit = ((manifest or {}).get("images") or {}).get("fit_size") or [default_work_size(every)] * 2
             size = int(max(fit))
             where = "the size the protection was fitted at" if manifest else "the default working size"
             note = (f"images come in {len(sizes)} sizes ({sizes[0][1]}x{sizes[0][0]} to {sizes[-1][1]}x"
