@@ -182,7 +182,7 @@ def test_a_sweep_refuses_to_continue_on_changed_data_but_not_on_a_copy(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A resumed sweep whose dataset file changed would mix cells (and cached protections and clean victims) made
     from two datasets in one table: one line, exit 2, no new cell. A byte-identical copy (new file times, as when a
-    job stages the data to local disk) continues."""
+    job stages the data to local disk) continues; the untouched file is not read again."""
     import shutil
 
     import numpy as np
@@ -192,13 +192,30 @@ def test_a_sweep_refuses_to_continue_on_changed_data_but_not_on_a_copy(tmp_path:
     code, _, err = run_cli(["sweep", str(f), "--out", "s", "--cell", "0"], capsys)
     assert code == 0, err
     recorded = json.loads((tmp_path / "s" / "sources.json").read_text())
-    assert list(recorded) == ["tiny"] and len(recorded["tiny"]) == 16
+    assert list(recorded) == ["tiny"] and len(recorded["tiny"]["digest"]) == 16 and len(recorded["tiny"]["stat"]) == 16
+    # the same untouched file: its sizes and times match the record, so its bytes are not read again
+    import unlearnable.data.io as io
+
+    digest = io.source_digest
+
+    def no_read(src):
+        raise AssertionError(f"{src} read again")
+
+    monkeypatch.setattr(io, "source_digest", no_read)
+    code, _, err = run_cli(["sweep", str(f), "--out", "s", "--cell", "0"], capsys)
+    assert code == 0 and "skip finished cell" in err, err
+    monkeypatch.setattr(io, "source_digest", digest)
     data = tmp_path / "tiny.npz"
     shutil.copy(data, tmp_path / "copy.npz")
     data.unlink()
     shutil.copy(tmp_path / "copy.npz", data)  # same bytes, new file
     code, _, err = run_cli(["sweep", str(f), "--out", "s", "--cell", "0"], capsys)
     assert code == 0 and "skip finished cell" in err, err
+    # a record written before the stats (one digest per name) is still compared by content
+    (tmp_path / "s" / "sources.json").write_text(json.dumps({"tiny": recorded["tiny"]["digest"]}))
+    code, _, err = run_cli(["sweep", str(f), "--out", "s", "--cell", "0"], capsys)
+    assert code == 0 and "skip finished cell" in err, err
+    (tmp_path / "s" / "sources.json").write_text(json.dumps(recorded))
     arrays = dict(np.load(data))
     arrays["train_images"][0, 0, 0] ^= 1  # one grey level of one training image
     np.savez(data, **arrays)

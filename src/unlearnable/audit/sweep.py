@@ -308,15 +308,27 @@ def check_sources(study: Study) -> None:
     """Refuse to continue a sweep whose data changed since it started: its finished cells, cached subsets,
     protections and clean victims were made from the old files, and a table that mixed them with new ones would
     compare cells that saw different data. The first run records each dataset's :func:`~unlearnable.data.io.
-    source_digest` in ``OUT/sources.json``; every later run (each array task too) compares before any work."""
-    from ..data.io import source_digest
+    source_digest` (its bytes) and :func:`~unlearnable.data.io.source_stat` (its files' sizes and times) in
+    ``OUT/sources.json``; every later run (each array task too) compares before any work. Files whose sizes and
+    times are those recorded are not read again (an array of a hundred tasks on a 10 GB folder would otherwise read
+    a terabyte); a copy with new times (data staged to a node's local disk) is read and compared by its bytes."""
+    from ..data.io import source_digest, source_stat
 
     path = study.out / SOURCES
+    before = {name: rec if isinstance(rec, dict) else {"digest": rec}  # a record from before the stats: digest only
+              for name, rec in (json.loads(path.read_text()) if path.is_file() else {}).items()}
+
+    def current(name: str, src: str) -> dict[str, str | None]:
+        stat = source_stat(src)
+        old = before.get(name, {})
+        if stat is not None and old.get("stat") == stat:
+            return {"digest": old["digest"], "stat": stat}  # untouched since recorded: not read again
+        return {"digest": source_digest(src), "stat": stat}
+
     # rank 0 reads the files, every rank gets its digests: a torchrun job reads its data once, not once per rank
-    now = D.broadcast_object({name: source_digest(src) for name, src in study.datasets.items()} if D.is_main()
+    now = D.broadcast_object({name: current(name, src) for name, src in study.datasets.items()} if D.is_main()
                              else None)
-    before = json.loads(path.read_text()) if path.is_file() else {}
-    changed = [name for name in now if name in before and before[name] != now[name]]
+    changed = [name for name in now if name in before and before[name]["digest"] != now[name]["digest"]]
     if changed:
         name = changed[0]
         raise UserError(f"{study.datasets[name]}: dataset '{name}' changed since the sweep in {study.out} started "
@@ -324,7 +336,8 @@ def check_sources(study: Study) -> None:
                         f"sweep with a new --out, or remove {study.out} to start it over")
     D.barrier()  # every rank has compared with the same file before rank 0 adds to it
     if D.is_main() and any(name not in before for name in now):
-        write_json(path, before | now)
+        # the first run's record stands for the names it has: array tasks never rewrite it at once
+        write_json(path, {name: before.get(name) or now[name] for name in {**before, **now}})
 
 
 def run_study(study: Study, device: str, only: int | None = None) -> list[dict[str, Any]]:
