@@ -30,18 +30,27 @@ def detect_format(source: str | os.PathLike) -> str:
                     f"torchvision root, or a built-in name: {', '.join(BUILTINS)})")
 
 
-def source_digest(source: str | os.PathLike) -> str | None:
-    """16 hex digits (BLAKE2b) of a dataset's files, or None for a built-in dataset (made from installed packages):
-    a file's bytes, or, for a folder, every file under it (its path relative to the folder, then its bytes) in
-    sorted order. Content, not times: a copy of the same data (staged to a node's local disk each job, say) has the
-    same digest."""
+def _source_files(source: str | os.PathLike) -> list[tuple[str, Path]] | None:
+    """``(name, file)`` of every file of a dataset in sorted order (a folder's files by their path relative to it;
+    a single file named ""), or None for a built-in dataset (made from installed packages)."""
     if parse_builtin(str(source)) is not None:
         return None
     root = Path(source)
-    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+    if root.is_file():
+        return [("", root)]
+    return [(f.relative_to(root).as_posix(), f) for f in sorted(root.rglob("*")) if f.is_file()]
+
+
+def source_digest(source: str | os.PathLike) -> str | None:
+    """16 hex digits (BLAKE2b) of a dataset's files, or None for a built-in dataset: a file's bytes, or, for a
+    folder, every file under it (its path relative to the folder, then its bytes) in sorted order. Content, not
+    times: a copy of the same data (staged to a node's local disk each job, say) has the same digest."""
+    files = _source_files(source)
+    if files is None:
+        return None
     h = hashlib.blake2b(digest_size=8)
-    for f in files:
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" if f != root else b"\0")
+    for name, f in files:
+        h.update(name.encode() + b"\0")
         with f.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -53,14 +62,12 @@ def source_stat(source: str | os.PathLike) -> str | None:
     or None for a built-in dataset: what ``rsync`` and ``make`` compare, read from the directory alone. Equal stats
     say the files were not touched since they were recorded, without reading them; unequal ones say nothing (a
     byte-identical copy has other times), so a caller then compares :func:`source_digest`."""
-    if parse_builtin(str(source)) is not None:
+    files = _source_files(source)
+    if files is None:
         return None
-    root = Path(source)
-    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
     h = hashlib.blake2b(digest_size=8)
-    for f in files:
+    for name, f in files:
         st = f.stat()
-        name = f.relative_to(root).as_posix() if f != root else ""
         h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
