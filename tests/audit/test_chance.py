@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from unlearnable.audit.classes import LEARNT_ABOVE, classes_learnt, per_class
+from unlearnable.audit.classes import LEARNT_ABOVE, balanced_accuracy, classes_learnt, per_class
 from unlearnable.audit.cues import colour_cues
 from unlearnable.audit.evaluate import evaluate
 from unlearnable.audit.validity import baseline_valid, chance_level, chance_note
@@ -28,6 +28,13 @@ def test_the_note_names_the_class_that_sets_chance_only_when_it_is_not_uniform()
     assert chance_note([0, 1, 2, 0, 1, 2], ("a", "b", "c")) == ""
     note = chance_note([1] * 67 + [0] * 20 + [2] * 13, ("mel", "nv", "bcc"))
     assert note == "chance is the share of the commonest class, 'nv', among the 100 test images (uniform chance 33.3%)"
+
+
+def test_balanced_accuracy_is_the_mean_recall_over_classes_with_test_images():
+    assert balanced_accuracy([[8, 2], [5, 5]]) == pytest.approx(0.65)
+    assert balanced_accuracy([[10, 0, 0], [10, 0, 0], [0, 0, 0]]) == pytest.approx(0.5)  # a class with no images
+    assert balanced_accuracy([[0, 20, 0], [0, 67, 0], [0, 13, 0]]) == round(1 / 3, 4)  # the commonest, always
+    assert balanced_accuracy(None) is None and balanced_accuracy([[0, 0], [0, 0]]) is None
 
 
 def test_a_victim_that_answers_the_commonest_class_learnt_nothing():
@@ -73,6 +80,7 @@ def test_evaluate_calls_a_clean_victim_that_learnt_only_the_class_counts_invalid
     # whatever it answers, a victim of noise images cannot beat the commonest class's 80% by 10 points; by 1 / K
     # (33%, needing 50%) this run was "valid"
     assert r["clean_acc"] < 0.9 and r["valid"] is False
+    assert r["clean_balanced_acc"] < 0.6 and 0 <= r["protected_balanced_acc"] <= 1
     assert "chance 80.0%" in r["invalid_reason"]
 
 
@@ -113,3 +121,24 @@ def test_verify_on_an_imbalanced_medmnist_archive_scores_against_the_commonest_c
     assert v["verdict"] == "invalid" and code == 3, err
     assert "chance 70.0%" in v["reason"] and "commonest class, '0'" in v["reason"]
     assert v["above_share"] == 0.15 and v["classes_learnt"] == []
+    cm = v["confusion"]
+    assert v["balanced_acc"] == round(sum(cm[k][k] / sum(cm[k]) for k in range(3)) / 3, 4)
+
+
+def test_the_evaluate_report_names_the_class_behind_chance_and_gives_balanced_accuracy(tmp_path):
+    import json
+
+    from unlearnable.report.kinds import evaluate as evaluate_report
+
+    r = {"clean_acc": 0.8, "protected_acc": 0.67, "gap": 0.13, "relative_drop": 0.16, "chance_acc": 0.67,
+         "chance_note": "chance is the share of the commonest class, 'nv', among the 100 test images (uniform "
+                        "chance 14.3%)", "clean_balanced_acc": 0.61, "protected_balanced_acc": 0.143}
+    (tmp_path / "results.json").write_text(json.dumps(r))
+    text = "\n".join(evaluate_report(tmp_path))
+    assert "chance 67.0% (chance is the share of the commonest class, 'nv'" in text
+    assert "Balanced accuracy (mean per-class recall; 1/K for a victim that answers one class): clean 61.0%, " \
+           "protected 14.3%." in text
+    del r["chance_note"]  # balanced data: the sentence stays as it was
+    (tmp_path / "results.json").write_text(json.dumps(r))
+    text = "\n".join(evaluate_report(tmp_path))
+    assert "chance 67.0%." in text and "Balanced accuracy" not in text

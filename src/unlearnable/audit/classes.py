@@ -27,6 +27,17 @@ def per_class(cm: list[list[int]], classes: tuple[str, ...]) -> list[dict[str, A
     return out
 
 
+def balanced_accuracy(cm: list[list[int]] | None) -> float | None:
+    """Mean per-class recall of a confusion matrix (rows: true classes), over the classes that have test images;
+    None without a matrix. On an imbalanced split it separates a victim that learnt the classes from one that
+    answers the commonest class (whose balanced accuracy is 1/K, while its accuracy is that class's share)."""
+    if not cm:
+        return None
+    t = torch.tensor(cm, dtype=torch.float64)
+    true = t.sum(1)
+    return round(float((t.diagonal()[true > 0] / true[true > 0]).mean()), 4) if bool((true > 0).any()) else None
+
+
 # on an imbalanced test split a class's share can itself pass LEARNT_ABOVE (two images in three are naevi on a
 # skin-lesion set): a victim that calls every image that class gets its share as precision, so a class told apart
 # also needs a precision this far above its share

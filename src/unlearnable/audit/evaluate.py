@@ -21,6 +21,7 @@ from ..log import log
 from ..runtime import distributed as D
 from ..train.defenses import Defense
 from ..train.loop import BatchHook, History, Recipe, confusion, train_classifier
+from .classes import balanced_accuracy
 from .validity import baseline_valid, chance_level, chance_note
 
 # Victim defaults by device: the papers' ResNet-18 needs a GPU (10 epochs of both victims take about
@@ -227,6 +228,9 @@ def evaluate(
         "relative_drop": (clean_acc - prot_acc) / clean_acc if clean_acc > 0 else 0.0,
         "chance_acc": chance,  # the test split's most frequent class (validity.chance_level)
         "chance_note": chance_note(test.labels, clean.classes) or None,  # which class, when it is not 1 / K
+        # mean per-class recall on the clean test split (the clean one only when its victim was trained here)
+        "protected_balanced_acc": balanced_accuracy(prot_hist.test_confusion),
+        "clean_balanced_acc": balanced_accuracy(clean_hist.test_confusion) if clean_result is None else None,
         "protected_train_acc": prot_hist.epochs[-1]["train_acc"],
         "curves": curves,
         # rows: true class, columns: predicted class, on the clean test split (the clean victim's when trained here)

@@ -44,7 +44,7 @@ from ..protect.base import Protection, eps_levels
 from ..runtime.checkpoint import fingerprint
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
-from .classes import ABOVE_SHARE, LEARNT_ABOVE, classes_learnt, per_class
+from .classes import ABOVE_SHARE, LEARNT_ABOVE, balanced_accuracy, classes_learnt, per_class
 from .cues import colour_cues
 from .evaluate import best_epoch, evaluate, held_out_split
 from .validity import baseline_valid, chance_level, chance_note
@@ -317,7 +317,10 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "best_acc": None if best_acc is None else round(best_acc, 4), "best_epoch": best_at,
             # what the verdict (and --target-acc) scored: the final epoch's accuracy, or the best one's (score)
             "score": score, "scored_acc": round(scored, 4),
-            "chance": round(chance, 4), "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
+            "chance": round(chance, 4),
+            # mean per-class recall of the protected victim: 1/K for one that answers a single class everywhere
+            "balanced_acc": balanced_accuracy(r["confusion"]["protected"]),
+            "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
             "verdict": v, "reason": why, "recipe": asdict(recipe),
             # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and
             # the classes it still tells apart (recall and precision > LEARNT_ABOVE, precision > share + ABOVE_SHARE)

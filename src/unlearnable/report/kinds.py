@@ -226,6 +226,9 @@ def evaluate(folder: Path) -> list[str]:
     out = [markdown_table(rows, ["training data", "clean test acc"]), "",
            f"Gap {_acc(r.get('gap'))}, relative drop {_acc(r.get('relative_drop'))}, "
            f"chance {_acc(r.get('chance_acc'))}" + (f" ({r['chance_note']})." if r.get("chance_note") else ".")]
+    if r.get("chance_note") and r.get("protected_balanced_acc") is not None:  # imbalanced: the per-class view too
+        out[-1] += (f" Balanced accuracy (mean per-class recall; 1/K for a victim that answers one class): clean "
+                    f"{_acc(r.get('clean_balanced_acc'))}, protected {_acc(r['protected_balanced_acc'])}.")
     if r.get("protected_best_acc") is not None:
         out += ["", f"The protected victim's best epoch on the clean test split: "
                 f"{_best(r['protected_best_acc'], r.get('protected_best_epoch'))} (the table gives the final epoch; a "
