@@ -356,3 +356,20 @@ def test_at_size_antialiases_like_a_trainers_resize():
     swing = small.images[1].int() - 128
     assert int(swing.abs().max()) >= 3 and bool((swing[0, 0, ::2] * swing[0, 0, 1::2] < 0).all())  # kept, smaller
     assert at_size(ds, None) is ds and at_size(ds, 32) is ds
+
+
+def test_verify_warns_about_classes_with_no_test_images(tmp_path, capsys):
+    """A rare class with training images but none held out is never scored: the warning names it, the run goes on."""
+    import shutil
+
+    from helpers import write_folder
+
+    src = write_folder(tmp_path / "src", classes=("cat", "dog", "rare"), per_class=6)
+    shutil.rmtree(src / "test" / "rare")
+    out = tmp_path / "prot"
+    code, _, err = run_cli(["protect", str(src), "--method", "random", "--eps", "8/255", "--out", str(out), "--verify",
+                            "--verify-epochs", "1"], capsys)
+    assert code in (0, 3), err  # 3: a one-epoch victim on a dozen images need not learn
+    assert ("warning: verify: 1 class(es) have training images but none in the clean 'test' split, so the verdict "
+            "says nothing about them: rare") in err
+    assert (out / "manifest.json").is_file()
