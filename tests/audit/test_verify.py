@@ -373,3 +373,9 @@ def test_verify_warns_about_classes_with_no_test_images(tmp_path, capsys):
     assert ("warning: verify: 1 class(es) have training images but none in the clean 'test' split, so the verdict "
             "says nothing about them: rare") in err
     assert (out / "manifest.json").is_file()
+    # evaluate on the same pair says so too (the results, not a verdict)
+    code, _, err = run_cli(["evaluate", "--protected", str(out), "--clean", str(src), "-o", str(tmp_path / "ev"),
+                            "--model", "smallcnn", "--epochs", "1", "--batch-size", "8", "--device", "cpu"], capsys)
+    assert code in (0, 3), err
+    assert "warning: 1 class(es) have training images but none in the clean 'test' split, so the results say nothing " \
+           "about them: rare" in err

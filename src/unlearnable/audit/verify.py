@@ -38,7 +38,7 @@ from ..data import ImageSet
 from ..data.imageset import levels_to_uint8
 from ..data.quality import psnr
 from ..errors import UserError
-from ..log import log, name_list, progress_enabled, warn
+from ..log import log, name_list, progress_enabled
 from ..models import MODELS
 from ..protect.base import Protection, eps_levels
 from ..runtime.checkpoint import fingerprint
@@ -46,7 +46,7 @@ from ..train.defenses import parse_defense
 from ..train.loop import Recipe
 from .classes import ABOVE_SHARE, LEARNT_ABOVE, balanced_accuracy, classes_learnt, per_class
 from .cues import colour_cues
-from .evaluate import best_epoch, evaluate, held_out_split
+from .evaluate import best_epoch, evaluate, held_out_split, warn_unscored
 from .validity import baseline_valid, chance_level, chance_note
 
 PROTECTED_MARGIN = 0.10  # "protected": protected accuracy <= chance + 10 points
@@ -126,15 +126,7 @@ def check_verifiable(ds: ImageSet) -> None:
     split = held_out_split(ds, "--verify")
     if split != "test":
         log(f"verify: testing the victims on the clean '{split}' split (the data has no 'test' split)")
-    # a rare class that a class-folder split put wholly in train (a class of 3 images does so one time in two at the
-    # default 20% test share): the victims are never scored on it, and the verdict says nothing about it
-    held = torch.bincount(ds.labels[ds.indices(split)], minlength=ds.num_classes)
-    trained = torch.bincount(ds.labels[ds.indices("train")], minlength=ds.num_classes)
-    missing = [ds.classes[k] for k in range(ds.num_classes) if held[k] == 0 and trained[k] > 0]
-    if missing:
-        warn(f"verify: {len(missing)} class(es) have training images but none in the clean '{split}' split, so the "
-             f"verdict says nothing about them: {name_list(missing)} (give them test images, e.g. a train/test "
-             f"folder layout or a larger --test-fraction)")
+    warn_unscored(ds, split, "verify: ", "the verdict")
 
 
 #: ``--verify-victim auto``: the first of these that no surrogate of the method used

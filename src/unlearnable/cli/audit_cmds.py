@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..audit.evaluate import VICTIM_HELP, default_victim, held_out_split
+from ..audit.evaluate import VICTIM_HELP, default_victim, held_out_split, warn_unscored
 from ..errors import UserError
 from ..log import log
 from ..utils import check_separate, resumable_dir
@@ -101,6 +101,7 @@ def audit_cmd(
         test_split = held_out_split(ds, str(source))
         if test_split != "test":
             log(f"audit: testing the victims on the clean '{test_split}' split ({source} has no 'test' split)")
+        warn_unscored(ds, test_split, "audit: ")
         ds = subsample(ds, limit, seed)
         log(default_victim(info.device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
         # finished cells are kept; rank 0 alone writes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..audit.evaluate import VICTIM_HELP, check_pair, default_victim, held_out_split
+from ..audit.evaluate import VICTIM_HELP, check_pair, default_victim, held_out_split, warn_unscored
 from ..audit.validity import EXIT_INCONCLUSIVE
 from ..log import log, progress_enabled, warn
 from ..utils import parse_number
@@ -115,6 +115,7 @@ def evaluate_cmd(
         check_pair(prot, clean_ds, "train", test_split)  # inputs first: a bad pair is one line, nothing announced
         if test_split != "test":
             log(f"testing the victims on the clean '{test_split}' split (--clean has no 'test' split)")
+        warn_unscored(clean_ds, test_split)
         log(default_victim(info.device, model, epochs)[2] or f"victim: {model}, {epochs} epochs (as set)")
         if D.is_main() and work.is_dir() and any(work.iterdir()):
             log(f"resuming from checkpoints in {work}")
