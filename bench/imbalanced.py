@@ -1,7 +1,7 @@
 """Protection on imbalanced splits: the recommended ``tiles`` against the commonest-class chance.
 
 Medical sets are rarely balanced (two skin-lesion images in three are naevi). This bench builds imbalanced copies of
-the built-in tissue patches and digits (the first class keeps every image its split has the fewest of, the others
+the built-in tissue patches, digits and colour photographs (the first class keeps every image its split has the fewest of, the others
 a falling share each, in both splits), protects the training split with ``tiles`` at 8/255 for several keys, and
 trains the benchmark's converged small-CNN victim (bench/efficacy.py's recipe and augmentation) on the protected
 split and, once per dataset, on the clean one, in the same process. Per run it prints the clean and protected
@@ -38,7 +38,8 @@ from unlearnable.train.loop import Recipe  # noqa: E402
 
 #: each class's share of the first class's count, per dataset (tissue: background, CSF, GM, WM)
 SHARES = {"mni-tissue": (1.0, 0.45, 0.22, 0.14),
-          "mnist5k": (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.1, 0.08, 0.06)}
+          "mnist5k": (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.1, 0.08, 0.06),
+          "textures": (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.1, 0.08, 0.06)}
 MIN_PER_CLASS = 5
 
 
