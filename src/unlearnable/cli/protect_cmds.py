@@ -107,7 +107,8 @@ def protect_cmd(
                      parse_number(test_fraction, "--test-fraction"), progress_enabled(), image_format=image_format)
         return
     if method is None:
-        raise UserError("--method: missing (or pass --like OUT to protect like an earlier output)")
+        raise UserError("--method: missing (the recommended one is --method tiles; `unlearnable datasets` lists "
+                        "them all; or pass --like OUT to protect like an earlier output)")
     if verify_score != "final" and not verify and target_acc is None:
         raise UserError(f"--verify-score {verify_score}: only with --verify or --target-acc (it sets what their "
                         "verdict scores)")
