@@ -1,15 +1,15 @@
 """Protection on imbalanced splits: the recommended ``tiles`` against the commonest-class chance.
 
-Medical sets are rarely balanced (two skin-lesion images in three are naevi). This bench builds imbalanced copies of
-the built-in tissue patches, digits and colour photographs (the first class keeps every image its split has the fewest of, the others
-a falling share each, in both splits), protects the training split with ``tiles`` at 8/255 for several keys, and
-trains the benchmark's converged small-CNN victim (bench/efficacy.py's recipe and augmentation) on the protected
-split and, once per dataset, on the clean one, in the same process. Per run it prints the clean and protected
-accuracy, chance as the product scores it (the test split's commonest class: ``audit.validity.chance_level``), the
-uniform 1/K beside it, and the protected victim's balanced accuracy (mean per-class recall, which a victim that
-answers the commonest class cannot lift above 1/K).
+Medical sets are rarely balanced (two skin-lesion images in three are naevi). This bench builds imbalanced copies
+of the built-in tissue patches, digits and colour photographs (the first class keeps every image its split has the
+fewest of, the others a falling share each, in both splits), protects the training split with ``tiles`` at 8/255
+for several keys, and trains the benchmark's converged small-CNN victim (bench/efficacy.py's recipe and
+augmentation) on the protected split and, once per dataset, on the clean one, in the same process. Per run it
+prints the clean and protected accuracy, chance as the product scores it (the test split's commonest class:
+``audit.validity.chance_level``), the uniform 1/K beside it, and the protected victim's balanced accuracy
+(mean per-class recall, which a victim that answers the commonest class cannot lift above 1/K).
 
-    PYTHONPATH=src python bench/imbalanced.py [--keys 7,8] [--data mni-tissue,mnist5k] [--out rows.jsonl]
+    PYTHONPATH=src python bench/imbalanced.py [--keys 7,8] [--data mni-tissue,mnist5k,textures] [--out rows.jsonl]
 
 Prints one JSON object: ``{"machine": ..., "rows": [...]}``.
 """

@@ -183,6 +183,9 @@ def test_combine_takes_the_worst_victim():
     leak = combine([_e("a", 0.9, 0.3), _e("b", 0.9, 0.6), _e("c", 0.9, 0.34)])
     assert leak["verdict"] == "not protected" and leak["victim"] == "b" and leak["reason"].startswith("b: ")
     assert [x["verdict"] for x in leak["victims"]] == ["protected", "not protected", "protected"]
+    note = "chance is the share of the commonest class, 'nv', among the 100 test images (uniform chance 33.3%)"
+    imb = combine([_e("a", 0.9, 0.3) | {"chance_note": note}, _e("b", 0.9, 0.33) | {"chance_note": note}])
+    assert imb["reason"].endswith(f"; chance 25.0%); {note}")  # several victims: the note stays in the reason
     bad = combine([_e("a", 0.9, 0.6), _e("b", 0.26, 0.25)])  # a clean twin that did not learn proves nothing
     assert bad["verdict"] == "invalid" and bad["victim"] == "b" and bad["reason"].startswith("b: ")
 

@@ -279,6 +279,8 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
         at = " at their best epochs" if worst.get("score") == "best" else ""
         out["reason"] = f"every victim is within 10 points of chance{at} (" + ", ".join(
             f"{e['victim']} {_scored(e):.1%}" for e in entries) + f"; chance {worst['chance']:.1%})"
+        if worst.get("chance_note"):
+            out["reason"] += f"; {worst['chance_note']}"
         early = [f"{e['victim']} {e['best_acc']:.1%} at epoch {e['best_epoch']}" for e in entries
                  if learnt_earlier(e["verdict"], e.get("best_acc"), e["chance"])]
         if early:
@@ -318,7 +320,7 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "best_acc": None if best_acc is None else round(best_acc, 4), "best_epoch": best_at,
             # what the verdict (and --target-acc) scored: the final epoch's accuracy, or the best one's (score)
             "score": score, "scored_acc": round(scored, 4),
-            "chance": round(chance, 4),
+            "chance": round(chance, 4), "chance_note": note or None,  # which class sets chance, when not 1/K
             # mean per-class recall of the protected victim: 1/K for one that answers a single class everywhere
             "balanced_acc": balanced_accuracy(r["confusion"]["protected"]),
             "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
