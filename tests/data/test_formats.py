@@ -100,7 +100,13 @@ def test_folder_errors(tmp_path):
     assert load(root, size=16).images.shape[-1] == 16
     empty = tmp_path / "empty"
     (empty / "a").mkdir(parents=True)
-    with pytest.raises(UserError, match="class folder has no images"):
+    with pytest.raises(UserError, match=r"a: class folder has no images$"):
+        load(empty)
+    # a hospital export of DICOM files: the message says what was found and what to do instead
+    for name in ("1.dcm", "2.dcm", "notes.txt"):
+        (empty / "a" / name).write_bytes(b"")
+    with pytest.raises(UserError, match=r"class folder has no images \(found 2 \.dcm files: DICOM is not read: "
+                                        r"export the slices as PNG"):
         load(empty)
 
 

@@ -9,13 +9,33 @@ from ...errors import UserError
 from ..imageset import SPLITS, ImageSet
 from . import FORMATS
 from .catalog import FileCatalog, save_files
-from .images import is_image
+from .images import IMAGE_SUFFIXES, is_image
 
 
 def _stable_fraction(seed: int, ident: str) -> float:
     """A number in [0, 1) from (seed, id): the split of a file never depends on listing order or other files."""
     h = hashlib.sha256(f"{seed}:{ident}".encode()).digest()
     return int.from_bytes(h[:8], "little") / 2**64
+
+
+#: files a class folder may hold instead of images, and what to do with them
+OTHER_KINDS = {".dcm": "DICOM is not read: export the slices as PNG (16-bit PNG keeps the grey levels) or the "
+                       "volumes as NIfTI",
+               ".nii": "NIfTI volumes are 3D subjects: pass a .csv of NIfTI paths (see `unlearnable datasets`)",
+               ".gz": "NIfTI volumes are 3D subjects: pass a .csv of NIfTI paths (see `unlearnable datasets`)",
+               ".npy": "arrays are read from one .npz archive in the MedMNIST layout, not per file"}
+
+
+def _what_else(folder: Path) -> str:
+    """`` (found 3 .dcm files: ...)`` for a class folder without images, naming the most common other suffix and,
+    where known, what to do with it; ``""`` for an empty folder."""
+    suffixes = [f.suffix.lower() or "(none)" for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    if not suffixes:
+        return ""
+    top = max(set(suffixes), key=suffixes.count)
+    n = suffixes.count(top)
+    hint = OTHER_KINDS.get(top, f"images are read from {', '.join(IMAGE_SUFFIXES)}")
+    return f" (found {n} {top} file{'s' if n != 1 else ''}: {hint})"
 
 
 @FORMATS.register("folder")
@@ -45,7 +65,7 @@ class FolderFormat:
             for cd in subdirs:
                 files = [f for f in sorted(cd.iterdir()) if is_image(f)]
                 if not files:
-                    raise UserError(f"{cd}: class folder has no images")
+                    raise UserError(f"{cd}: class folder has no images{_what_else(cd)}")
                 for f in files:
                     ident = f"{cd.name}/{f.stem}"
                     s = "test" if _stable_fraction(seed, ident) < test_fraction else "train"
