@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from efficacy import BATCH, LR, RECIPES  # noqa: E402
 from unlearnable.audit.evaluate import evaluate  # noqa: E402
 from unlearnable.audit.validity import chance_level  # noqa: E402
+from unlearnable.audit.verify import verdict  # noqa: E402
 from unlearnable.data import ImageSet, load  # noqa: E402
 from unlearnable.protect import protect  # noqa: E402
 from unlearnable.train.defenses import parse_defense  # noqa: E402
@@ -83,6 +84,10 @@ def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path |
                    "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
                    "protected_balanced_acc": r["protected_balanced_acc"],
                    "valid": r["valid"], "protected_within_10": r["protected_acc"] <= r["chance_acc"] + 0.10,
+                   # protect --verify's rule: within 10 points of chance, and on an imbalanced split the balanced
+                   # accuracy within 10 points of 1/K too
+                   "verdict": verdict(r["clean_acc"], r["protected_acc"], r["chance_acc"],
+                                      balanced=r["protected_balanced_acc"], uniform=1 / ds.num_classes)[0],
                    "s": round(time.perf_counter() - t0, 1)}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)

@@ -142,3 +142,18 @@ def test_the_evaluate_report_names_the_class_behind_chance_and_gives_balanced_ac
     (tmp_path / "results.json").write_text(json.dumps(r))
     text = "\n".join(evaluate_report(tmp_path))
     assert "chance 67.0%." in text and "Balanced accuracy" not in text
+
+
+def test_on_an_imbalanced_split_protected_also_needs_balanced_accuracy_near_one_over_k():
+    from unlearnable.audit.verify import verdict
+
+    # 10 classes, commonest 29.4%: 38.8% is within 10 points of chance, but a balanced accuracy of 47.9% says the
+    # victim still tells about half the classes apart (measured on the imbalanced photographs, bench/imbalanced.py)
+    v, why = verdict(0.87, 0.388, 0.294, balanced=0.479, uniform=0.1)
+    assert v == "not protected"
+    assert why == ("protected accuracy 38.8% is within 10 points of chance (29.4%), but its balanced accuracy 47.9% "
+                   "is more than 10 points above 1/K (10.0%): it still tells some of the less common classes apart")
+    assert verdict(0.87, 0.388, 0.294, balanced=0.19, uniform=0.1)[0] == "protected"
+    # a balanced split: one condition, as before (the balanced accuracy is the accuracy there)
+    assert verdict(0.9, 0.19, 0.1, balanced=0.35, uniform=0.1)[0] == "protected"
+    assert verdict(0.9, 0.19, 0.1)[0] == "protected"

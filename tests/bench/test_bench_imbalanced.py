@@ -24,6 +24,7 @@ def test_a_run_reports_commonest_class_chance():
     assert row["class_counts_test"] == [20, 9, 5, 5]  # 0.22 and 0.14 of 20, raised to MIN_PER_CLASS
     assert row["chance"] == round(20 / 39, 4) and row["uniform"] == 0.25
     assert 0 <= row["protected_balanced_acc"] <= 1 and 0 <= row["protected_acc"] <= 1
+    assert row["verdict"] in ("protected", "not protected", "invalid")
 
 
 @pytest.mark.slow  # two converged small-CNN victims on 905 patches: about 2 min on the shared 2-core machine

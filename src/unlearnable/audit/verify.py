@@ -145,16 +145,26 @@ def pick_victims(opts: VerifyOptions, algo: Protection) -> list[str]:
     return names
 
 
-def verdict(clean_acc: float, protected_acc: float, chance: float, what: str = "protected accuracy"
-            ) -> tuple[str, str]:
+def verdict(clean_acc: float, protected_acc: float, chance: float, what: str = "protected accuracy",
+            balanced: float | None = None, uniform: float | None = None) -> tuple[str, str]:
     """(verdict, reason). "invalid" when the clean twin did not learn (the audits' one rule,
     :func:`~unlearnable.audit.validity.baseline_valid`); "protected" within 10 points of chance. ``what`` names the
-    accuracy scored (the final epoch's by default)."""
+    accuracy scored (the final epoch's by default).
+
+    On an imbalanced test split (``chance`` above the ``uniform`` 1/K) accuracy alone can hide a victim that learnt
+    the less common classes: one that tells five of ten rare classes apart and misses the commonest scores near its
+    share. There "protected" also needs the ``balanced`` accuracy (mean per-class recall) within 10 points of 1/K;
+    on a balanced split the two conditions are one."""
     valid, why = baseline_valid(clean_acc, chance)
     if not valid:
         return "invalid", why.replace("train for more epochs or on more images",
                                       "raise --verify-epochs or use more images")
     if protected_acc <= chance + PROTECTED_MARGIN:
+        if (balanced is not None and uniform is not None and chance > uniform + 1e-9
+                and balanced > uniform + PROTECTED_MARGIN):
+            return "not protected", (f"{what} {protected_acc:.1%} is within 10 points of chance ({chance:.1%}), but "
+                                     f"its balanced accuracy {balanced:.1%} is more than 10 points above 1/K "
+                                     f"({uniform:.1%}): it still tells some of the less common classes apart")
         return "protected", f"{what} {protected_acc:.1%} is within 10 points of chance ({chance:.1%})"
     return "not protected", (f"{what} {protected_acc:.1%} is more than 10 points above chance "
                              f"({chance:.1%}; clean {clean_acc:.1%})")
@@ -304,7 +314,9 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
         v, why = verdict(r["clean_acc"], scored, chance, f"the protected victim's best epoch ({best_at}) reached")
     else:
         scored = r["protected_acc"]
-        v, why = verdict(r["clean_acc"], scored, chance)
+        # the final epoch's confusion gives its balanced accuracy too (the per-epoch curves hold accuracy only)
+        v, why = verdict(r["clean_acc"], scored, chance, balanced=balanced_accuracy(r["confusion"]["protected"]),
+                         uniform=1.0 / ds.num_classes)
         why += best_epoch_note(v, best_acc, best_at, chance)
     note = chance_note(ds.split(r["data"]["test_split"]).labels, ds.classes)
     why += f"; {note}" if note else ""
