@@ -382,3 +382,8 @@ def test_verify_warns_about_classes_with_no_test_images(tmp_path, capsys):
     assert code in (0, 3), err
     assert "warning: 1 class(es) have training images but none in the clean 'test' split, so the results say nothing " \
            "about them: rare" in err
+    # without 'rare', a victim that answers 'cat' everywhere scores half the test split: that is chance, not 1/3
+    assert "chance is the share of the commonest class, 'cat', among the 12 test images (uniform chance 33.3%); " \
+           "balanced accuracy (mean per-class recall): clean " in err
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["chance_acc"] == 0.5 and res["clean_balanced_acc"] is not None
