@@ -123,6 +123,7 @@ def test_verify_on_an_imbalanced_medmnist_archive_scores_against_the_commonest_c
     assert v["above_share"] == 0.15 and v["classes_learnt"] == []
     cm = v["confusion"]
     assert v["balanced_acc"] == round(sum(cm[k][k] / sum(cm[k]) for k in range(3)) / 3, 4)
+    assert v["chance_note"] and "| protected victim, balanced accuracy |" in (out / "report.md").read_text()
 
 
 def test_the_evaluate_report_names_the_class_behind_chance_and_gives_balanced_accuracy(tmp_path):

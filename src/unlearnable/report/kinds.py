@@ -183,12 +183,14 @@ def protect(folder: Path) -> list[str]:
            "### What the protection changed (measured on the written images)", "", quality_table(m["metrics"]), ""]
     v = m.get("verify")
     if isinstance(v, dict):
-        out += ["### Verification (`--verify`)", "",
-                markdown_table([{"verdict": f"**{v.get('verdict')}**", "clean victim": _acc(v.get("clean_acc")),
-                                 "protected victim": _acc(v.get("protected_acc")),
-                                 "its best epoch": _best(v.get("best_acc"), v.get("best_epoch")),
-                                 "chance": _acc(v.get("chance"))}],
-                               ["verdict", "clean victim", "protected victim", "its best epoch", "chance"]), ""]
+        cols = ["verdict", "clean victim", "protected victim", "its best epoch", "chance"]
+        row = {"verdict": f"**{v.get('verdict')}**", "clean victim": _acc(v.get("clean_acc")),
+               "protected victim": _acc(v.get("protected_acc")),
+               "its best epoch": _best(v.get("best_acc"), v.get("best_epoch")), "chance": _acc(v.get("chance"))}
+        if v.get("chance_note"):  # an imbalanced test split: the verdict read the balanced accuracy too
+            cols.append("protected victim, balanced accuracy")
+            row["protected victim, balanced accuracy"] = _acc(v.get("balanced_acc"))
+        out += ["### Verification (`--verify`)", "", markdown_table([row], cols), ""]
         if (folder / VERIFY_FIGURE).is_file():
             out += [f"![the --verify victim's clean-test accuracy per epoch]({VERIFY_FIGURE})", ""]
         if v.get("victims"):  # several victims: the row above is the worst one; each victim's own result
