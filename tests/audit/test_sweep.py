@@ -58,6 +58,7 @@ def test_sweep_runs_merges_resumes_and_shares_protection(tmp_path: Path) -> None
     assert [g["batch_size"] for g in got] == ["4", "4", "8", "8"] and "evaluate.batch_size" in got[0]
     assert all(0 <= float(g["clean_acc"]) <= 1 for g in got)
     assert all(float(g["protected_best_acc"]) >= float(g["protected_acc"]) for g in got)  # best epoch >= final
+    assert all(0 <= float(g["protected_balanced_acc"]) <= 1 for g in got)  # mean per-class recall
     assert (tmp_path / "partly" / "accuracy_vs_batch_size.png").stat().st_size > 1000
     report = (tmp_path / "partly" / "report.md").read_text()
     assert "# Sweep report" in report and report.count("| tiny | uc | 4 | 0 |") == 2

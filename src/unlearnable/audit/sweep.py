@@ -41,7 +41,7 @@ SURROGATE_KEYS = {"model": "smallcnn", "epochs": 3, "batch_size": 64, "lr": 0.05
 DATA_KEYS = ("data.train_limit", "data.test_limit", "data.size")
 DEFENSE_KEY = "evaluate.defense"  # training-time augmentation/defence of both victims, e.g. "aug:4" (crop+flip)
 CSV_FIRST = ["dataset", "method", "batch_size", "seed", "clean_acc", "protected_acc", "protected_best_acc",
-             "chance_acc", "valid", "sync_bn", "precision", "lr_scaling", "cluster_purity"]
+             "chance_acc", "protected_balanced_acc", "valid", "sync_bn", "precision", "lr_scaling", "cluster_purity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,6 +392,8 @@ def merge(study: Study) -> Path:
                          # the best epoch on the clean test split ("" in cells written before it was recorded)
                          "protected_best_acc": r.get("protected_best_acc", ""),
                          "chance_acc": r["chance_acc"],
+                         # mean per-class recall, for imbalanced test splits ("" in cells written before it)
+                         "protected_balanced_acc": r.get("protected_balanced_acc", ""),
                          "valid": "yes" if valid else "no",
                          # per-rank or global batch statistics matter to a batch-size study (issue 14)
                          "sync_bn": r.get("setup", {}).get("sync_bn", "off"),
