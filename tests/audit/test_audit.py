@@ -39,8 +39,10 @@ def test_audit_writes_the_matrix_and_resumes(source, tmp_path, capsys):
            "--out", str(out), *ARGS]
     audit_inconclusive(cmd)
     rows = list(csv.DictReader((out / "audit.csv").open()))
-    assert list(rows[0]) == ["method", "defense", "mix", "clean_acc", "protected_acc", "protected_best_acc", "valid"]
+    assert list(rows[0]) == ["method", "defense", "mix", "clean_acc", "protected_acc", "protected_best_acc",
+                             "protected_balanced_acc", "valid"]
     assert all(float(r["protected_best_acc"]) >= float(r["protected_acc"]) for r in rows)  # best epoch >= final
+    assert all(0 <= float(r["protected_balanced_acc"]) <= 1 for r in rows)  # every row: baselines and floors too
     # one clean baseline per defence, one clean-rows floor per defence for the partial mix, every (method, defence,
     # mix)
     assert len(rows) == 3 + 3 + 2 * 3 * 2

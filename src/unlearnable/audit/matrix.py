@@ -30,13 +30,16 @@ from ..train.defenses import parse_defenses
 from ..train.loop import Recipe
 from ..utils import write_json, write_text
 from .cells import expand_grid, run_cells
+from .classes import balanced_accuracy
 from .cues import colour_cues
 from .evaluate import best_epoch, clean_rows, clean_rows_floor, evaluate, held_out_split, train_and_test
 from .validity import baseline_valid, chance_level
 
 # protected_best_acc: the victim's best epoch on the clean test split (protected_acc is the final epoch's, which the
 # verdicts use; a trainer who keeps the best epoch on clean held-out data gets the other)
-CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc", "protected_best_acc", "valid")
+# protected_balanced_acc: mean per-class recall on the clean test split (for imbalanced data; "" in older cells)
+CSV_COLUMNS = ("method", "defense", "mix", "clean_acc", "protected_acc", "protected_best_acc", "protected_balanced_acc",
+               "valid")
 CLEAN = "clean"  # the baseline row's method name
 # The floor of a partial release: a victim trained on only the rows that `--mix R` leaves clean. An unlearnable
 # example teaches nothing, so no method can take a victim below this row at that mix (docs/methods.md, "Why partial
@@ -97,6 +100,7 @@ def run_audit(
                                    progress=progress, desc="clean victim", defenses=parsed[cell["defense"]],
                                    clean_train=clean_train)
         return {"clean_acc": acc, "protected_acc": acc, "protected_best_acc": best_epoch(hist.epochs)[0],
+                "protected_balanced_acc": balanced_accuracy(hist.test_confusion),
                 "curve": hist.epochs, "wall_s": hist.wall_s}
 
     base_rows = run_cells(expand_grid({"method": [CLEAN], "defense": list(defenses), "mix": [0.0]}, fixed),
@@ -108,8 +112,9 @@ def run_audit(
         acc, hist, rows, epochs = clean_rows_floor(clean_train, test, recipe, float(cell["mix"]), recipe.seed, device,
                                                    cell_dir / "floor.ckpt", progress, parsed[cell["defense"]])
         return {"clean_acc": baseline[cell["defense"]]["clean_acc"], "protected_acc": acc,
-                "protected_best_acc": best_epoch(hist.epochs)[0], "curve": hist.epochs, "wall_s": hist.wall_s,
-                "epochs": epochs, "rows": rows}
+                "protected_best_acc": best_epoch(hist.epochs)[0],
+                "protected_balanced_acc": balanced_accuracy(hist.test_confusion), "curve": hist.epochs,
+                "wall_s": hist.wall_s, "epochs": epochs, "rows": rows}
 
     n = len(clean_train)
     partial = sorted({float(m) for m in mixes if 0.0 < float(m) < 1.0 and len(clean_rows(n, float(m), recipe.seed))})
@@ -179,9 +184,10 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out: Path, defenses: Sequen
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
-        best = r.get("protected_best_acc")
+        best, bal = r.get("protected_best_acc"), r.get("protected_balanced_acc")
         w.writerow([r["method"], r["defense"], r["mix"], f"{r['clean_acc']:.4f}", f"{r['protected_acc']:.4f}",
-                    "" if best is None else f"{best:.4f}", "yes" if r.get("valid", True) else "no"])
+                    "" if best is None else f"{best:.4f}", "" if bal is None else f"{bal:.4f}",
+                    "yes" if r.get("valid", True) else "no"])
     write_text(out / "audit.csv", buf.getvalue())
     keep = (*CSV_COLUMNS, "invalid_reason")
     write_json(out / "audit.json", {"model": recipe.model, "epochs": recipe.epochs, "defenses": list(defenses),
