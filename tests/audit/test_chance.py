@@ -24,6 +24,15 @@ def test_chance_is_the_commonest_test_class_share():
     assert chance_level([0, 1], 4) == 0.5  # two of four classes in the split: each is half of it
 
 
+def test_a_very_imbalanced_split_still_has_a_reachable_validity_threshold():
+    from unlearnable.audit.validity import baseline_margin
+
+    assert baseline_margin(0.1) == pytest.approx(0.225) and baseline_margin(0.5) == pytest.approx(0.125)
+    assert baseline_margin(0.8) == pytest.approx(0.1)  # the last chance the ten-point floor applies to
+    assert baseline_margin(0.9) == pytest.approx(0.05) and baseline_margin(0.99) == pytest.approx(0.005)
+    assert baseline_valid(0.96, 0.9)[0] and not baseline_valid(0.94, 0.9)[0]  # 95% needed, not 100%
+
+
 def test_the_note_names_the_class_that_sets_chance_only_when_it_is_not_uniform():
     assert chance_note([0, 1, 2, 0, 1, 2], ("a", "b", "c")) == ""
     note = chance_note([1] * 67 + [0] * 20 + [2] * 13, ("mel", "nv", "bcc"))

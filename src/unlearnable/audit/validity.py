@@ -44,8 +44,12 @@ def baseline_margin(chance: float) -> float:
 
     Protection is read as the drop from the clean victim's accuracy towards chance, so the clean victim must leave
     room for that drop: with 10 classes it needs 32.5% (chance 10%), with 2 classes 62.5%, with 37 classes 27%.
+
+    Never more than half the way to 100%: on a split whose commonest class is above 80% of it (chance from
+    :func:`chance_level`), ten points would ask 100% or more of a clean victim; at 90% it needs 95%. Unchanged for
+    every chance up to 80%, so for every balanced split.
     """
-    return max(0.1, 0.25 * (1.0 - chance))
+    return min(max(0.1, 0.25 * (1.0 - chance)), 0.5 * (1.0 - chance))
 
 
 def baseline_valid(clean_acc: float | None, chance: float) -> tuple[bool, str]:
