@@ -349,8 +349,8 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
 def _say_learnt(entry: dict[str, Any]) -> None:
     if entry["classes_learnt"]:
         log(f"verify: the protected victim still tells apart {name_list(entry['classes_learnt'])} "
-            f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images, precision {ABOVE_SHARE:.0%} above "
-            f"the class's share of them; manifest verify.per_class)")
+            f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images, precision {100 * ABOVE_SHARE:.0f} "
+            f"points above the class's share of them; manifest verify.per_class)")
 
 
 def _add_cues(entry: dict[str, Any], ds: ImageSet, algo: Protection) -> None:

@@ -125,7 +125,7 @@ def learnt_text(entry: dict) -> str:
     # entries from before the share rule carry no above_share (their rule was the plain threshold)
     share = entry.get("above_share")
     rule = f"recall and precision above {above}" + (
-        f", precision also {share:.0%} above the class's share of the test images" if share else "")
+        f", precision also {100 * share:.0f} points above the class's share of the test images" if share else "")
     if learnt:
         return f"Classes the protected victim still tells apart on clean test images ({rule}): **{name_list(learnt)}**."
     return f"The protected victim tells no class apart on clean test images (none has {rule})."
