@@ -64,21 +64,31 @@ def imbalanced(ds: ImageSet, shares: tuple[float, ...], seed: int = 0) -> ImageS
 
 def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path | None = None,
         source: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per dataset x key; ``epochs`` overrides the recipe's (tests), ``source`` a dataset's load spec."""
+    """One row per dataset x key; ``epochs`` overrides the recipe's (tests), ``source`` a dataset's load spec.
+
+    With ``out``, rows already there for the same dataset, key and epochs are kept, not run again (an interrupted
+    run continues where it stopped; the clean victim's accuracy is read back from them)."""
     rows = []
+    kept = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out and out.exists() else []
     for name in data:
         ds = imbalanced(load((source or {}).get(name, name)), SHARES[name])
         test = ds.split("test").labels
         recipe = Recipe(model="smallcnn", epochs=epochs or RECIPES[name]["epochs"], batch_size=BATCH, lr=LR, seed=0)
         aug = [parse_defense(RECIPES[name]["aug"])]
-        clean = None
+        done = {r["key"]: r for r in kept if r.get("data") == name and r.get("epochs") == recipe.epochs}
+        clean = next(({"acc": r["clean_acc"], "curve": [], "wall_s": 0.0} for r in done.values()), None)
         for key in keys:
+            if key in done:
+                rows.append(done[key])
+                print(f"kept {name} key {key} from {out}", file=sys.stderr, flush=True)
+                continue
             t0 = time.perf_counter()
             r = evaluate(protect(ds, "tiles", key=key, eps=8 / 255), ds, recipe, "cpu", defenses=aug,
                          clean_result=clean)
             if clean is None:  # one clean victim per dataset: the reference every key is read against
                 clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
-            row = {"data": name, "key": key, "train": len(ds.split("train")), "test": len(test),
+            row = {"data": name, "key": key, "epochs": recipe.epochs, "train": len(ds.split("train")),
+                   "test": len(test),
                    "class_counts_test": torch.bincount(test, minlength=ds.num_classes).tolist(),
                    "chance": round(chance_level(test, ds.num_classes), 4), "uniform": round(1 / ds.num_classes, 4),
                    "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),

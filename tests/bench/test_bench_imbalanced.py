@@ -19,8 +19,16 @@ def test_the_copies_keep_the_shares_in_both_splits():
         assert counts == [top, top // 2, round(top / 4), max(B.MIN_PER_CLASS, round(top / 10))]
 
 
-def test_a_run_reports_commonest_class_chance():
-    (row,) = B.run(["mni-tissue"], [7], epochs=1, source={"mni-tissue": "mni-tissue:n=200,test=80"})
+def test_a_run_reports_commonest_class_chance_and_continues_from_its_rows(tmp_path, monkeypatch):
+    out = tmp_path / "rows.jsonl"
+    (row,) = B.run(["mni-tissue"], [7], epochs=1, source={"mni-tissue": "mni-tissue:n=200,test=80"}, out=out)
+    # run again with one more key: key 7 is read back, not trained again; key 8 reuses its clean accuracy
+    trained = []
+    real = B.evaluate
+    monkeypatch.setattr(B, "evaluate", lambda *a, **k: trained.append(k["clean_result"]) or real(*a, **k))
+    again = B.run(["mni-tissue"], [7, 8], epochs=1, source={"mni-tissue": "mni-tissue:n=200,test=80"}, out=out)
+    assert again[0] == row and len(trained) == 1 and trained[0]["acc"] == row["clean_acc"]
+    assert again[1]["clean_acc"] == row["clean_acc"] and len(out.read_text().splitlines()) == 2
     assert row["class_counts_test"] == [20, 9, 5, 5]  # 0.22 and 0.14 of 20, raised to MIN_PER_CLASS
     assert row["chance"] == round(20 / 39, 4) and row["uniform"] == 0.25
     assert 0 <= row["protected_balanced_acc"] <= 1 and 0 <= row["protected_acc"] <= 1
