@@ -9,7 +9,8 @@ prints the clean and protected accuracy, chance as the product scores it (the te
 ``audit.validity.chance_level``), the uniform 1/K beside it, and the protected victim's balanced accuracy
 (mean per-class recall, which a victim that answers the commonest class cannot lift above 1/K).
 
-    PYTHONPATH=src python bench/imbalanced.py [--keys 7,8] [--data mni-tissue,mnist5k,textures] [--out rows.jsonl]
+    PYTHONPATH=src python bench/imbalanced.py [--keys 7,8] [--data mni-tissue,mnist5k,textures]
+        [--victim smallcnn|resnet18-narrow] [--out rows.jsonl]
 
 Prints one JSON object: ``{"machine": ..., "rows": [...]}``.
 """
@@ -62,8 +63,21 @@ def imbalanced(ds: ImageSet, shares: tuple[float, ...], seed: int = 0) -> ImageS
                     tr.splits + te.splits, ds.classes, ds.layout, ds.meta)
 
 
+#: the deeper victim: ResNet-18's layout at a quarter of its width (the CPU's stand-in for ResNet-18) with the
+#: converged ResNet-18 recipe of bench/efficacy_sweep.py
+DEEP = {"model": "resnet18-narrow", "epochs": 40, "batch_size": 64}
+
+
+def recipe_for(name: str, victim: str, epochs: int | None) -> Recipe:
+    if victim == "smallcnn":
+        return Recipe(model="smallcnn", epochs=epochs or RECIPES[name]["epochs"], batch_size=BATCH, lr=LR, seed=0)
+    if victim != DEEP["model"]:
+        raise SystemExit(f"--victim {victim}: smallcnn or {DEEP['model']}")
+    return Recipe(model=victim, epochs=epochs or DEEP["epochs"], batch_size=DEEP["batch_size"], lr=LR, seed=0)
+
+
 def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path | None = None,
-        source: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        source: dict[str, str] | None = None, victim: str = "smallcnn") -> list[dict[str, Any]]:
     """One row per dataset x key; ``epochs`` overrides the recipe's (tests), ``source`` a dataset's load spec.
 
     With ``out``, rows already there for the same dataset, key and epochs are kept, not run again (an interrupted
@@ -73,9 +87,10 @@ def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path |
     for name in data:
         ds = imbalanced(load((source or {}).get(name, name)), SHARES[name])
         test = ds.split("test").labels
-        recipe = Recipe(model="smallcnn", epochs=epochs or RECIPES[name]["epochs"], batch_size=BATCH, lr=LR, seed=0)
+        recipe = recipe_for(name, victim, epochs)
         aug = [parse_defense(RECIPES[name]["aug"])]
-        done = {r["key"]: r for r in kept if r.get("data") == name and r.get("epochs") == recipe.epochs}
+        done = {r["key"]: r for r in kept if r.get("data") == name and r.get("epochs") == recipe.epochs
+                and r.get("victim", "smallcnn") == victim}
         clean = next(({"acc": r["clean_acc"], "curve": [], "wall_s": 0.0} for r in done.values()), None)
         for key in keys:
             if key in done:
@@ -87,7 +102,7 @@ def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path |
                          clean_result=clean)
             if clean is None:  # one clean victim per dataset: the reference every key is read against
                 clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
-            row = {"data": name, "key": key, "epochs": recipe.epochs, "train": len(ds.split("train")),
+            row = {"data": name, "victim": victim, "key": key, "epochs": recipe.epochs, "train": len(ds.split("train")),
                    "test": len(test),
                    "class_counts_test": torch.bincount(test, minlength=ds.num_classes).tolist(),
                    "chance": round(chance_level(test, ds.num_classes), 4), "uniform": round(1 / ds.num_classes, 4),
@@ -111,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="mni-tissue,mnist5k")
     ap.add_argument("--keys", default="7,8")
+    ap.add_argument("--victim", default="smallcnn", help=f"smallcnn (default) or {DEEP['model']}")
     ap.add_argument("--out", type=Path, default=None, help="also append each row to this JSON-lines file")
     a = ap.parse_args(argv)
-    rows = run(a.data.split(","), [int(k) for k in a.keys.split(",")], out=a.out)
+    rows = run(a.data.split(","), [int(k) for k in a.keys.split(",")], out=a.out, victim=a.victim)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "load_avg": os.getloadavg()[0]}
     print(json.dumps({"machine": machine, "rows": rows}, indent=1))

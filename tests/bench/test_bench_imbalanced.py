@@ -29,6 +29,9 @@ def test_a_run_reports_commonest_class_chance_and_continues_from_its_rows(tmp_pa
     again = B.run(["mni-tissue"], [7, 8], epochs=1, source={"mni-tissue": "mni-tissue:n=200,test=80"}, out=out)
     assert again[0] == row and len(trained) == 1 and trained[0]["acc"] == row["clean_acc"]
     assert again[1]["clean_acc"] == row["clean_acc"] and len(out.read_text().splitlines()) == 2
+    assert B.recipe_for("mni-tissue", "resnet18-narrow", None).epochs == 40
+    with pytest.raises(SystemExit, match="--victim vgg16"):
+        B.recipe_for("mni-tissue", "vgg16", None)
     assert row["class_counts_test"] == [20, 9, 5, 5]  # 0.22 and 0.14 of 20, raised to MIN_PER_CLASS
     assert row["chance"] == round(20 / 39, 4) and row["uniform"] == 0.25
     assert 0 <= row["protected_balanced_acc"] <= 1 and 0 <= row["protected_acc"] <= 1
