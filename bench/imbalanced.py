@@ -10,7 +10,7 @@ prints the clean and protected accuracy, chance as the product scores it (the te
 (mean per-class recall, which a victim that answers the commonest class cannot lift above 1/K).
 
     PYTHONPATH=src python bench/imbalanced.py [--keys 7,8] [--data mni-tissue,mnist5k,textures]
-        [--victim smallcnn|resnet18-narrow] [--out rows.jsonl]
+        [--victim smallcnn|resnet18-narrow] [--method tiles] [--out rows.jsonl]
 
 Prints one JSON object: ``{"machine": ..., "rows": [...]}``.
 """
@@ -77,7 +77,8 @@ def recipe_for(name: str, victim: str, epochs: int | None) -> Recipe:
 
 
 def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path | None = None,
-        source: dict[str, str] | None = None, victim: str = "smallcnn") -> list[dict[str, Any]]:
+        source: dict[str, str] | None = None, victim: str = "smallcnn", method: str = "tiles"
+        ) -> list[dict[str, Any]]:
     """One row per dataset x key; ``epochs`` overrides the recipe's (tests), ``source`` a dataset's load spec.
 
     With ``out``, rows already there for the same dataset, key and epochs are kept, not run again (an interrupted
@@ -90,7 +91,7 @@ def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path |
         recipe = recipe_for(name, victim, epochs)
         aug = [parse_defense(RECIPES[name]["aug"])]
         done = {r["key"]: r for r in kept if r.get("data") == name and r.get("epochs") == recipe.epochs
-                and r.get("victim", "smallcnn") == victim}
+                and r.get("victim", "smallcnn") == victim and r.get("method", "tiles") == method}
         clean = next(({"acc": r["clean_acc"], "curve": [], "wall_s": 0.0} for r in done.values()), None)
         for key in keys:
             if key in done:
@@ -98,12 +99,12 @@ def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path |
                 print(f"kept {name} key {key} from {out}", file=sys.stderr, flush=True)
                 continue
             t0 = time.perf_counter()
-            r = evaluate(protect(ds, "tiles", key=key, eps=8 / 255), ds, recipe, "cpu", defenses=aug,
+            r = evaluate(protect(ds, method, key=key, eps=8 / 255), ds, recipe, "cpu", defenses=aug,
                          clean_result=clean)
             if clean is None:  # one clean victim per dataset: the reference every key is read against
                 clean = {"acc": r["clean_acc"], "curve": r["curves"]["clean"], "wall_s": r["wall_s"]["clean"]}
-            row = {"data": name, "victim": victim, "key": key, "epochs": recipe.epochs, "train": len(ds.split("train")),
-                   "test": len(test),
+            row = {"data": name, "victim": victim, "method": method, "key": key, "epochs": recipe.epochs,
+                   "train": len(ds.split("train")), "test": len(test),
                    "class_counts_test": torch.bincount(test, minlength=ds.num_classes).tolist(),
                    "chance": round(chance_level(test, ds.num_classes), 4), "uniform": round(1 / ds.num_classes, 4),
                    "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
@@ -127,9 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="mni-tissue,mnist5k")
     ap.add_argument("--keys", default="7,8")
     ap.add_argument("--victim", default="smallcnn", help=f"smallcnn (default) or {DEEP['model']}")
+    ap.add_argument("--method", default="tiles", help="any method with an eps parameter (default: tiles), at 8/255")
     ap.add_argument("--out", type=Path, default=None, help="also append each row to this JSON-lines file")
     a = ap.parse_args(argv)
-    rows = run(a.data.split(","), [int(k) for k in a.keys.split(",")], out=a.out, victim=a.victim)
+    rows = run(a.data.split(","), [int(k) for k in a.keys.split(",")], out=a.out, victim=a.victim,
+               method=a.method)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "load_avg": os.getloadavg()[0]}
     print(json.dumps({"machine": machine, "rows": rows}, indent=1))
