@@ -31,7 +31,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from efficacy import BATCH, LR, RECIPES  # noqa: E402
 from unlearnable.audit.evaluate import evaluate  # noqa: E402
-from unlearnable.audit.validity import chance_level  # noqa: E402
 from unlearnable.audit.verify import verdict  # noqa: E402
 from unlearnable.data import ImageSet, load  # noqa: E402
 from unlearnable.protect import protect  # noqa: E402
@@ -106,7 +105,7 @@ def run(data: list[str], keys: list[int], epochs: int | None = None, out: Path |
             row = {"data": name, "victim": victim, "method": method, "key": key, "epochs": recipe.epochs,
                    "train": len(ds.split("train")), "test": len(test),
                    "class_counts_test": torch.bincount(test, minlength=ds.num_classes).tolist(),
-                   "chance": round(chance_level(test, ds.num_classes), 4), "uniform": round(1 / ds.num_classes, 4),
+                   "chance": round(r["chance_acc"], 4), "uniform": round(1 / ds.num_classes, 4),
                    "clean_acc": round(r["clean_acc"], 4), "protected_acc": round(r["protected_acc"], 4),
                    "protected_balanced_acc": r["protected_balanced_acc"],
                    "valid": r["valid"], "protected_within_10": r["protected_acc"] <= r["chance_acc"] + 0.10,

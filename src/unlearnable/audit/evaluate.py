@@ -58,16 +58,16 @@ def held_out_split(ds: ImageSet, flag: str) -> str:
     raise UserError(f"{flag}: no 'test' or 'val' split to test victims on (present: {', '.join(names)})")
 
 
-def warn_unscored(ds: ImageSet, split: str, prefix: str = "", what: str = "the results") -> list[str]:
+def warn_unscored(ds: ImageSet, split: str, prefix: str = "", what: str = "the results say") -> list[str]:
     """Warn about (and return) the classes with training images but none in the held-out ``split``: a rare class
     that a class-folder split put wholly in train (a class of 3 images does so one time in two at the default 20%
-    test share) is never scored, so ``what`` says nothing about it."""
+    test share) is never scored, so ``what`` (a subject and its verb) nothing about it."""
     held = torch.bincount(ds.labels[ds.indices(split)], minlength=ds.num_classes)
     trained = torch.bincount(ds.labels[ds.indices("train")], minlength=ds.num_classes)
     missing = [ds.classes[k] for k in range(ds.num_classes) if held[k] == 0 and trained[k] > 0]
     if missing:
         warn(f"{prefix}{len(missing)} class(es) have training images but none in the clean '{split}' split, so "
-             f"{what} say{'s' if what == 'the verdict' else ''} nothing about them: {name_list(missing)} (give them "
+             f"{what} nothing about them: {name_list(missing)} (give them "
              f"test images, e.g. a train/test folder layout or a larger --test-fraction)")
     return missing
 

@@ -31,9 +31,11 @@ def chance_note(labels: torch.Tensor | Sequence[int], classes: Sequence[str]) ->
     sentences that quote chance (a reader of "chance 67%" for seven classes needs to know why)."""
     y = torch.as_tensor(labels, dtype=torch.long).flatten()
     k = len(classes)
-    if len(y) == 0 or chance_level(y, k) <= 1.0 / max(1, k) + 1e-9:
+    if len(y) == 0:
         return ""
     counts = torch.bincount(y, minlength=k)
+    if float(counts.max()) / len(y) <= 1.0 / max(1, k) + 1e-9:  # chance_level is 1 / K
+        return ""
     top = int(counts.argmax())
     return (f"chance is the share of the commonest class, '{classes[top]}', among the {len(y)} test images "
             f"(uniform chance {1.0 / k:.1%})")

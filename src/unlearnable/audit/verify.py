@@ -126,7 +126,7 @@ def check_verifiable(ds: ImageSet) -> None:
     split = held_out_split(ds, "--verify")
     if split != "test":
         log(f"verify: testing the victims on the clean '{split}' split (the data has no 'test' split)")
-    warn_unscored(ds, split, "verify: ", "the verdict")
+    warn_unscored(ds, split, "verify: ", "the verdict says")
 
 
 #: ``--verify-victim auto``: the first of these that no surrogate of the method used
@@ -248,7 +248,7 @@ def make_review(opts: VerifyOptions) -> Callable[..., tuple[Any, Protection, dic
         victims = pick_victims(opts, algo)
         recipes = [Recipe(model=v, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
                           precision=opts.precision, sync_bn=opts.sync_bn, compile=opts.compile) for v in victims]
-        chance = chance_level(ds.split(held_out_split(ds, "--verify")).labels, ds.num_classes)
+        chance = chance_level(ds.labels[ds.indices(held_out_split(ds, "--verify"))], ds.num_classes)
         at = f", resized to {opts.size}x{opts.size}" if opts.size else ""
         names = ", ".join(f"'{v}'" for v in victims)
         log(f"verify: training {'a ' if len(victims) == 1 else ''}{names} victim{'s' if len(victims) > 1 else ''} "
@@ -309,16 +309,16 @@ def _scored(e: dict[str, Any]) -> float:
 def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe, chance: float,
            algo: Protection, size: int | None = None, score: str = "final") -> dict[str, Any]:
     best_acc, best_at = best_epoch(r["curves"]["protected"])
+    balanced = balanced_accuracy(r["confusion"]["protected"])
     if score == "best" and best_acc is not None:
         scored = best_acc
         v, why = verdict(r["clean_acc"], scored, chance, f"the protected victim's best epoch ({best_at}) reached")
     else:
         scored = r["protected_acc"]
         # the final epoch's confusion gives its balanced accuracy too (the per-epoch curves hold accuracy only)
-        v, why = verdict(r["clean_acc"], scored, chance, balanced=balanced_accuracy(r["confusion"]["protected"]),
-                         uniform=1.0 / ds.num_classes)
+        v, why = verdict(r["clean_acc"], scored, chance, balanced=balanced, uniform=1.0 / ds.num_classes)
         why += best_epoch_note(v, best_acc, best_at, chance)
-    note = chance_note(ds.split(r["data"]["test_split"]).labels, ds.classes)
+    note = chance_note(ds.labels[ds.indices(r["data"]["test_split"])], ds.classes)  # labels only: no image copy
     why += f"; {note}" if note else ""
     classes = per_class(r["confusion"]["protected"], ds.classes)
     h, w = ds.size
@@ -334,7 +334,7 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
             "score": score, "scored_acc": round(scored, 4),
             "chance": round(chance, 4), "chance_note": note or None,  # which class sets chance, when not 1/K
             # mean per-class recall of the protected victim: 1/K for one that answers a single class everywhere
-            "balanced_acc": balanced_accuracy(r["confusion"]["protected"]),
+            "balanced_acc": balanced,
             "psnr": _mean_psnr(ds, protected), "eps": getattr(algo.params, "eps", None),
             "verdict": v, "reason": why, "recipe": asdict(recipe),
             # which classes leak: the protected victim's recall/precision/F1 per class on the clean test split, and

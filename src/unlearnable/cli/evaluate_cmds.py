@@ -149,10 +149,10 @@ def evaluate_cmd(
             typer.echo(f"clean_acc {results['clean_acc']:.4f}  protected_acc {results['protected_acc']:.4f}{best}  "
                        f"gap {results['gap']:.4f}{floor}  -> {out / 'results.json'}")
             if results.get("chance_note"):  # imbalanced test split: what chance is, and the per-class view
-                bal = {k: "n/a" if results.get(f"{k}_balanced_acc") is None
-                       else f"{results[f'{k}_balanced_acc']:.4f}" for k in ("clean", "protected")}
-                log(f"{results['chance_note']}; balanced accuracy (mean per-class recall): clean {bal['clean']}, "
-                    f"protected {bal['protected']}")
+                clean_bal, prot_bal = (("n/a" if x is None else f"{x:.4f}")
+                                       for x in (results["clean_balanced_acc"], results["protected_balanced_acc"]))
+                log(f"{results['chance_note']}; balanced accuracy (mean per-class recall): clean {clean_bal}, "
+                    f"protected {prot_bal}")
             if not results["valid"]:
                 warn(f"INVALID: {results['invalid_reason']} (exit status {EXIT_INCONCLUSIVE})")
         D.barrier()

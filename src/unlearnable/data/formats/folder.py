@@ -18,11 +18,11 @@ def _stable_fraction(seed: int, ident: str) -> float:
     return int.from_bytes(h[:8], "little") / 2**64
 
 
-#: files a class folder may hold instead of images, and what to do with them
+NIFTI_HINT = "NIfTI volumes are 3D subjects: pass a .csv of NIfTI paths (see `unlearnable datasets`)"
+#: files a class folder may hold instead of images, and what to do with them (``.gz``: ``.nii.gz``)
 OTHER_KINDS = {".dcm": "DICOM is not read: export the slices as PNG (16-bit PNG keeps the grey levels) or the "
                        "volumes as NIfTI",
-               ".nii": "NIfTI volumes are 3D subjects: pass a .csv of NIfTI paths (see `unlearnable datasets`)",
-               ".gz": "NIfTI volumes are 3D subjects: pass a .csv of NIfTI paths (see `unlearnable datasets`)",
+               ".nii": NIFTI_HINT, ".gz": NIFTI_HINT,
                ".npy": "arrays are read from one .npz archive in the MedMNIST layout, not per file"}
 
 
