@@ -52,12 +52,14 @@ E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
-         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13")
+         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13", "held-out")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
 VARIANTS = {"textures-norm": "textures:normalise=1", "textures-grey": "textures:grey=1,normalise=1",
-            "mni-tissue-norm": "mni-tissue:normalise=1"}
+            "mni-tissue-norm": "mni-tissue:normalise=1",
+            # the held-out check: photographs no default was chosen on (docs/benchmarks.md, "Held-out data")
+            "grey-photos": "grey-photos"}
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -242,6 +244,14 @@ def grid(name: str) -> list[tuple]:
         more = [j for j in grid("gpu12") if j[0] == "textures-norm@96" and j[3] >= 2]
         pairs = [(k, v) for d, _, _, k, v in grid("gpu12") if d == "mni-tissue"][:28]
         return more + [("mni-tissue", "resnet18", "tiles,levels=colour,counts=10-6-15-1", k, v) for k, v in pairs]
+    if name == "held-out":
+        # CPU: the defaults, untouched, on photographs that no default was chosen on: the small CNN and ResNet-18's
+        # narrow stand-in, clean, the recommended tiles over three keys, and the other model-free and fast methods
+        small = [("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2), ("random", 0), ("pil", 0), ("ar", 0)]
+        narrow = [("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2), ("pil", 0), ("pil", 1), ("random", 0)]
+        late = [("grey-photos", v, "adv", 0) for v in ("smallcnn", "resnet18-narrow")]
+        return [("grey-photos", "smallcnn", s, k) for s, k in small] \
+            + [("grey-photos", "resnet18-narrow", s, k) for s, k in narrow] + late
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7
@@ -618,7 +628,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     r.add_argument("--out", required=True)
     sub.add_parser("table").add_argument("rows")
-    sub.add_parser("cue", help="accuracy from per-image colour/brightness statistics alone").add_argument("data")
+    c = sub.add_parser("cue", help="accuracy from per-image colour/brightness statistics alone")
+    c.add_argument("data")
+    c.add_argument("names", nargs="*", help="exported datasets to score (default: DATASETS)")
     f = sub.add_parser("figure", help="every run as a dot, per dataset and victim")
     f.add_argument("rows", nargs="+")
     f.add_argument("--out", required=True)
@@ -628,7 +640,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.cmd == "run":
         run(a)
     elif a.cmd == "cue":
-        cue(a.data)
+        cue(a.data, tuple(a.names) or DATASETS)
     elif a.cmd == "figure":
         figure(a.rows, a.out)
     else:

@@ -167,3 +167,19 @@ def test_on_an_imbalanced_split_protected_also_needs_balanced_accuracy_near_one_
     # a balanced split: one condition, as before (the balanced accuracy is the accuracy there)
     assert verdict(0.9, 0.19, 0.1, balanced=0.35, uniform=0.1)[0] == "protected"
     assert verdict(0.9, 0.19, 0.1)[0] == "protected"
+
+
+def test_the_log_and_the_reports_word_the_told_apart_rule_alike(monkeypatch):
+    from unlearnable.audit import verify as V
+    from unlearnable.audit.classes import ABOVE_SHARE, learnt_rule
+    from unlearnable.report.kinds import learnt_text
+
+    said = []
+    monkeypatch.setattr(V, "log", said.append)
+    entry = {"classes_learnt": ["wm"], "learnt_above": LEARNT_ABOVE, "above_share": ABOVE_SHARE}
+    V._say_learnt(entry)
+    rule = learnt_rule()
+    assert rule in said[0] and rule in learnt_text(entry)
+    assert "15 points above the class's share" in rule
+    # a file from before the share rule is read with its own, plain rule
+    assert learnt_text({"classes_learnt": ["wm"], "learnt_above": 0.5}).count("share") == 0

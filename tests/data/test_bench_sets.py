@@ -1,4 +1,5 @@
-"""The built-in benchmark datasets cut from images shipped inside installed wheels (mni-tissue, textures)."""
+"""The built-in benchmark datasets cut from images shipped inside installed wheels (mni-tissue, textures,
+grey-photos)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,23 @@ def test_textures_without_colour_keeps_the_crops_and_takes_the_colour_cues_away(
     assert torch.equal(norm.images, load("textures:n=200,test=100,normalise=1").images)
 
 
+def test_grey_photos_are_held_out_grey_crops_cut_like_the_textures():
+    from unlearnable.data.bench_sets import GREY_PHOTOS, NORM_MEAN, PHOTOS
+
+    ds = load("grey-photos:n=100,test=40")
+    assert ds.images.shape == (140, 1, 32, 32) and ds.images.dtype == torch.uint8 and ds.layout == "NHW"
+    assert _counts(ds, "train") == [10] * 10 and _counts(ds, "test") == [4] * 10
+    assert ds.classes == tuple(p[2] for p in GREY_PHOTOS) and ds.meta["name"] == "grey-photos"
+    assert torch.equal(ds.images, load("grey-photos:n=100,test=40").images)
+    assert not torch.equal(ds.images, load("grey-photos:n=100,test=40,seed=1").images)
+    assert float(ds.images.float().flatten(2).std(2).min()) >= 4.0  # no near-uniform crop
+    # held out: no photograph the defaults were chosen on
+    assert not {p[1] for p in GREY_PHOTOS} & {p[1] for p in PHOTOS}
+    norm = load("grey-photos:n=100,test=40,normalise=1")
+    assert norm.labels.tolist() == ds.labels.tolist()
+    assert float((norm.images.float().flatten(1).mean(1) - NORM_MEAN).abs().median()) < 0.5
+
+
 def test_mni_tissue_labels_follow_the_tissue_at_the_centre():
     ds = load("mni-tissue:n=200,test=80")
     assert ds.images.shape == (280, 1, 32, 32) and ds.layout == "NHW" and ds.classes == TISSUES
@@ -97,6 +115,8 @@ def test_mni_tissue_train_and_test_slabs_are_apart():
     ("textures:grey=2", "grey=2; choose 0 or 1"),
     ("mni-tissue:grey=1", "bad option 'grey=1'"),
     ("mni-tissue:normalise=-1", "normalise=-1; choose 0 or 1"),
+    ("grey-photos:grey=1", "bad option 'grey=1'"),
+    ("grey-photos:size=65", "grey-photos: size=65"),
 ])
 def test_bad_builtin_options(spec, match):
     with pytest.raises(UserError, match=match):

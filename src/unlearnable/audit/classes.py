@@ -52,6 +52,13 @@ def precision_floor(row: dict[str, Any], total: int, floor: float = LEARNT_ABOVE
     return max(floor, share + ABOVE_SHARE)
 
 
+def learnt_rule(above: float = LEARNT_ABOVE, share: float | None = ABOVE_SHARE) -> str:
+    """The told-apart rule of :func:`classes_learnt` in words, for the log and the reports alike (``share`` None:
+    files from before the share rule, whose rule was the plain threshold)."""
+    return f"recall and precision above {above:.0%}" + (
+        f", precision also {100 * share:.0f} points above the class's share of the test images" if share else "")
+
+
 def classes_learnt(rows: list[dict[str, Any]]) -> list[str]:
     """The classes of :func:`per_class` rows that a victim still tells apart: recall above :data:`LEARNT_ABOVE` and
     precision above :func:`precision_floor`."""

@@ -44,7 +44,7 @@ from ..protect.base import Protection, eps_levels
 from ..runtime.checkpoint import fingerprint
 from ..train.defenses import parse_defense
 from ..train.loop import Recipe
-from .classes import ABOVE_SHARE, LEARNT_ABOVE, balanced_accuracy, classes_learnt, per_class
+from .classes import ABOVE_SHARE, LEARNT_ABOVE, balanced_accuracy, classes_learnt, learnt_rule, per_class
 from .cues import colour_cues
 from .evaluate import best_epoch, evaluate, held_out_split, warn_unscored
 from .validity import baseline_valid, chance_level, chance_note
@@ -348,9 +348,8 @@ def _entry(ds: ImageSet, protected: ImageSet, r: dict[str, Any], recipe: Recipe,
 
 def _say_learnt(entry: dict[str, Any]) -> None:
     if entry["classes_learnt"]:
-        log(f"verify: the protected victim still tells apart {name_list(entry['classes_learnt'])} "
-            f"(recall and precision > {LEARNT_ABOVE:.0%} on clean test images, precision {100 * ABOVE_SHARE:.0f} "
-            f"points above the class's share of them; manifest verify.per_class)")
+        log(f"verify: the protected victim still tells apart {name_list(entry['classes_learnt'])} on clean test "
+            f"images ({learnt_rule()}; manifest verify.per_class)")
 
 
 def _add_cues(entry: dict[str, Any], ds: ImageSet, algo: Protection) -> None:

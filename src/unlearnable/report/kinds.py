@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..audit.classes import learnt_rule
 from ..log import name_list
 from .audit_figures import draw_audit, draw_sweep
 from .render import markdown_table, pct
@@ -121,11 +122,8 @@ def learnt_text(entry: dict) -> str:
     """The classes a protected victim still tells apart (``classes_learnt`` of a verification entry or an evaluate
     result), under the threshold the entry recorded (older files: 50%)."""
     learnt = entry.get("classes_learnt") or []
-    above = f"{entry.get('learnt_above', 0.5):.0%}"
     # entries from before the share rule carry no above_share (their rule was the plain threshold)
-    share = entry.get("above_share")
-    rule = f"recall and precision above {above}" + (
-        f", precision also {100 * share:.0f} points above the class's share of the test images" if share else "")
+    rule = learnt_rule(entry.get("learnt_above", 0.5), entry.get("above_share"))
     if learnt:
         return f"Classes the protected victim still tells apart on clean test images ({rule}): **{name_list(learnt)}**."
     return f"The protected victim tells no class apart on clean test images (none has {rule})."

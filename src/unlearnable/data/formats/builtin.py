@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...errors import UserError
-from ..bench_sets import MNI_DEFAULTS, TEXTURE_DEFAULTS, mni_tissue, textures
+from ..bench_sets import GREY_PHOTO_DEFAULTS, MNI_DEFAULTS, TEXTURE_DEFAULTS, grey_photos, mni_tissue, textures
 from ..imageset import ImageSet
 from . import FORMATS
 
@@ -27,8 +27,12 @@ BUILTINS = {
                 "cat, ...), class = photograph; 2,000 train / 500 test from disjoint regions, balanced "
                 "[options: n, test, size, seed; normalise=1: every crop's channels standardised, grey=1: "
                 "luminance only]",
+    "grey-photos": "crops (32x32 grey) of 10 other photographs shipped in scikit-image (brick, grass, gravel, "
+                   "coins, moon, ...), class = photograph, cut as textures; never used to choose a default (the "
+                   "held-out check) [options: n, test, size, seed; normalise=1: every crop standardised]",
 }
-OPTIONS: dict[str, dict[str, int]] = {"mnist5k": {}, "mni-tissue": MNI_DEFAULTS, "textures": TEXTURE_DEFAULTS}
+OPTIONS: dict[str, dict[str, int]] = {"mnist5k": {}, "mni-tissue": MNI_DEFAULTS, "textures": TEXTURE_DEFAULTS,
+                                      "grey-photos": GREY_PHOTO_DEFAULTS}
 
 
 def parse_builtin(source: str) -> tuple[str, dict[str, int]] | None:
@@ -96,7 +100,8 @@ def load_builtin(source: str) -> ImageSet:
     name, opts = parsed
     if name == "mnist5k":
         return mnist5k()
-    build: Callable[..., tuple] = {"mni-tissue": mni_tissue, "textures": textures}[name]
+    build: Callable[..., tuple] = {"mni-tissue": mni_tissue, "textures": textures,
+                                    "grey-photos": grey_photos}[name]
     images, labels, splits, classes = build(**opts)
     return assemble(images, labels, splits, classes, "NHW" if images.ndim == 3 else "NHWC",
                     {"name": name, "options": opts, "compressed": True})
