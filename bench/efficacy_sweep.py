@@ -52,14 +52,15 @@ E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
-         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13", "held-out")
+         "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13", "held-out",
+         "held-out-norm")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
 VARIANTS = {"textures-norm": "textures:normalise=1", "textures-grey": "textures:grey=1,normalise=1",
             "mni-tissue-norm": "mni-tissue:normalise=1",
             # the held-out check: photographs no default was chosen on (docs/benchmarks.md, "Held-out data")
-            "grey-photos": "grey-photos"}
+            "grey-photos": "grey-photos", "grey-photos-norm": "grey-photos:normalise=1"}
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -252,6 +253,9 @@ def grid(name: str) -> list[tuple]:
         late = [("grey-photos", v, "adv", 0) for v in ("smallcnn", "resnet18-narrow")]
         return [("grey-photos", "smallcnn", s, k) for s, k in small] \
             + [("grey-photos", "resnet18-narrow", s, k) for s, k in narrow] + late
+    if name == "held-out-norm":  # CPU: the same crops each standardised (mean and spread no longer name them)
+        return [("grey-photos-norm", "smallcnn", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1),
+                                                                      ("tiles", 2))]
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7

@@ -62,6 +62,9 @@ def test_lr_scaling_and_warmup():
     assert Recipe(lr=0.1, batch_size=512, lr_scaling="sqrt").scaled_lr() == pytest.approx(0.2)
     assert lr_at(r, 0, 10) == pytest.approx(0.04) and lr_at(r, 9, 10) == pytest.approx(0.4)
     assert lr_at(r, 19, 10) < 0.01
+    from unlearnable.runtime.schedule import scaling_note
+    assert scaling_note(0.1, 128, "linear") == "linear scaling of 0.1 @ 128"
+    assert scaling_note(0.05, 128, "none") == "not scaled with the batch"
 
 
 def test_evaluate_cli_end_to_end(npz_path, tmp_path, capsys):

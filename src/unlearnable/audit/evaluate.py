@@ -19,6 +19,7 @@ from ..data import ImageSet
 from ..errors import UserError
 from ..log import log, name_list, warn
 from ..runtime import distributed as D
+from ..runtime.schedule import scaling_note
 from ..train.defenses import Defense
 from ..train.loop import BatchHook, History, Recipe, confusion, train_classifier
 from .classes import balanced_accuracy
@@ -207,7 +208,7 @@ def evaluate(
     t0 = time.perf_counter()
     log(f"victim '{recipe.model}': {recipe.epochs} epochs, global batch {recipe.batch_size} = "
         f"{D.world_size()} rank(s) x {D.per_rank_batch(recipe.batch_size)}, lr {recipe.scaled_lr():.4g} "
-        f"({recipe.lr_scaling} scaling of {recipe.lr} @ {recipe.base_batch}), device {device}")
+        f"({scaling_note(recipe.lr, recipe.base_batch, recipe.lr_scaling)}), device {device}")
     clean_train = clean.split(train_split)
     seed = recipe.seed if mix_seed is None else mix_seed
     prot_train, prot_rows = mix_protected(protected.split(train_split), clean_train, mix, seed)

@@ -71,9 +71,10 @@ def cues_cmd(
     typer.echo(cues["summary"] or f"the images' own {cues['cue']} alone tells no class apart")
     if cues["named"]:
         typer.echo(f"expect a victim trained on a protection within {eps} to keep some of these classes: a "
-                   f"network learns them from {cues['cue']} early, before a shortcut takes over (the benchmark's "
-                   "photographs with their colour standardised away were protected by the same tiles: "
-                   "docs/benchmarks.md, \"Colour taken away\")")
+                   f"network learns them from {cues['cue']} early, before a shortcut takes over (standardising "
+                   "each image's colour let the same tiles protect the benchmark's photographs, but not photographs "
+                   "whose histogram's shape names them: docs/benchmarks.md, \"Colour taken away\" and "
+                   "\"Held-out data\")")
     if json_out is not None:
         write_json(json_out, cues)
 

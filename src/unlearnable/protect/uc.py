@@ -31,7 +31,7 @@ from ..runtime import checkpoint as CK
 from ..runtime import distributed as D
 from ..runtime import precision as P
 from ..runtime.loop import EpochLoop
-from ..runtime.schedule import lr_at, scaled_lr
+from ..runtime.schedule import lr_at, scaled_lr, scaling_note
 from .base import METHODS, Protection, add_within_linf
 from .keys import Key
 from .kmeans import kmeans
@@ -275,7 +275,7 @@ class UnlearnableClusters(Protection):
                  "backend": info.backend, "launcher": info.launcher,
                  "sync_bn": D.sync_bn_state(self.accel.sync_bn)} | self.accel.record(dev)
         log(f"uc generator: {p.epochs} epochs, K={p.clusters}, global batch {p.batch_size} = {info.world_size} "
-            f"rank(s) x {per_rank}, lr {peak:.4g} ({p.lr_scaling} scaling of {p.lr} @ {p.base_batch}, "
+            f"rank(s) x {per_rank}, lr {peak:.4g} ({scaling_note(p.lr, p.base_batch, p.lr_scaling)}, "
             f"warm-up {p.warmup_epochs} epochs), device {dev}")
         # UC: each cluster is pushed towards the centre of a different cluster (a key-drawn derangement).
         target = _target_clusters(p.clusters, key)

@@ -18,6 +18,12 @@ def scaled_lr(lr: float, batch_size: int, base_batch: int, rule: str) -> float:
     return lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
 
 
+def scaling_note(lr: float, base_batch: int, rule: str) -> str:
+    """How the peak rate came from ``lr``, for the logs: ``"linear scaling of 0.1 @ 128"``, or ``"not scaled with
+    the batch"`` under the rule ``none``."""
+    return "not scaled with the batch" if rule == "none" else f"{rule} scaling of {lr} @ {base_batch}"
+
+
 def lr_at(peak: float, step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0,
           schedule: str = "cosine") -> float:
     """Learning rate at ``step`` (0-based): linear warm-up to ``peak``, then cosine (or constant) to the end."""
