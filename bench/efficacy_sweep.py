@@ -53,7 +53,7 @@ TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
          "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13", "held-out",
-         "held-out-norm")
+         "held-out-norm", "held-out-r18")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
@@ -253,6 +253,9 @@ def grid(name: str) -> list[tuple]:
         late = [("grey-photos", v, "adv", 0) for v in ("smallcnn", "resnet18-narrow")]
         return [("grey-photos", "smallcnn", s, k) for s, k in small] \
             + [("grey-photos", "resnet18-narrow", s, k) for s, k in narrow] + late
+    if name == "held-out-r18":  # a GPU session: ResNet-18 itself on the held-out photographs, the same jobs
+        return [("grey-photos", "resnet18", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2),
+                                                                 ("adv", 0), ("pil", 0), ("random", 0))]
     if name == "held-out-norm":  # CPU: the same crops each standardised (mean and spread no longer name them)
         return [("grey-photos-norm", "smallcnn", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1),
                                                                       ("tiles", 2))]
