@@ -11,7 +11,7 @@
   gravel, a cameraman, coins, the moon, a printed page, text, a cell, a retinal detail). No default of a method was
   chosen on them: they are the held-out check of the defaults (docs/benchmarks.md, "Held-out data").
 
-Both are deterministic functions of their options (``seed`` included) and take a few seconds to build.
+All three are deterministic functions of their options (``seed`` included) and take a few seconds to build.
 """
 
 from __future__ import annotations
@@ -163,7 +163,6 @@ def mni_tissue(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, no
 
 
 # ------------------------------------------------------------------------------------------------ textures
-@functools.lru_cache(maxsize=1)
 @functools.lru_cache(maxsize=2)
 def _photos(photos: tuple[tuple[str, str, str], ...] = PHOTOS, dataset: str = "textures"
             ) -> tuple[torch.Tensor, ...]:
