@@ -183,3 +183,20 @@ def test_the_log_and_the_reports_word_the_told_apart_rule_alike(monkeypatch):
     assert "15 points above the class's share" in rule
     # a file from before the share rule is read with its own, plain rule
     assert learnt_text({"classes_learnt": ["wm"], "learnt_above": 0.5}).count("share") == 0
+
+
+def test_a_protected_tiles_verdict_from_max_pool_victims_alone_says_what_it_covers(monkeypatch):
+    from unlearnable.audit import verify as V
+    from unlearnable.protect import METHODS
+
+    said = []
+    monkeypatch.setattr(V, "log", said.append)
+    tiles, noise = METHODS.get("tiles")(), METHODS.get("random")()
+    V._say_scope({"verdict": "protected"}, ["smallcnn"], tiles)
+    assert len(said) == 1 and "max-pool networks only (smallcnn)" in said[0]
+    assert "--verify-victim smallcnn,resnet18" in said[0]
+    # nothing to add: a strided victim was checked, the verdict is not "protected", or the method is not tiles
+    V._say_scope({"verdict": "protected"}, ["smallcnn", "resnet18-narrow"], tiles)
+    V._say_scope({"verdict": "not protected"}, ["vgg16"], tiles)
+    V._say_scope({"verdict": "protected"}, ["smallcnn"], noise)
+    assert len(said) == 1
