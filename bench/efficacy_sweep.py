@@ -53,14 +53,16 @@ TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
          "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13", "held-out",
-         "held-out-norm", "held-out-r18")
+         "held-out-norm", "held-out-r18", "textures-lum")
 # The photographs without the colour cues that name them (docs/benchmarks.md, "Colour taken away"): the same crops
 # with every crop's channels standardised, and in grey as well; the tissue patches each standardised; exported
 # beside DATASETS under these names.
 VARIANTS = {"textures-norm": "textures:normalise=1", "textures-grey": "textures:grey=1,normalise=1",
             "mni-tissue-norm": "mni-tissue:normalise=1",
             # the held-out check: photographs no default was chosen on (docs/benchmarks.md, "Held-out data")
-            "grey-photos": "grey-photos", "grey-photos-norm": "grey-photos:normalise=1"}
+            "grey-photos": "grey-photos", "grey-photos-norm": "grey-photos:normalise=1",
+            # the benchmark's photographs in grey, not standardised: is grey what makes the held-out set hard?
+            "textures-lum": "textures:grey=1"}
 
 
 def adv_from_tiles(data: str, init: str = "tiles") -> str:
@@ -256,6 +258,10 @@ def grid(name: str) -> list[tuple]:
     if name == "held-out-r18":  # a GPU session: ResNet-18 itself on the held-out photographs, the same jobs
         return [("grey-photos", "resnet18", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2),
                                                                  ("adv", 0), ("pil", 0), ("random", 0))]
+    if name == "textures-lum":  # CPU: the benchmark's photographs in grey, the grey default period (4) and 3
+        return [("textures-lum", "smallcnn", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2),
+                                                                  ("tiles,period=3", 0), ("tiles,period=3", 1),
+                                                                  ("tiles,period=3", 2))]
     if name == "held-out-norm":  # CPU: the same crops each standardised (mean and spread no longer name them)
         return [("grey-photos-norm", "smallcnn", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1),
                                                                       ("tiles", 2))]
