@@ -50,6 +50,8 @@ VICTIMS = {"smallcnn": {"epochs": 30, "batch_size": 64, "lr": 0.05},
 AUG = {"mnist5k": "aug:2:flip=false"}  # digits are not mirror-symmetric
 E4, E8, E16 = (f"{e / 255!r}" for e in (4, 8, 16))
 TILE_EM = "em,init=tiles,augment=4,min_rounds=5"
+# the clean victim and the default tiles over keys 7-9 (seeds 0-2): the start of every held-out grid
+CLEAN_TILES3 = (("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2))
 GRIDS = ("gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "gpu8", "levels", "levels-colour", "levels-demo",
          "levels-r18", "textures-tiled", "gpu9", "gpu10", "rrc", "gpu11", "victims", "colour-removed", "pil",
          "pil-r18", "jpeg", "oppose", "oppose-r18", "walsh", "walsh-r18", "gpu12", "gpu13", "held-out",
@@ -250,21 +252,18 @@ def grid(name: str) -> list[tuple]:
     if name == "held-out":
         # CPU: the defaults, untouched, on photographs that no default was chosen on: the small CNN and ResNet-18's
         # narrow stand-in, clean, the recommended tiles over three keys, and the other model-free and fast methods
-        small = [("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2), ("random", 0), ("pil", 0), ("ar", 0)]
-        narrow = [("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2), ("pil", 0), ("pil", 1), ("random", 0)]
+        small = [*CLEAN_TILES3, ("random", 0), ("pil", 0), ("ar", 0)]
+        narrow = [*CLEAN_TILES3, ("pil", 0), ("pil", 1), ("random", 0)]
         late = [("grey-photos", v, "adv", 0) for v in ("smallcnn", "resnet18-narrow")]
         return [("grey-photos", "smallcnn", s, k) for s, k in small] \
             + [("grey-photos", "resnet18-narrow", s, k) for s, k in narrow] + late
     if name == "held-out-r18":  # a GPU session: ResNet-18 itself on the held-out photographs, the same jobs
-        return [("grey-photos", "resnet18", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2),
-                                                                 ("adv", 0), ("pil", 0), ("random", 0))]
+        return [("grey-photos", "resnet18", s, k) for s, k in (*CLEAN_TILES3, ("adv", 0), ("pil", 0), ("random", 0))]
     if name == "textures-lum":  # CPU: the benchmark's photographs in grey, the grey default period (4) and 3
-        return [("textures-lum", "smallcnn", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1), ("tiles", 2),
-                                                                  ("tiles,period=3", 0), ("tiles,period=3", 1),
-                                                                  ("tiles,period=3", 2))]
+        return [("textures-lum", "smallcnn", s, k) for s, k in (*CLEAN_TILES3, ("tiles,period=3", 0),
+                                                                  ("tiles,period=3", 1), ("tiles,period=3", 2))]
     if name == "held-out-norm":  # CPU: the same crops each standardised (mean and spread no longer name them)
-        return [("grey-photos-norm", "smallcnn", s, k) for s, k in (("clean", 0), ("tiles", 0), ("tiles", 1),
-                                                                      ("tiles", 2))]
+        return [("grey-photos-norm", "smallcnn", s, k) for s, k in CLEAN_TILES3]
     if name == "pil-r18":  # one GPU session: PIL against ResNet-18 over five keys, the default tiles beside it
         return [(d, "resnet18", s, k) for k in range(5) for d in DATASETS for s in ("pil", "tiles")]
     if name == "textures-tiled":  # CPU: EM and adv started from the colour-level tiles on the photographs, key 7

@@ -62,7 +62,7 @@ def held_out_split(ds: ImageSet, flag: str) -> str:
 def warn_unscored(ds: ImageSet, split: str, prefix: str = "", what: str = "the results say") -> list[str]:
     """Warn about (and return) the classes with training images but none in the held-out ``split``: a rare class
     that a class-folder split put wholly in train (a class of 3 images does so one time in two at the default 20%
-    test share) is never scored, so ``what`` (a subject and its verb) nothing about it."""
+    test share) is never scored: ``what`` (a subject and its verb, e.g. "the verdict says") says nothing about it."""
     held = torch.bincount(ds.labels[ds.indices(split)], minlength=ds.num_classes)
     trained = torch.bincount(ds.labels[ds.indices("train")], minlength=ds.num_classes)
     missing = [ds.classes[k] for k in range(ds.num_classes) if held[k] == 0 and trained[k] > 0]

@@ -116,6 +116,11 @@ def _uint8(grey_levels: np.ndarray) -> np.ndarray:
     return np.clip(np.round(grey_levels), 0, 255).astype(np.uint8)
 
 
+def _grey(levels: np.ndarray, normalise: int) -> np.ndarray:
+    """Grey levels ``(N, H, W)`` (float) as uint8, every image standardised first when ``normalise``."""
+    return _standardise(levels[..., None])[..., 0] if normalise else _uint8(levels)
+
+
 def _standardise(images: np.ndarray) -> np.ndarray:
     """Every image's channels (``(N, H, W, C)``, float) to :data:`NORM_MEAN` / :data:`NORM_STD`, then uint8."""
     mean, std = images.mean(axis=(1, 2), keepdims=True), images.std(axis=(1, 2), keepdims=True)
@@ -236,8 +241,7 @@ def textures(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, norm
     _flag("textures", "grey", grey)
     out, labels, splits = _crops(PHOTOS, "textures", n, test, size, seed)
     if grey:
-        lum = out.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        out = _standardise(lum[..., None])[..., 0] if normalise else _uint8(lum)
+        out = _grey(out.astype(np.float64) @ np.array([0.299, 0.587, 0.114]), normalise)
     elif normalise:
         out = _standardise(out.astype(np.float64))
     return out, labels, splits, tuple(p[2] for p in PHOTOS)
@@ -250,6 +254,5 @@ def grey_photos(n: int = 2000, test: int = 500, size: int = 32, seed: int = 0, n
     :data:`NORM_STD`). Returns (images ``(N, H, W)``, labels, splits, names)."""
     _flag("grey-photos", "normalise", normalise)
     out, labels, splits = _crops(GREY_PHOTOS, "grey-photos", n, test, size, seed)
-    grey = out[..., 0].astype(np.float64)  # the photographs are grey: every channel holds the same levels
-    out = _standardise(grey[..., None])[..., 0] if normalise else _uint8(grey)
-    return out, labels, splits, tuple(p[2] for p in GREY_PHOTOS)
+    # the photographs are grey: every channel holds the same levels
+    return _grey(out[..., 0].astype(np.float64), normalise), labels, splits, tuple(p[2] for p in GREY_PHOTOS)
